@@ -1,0 +1,82 @@
+//! Verified access to the Debian archive, with no root, no dpkg and no apt:
+//! check an `InRelease` signature against the archive keys shipped in this
+//! crate, parse `Packages` indexes, resolve a package closure under a policy,
+//! and read `.deb` files into memory without touching the host file system.
+//!
+//! Fetching is the caller's business: every function here takes bytes.
+
+mod deb;
+mod keyring;
+mod packages;
+mod release;
+mod resolve;
+
+pub use deb::{read_deb, DebEntry, DebEntryKind};
+pub use keyring::{archive_keys, Suite};
+pub use packages::{parse_packages, Dependency, Package, Relation};
+pub use release::{parse_http_date, verify_inrelease, IndexFile, Release};
+pub use resolve::{Resolution, Resolver};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("the signature of {what} does not verify against Debian's archive keys for {suite}: {detail}")]
+    BadSignature {
+        what: String,
+        suite: String,
+        detail: String,
+    },
+    #[error("{what} expired at {valid_until} (Valid-Until); the mirror is stale or replaying an old release")]
+    Expired { what: String, valid_until: String },
+    #[error("{what} is for suite {found:?}, not {expected:?}")]
+    WrongSuite {
+        what: String,
+        expected: String,
+        found: String,
+    },
+    #[error("malformed {what}: {detail}")]
+    Malformed { what: String, detail: String },
+    #[error("{what}: sha256 mismatch (expected {expected}, got {actual})")]
+    HashMismatch {
+        what: String,
+        expected: String,
+        actual: String,
+    },
+    #[error("package {package:?} is not in the archive{hint}")]
+    UnknownPackage { package: String, hint: String },
+    #[error("cannot satisfy {dependency:?} needed by {package}: no candidate in the archive")]
+    Unsatisfiable { package: String, dependency: String },
+    #[error("{deb}: refusing entry {path:?}: {reason}")]
+    UnsafeEntry {
+        deb: String,
+        path: String,
+        reason: String,
+    },
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Lower-case hex SHA-256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// Checks `bytes` against an expected SHA-256 from a signed index.
+pub fn check_sha256(what: &str, bytes: &[u8], expected: &str) -> Result<()> {
+    let actual = sha256_hex(bytes);
+    if actual.eq_ignore_ascii_case(expected) {
+        Ok(())
+    } else {
+        Err(Error::HashMismatch {
+            what: what.to_string(),
+            expected: expected.to_string(),
+            actual,
+        })
+    }
+}
