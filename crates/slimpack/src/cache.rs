@@ -1,0 +1,103 @@
+//! The content-addressed cache: blobs by digest, and small JSON records by
+//! the hash of everything that went into them. A record is only ever
+//! written whole (temp file + rename), so a crash leaves no half entry.
+
+use anyhow::{Context, Result};
+use serde::{de::DeserializeOwned, Serialize};
+use sha2::{Digest, Sha256};
+use slimpack_oci::BlobStore;
+use std::path::{Path, PathBuf};
+
+pub struct Cache {
+    root: PathBuf,
+    pub blobs: BlobStore,
+}
+
+impl Cache {
+    /// `$SLIMPACK_CACHE`, else `$XDG_CACHE_HOME/slimpack`, else `~/.cache/slimpack`.
+    pub fn default_dir() -> PathBuf {
+        if let Some(p) = std::env::var_os("SLIMPACK_CACHE") {
+            return p.into();
+        }
+        if let Some(p) = std::env::var_os("XDG_CACHE_HOME") {
+            return PathBuf::from(p).join("slimpack");
+        }
+        let home = std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into());
+        PathBuf::from(home).join(".cache/slimpack")
+    }
+
+    pub fn open(root: &Path) -> Result<Self> {
+        std::fs::create_dir_all(root)
+            .with_context(|| format!("creating cache directory {}", root.display()))?;
+        let blobs = BlobStore::open(root.join("oci"))?;
+        Ok(Self {
+            root: root.to_path_buf(),
+            blobs,
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// A directory for one kind of thing (`debs`, `rootfs`, ...).
+    pub fn dir(&self, kind: &str) -> Result<PathBuf> {
+        let d = self.root.join(kind);
+        std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
+        Ok(d)
+    }
+
+    fn record_path(&self, kind: &str, key: &str) -> PathBuf {
+        self.root.join("records").join(kind).join(format!("{key}.json"))
+    }
+
+    pub fn get<T: DeserializeOwned>(&self, kind: &str, key: &str) -> Option<T> {
+        let bytes = std::fs::read(self.record_path(kind, key)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    pub fn put<T: Serialize>(&self, kind: &str, key: &str, value: &T) -> Result<()> {
+        let path = self.record_path(kind, key);
+        write_atomic(&path, &serde_json::to_vec_pretty(value)?)
+    }
+}
+
+/// Writes a file through a temporary sibling and a rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
+    std::io::Write::write_all(&mut tmp, bytes)?;
+    tmp.persist(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// Hashes labelled parts into a cache key; labels keep `("a","bc")` and
+/// `("ab","c")` apart.
+#[derive(Default)]
+pub struct KeyHasher(Sha256);
+
+impl KeyHasher {
+    pub fn new(kind: &str) -> Self {
+        let mut h = Self(Sha256::new());
+        h.part("kind", kind.as_bytes());
+        h
+    }
+    pub fn part(&mut self, label: &str, value: impl AsRef<[u8]>) -> &mut Self {
+        let v = value.as_ref();
+        self.0.update((label.len() as u64).to_le_bytes());
+        self.0.update(label.as_bytes());
+        self.0.update((v.len() as u64).to_le_bytes());
+        self.0.update(v);
+        self
+    }
+    pub fn finish(self) -> String {
+        hex::encode(self.0.finalize())
+    }
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}

@@ -1,0 +1,109 @@
+//! Settings from `[tool.slimpack]` in `pyproject.toml` or a `slimpack.toml`,
+//! with command-line flags laid over them.
+
+use anyhow::{anyhow, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Config {
+    /// `debian:trixie`, `debian:bookworm` (or just `trixie`, `bookworm`).
+    pub base: Option<String>,
+    pub python: Option<String>,
+    /// The start command: a string (split like a shell would, no shell
+    /// features) or a list.
+    pub command: Option<Command>,
+    pub port: Option<u16>,
+    /// Extra Debian packages for the runtime (with their dependencies).
+    #[serde(default)]
+    pub packages: Vec<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    pub user: Option<String>,
+    /// Dependency groups or extras to install as well.
+    #[serde(default)]
+    pub with: Vec<String>,
+    /// `imports` (default), `all`, or `none`.
+    pub bytecode: Option<String>,
+    pub mirror: Option<String>,
+    pub security_mirror: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(untagged)]
+pub enum Command {
+    Line(String),
+    Argv(Vec<String>),
+}
+
+impl Config {
+    /// Reads the project's configuration: `slimpack.toml` if present, else
+    /// `[tool.slimpack]` of `pyproject.toml` (already parsed by the caller).
+    pub fn load(dir: &Path, tool_table: Option<&toml::Value>) -> Result<(Config, Option<String>)> {
+        let file = dir.join("slimpack.toml");
+        if file.is_file() {
+            let text = std::fs::read_to_string(&file)?;
+            let value = crate::project::pyproject::parse_toml(&file, &text)?;
+            let cfg = value
+                .try_into()
+                .map_err(|e: toml::de::Error| anyhow!("{}: {}", file.display(), e.message()))?;
+            return Ok((cfg, Some(file.display().to_string())));
+        }
+        if let Some(t) = tool_table {
+            let origin = format!("{} [tool.slimpack]", dir.join("pyproject.toml").display());
+            let cfg = t
+                .clone()
+                .try_into()
+                .map_err(|e: toml::de::Error| anyhow!("{origin}: {}", e.message()))?;
+            return Ok((cfg, Some(origin)));
+        }
+        Ok((Config::default(), None))
+    }
+
+    /// Lays `over` on top of `self`: set scalars replace, lists and maps extend.
+    pub fn overlay(mut self, over: Config) -> Config {
+        macro_rules! take {
+            ($($f:ident),*) => { $( if over.$f.is_some() { self.$f = over.$f; } )* };
+        }
+        take!(base, python, command, port, user, bytecode, mirror, security_mirror);
+        self.packages.extend(over.packages);
+        self.env.extend(over.env);
+        self.labels.extend(over.labels);
+        self.with.extend(over.with);
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_pyproject_table_and_rejects_unknown_keys() {
+        let d = tempfile::tempdir().unwrap();
+        let t: toml::Value = toml::from_str("port = 9000\ncommand = 'gunicorn app:app'\npackages = ['libpq5']\n[env]\nA = '1'\n").unwrap();
+        let (c, origin) = Config::load(d.path(), Some(&t)).unwrap();
+        assert_eq!(c.port, Some(9000));
+        assert_eq!(c.command, Some(Command::Line("gunicorn app:app".into())));
+        assert!(origin.unwrap().contains("[tool.slimpack]"));
+        let t: toml::Value = toml::from_str("prot = 9000\n").unwrap();
+        let e = Config::load(d.path(), Some(&t)).unwrap_err().to_string();
+        assert!(e.contains("prot"), "{e}");
+    }
+
+    #[test]
+    fn slimpack_toml_wins_and_flags_overlay() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("slimpack.toml"), "python = '3.11'\npackages = ['a']\n").unwrap();
+        let t: toml::Value = toml::from_str("python = '3.13'\n").unwrap();
+        let (c, _) = Config::load(d.path(), Some(&t)).unwrap();
+        assert_eq!(c.python.as_deref(), Some("3.11"));
+        let c = c.overlay(Config { python: Some("3.13".into()), packages: vec!["b".into()], ..Default::default() });
+        assert_eq!(c.python.as_deref(), Some("3.13"));
+        assert_eq!(c.packages, vec!["a", "b"]);
+    }
+}

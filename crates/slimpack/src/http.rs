@@ -1,0 +1,100 @@
+//! One HTTP client for everything slimpack fetches (Debian archive, PyPI).
+//!
+//! Trust comes from the host's CA bundle (`SSL_CERT_FILE`, else Debian's
+//! `/etc/ssl/certs/ca-certificates.crt`), so a TLS-intercepting corporate
+//! proxy works as it does for curl and pip; proxies come from the usual
+//! environment variables. Nothing here is ever written into an image.
+
+use anyhow::{bail, Context, Result};
+use indicatif::ProgressBar;
+use std::io::Read;
+use std::sync::OnceLock;
+use std::time::Duration;
+use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig};
+
+/// The host CA bundle, if there is one.
+pub fn host_ca_bundle() -> Option<std::path::PathBuf> {
+    let candidates = [
+        std::env::var_os("SSL_CERT_FILE").map(std::path::PathBuf::from),
+        Some("/etc/ssl/certs/ca-certificates.crt".into()),
+        Some("/etc/pki/tls/certs/ca-bundle.crt".into()),
+    ];
+    candidates.into_iter().flatten().find(|p| p.is_file())
+}
+
+fn agent() -> &'static ureq::Agent {
+    static AGENT: OnceLock<ureq::Agent> = OnceLock::new();
+    AGENT.get_or_init(|| {
+        let mut tls = TlsConfig::builder();
+        if let Some(bundle) = host_ca_bundle().and_then(|p| std::fs::read(p).ok()) {
+            let certs: Vec<Certificate<'static>> = ureq::tls::parse_pem(&bundle)
+                .filter_map(|i| match i {
+                    Ok(PemItem::Certificate(c)) => Some(c),
+                    _ => None,
+                })
+                .collect();
+            if !certs.is_empty() {
+                tls = tls.root_certs(RootCerts::new_with_certs(&certs));
+            }
+        }
+        ureq::Agent::config_builder()
+            .tls_config(tls.build())
+            .proxy(ureq::Proxy::try_from_env())
+            .timeout_connect(Some(Duration::from_secs(20)))
+            .timeout_global(Some(Duration::from_secs(600)))
+            .http_status_as_error(false)
+            .user_agent(concat!("slimpack/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .into()
+    })
+}
+
+/// GETs `url` into memory, retrying connection failures and 5xx/429 with
+/// backoff. A 404 is returned as an error naming the URL at once.
+pub fn get(url: &str, progress: Option<&ProgressBar>) -> Result<Vec<u8>> {
+    let mut last = None;
+    for attempt in 0..4u32 {
+        if attempt > 0 {
+            std::thread::sleep(Duration::from_millis(400 * 2u64.pow(attempt)));
+        }
+        match agent().get(url).call() {
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                if status == 200 {
+                    let len = resp.body().content_length();
+                    let mut reader = resp.into_body().into_reader();
+                    let mut buf = Vec::with_capacity(len.unwrap_or(0) as usize);
+                    let mut chunk = vec![0u8; 256 * 1024];
+                    let res: std::io::Result<()> = (|| loop {
+                        let n = reader.read(&mut chunk)?;
+                        if n == 0 {
+                            return Ok(());
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                        if let Some(pb) = progress {
+                            pb.inc(n as u64);
+                        }
+                    })();
+                    match res {
+                        Ok(()) => return Ok(buf),
+                        Err(e) => {
+                            if let Some(pb) = progress {
+                                pb.dec(buf.len() as u64);
+                            }
+                            last = Some(anyhow::anyhow!("reading {url}: {e}"));
+                            continue;
+                        }
+                    }
+                }
+                if status == 429 || status >= 500 {
+                    last = Some(anyhow::anyhow!("GET {url}: HTTP {status}"));
+                    continue;
+                }
+                bail!("GET {url}: HTTP {status}");
+            }
+            Err(e) => last = Some(anyhow::anyhow!("GET {url}: {e}")),
+        }
+    }
+    Err(last.unwrap_or_else(|| anyhow::anyhow!("GET {url} failed")))
+        .context("the network request failed after 4 attempts (check connectivity, proxy variables and SSL_CERT_FILE)")
+}

@@ -1,0 +1,13 @@
+//! slimpack: a Python web app into a small, reproducible OCI image, with no
+//! Docker daemon.
+//!
+//! The pipeline is the architecture: [`project`] detects the app, [`plan`]
+//! decides what goes in which layer, [`base`] builds the runtime from signed
+//! Debian packages, [`python`] installs dependencies with uv into a venv,
+//! [`sandbox`] runs the image's own interpreter under bwrap, and
+//! [`build`] assembles the OCI image (through `slimpack-oci`).
+
+pub mod cache;
+pub mod config;
+pub mod http;
+pub mod project;

@@ -1,0 +1,257 @@
+//! `requirements.txt` as pip and uv read it: `-r`/`-c` includes, line
+//! continuations, comments, `--hash` options and environment markers. We
+//! parse it to fail early with `file:line`, to know what is pinned, and to
+//! collect every file that the cache key must cover; uv reads the files
+//! itself for the actual resolution.
+
+use anyhow::{bail, Context, Result};
+use regex::Regex;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Requirement {
+    pub name: String,
+    /// The version specifier as written (`==3.0.0`, `>=2,<3`), maybe empty.
+    pub specifier: String,
+    pub marker: Option<String>,
+    pub hashes: Vec<String>,
+    /// `file:line` where it was declared.
+    pub origin: String,
+}
+
+impl Requirement {
+    /// `==X` (without wildcard) or `===X`: one exact version.
+    pub fn is_pinned(&self) -> bool {
+        let s = self.specifier.trim();
+        (s.starts_with("==") && !s.contains('*') && !s.contains(','))
+            || s.starts_with("===")
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct RequirementsFile {
+    pub requirements: Vec<Requirement>,
+    /// The top file and every file it includes, in the order read.
+    pub files: Vec<PathBuf>,
+}
+
+fn name_re() -> &'static Regex {
+    static RE: OnceLock<Regex> = OnceLock::new();
+    RE.get_or_init(|| {
+        Regex::new(r"^([A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)\s*(\[[A-Za-z0-9._,\s-]*\])?\s*(.*)$")
+            .unwrap()
+    })
+}
+
+fn clause_re() -> &'static Regex {
+    static RE: OnceLock<Regex> = OnceLock::new();
+    RE.get_or_init(|| {
+        Regex::new(r"^\s*(~=|===|==|!=|<=|>=|<|>)\s*([A-Za-z0-9][A-Za-z0-9.*+!_-]*)\s*$").unwrap()
+    })
+}
+
+/// Parses one requirement (PEP 508 without URLs) or explains what is wrong.
+pub fn parse_requirement(text: &str, origin: &str) -> std::result::Result<Requirement, String> {
+    let (spec_part, marker) = match text.split_once(';') {
+        Some((a, m)) => {
+            let m = m.trim();
+            if m.is_empty() {
+                return Err("empty environment marker after `;`".into());
+            }
+            (a.trim(), Some(m.to_string()))
+        }
+        None => (text.trim(), None),
+    };
+    if spec_part.contains(" @ ") || spec_part.contains("://") {
+        return Err("direct URL requirements are not supported yet; publish the package to an index or vendor a wheel".into());
+    }
+    let caps = name_re()
+        .captures(spec_part)
+        .ok_or_else(|| format!("{spec_part:?} does not start with a package name"))?;
+    let name = caps[1].to_string();
+    let mut rest = caps.get(3).map_or("", |m| m.as_str()).trim();
+    if rest.starts_with('(') && rest.ends_with(')') {
+        rest = rest[1..rest.len() - 1].trim();
+    }
+    if !rest.is_empty() {
+        for clause in rest.split(',') {
+            if !clause_re().is_match(clause) {
+                return Err(format!(
+                    "invalid version specifier {:?} for {name} (expected e.g. `{name}==1.2.3` or `{name}>=1.2,<2`)",
+                    clause.trim()
+                ));
+            }
+        }
+    }
+    Ok(Requirement {
+        name,
+        specifier: rest.replace(' ', ""),
+        marker,
+        hashes: Vec::new(),
+        origin: origin.to_string(),
+    })
+}
+
+/// Reads `path` and everything it includes.
+pub fn read(path: &Path) -> Result<RequirementsFile> {
+    let mut out = RequirementsFile::default();
+    read_into(path, &mut out, 0)?;
+    Ok(out)
+}
+
+fn read_into(path: &Path, out: &mut RequirementsFile, depth: usize) -> Result<()> {
+    if depth > 16 {
+        bail!("{}: -r includes nest deeper than 16 levels (a cycle?)", path.display());
+    }
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading {}", path.display()))?;
+    if out.files.iter().any(|f| f == path) {
+        return Ok(());
+    }
+    out.files.push(path.to_path_buf());
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let display = path.display().to_string();
+
+    // Join continuation lines, remembering where each logical line started.
+    let mut logical: Vec<(usize, String)> = Vec::new();
+    let mut pending: Option<(usize, String)> = None;
+    for (i, raw) in text.lines().enumerate() {
+        let line_no = i + 1;
+        let (start, mut acc) = pending.take().unwrap_or((line_no, String::new()));
+        // A comment starts at `#` preceded by whitespace or at line start.
+        let stripped = match raw.find(" #").or(if raw.trim_start().starts_with('#') { Some(0) } else { None }) {
+            Some(0) => "",
+            Some(i) => &raw[..i],
+            None => raw,
+        };
+        if let Some(cont) = stripped.strip_suffix('\\') {
+            acc.push_str(cont);
+            acc.push(' ');
+            pending = Some((start, acc));
+        } else {
+            acc.push_str(stripped);
+            logical.push((start, acc));
+        }
+    }
+    if let Some(p) = pending {
+        logical.push(p);
+    }
+
+    for (line_no, line) in logical {
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let origin = format!("{display}:{line_no}");
+        let err = |msg: String| anyhow::anyhow!("{origin}: {msg}");
+        if line.starts_with('-') {
+            let (opt, val) = match line.split_once(|c: char| c == ' ' || c == '=') {
+                Some((o, v)) => (o, v.trim()),
+                None => (line, ""),
+            };
+            match opt {
+                "-r" | "--requirement" | "-c" | "--constraint" => {
+                    if val.is_empty() {
+                        return Err(err(format!("{opt} needs a file name")));
+                    }
+                    let inc = dir.join(val);
+                    if !inc.is_file() {
+                        return Err(err(format!("included file {} does not exist", inc.display())));
+                    }
+                    if opt.starts_with("-r") || opt == "--requirement" {
+                        read_into(&inc, out, depth + 1)?;
+                    } else if !out.files.contains(&inc) {
+                        // Constraint files shape the resolution: key on them too.
+                        out.files.push(inc);
+                    }
+                }
+                "-e" | "--editable" => {
+                    return Err(err(
+                        "editable installs (-e) cannot go into an image; list the package normally, or leave the project itself out (its source goes into the app layer)".into(),
+                    ))
+                }
+                "-i" | "--index-url" | "--extra-index-url" | "-f" | "--find-links" | "--no-binary"
+                | "--only-binary" | "--pre" | "--prefer-binary" | "--no-index" | "--trusted-host" => {}
+                _ => return Err(err(format!("unknown option {opt}"))),
+            }
+            continue;
+        }
+        // A requirement, possibly followed by per-requirement options.
+        let (req_text, opts) = match line.find(" --") {
+            Some(i) => (&line[..i], &line[i..]),
+            None => (line, ""),
+        };
+        let mut req = parse_requirement(req_text, &origin).map_err(err)?;
+        for opt in opts.split_whitespace() {
+            if let Some(h) = opt.strip_prefix("--hash=") {
+                if !h.starts_with("sha256:") && !h.starts_with("sha384:") && !h.starts_with("sha512:") {
+                    return Err(err(format!("unsupported hash {h:?} (use sha256:...)")));
+                }
+                req.hashes.push(h.to_string());
+            } else if opt.starts_with("--") {
+                return Err(err(format!("unknown per-requirement option {opt}")));
+            }
+        }
+        out.requirements.push(req);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    #[test]
+    fn includes_continuations_hashes_markers() {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), "base.txt", "gunicorn==21.2.0 # server\n");
+        let p = write(
+            d.path(),
+            "requirements.txt",
+            "# top\n-r base.txt\nflask==3.0.0 \\\n    --hash=sha256:aaaa \\\n    --hash=sha256:bbbb\npywin32>=300 ; sys_platform == 'win32'\n\n--index-url https://pypi.org/simple\n",
+        );
+        let r = read(&p).unwrap();
+        assert_eq!(r.files.len(), 2);
+        let names: Vec<_> = r.requirements.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, vec!["gunicorn", "flask", "pywin32"]);
+        assert_eq!(r.requirements[1].hashes.len(), 2);
+        assert!(r.requirements[1].origin.ends_with("requirements.txt:3"));
+        assert_eq!(r.requirements[2].marker.as_deref(), Some("sys_platform == 'win32'"));
+        assert!(r.requirements[0].is_pinned());
+        assert!(!r.requirements[2].is_pinned());
+    }
+
+    #[test]
+    fn errors_name_file_and_line() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write(d.path(), "requirements.txt", "flask==3.0.0\n\ngunicorn==>21\n");
+        let e = read(&p).unwrap_err().to_string();
+        assert!(e.contains("requirements.txt:3"), "{e}");
+        assert!(e.contains("gunicorn"), "{e}");
+        let p = write(d.path(), "requirements.txt", "-r missing.txt\n");
+        assert!(read(&p).unwrap_err().to_string().contains("missing.txt"));
+        let p = write(d.path(), "requirements.txt", "-e .\n");
+        assert!(read(&p).unwrap_err().to_string().contains("editable"));
+        let p = write(d.path(), "requirements.txt", "!!!\n");
+        assert!(read(&p).unwrap_err().to_string().contains("requirements.txt:1"));
+    }
+
+    #[test]
+    fn requirement_forms() {
+        let ok = ["flask", "flask>=2,<4", "Flask[async] == 3.0.0", "a.b-c_d~=1.4", "x (>=1.0)", "zope.interface===5.0"];
+        for s in ok {
+            assert!(parse_requirement(s, "t").is_ok(), "{s}");
+        }
+        let bad = ["flask==", "flask=3", "-flask", "flask>=1;", "pkg @ https://x/y.whl"];
+        for s in bad {
+            assert!(parse_requirement(s, "t").is_err(), "{s}");
+        }
+    }
+}
