@@ -80,3 +80,11 @@ pub fn check_sha256(what: &str, bytes: &[u8], expected: &str) -> Result<()> {
         })
     }
 }
+
+/// Decompresses an `.xz` index (`Packages.xz`, `Contents-amd64.xz`).
+pub fn decompress_xz(bytes: &[u8]) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut out = Vec::with_capacity(bytes.len() * 6);
+    liblzma::read::XzDecoder::new(bytes).read_to_end(&mut out)?;
+    Ok(out)
+}

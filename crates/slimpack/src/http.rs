@@ -52,12 +52,21 @@ fn agent() -> &'static ureq::Agent {
 /// GETs `url` into memory, retrying connection failures and 5xx/429 with
 /// backoff. A 404 is returned as an error naming the URL at once.
 pub fn get(url: &str, progress: Option<&ProgressBar>) -> Result<Vec<u8>> {
+    get_accept(url, None, progress)
+}
+
+/// [`get`] with an `Accept` header (PyPI's JSON simple API needs one).
+pub fn get_accept(url: &str, accept: Option<&str>, progress: Option<&ProgressBar>) -> Result<Vec<u8>> {
     let mut last = None;
     for attempt in 0..4u32 {
         if attempt > 0 {
             std::thread::sleep(Duration::from_millis(400 * 2u64.pow(attempt)));
         }
-        match agent().get(url).call() {
+        let mut req = agent().get(url);
+        if let Some(a) = accept {
+            req = req.header("Accept", a);
+        }
+        match req.call() {
             Ok(resp) => {
                 let status = resp.status().as_u16();
                 if status == 200 {

@@ -15,6 +15,8 @@ pub struct PyProject {
     /// Optional dependency sets, by name: PEP 621 extras, PEP 735 groups,
     /// Poetry groups. A `--with NAME` selects one.
     pub groups: BTreeMap<String, Vec<String>>,
+    /// Which of `groups` are PEP 621 extras (the rest are groups).
+    pub extras: Vec<String>,
     /// Which tool declared the dependencies.
     pub style: Style,
     pub slimpack: Option<Value>,
@@ -81,6 +83,7 @@ pub fn read(path: &Path) -> Result<PyProject> {
         out.dependencies = strings(project.get("dependencies"), "[project].dependencies", path)?;
         if let Some(Value::Table(extras)) = project.get("optional-dependencies") {
             for (k, v) in extras {
+                out.extras.push(k.clone());
                 out.groups.insert(
                     k.clone(),
                     strings(Some(v), &format!("[project.optional-dependencies].{k}"), path)?,

@@ -1,0 +1,572 @@
+//! The runtime base made the way distroless is made: signed Debian packages,
+//! extracted without dpkg or maintainer scripts, trimmed to what a Python
+//! app can use.
+
+use crate::cache::{Cache, KeyHasher};
+use crate::http;
+use crate::report::Progress;
+use anyhow::{anyhow, bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use slimpack_debian::{
+    archive_keys, check_sha256, parse_packages, read_deb, verify_inrelease, DebEntryKind, Package,
+    Resolver, Suite,
+};
+use slimpack_oci::{Entry, EntryKind, Layer, LayerBuilder};
+use std::collections::BTreeSet;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Bump when the layer's content rules change, so cached layers are rebuilt.
+const POLICY_VERSION: &str = "runtime-v1";
+/// How long a verified package resolution is reused before the archive is
+/// asked again (security updates land within this time).
+const RESOLUTION_TTL_SECS: u64 = 24 * 3600;
+
+pub const DEFAULT_MIRROR: &str = "https://deb.debian.org/debian";
+pub const DEFAULT_SECURITY_MIRROR: &str = "https://deb.debian.org/debian-security";
+
+/// Never pulled in as dependencies: what only maintainer scripts or shells
+/// need, plus the libraries of stdlib modules no web app uses (nis, dbm,
+/// readline), whose extension modules are then left out too. Naming one in
+/// `packages` still installs it.
+const EXCLUDED: &[&str] = &[
+    "dpkg", "perl-base", "perl", "perl-modules-5.36", "perl-modules-5.40", "debconf", "debconf-2.0",
+    "cdebconf", "mime-support", "mailcap", "bash", "dash", "coreutils", "libc-bin", "openssl",
+    "sensible-utils", "install-info", "init-system-helpers", "lsb-base", "sysvinit-utils", "ucf",
+    "readline-common", "libreadline8", "libreadline8t64", "libnsl2", "libtirpc3", "libtirpc3t64",
+    "libtirpc-common", "libdb5.3", "libdb5.3t64", "gcc-12-base", "gcc-14-base", "tzdata-legacy",
+    "base-files", "debianutils", "libgdbm6", "libgdbm6t64", "libgdbm-compat4", "libgdbm-compat4t64",
+];
+
+/// Stdlib extension modules dropped when the library they link is absent.
+const OPTIONAL_EXTENSIONS: &[(&str, &[&str])] = &[
+    ("nis.", &["libnsl2"]),
+    ("_dbm.", &["libdb5.3", "libdb5.3t64"]),
+    ("readline.", &["libreadline8", "libreadline8t64"]),
+];
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BaseSpec {
+    pub suite: Suite,
+    pub mirror: String,
+    pub security_mirror: String,
+    pub extra_packages: Vec<String>,
+}
+
+impl BaseSpec {
+    pub fn roots(&self) -> Vec<String> {
+        let py = self.suite.python();
+        let mut r: Vec<String> = vec![
+            format!("python{py}-minimal"),
+            format!("libpython{py}-stdlib"),
+            "ca-certificates".into(),
+            "tzdata".into(),
+            "netbase".into(),
+        ];
+        r.extend(self.extra_packages.iter().cloned());
+        r
+    }
+
+    fn key(&self) -> String {
+        let mut h = KeyHasher::new("debian-resolution");
+        h.part("suite", self.suite.codename())
+            .part("mirror", &self.mirror)
+            .part("security", &self.security_mirror)
+            .part("policy", POLICY_VERSION);
+        for r in self.roots() {
+            h.part("root", r);
+        }
+        h.finish()
+    }
+}
+
+/// A package as the build used it (recorded in the plan and report).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PackageRecord {
+    pub name: String,
+    pub version: String,
+    pub origin: String,
+    pub sha256: String,
+    pub size: u64,
+    #[serde(skip_serializing)]
+    pub filename: String,
+    #[serde(skip_serializing)]
+    pub stanza: String,
+    #[serde(skip_serializing)]
+    pub mirror: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Resolved {
+    pub fetched_at: u64,
+    /// e.g. `12.15` from the signed Release file.
+    pub release_version: String,
+    pub python_version: String,
+    pub glibc_version: String,
+    pub packages: Vec<PackageRecord>,
+    pub skipped: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Runtime {
+    pub suite: Suite,
+    pub resolved: Resolved,
+    pub layer: Layer,
+    /// Hash of exactly what is in the layer (package hashes + policy).
+    pub key: String,
+}
+
+impl Runtime {
+    pub fn python_minor(&self) -> &'static str {
+        self.suite.python()
+    }
+    pub fn interpreter(&self) -> String {
+        format!("/usr/bin/python{}", self.suite.python())
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Fetches, verifies and resolves the package set (or reuses a fresh one).
+pub fn resolve(spec: &BaseSpec, cache: &Cache, refresh: bool, progress: &Progress) -> Result<Resolved> {
+    let key = spec.key();
+    if !refresh {
+        if let Some(r) = cache.get::<Resolved>("debian-resolution", &key) {
+            if now().saturating_sub(r.fetched_at) < RESOLUTION_TTL_SECS {
+                return Ok(r);
+            }
+        }
+    }
+    let suite = spec.suite;
+    let code = suite.codename();
+    let keys = archive_keys(suite);
+    let archives = [
+        (spec.mirror.as_str(), code.to_string()),
+        (spec.mirror.as_str(), format!("{code}-updates")),
+        (spec.security_mirror.as_str(), format!("{code}-security")),
+    ];
+    let mut all = Vec::new();
+    let mut release_version = String::new();
+    for (mirror, dist) in &archives {
+        let sp = progress.spinner(format!("Verifying {dist} index"));
+        let url = format!("{mirror}/dists/{dist}/InRelease");
+        let text = String::from_utf8(http::get(&url, None)?)
+            .map_err(|_| anyhow!("{url}: not UTF-8"))?;
+        let release = verify_inrelease(&text, &keys, dist, now())
+            .with_context(|| format!("checking {url}"))?;
+        if dist == code {
+            release_version = text
+                .lines()
+                .find_map(|l| l.strip_prefix("Version: "))
+                .unwrap_or("")
+                .to_string();
+        }
+        let index_path = "main/binary-amd64/Packages.xz";
+        let entry = release.files.get(index_path).ok_or_else(|| {
+            anyhow!("{url} lists no {index_path}; is {mirror} a full Debian mirror?")
+        })?;
+        let index_url = format!("{mirror}/dists/{dist}/{index_path}");
+        let xz = http::get(&index_url, None)?;
+        check_sha256(&index_url, &xz, &entry.sha256)?;
+        let text = slimpack_debian::decompress_xz(&xz)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .ok_or_else(|| anyhow!("{index_url}: cannot decompress"))?;
+        let mut pkgs = parse_packages(&text, dist)?;
+        for p in &mut pkgs {
+            // Remember which mirror serves it (the security archive differs).
+            p.origin = format!("{dist}\t{mirror}");
+        }
+        all.push(pkgs);
+        sp.finish_and_clear();
+    }
+    let mut resolver = Resolver::new(all, "amd64");
+    resolver.exclude(EXCLUDED.iter().copied());
+    let res = resolver.resolve(&spec.roots()).map_err(|e| match e {
+        slimpack_debian::Error::UnknownPackage { package, hint } => anyhow!(
+            "Debian package {package:?} (from `packages` in the configuration) does not exist in {code}{hint}"
+        ),
+        e => e.into(),
+    })?;
+    let version_of = |name: &str| {
+        res.packages
+            .iter()
+            .find(|p| p.name == name)
+            .map(|p| p.version.clone())
+            .ok_or_else(|| anyhow!("{name} is missing from the resolution"))
+    };
+    let py_pkg = format!("python{}-minimal", suite.python());
+    let python_version = upstream(&version_of(&py_pkg)?);
+    let glibc_version = upstream(&version_of("libc6")?);
+    let resolved = Resolved {
+        fetched_at: now(),
+        release_version,
+        python_version,
+        glibc_version,
+        packages: res.packages.iter().map(record).collect(),
+        skipped: res.skipped,
+    };
+    cache.put("debian-resolution", &key, &resolved)?;
+    Ok(resolved)
+}
+
+fn record(p: &Package) -> PackageRecord {
+    let (origin, mirror) = p.origin.split_once('\t').unwrap_or((&p.origin, ""));
+    PackageRecord {
+        name: p.name.clone(),
+        version: p.version.clone(),
+        origin: origin.to_string(),
+        sha256: p.sha256.clone(),
+        size: p.size,
+        filename: p.filename.clone(),
+        stanza: p.stanza.clone(),
+        mirror: mirror.to_string(),
+    }
+}
+
+/// `3.11.2-6+deb12u6` → `3.11.2`.
+fn upstream(v: &str) -> String {
+    let v = v.split_once(':').map_or(v, |(_, r)| r);
+    v.split(['-', '+', '~']).next().unwrap_or(v).to_string()
+}
+
+/// Downloads (or finds in the cache) every package, checking each against
+/// the SHA-256 of the signed index.
+fn fetch_debs(resolved: &Resolved, cache: &Cache, progress: &Progress) -> Result<Vec<(String, Vec<u8>)>> {
+    let dir = cache.dir("debs")?;
+    let missing: Vec<&PackageRecord> = resolved
+        .packages
+        .iter()
+        .filter(|p| !dir.join(format!("{}.deb", p.sha256)).is_file())
+        .collect();
+    if !missing.is_empty() {
+        let total: u64 = missing.iter().map(|p| p.size).sum();
+        let pb = progress.bytes(format!("Downloading {} Debian packages", missing.len()), total);
+        let queue = std::sync::Mutex::new(missing.into_iter());
+        let failure: std::sync::Mutex<Option<anyhow::Error>> = std::sync::Mutex::new(None);
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| loop {
+                    let Some(p) = queue.lock().unwrap().next() else { break };
+                    let url = format!("{}/{}", p.mirror, p.filename);
+                    let result = http::get(&url, Some(&pb)).and_then(|bytes| {
+                        check_sha256(&url, &bytes, &p.sha256)?;
+                        crate::cache::write_atomic(&dir.join(format!("{}.deb", p.sha256)), &bytes)
+                    });
+                    if let Err(e) = result {
+                        failure.lock().unwrap().get_or_insert(e);
+                        break;
+                    }
+                });
+            }
+        });
+        pb.finish_and_clear();
+        if let Some(e) = failure.into_inner().unwrap() {
+            return Err(e);
+        }
+    }
+    resolved
+        .packages
+        .iter()
+        .map(|p| {
+            let path = dir.join(format!("{}.deb", p.sha256));
+            let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+            // The cache is trusted no more than the network.
+            check_sha256(&p.name, &bytes, &p.sha256)?;
+            Ok((format!("{}_{}.deb", p.name, p.version), bytes))
+        })
+        .collect()
+}
+
+/// Leaves out what no app uses: docs, man pages, locales, glibc's iconv
+/// modules (Python never loads them), the stdlib's IDE, test and packaging
+/// helpers, and ca-certificates' individual files once bundled.
+fn dropped(path: &str, python: &str) -> bool {
+    const PREFIXES: &[&str] = &[
+        "usr/share/doc/", "usr/share/man/", "usr/share/info/", "usr/share/locale/",
+        "usr/share/lintian/", "usr/share/bug/", "usr/share/linda/", "usr/share/menu/",
+        "usr/share/pixmaps/", "usr/share/applications/", "usr/share/bash-completion/",
+        "usr/share/gdb/", "usr/share/binfmts/", "usr/lib/x86_64-linux-gnu/gconv/",
+        "usr/share/ca-certificates/", "usr/sbin/", "etc/cron.daily/", "etc/logrotate.d/",
+        "usr/share/zoneinfo/right/", "usr/share/python3/", "usr/share/debconf/",
+        "usr/lib/mime/", "usr/share/mime/", "etc/ca-certificates/",
+    ];
+    if PREFIXES.iter().any(|p| path.starts_with(p) || format!("{path}/") == *p) {
+        return true;
+    }
+    let stdlib = format!("usr/lib/python{python}/");
+    if let Some(rest) = path.strip_prefix(&stdlib) {
+        let top = rest.split('/').next().unwrap_or("");
+        return matches!(
+            top,
+            "idlelib" | "tkinter" | "turtledemo" | "lib2to3" | "pydoc_data" | "ensurepip" | "test"
+                | "turtle.py" | "__phello__"
+        ) || top.starts_with("config-");
+    }
+    // Interpreter helpers that are scripts needing a shell or pydoc.
+    path.starts_with("usr/bin/") && !path.starts_with(&format!("usr/bin/python{python}"))
+}
+
+/// Merged /usr: `/bin`, `/lib`... are symlinks into `/usr`, as on every
+/// current Debian system; packages that still ship files there are moved.
+fn merged_usr(path: &str) -> Option<String> {
+    for top in ["bin", "sbin", "lib", "lib32", "lib64", "libx32"] {
+        if path == top {
+            return None;
+        }
+        if let Some(rest) = path.strip_prefix(top).and_then(|r| r.strip_prefix('/')) {
+            return Some(format!("usr/{top}/{rest}"));
+        }
+    }
+    Some(path.to_string())
+}
+
+/// Resolves a relative symlink target against the link's original location,
+/// giving an absolute path, so that moving the link into /usr keeps it right.
+fn absolute_target(link_path: &str, target: &str) -> String {
+    if target.starts_with('/') {
+        return target.to_string();
+    }
+    let mut parts: Vec<&str> = link_path.split('/').collect();
+    parts.pop();
+    for c in target.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            c => parts.push(c),
+        }
+    }
+    format!("/{}", parts.join("/"))
+}
+
+pub const NONROOT_UID: u64 = 65532;
+
+/// Builds (or reuses) the runtime layer.
+pub fn build(spec: &BaseSpec, cache: &Cache, refresh: bool, mtime: u64, progress: &Progress) -> Result<(Runtime, bool)> {
+    let resolved = resolve(spec, cache, refresh, progress)?;
+    let mut h = KeyHasher::new("runtime-layer");
+    h.part("policy", POLICY_VERSION)
+        .part("suite", spec.suite.codename())
+        .part("release", &resolved.release_version)
+        .part("mtime", mtime.to_string());
+    for p in &resolved.packages {
+        h.part("pkg", &p.name).part("sha", &p.sha256);
+    }
+    let key = h.finish();
+    if let Some(layer) = cache.get::<Layer>("runtime-layer", &key) {
+        if cache.blobs.contains(&layer.digest) {
+            return Ok((
+                Runtime {
+                    suite: spec.suite,
+                    resolved,
+                    layer,
+                    key,
+                },
+                true,
+            ));
+        }
+    }
+    let debs = fetch_debs(&resolved, cache, progress)?;
+    let sp = progress.spinner("Assembling the runtime layer".into());
+    let python = spec.suite.python();
+    let names: BTreeSet<&str> = resolved.packages.iter().map(|p| p.name.as_str()).collect();
+    let mut b = LayerBuilder::new();
+    let mut ca_roots: Vec<(String, Vec<u8>)> = Vec::new();
+    for (deb_name, bytes) in &debs {
+        for e in read_deb(deb_name, bytes)? {
+            let Some(path) = merged_usr(&e.path) else { continue };
+            if let (true, DebEntryKind::File(data)) =
+                (path.starts_with("usr/share/ca-certificates/") && path.ends_with(".crt"), &e.kind)
+            {
+                ca_roots.push((path.clone(), data.clone()));
+            }
+            if dropped(&path, python) {
+                continue;
+            }
+            let moved = path != e.path;
+            let kind = match e.kind {
+                DebEntryKind::Dir => EntryKind::Dir,
+                DebEntryKind::File(data) => EntryKind::Bytes(data),
+                DebEntryKind::Symlink(t) if moved => EntryKind::Symlink(absolute_target(&e.path, &t)),
+                DebEntryKind::Symlink(t) => EntryKind::Symlink(t),
+                DebEntryKind::Hardlink(t) => {
+                    EntryKind::Hardlink(merged_usr(&t).unwrap_or(t))
+                }
+            };
+            if matches!(kind, EntryKind::Dir) && b.contains(&path) {
+                continue;
+            }
+            b.add(&path, Entry::new(e.mode, kind))?;
+        }
+    }
+    // Extension modules whose libraries the policy left out.
+    let dynload = format!("usr/lib/python{python}/lib-dynload/");
+    b.retain(|p, _| {
+        let Some(file) = p.strip_prefix(dynload.as_str()) else { return true };
+        !OPTIONAL_EXTENSIONS
+            .iter()
+            .any(|(prefix, libs)| file.starts_with(prefix) && !libs.iter().any(|l| names.contains(l)))
+    });
+    // Links into the dropped directories would dangle.
+    let dangling: Vec<String> = b
+        .iter()
+        .filter_map(|(p, e)| match &e.kind {
+            EntryKind::Symlink(t) if t.starts_with('/') && dropped(t.trim_start_matches('/'), python) => Some(p.to_string()),
+            _ => None,
+        })
+        .collect();
+    for p in dangling {
+        b.remove(&p);
+    }
+    add_system_files(&mut b, spec.suite, &resolved, ca_roots)?;
+    let layer = b.write(&cache.blobs, mtime)?;
+    cache.put("runtime-layer", &key, &layer)?;
+    sp.finish_and_clear();
+    Ok((
+        Runtime {
+            suite: spec.suite,
+            resolved,
+            layer,
+            key,
+        },
+        false,
+    ))
+}
+
+fn add_system_files(
+    b: &mut LayerBuilder,
+    suite: Suite,
+    resolved: &Resolved,
+    mut roots: Vec<(String, Vec<u8>)>,
+) -> Result<()> {
+    let python = suite.python();
+    for top in ["bin", "sbin", "lib", "lib64"] {
+        b.add(top, Entry::symlink(format!("usr/{top}")))?;
+    }
+    if !b.contains("usr/lib64") {
+        b.add("usr/lib64", Entry::dir(0o755))?;
+    }
+    b.add("usr/bin/python3", Entry::symlink(format!("python{python}")))?;
+    b.add("usr/bin/python", Entry::symlink(format!("python{python}")))?;
+    b.add("tmp", Entry::dir(0o1777))?;
+    b.add("var/tmp", Entry::dir(0o1777))?;
+    b.add("root", Entry::dir(0o700))?;
+    let mut home = Entry::dir(0o700);
+    home.uid = NONROOT_UID;
+    home.gid = NONROOT_UID;
+    b.add("home/nonroot", home)?;
+    for d in ["proc", "sys", "dev", "run", "etc", "app", "opt"] {
+        if !b.contains(d) {
+            b.add(d, Entry::dir(0o755))?;
+        }
+    }
+    b.add(
+        "etc/passwd",
+        Entry::bytes(
+            0o644,
+            "root:x:0:0:root:/root:/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n",
+        ),
+    )?;
+    b.add(
+        "etc/group",
+        Entry::bytes(0o644, "root:x:0:\nnogroup:x:65534:\nnonroot:x:65532:\n"),
+    )?;
+    b.add("etc/nsswitch.conf", Entry::bytes(0o644, "passwd: files\ngroup: files\nhosts: files dns\n"))?;
+    let v = suite.version_id();
+    let code = suite.codename();
+    b.add(
+        "etc/os-release",
+        Entry::bytes(0o644, format!(
+            "PRETTY_NAME=\"Debian GNU/Linux {v} ({code})\"\nNAME=\"Debian GNU/Linux\"\nVERSION_ID=\"{v}\"\nVERSION=\"{v} ({code})\"\nVERSION_CODENAME={code}\nID=debian\nHOME_URL=\"https://www.debian.org/\"\nSUPPORT_URL=\"https://www.debian.org/support\"\nBUG_REPORT_URL=\"https://bugs.debian.org/\"\n"
+        )),
+    )?;
+    b.add("usr/lib/os-release", Entry::symlink("../../etc/os-release"))?;
+    let point = if resolved.release_version.is_empty() { v.to_string() } else { resolved.release_version.clone() };
+    b.add("etc/debian_version", Entry::bytes(0o644, format!("{point}\n")))?;
+
+    // The dpkg database, so that dpkg-query and scanners list the packages.
+    let mut status = String::new();
+    for p in &resolved.packages {
+        let mut skipping = false;
+        for line in p.stanza.lines() {
+            if !line.starts_with([' ', '\t']) {
+                let field = line.split(':').next().unwrap_or("");
+                skipping = matches!(
+                    field,
+                    "Filename" | "Size" | "MD5sum" | "SHA256" | "SHA1" | "Description-md5" | "Tag" | "Task"
+                );
+                if !skipping {
+                    status.push_str(line);
+                    status.push('\n');
+                    if field == "Package" {
+                        status.push_str("Status: install ok installed\n");
+                    }
+                }
+            } else if !skipping {
+                status.push_str(line);
+                status.push('\n');
+            }
+        }
+        status.push('\n');
+    }
+    b.add("var/lib/dpkg/status", Entry::bytes(0o644, status))?;
+    b.add("var/lib/dpkg/info", Entry::dir(0o755))?;
+
+    // What update-ca-certificates would have generated: one bundle of the
+    // Mozilla roots, where OpenSSL (and so Python's ssl) looks for it.
+    roots.sort();
+    if roots.is_empty() {
+        bail!("ca-certificates shipped no certificates; the image could not verify TLS");
+    }
+    let mut bundle = Vec::new();
+    for (_, pem) in &roots {
+        bundle.extend_from_slice(pem);
+        if !pem.ends_with(b"\n") {
+            bundle.push(b'\n');
+        }
+    }
+    b.add("etc/ssl/certs/ca-certificates.crt", Entry::bytes(0o644, bundle))?;
+    b.add("usr/lib/ssl/cert.pem", Entry::symlink("/etc/ssl/certs/ca-certificates.crt"))?;
+    b.add("usr/lib/ssl/certs", Entry::symlink("/etc/ssl/certs"))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merged_usr_moves_top_dirs() {
+        assert_eq!(merged_usr("lib/x86_64-linux-gnu/libc.so.6").unwrap(), "usr/lib/x86_64-linux-gnu/libc.so.6");
+        assert_eq!(merged_usr("lib64/ld-linux-x86-64.so.2").unwrap(), "usr/lib64/ld-linux-x86-64.so.2");
+        assert_eq!(merged_usr("library/x").unwrap(), "library/x");
+        assert!(merged_usr("lib").is_none());
+        assert_eq!(absolute_target("lib/x86_64-linux-gnu/libz.so.1", "libz.so.1.2.13"), "/lib/x86_64-linux-gnu/libz.so.1.2.13");
+        assert_eq!(absolute_target("lib/a/b", "../../usr/lib/c"), "/usr/lib/c");
+    }
+
+    #[test]
+    fn drop_policy() {
+        assert!(dropped("usr/share/doc/libc6/copyright", "3.11"));
+        assert!(dropped("usr/lib/x86_64-linux-gnu/gconv/UTF-16.so", "3.11"));
+        assert!(dropped("usr/lib/python3.11/idlelib/idle.py", "3.11"));
+        assert!(dropped("usr/lib/python3.11/ensurepip/__init__.py", "3.11"));
+        assert!(!dropped("usr/lib/python3.11/json/__init__.py", "3.11"));
+        assert!(!dropped("usr/bin/python3.11", "3.11"));
+        assert!(dropped("usr/bin/pydoc3.11", "3.11"));
+        assert!(!dropped("usr/share/zoneinfo/Europe/Paris", "3.11"));
+    }
+
+    #[test]
+    fn upstream_versions() {
+        assert_eq!(upstream("3.11.2-6+deb12u6"), "3.11.2");
+        assert_eq!(upstream("2.36-9+deb12u13"), "2.36");
+        assert_eq!(upstream("1:2.3~rc1-1"), "2.3");
+    }
+}

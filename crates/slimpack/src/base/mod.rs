@@ -1,0 +1,112 @@
+//! The runtime base: which Debian release (and so which Python) the image
+//! is built on. Registry images as bases come with registry support.
+
+pub mod debian;
+
+use crate::project::pyproject::python_satisfies;
+use anyhow::{bail, Result};
+use slimpack_debian::Suite;
+
+const SUITES: [Suite; 2] = [Suite::Trixie, Suite::Bookworm];
+
+fn available() -> String {
+    SUITES
+        .iter()
+        .map(|s| format!("Python {} (Debian {} {})", s.python(), s.version_id(), s.codename()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn parse_base(base: &str) -> Result<Suite> {
+    let b = base.strip_prefix("debian:").unwrap_or(base);
+    if b == "debian" {
+        return Ok(Suite::Trixie);
+    }
+    if let Some(s) = Suite::from_codename(b) {
+        return Ok(s);
+    }
+    if base.contains('/') || base.contains(':') {
+        bail!("base {base:?}: registry images as the runtime base are not supported yet; use debian:trixie or debian:bookworm");
+    }
+    bail!("unknown base {base:?}: use debian:trixie (Python 3.13) or debian:bookworm (Python 3.11)")
+}
+
+fn minor_of(v: &str) -> Option<String> {
+    let v = v.trim().trim_start_matches("python").trim_start_matches("cpython-").trim_start_matches('@');
+    let mut it = v.split('.');
+    let (maj, min) = (it.next()?, it.next()?);
+    (maj.chars().all(|c| c.is_ascii_digit()) && !maj.is_empty() && min.chars().all(|c| c.is_ascii_digit()) && !min.is_empty())
+        .then(|| format!("{maj}.{min}"))
+}
+
+/// Picks the Debian release from the explicit base, the explicit Python
+/// version (flag or config), or what the project asks for, in that order
+/// of strength. A Python the base cannot give is an error, never a silent
+/// substitution.
+pub fn choose_suite(base: Option<&str>, python: Option<&str>, request: Option<&(String, String)>) -> Result<(Suite, String)> {
+    let from_base = base.map(parse_base).transpose()?;
+    if let Some(p) = python {
+        let minor = minor_of(p).ok_or_else(|| anyhow::anyhow!("--python {p:?} is not a Python version like 3.11"))?;
+        let Some(suite) = SUITES.iter().copied().find(|s| s.python() == minor) else {
+            bail!("Python {minor} is not available from a Debian base; available: {}", available());
+        };
+        if let Some(b) = from_base {
+            if b != suite {
+                bail!("base debian:{} gives Python {}, but Python {minor} was asked for", b.codename(), b.python());
+            }
+        }
+        return Ok((suite, format!("Python {minor} as configured")));
+    }
+    let candidates: Vec<Suite> = match from_base {
+        Some(b) => vec![b],
+        None => SUITES.to_vec(),
+    };
+    if let Some((req, origin)) = request {
+        let ok: Vec<Suite> = if let Some(minor) = minor_of(req).filter(|_| req.trim().starts_with(|c: char| c.is_ascii_digit())) {
+            candidates.iter().copied().filter(|s| s.python() == minor).collect()
+        } else {
+            candidates.iter().copied().filter(|s| python_satisfies(req, s.python())).collect()
+        };
+        return match ok.first() {
+            Some(s) => Ok((*s, format!("Python {} from {origin} ({req})", s.python()))),
+            None => bail!(
+                "{origin} asks for Python {req:?}, which no supported base gives; available: {}",
+                available()
+            ),
+        };
+    }
+    let s = candidates[0];
+    Ok((s, format!("Python {} (default)", s.python())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(s: &str) -> (String, String) {
+        (s.to_string(), "pyproject.toml".to_string())
+    }
+
+    #[test]
+    fn explicit_python_and_base() {
+        assert_eq!(choose_suite(None, Some("3.11"), None).unwrap().0, Suite::Bookworm);
+        assert_eq!(choose_suite(None, None, None).unwrap().0, Suite::Trixie);
+        assert_eq!(choose_suite(Some("debian:bookworm"), None, None).unwrap().0, Suite::Bookworm);
+        let e = choose_suite(None, Some("3.12"), None).unwrap_err().to_string();
+        assert!(e.contains("3.12") && e.contains("3.13") && e.contains("3.11"), "{e}");
+        assert!(choose_suite(Some("bookworm"), Some("3.13"), None).is_err());
+        assert!(choose_suite(None, Some("banana"), None).is_err());
+        assert!(choose_suite(Some("docker.io/library/python:3.12-slim"), None, None).is_err());
+    }
+
+    #[test]
+    fn project_requests() {
+        assert_eq!(choose_suite(None, None, Some(&req(">=3.9,<3.12"))).unwrap().0, Suite::Bookworm);
+        assert_eq!(choose_suite(None, None, Some(&req(">=3.10"))).unwrap().0, Suite::Trixie);
+        assert_eq!(choose_suite(None, None, Some(&req("3.11"))).unwrap().0, Suite::Bookworm);
+        assert_eq!(choose_suite(None, None, Some(&req("3.11.7"))).unwrap().0, Suite::Bookworm);
+        let e = choose_suite(None, None, Some(&req("3.8"))).unwrap_err().to_string();
+        assert!(e.contains("pyproject.toml"), "{e}");
+        assert!(choose_suite(Some("bookworm"), None, Some(&req(">=3.12"))).is_err());
+    }
+}

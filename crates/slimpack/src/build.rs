@@ -1,0 +1,530 @@
+//! `slimpack build`: project → plan → runtime, venv and app layers → image
+//! → outputs. Each layer is keyed by the hash of its inputs and reused from
+//! the cache when they did not change.
+
+use crate::base::{self, debian};
+use crate::cache::{Cache, KeyHasher};
+use crate::config::{Command as CfgCommand, Config};
+use crate::plan::*;
+use crate::project::{entrypoint, ignore, normalize_name, Project};
+use crate::python::{self, bytecode, uv::Uv, Target};
+use crate::report::Progress;
+use anyhow::{anyhow, bail, Context, Result};
+use serde::Serialize;
+use slimpack_oci::{add_tree, Entry, Image, ImageSpec, Layer, LayerBuilder};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// 1980-01-01T00:00:00Z: the fixed time of every file when SOURCE_DATE_EPOCH
+/// is not set (zip-based tools reject earlier dates).
+pub const DEFAULT_EPOCH: u64 = 315_532_800;
+const VENV_POLICY: &str = "venv-v1";
+const APP_POLICY: &str = "app-v1";
+
+#[derive(Debug, Clone)]
+pub enum Output {
+    Oci { path: PathBuf, tag: String },
+    DockerArchive { path: PathBuf },
+}
+
+impl Output {
+    pub fn parse(s: &str) -> Result<Output> {
+        if let Some(p) = s.strip_prefix("docker-archive:") {
+            let p = p.split(':').next().unwrap_or(p);
+            if p.is_empty() {
+                bail!("--output docker-archive: needs a file name");
+            }
+            return Ok(Output::DockerArchive { path: p.into() });
+        }
+        let rest = s.strip_prefix("oci:").unwrap_or(s);
+        let (path, tag) = slimpack_oci::parse_layout_ref(rest);
+        if path.as_os_str().is_empty() {
+            bail!("--output {s:?} names no path");
+        }
+        Ok(Output::Oci {
+            path,
+            tag: tag.unwrap_or_else(|| "latest".into()),
+        })
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Output::Oci { path, tag } => format!("oci:{}:{tag}", path.display()),
+            Output::DockerArchive { path } => format!("docker-archive:{}", path.display()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct BuildOptions {
+    pub dir: PathBuf,
+    /// Flags, laid over the project's configuration.
+    pub overrides: Config,
+    pub outputs: Vec<Output>,
+    pub plan_only: bool,
+    pub locked: bool,
+    pub refresh: bool,
+    pub cache_dir: Option<PathBuf>,
+    pub progress: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LayerReport {
+    pub name: String,
+    pub digest: String,
+    pub diff_id: String,
+    pub size: u64,
+    pub uncompressed_size: u64,
+    /// Reused from the cache rather than built.
+    pub cached: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BuildReport {
+    pub name: String,
+    pub digest: String,
+    pub outputs: Vec<String>,
+    pub layers: Vec<LayerReport>,
+    pub size: u64,
+    pub uncompressed_size: u64,
+    pub python: String,
+    pub base: String,
+    pub os_packages: usize,
+    pub python_packages: usize,
+    pub bytecode: Option<bytecode::Compiled>,
+    pub cmd: Vec<String>,
+    pub warnings: Vec<String>,
+    pub seconds: f64,
+}
+
+/// Either a plan (with `--plan`) or a finished build.
+pub enum Outcome {
+    Plan(Box<Plan>),
+    Built(Box<BuildReport>),
+}
+
+fn epoch() -> Result<u64> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) if !v.trim().is_empty() => v
+            .trim()
+            .parse()
+            .map_err(|_| anyhow!("SOURCE_DATE_EPOCH={v:?} is not a number of seconds")),
+        _ => Ok(DEFAULT_EPOCH),
+    }
+}
+
+/// RFC 3339 for a Unix time (UTC).
+pub fn rfc3339(t: u64) -> String {
+    let days = (t / 86400) as i64;
+    let secs = t % 86400;
+    // Civil from days (Howard Hinnant).
+    let z = days + 719468;
+    let era = z.div_euclid(146097);
+    let doe = z - era * 146097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs / 60 % 60, secs % 60)
+}
+
+fn git(dir: &Path, args: &[&str]) -> Option<String> {
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    let s = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (out.status.success() && !s.is_empty()).then_some(s)
+}
+
+/// The repository URL without any credentials in it.
+fn public_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    format!("{scheme}://{host}{path}")
+}
+
+struct AppLayerInput {
+    files: Vec<ignore::AppFile>,
+    key: String,
+}
+
+fn app_input(dir: &Path, files: Vec<ignore::AppFile>, mtime: u64) -> Result<AppLayerInput> {
+    let mut h = KeyHasher::new("app-layer");
+    h.part("policy", APP_POLICY).part("mtime", mtime.to_string());
+    for f in &files {
+        h.part("path", &f.rel);
+        match &f.symlink {
+            Some(t) => {
+                h.part("symlink", t);
+            }
+            None => {
+                let bytes = std::fs::read(&f.path).with_context(|| format!("reading {}", f.path.display()))?;
+                h.part("mode", if f.executable { "755" } else { "644" }).part("content", bytes);
+            }
+        }
+    }
+    let _ = dir;
+    Ok(AppLayerInput { files, key: h.finish() })
+}
+
+fn app_layer(cache: &Cache, input: &AppLayerInput, mtime: u64, warnings: &mut Vec<String>) -> Result<(Layer, bool)> {
+    if let Some(l) = cache.get::<Layer>("app-layer", &input.key) {
+        if cache.blobs.contains(&l.digest) {
+            return Ok((l, true));
+        }
+    }
+    let mut b = LayerBuilder::new();
+    b.add("app", Entry::dir(0o755))?;
+    for f in &input.files {
+        let dest = format!("app/{}", f.rel);
+        match &f.symlink {
+            Some(t) => {
+                // Only links that stay inside /app make sense in the image.
+                let depth = f.rel.matches('/').count();
+                let ups = t.split('/').filter(|c| *c == "..").count();
+                if t.starts_with('/') || ups > depth {
+                    warnings.push(format!("left out symlink {} → {t}: it points outside the app", f.rel));
+                    continue;
+                }
+                b.add(&dest, Entry::symlink(t.clone()))?;
+            }
+            None => b.add(&dest, Entry::file(if f.executable { 0o755 } else { 0o644 }, f.path.clone()))?,
+        }
+    }
+    let layer = b.write(&cache.blobs, mtime)?;
+    cache.put("app-layer", &input.key, &layer)?;
+    Ok((layer, false))
+}
+
+pub fn build(opts: &BuildOptions) -> Result<Outcome> {
+    let started = Instant::now();
+    let progress = Progress::new(opts.progress);
+    let project = Project::detect(&opts.dir)?;
+    let cfg = project.config.clone().overlay(opts.overrides.clone());
+    let mut warnings = Vec::new();
+
+    let (suite, why) = base::choose_suite(cfg.base.as_deref(), cfg.python.as_deref(), project.python_request.as_ref())?;
+    let locked = project.is_locked();
+    if opts.locked && !locked {
+        bail!(
+            "--locked: {} does not fix every dependency; add a lock (uv lock, poetry lock, or `uv pip compile --generate-hashes requirements.in -o requirements.txt`)",
+            project.describe_deps()
+        );
+    }
+    if !locked {
+        warnings.push(format!(
+            "{} does not pin every dependency with hashes: the resolution below is recorded in the plan and cached here, but a build elsewhere or later may resolve differently. Commit a lock for builds reproducible over time.",
+            project.describe_deps()
+        ));
+    }
+    let mode = bytecode::Mode::parse(cfg.bytecode.as_deref().unwrap_or("imports"))?;
+    let mtime = epoch()?;
+    let cache = Cache::open(&opts.cache_dir.clone().unwrap_or_else(Cache::default_dir))?;
+    let spec = debian::BaseSpec {
+        suite,
+        mirror: cfg.mirror.clone().unwrap_or_else(|| debian::DEFAULT_MIRROR.into()).trim_end_matches('/').to_string(),
+        security_mirror: cfg
+            .security_mirror
+            .clone()
+            .unwrap_or_else(|| debian::DEFAULT_SECURITY_MIRROR.into())
+            .trim_end_matches('/')
+            .to_string(),
+        extra_packages: cfg.packages.clone(),
+    };
+
+    // The runtime first: the venv is built for its exact interpreter and glibc.
+    let resolved = debian::resolve(&spec, &cache, opts.refresh, &progress)?;
+    let target = Target {
+        minor: suite.python().to_string(),
+        version: resolved.python_version.clone(),
+        platform: python::platform_for_glibc(&resolved.glibc_version),
+    };
+    if let Some((req, origin)) = &project.python_request {
+        if !req.trim().starts_with(|c: char| c.is_ascii_digit())
+            && !crate::project::pyproject::python_satisfies(req, &target.version)
+        {
+            bail!("{origin} asks for Python {req:?}, but the {} base gives {}", suite.codename(), target.version);
+        }
+    }
+    let uv = Uv::locate(&cache)?;
+    let groups: Vec<String> = cfg.with.clone();
+    let sp = progress.spinner("Resolving Python dependencies".into());
+    let (lock, _) = python::resolve(&project, &groups, &target, &uv, &cache, opts.refresh)?;
+    sp.finish_and_clear();
+
+    let rules = ignore::IgnoreRules::for_project(&project.dir)?;
+    let (app_files, secrets) = ignore::collect(&project.dir, &rules)?;
+    for s in &secrets {
+        warnings.push(format!("left out {s}: it looks like a secret (.env files and private keys never go into an image)"));
+    }
+    let rels: Vec<String> = app_files.iter().map(|f| f.rel.clone()).collect();
+    let dep_names: BTreeSet<String> = lock.packages.iter().map(|p| normalize_name(&p.name)).collect();
+    let start = match &cfg.command {
+        Some(c) => {
+            let origin = project.config_origin.clone().unwrap_or_else(|| "--command".into());
+            let argv = match c {
+                CfgCommand::Line(l) => entrypoint::split_command(l, &origin)?,
+                CfgCommand::Argv(v) if v.is_empty() => bail!("{origin}: command is empty"),
+                CfgCommand::Argv(v) => v.clone(),
+            };
+            let mut inferred = entrypoint::infer(&project.dir, &rels, &dep_names).ok();
+            entrypoint::StartCommand {
+                argv: entrypoint::exec_form(argv),
+                source: format!("configured in {origin}"),
+                health_path: inferred.take().and_then(|i| i.health_path),
+            }
+        }
+        None => entrypoint::infer(&project.dir, &rels, &dep_names)?,
+    };
+
+    let port = cfg.port.unwrap_or(8080);
+    let mut env = vec![
+        "PATH=/opt/venv/bin:/usr/local/bin:/usr/bin:/bin".to_string(),
+        "VIRTUAL_ENV=/opt/venv".into(),
+        "PYTHONUNBUFFERED=1".into(),
+        "PYTHONDONTWRITEBYTECODE=1".into(),
+        "LANG=C.UTF-8".into(),
+        format!("PORT={port}"),
+    ];
+    for (k, v) in &cfg.env {
+        env.retain(|e| !e.starts_with(&format!("{k}=")));
+        env.push(format!("{k}={v}"));
+    }
+    let created = rfc3339(mtime);
+    let mut labels: BTreeMap<String, String> = BTreeMap::new();
+    labels.insert("org.opencontainers.image.title".into(), project.name.clone());
+    labels.insert("org.opencontainers.image.created".into(), created.clone());
+    labels.insert("org.opencontainers.image.base.name".into(), format!("debian:{}", suite.codename()));
+    if let Some(url) = git(&project.dir, &["config", "--get", "remote.origin.url"]) {
+        labels.insert("org.opencontainers.image.source".into(), public_url(&url));
+    }
+    if let Some(rev) = git(&project.dir, &["rev-parse", "HEAD"]) {
+        labels.insert("org.opencontainers.image.revision".into(), rev);
+    }
+    labels.extend(cfg.labels.clone());
+    let user = cfg.user.clone().unwrap_or_else(|| format!("{0}:{0}", debian::NONROOT_UID));
+    if user == "0" || user == "root" || user.starts_with("0:") || user.starts_with("root:") {
+        warnings.push("the image runs as root (configured `user`); Cloud Run and the seeds recommend a non-root user".into());
+    }
+
+    let app = app_input(&project.dir, app_files, mtime)?;
+    let venv_key = {
+        let mut h = KeyHasher::new("venv-layer");
+        h.part("policy", VENV_POLICY)
+            .part("lock", &lock.text)
+            .part("python", &target.version)
+            .part("platform", &target.platform)
+            .part("bytecode", mode.as_str())
+            .part("uv", &uv.version)
+            .part("mtime", mtime.to_string());
+        // Stdlib bytecode is unchecked-hash: it must be rebuilt whenever the
+        // runtime's sources could have changed.
+        h.part("runtime", resolved.packages.iter().map(|p| format!("{}={}\n", p.name, p.sha256)).collect::<String>());
+        h.finish()
+    };
+    let plan = Plan {
+        project: ProjectPlan {
+            dir: project.dir.display().to_string(),
+            name: project.name.clone(),
+            dependencies_from: project.describe_deps(),
+            locked,
+            config: project.config_origin.clone(),
+            app_files: app.files.len(),
+            left_out_secrets: secrets.clone(),
+        },
+        python: PythonPlan {
+            target: target.clone(),
+            chosen_because: why,
+            interpreter: format!("/usr/bin/python{}", target.minor),
+            bytecode: mode.as_str().into(),
+        },
+        base: BasePlan {
+            name: format!("debian:{}", suite.codename()),
+            release: resolved.release_version.clone(),
+            mirror: spec.mirror.clone(),
+            security_mirror: spec.security_mirror.clone(),
+            roots: spec.roots(),
+            packages: resolved.packages.clone(),
+            skipped: resolved.skipped.clone(),
+        },
+        dependencies: DependencyPlan {
+            how: lock.how.clone(),
+            groups: groups.clone(),
+            packages: lock.packages.clone(),
+            lock: lock.text.clone(),
+        },
+        start: start.clone(),
+        image: ImagePlan {
+            user: user.clone(),
+            workdir: "/app".into(),
+            env: env.clone(),
+            port,
+            cmd: start.argv.clone(),
+            labels: labels.clone(),
+            created: created.clone(),
+        },
+        layers: vec![
+            LayerPlan {
+                name: "runtime".into(),
+                contents: format!("Python {} and {} Debian {} packages", target.version, resolved.packages.len(), suite.codename()),
+                key: String::new(),
+            },
+            LayerPlan {
+                name: "venv".into(),
+                contents: format!("/opt/venv with {} packages, bytecode: {}", lock.packages.len(), mode.as_str()),
+                key: venv_key.clone(),
+            },
+            LayerPlan {
+                name: "app".into(),
+                contents: format!("/app: {} files", app.files.len()),
+                key: app.key.clone(),
+            },
+        ],
+        warnings: warnings.clone(),
+    };
+    if opts.plan_only {
+        return Ok(Outcome::Plan(Box::new(plan)));
+    }
+
+    // Layers.
+    let (runtime, runtime_cached) = debian::build(&spec, &cache, false, mtime, &progress)?;
+    let mut compiled = None;
+    let (venv_layer, venv_cached) = match cache.get::<Layer>("venv-layer", &venv_key).filter(|l| cache.blobs.contains(&l.digest)) {
+        Some(l) => (l, true),
+        None => {
+            let sp = progress.spinner(format!("Installing {} Python packages", lock.packages.len()));
+            let work = tempfile::tempdir_in(cache.dir("work")?)?;
+            let venv_dir = work.path().join("venv");
+            python::install(&lock, &target, &uv, &venv_dir)?;
+            let pyc_dir = work.path().join("pyc");
+            if mode != bytecode::Mode::None {
+                sp.set_message("Compiling bytecode with the image's interpreter");
+                let rootfs = bytecode::ensure_rootfs(&cache, &runtime)?;
+                compiled = Some(bytecode::compile(&rootfs, &venv_dir, &pyc_dir, &target.minor, mode)?);
+            }
+            let mut b = LayerBuilder::new();
+            add_tree(&mut b, &venv_dir, "opt/venv")?;
+            if pyc_dir.join("usr").is_dir() {
+                add_tree(&mut b, &pyc_dir.join("usr"), "usr")?;
+            }
+            let layer = b.write(&cache.blobs, mtime)?;
+            cache.put("venv-layer", &venv_key, &layer)?;
+            sp.finish_and_clear();
+            (layer, false)
+        }
+    };
+    let (app_layer, app_cached) = app_layer(&cache, &app, mtime, &mut warnings)?;
+
+    let image_spec = ImageSpec {
+        user: Some(user),
+        workdir: Some("/app".into()),
+        env,
+        entrypoint: Vec::new(),
+        cmd: start.argv.clone(),
+        exposed_ports: vec![format!("{port}/tcp")],
+        labels: labels.clone(),
+        annotations: labels
+            .iter()
+            .filter(|(k, _)| k.starts_with("org.opencontainers.image."))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        created: Some(created),
+        history: vec![
+            format!("slimpack: runtime, Debian {} Python {}", suite.codename(), target.version),
+            format!("slimpack: /opt/venv ({})", project.describe_deps()),
+            "slimpack: /app".into(),
+        ],
+    };
+    let layers = vec![runtime.layer.clone(), venv_layer.clone(), app_layer.clone()];
+    let image = Image::assemble(&cache.blobs, &image_spec, layers)?;
+
+    let mut outputs = opts.outputs.clone();
+    if outputs.is_empty() {
+        outputs.push(Output::Oci {
+            path: PathBuf::from("target/slimpack").join(format!("{}.oci", project.name)),
+            tag: "latest".into(),
+        });
+    }
+    for o in &outputs {
+        match o {
+            Output::Oci { path, tag } => slimpack_oci::write_layout(&cache.blobs, &image, path, tag)?,
+            Output::DockerArchive { path } => {
+                slimpack_oci::write_docker_archive(&cache.blobs, &image, path, &format!("{}:latest", project.name))?
+            }
+        }
+    }
+    let report_layer = |name: &str, l: &Layer, cached: bool| LayerReport {
+        name: name.into(),
+        digest: l.digest.clone(),
+        diff_id: l.diff_id.clone(),
+        size: l.size,
+        uncompressed_size: l.uncompressed_size,
+        cached,
+    };
+    Ok(Outcome::Built(Box::new(BuildReport {
+        name: project.name.clone(),
+        digest: image.manifest_digest.clone(),
+        outputs: outputs.iter().map(Output::describe).collect(),
+        layers: vec![
+            report_layer("runtime", &runtime.layer, runtime_cached),
+            report_layer("venv", &venv_layer, venv_cached),
+            report_layer("app", &app_layer, app_cached),
+        ],
+        size: image.compressed_size(),
+        uncompressed_size: image.uncompressed_size(),
+        python: target.version.clone(),
+        base: format!("Debian {} ({})", runtime.resolved.release_version, suite.codename()),
+        os_packages: runtime.resolved.packages.len(),
+        python_packages: lock.packages.len(),
+        bytecode: compiled,
+        cmd: start.argv.clone(),
+        warnings,
+        seconds: started.elapsed().as_secs_f64(),
+    })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_dates() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(DEFAULT_EPOCH), "1980-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_795_827_182), "2026-11-28T00:53:02Z");
+    }
+
+    #[test]
+    fn outputs_parse() {
+        assert!(matches!(Output::parse("docker-archive:app.tar").unwrap(), Output::DockerArchive { .. }));
+        match Output::parse("oci:out/flask:v1").unwrap() {
+            Output::Oci { path, tag } => {
+                assert_eq!(path, PathBuf::from("out/flask"));
+                assert_eq!(tag, "v1");
+            }
+            _ => panic!(),
+        }
+        match Output::parse("out/flask").unwrap() {
+            Output::Oci { tag, .. } => assert_eq!(tag, "latest"),
+            _ => panic!(),
+        }
+        assert!(Output::parse("docker-archive:").is_err());
+    }
+
+    #[test]
+    fn credentials_never_reach_labels() {
+        assert_eq!(public_url("https://user:token@github.com/a/b.git"), "https://github.com/a/b.git");
+        assert_eq!(public_url("git@github.com:a/b.git"), "git@github.com:a/b.git");
+        assert_eq!(public_url("https://github.com/a/b"), "https://github.com/a/b");
+    }
+}

@@ -1,0 +1,80 @@
+//! The build plan: every decision made before any layer is built, printable
+//! as JSON (`slimpack build --plan`).
+
+use crate::base::debian::PackageRecord;
+use crate::project::entrypoint::StartCommand;
+use crate::python::{LockedPackage, Target};
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub project: ProjectPlan,
+    pub python: PythonPlan,
+    pub base: BasePlan,
+    pub dependencies: DependencyPlan,
+    pub start: StartCommand,
+    pub image: ImagePlan,
+    pub layers: Vec<LayerPlan>,
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProjectPlan {
+    pub dir: String,
+    pub name: String,
+    pub dependencies_from: String,
+    pub locked: bool,
+    pub config: Option<String>,
+    pub app_files: usize,
+    pub left_out_secrets: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PythonPlan {
+    #[serde(flatten)]
+    pub target: Target,
+    pub chosen_because: String,
+    pub interpreter: String,
+    pub bytecode: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BasePlan {
+    pub name: String,
+    pub release: String,
+    pub mirror: String,
+    pub security_mirror: String,
+    pub roots: Vec<String>,
+    pub packages: Vec<PackageRecord>,
+    /// Dependencies left out by policy (what only maintainer scripts need).
+    pub skipped: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DependencyPlan {
+    pub how: String,
+    pub groups: Vec<String>,
+    pub packages: Vec<LockedPackage>,
+    /// The exact hash-pinned requirements that will be installed.
+    pub lock: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ImagePlan {
+    pub user: String,
+    pub workdir: String,
+    pub env: Vec<String>,
+    pub port: u16,
+    pub cmd: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+    pub created: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LayerPlan {
+    pub name: String,
+    pub contents: String,
+    /// Hash of everything the layer is made from: same key, same layer.
+    pub key: String,
+}

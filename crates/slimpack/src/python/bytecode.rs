@@ -1,0 +1,208 @@
+//! Bytecode, compiled by the image's own interpreter under bwrap, with
+//! `unchecked-hash` invalidation (no mtimes: the same source gives the same
+//! `.pyc` bytes anywhere) and a fixed hash seed.
+//!
+//! The size/start-up trade-off: the stdlib's bytecode costs ~12 MB but an
+//! app imports a fraction of it. In `imports` mode (the default) the stdlib
+//! gets bytecode only for the modules its dependencies import (every
+//! top-level module of the venv, all submodules of the server, and a fixed
+//! list of modules web apps commonly use), traced by importing them in the
+//! sandbox. The trace never looks at the app's own code, so the layer's
+//! content depends only on the dependency set and the runtime: an app edit
+//! never rebuilds it, and two machines give the same bytes.
+
+use crate::base::debian::Runtime;
+use crate::cache::Cache;
+use crate::sandbox::{self, Sandbox};
+use anyhow::{bail, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Venv fully; stdlib for what the dependencies import.
+    Imports,
+    /// Venv and the whole stdlib.
+    All,
+    /// No bytecode: smallest, slowest start.
+    None,
+}
+
+impl Mode {
+    pub fn parse(s: &str) -> Result<Mode> {
+        Ok(match s {
+            "imports" => Mode::Imports,
+            "all" => Mode::All,
+            "none" => Mode::None,
+            _ => bail!("bytecode mode {s:?}: use imports, all, or none"),
+        })
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Imports => "imports",
+            Mode::All => "all",
+            Mode::None => "none",
+        }
+    }
+}
+
+/// Stdlib modules web apps use all the time, compiled whatever the trace saw.
+const WEB_STDLIB: &[&str] = &[
+    "json", "logging", "logging.config", "logging.handlers", "datetime", "uuid", "decimal",
+    "dataclasses", "typing", "asyncio", "ssl", "sqlite3", "zoneinfo", "email", "email.message",
+    "http", "http.client", "http.cookies", "urllib.parse", "urllib.request", "hashlib", "hmac",
+    "secrets", "base64", "csv", "pathlib", "tempfile", "subprocess", "concurrent.futures",
+    "contextvars", "enum", "functools", "itertools", "collections", "random", "string",
+    "textwrap", "traceback", "warnings", "weakref", "socket", "selectors", "threading",
+    "queue", "signal", "shutil", "struct", "copy", "inspect", "importlib.metadata", "mimetypes",
+    "gzip", "zlib", "io", "os", "re", "math", "statistics", "fractions", "operator", "heapq",
+    "bisect", "argparse", "platform", "getpass", "locale", "calendar", "time", "numbers",
+    "ipaddress", "html", "xml.etree.ElementTree", "wsgiref", "wsgiref.simple_server",
+    "multiprocessing", "fcntl", "pickle", "shlex", "glob", "fnmatch", "codecs", "encodings.idna",
+];
+
+/// Servers whose submodules are all imported in the trace: they load most
+/// of themselves lazily, after start.
+const SERVERS: &[&str] = &["gunicorn", "uvicorn", "hypercorn", "waitress", "daphne"];
+
+const TRACE: &str = r#"
+import sys, os, importlib, pkgutil
+walk = set(filter(None, sys.argv[1].split(',')))
+mods = sys.argv[2:]
+# Importing must not start anything: no arguments to parse, no forks.
+sys.argv = [sys.argv[0]]
+def _nofork(*a, **k):
+    raise OSError('no processes while tracing imports')
+os.fork = os.forkpty = os.system = _nofork
+def imp(m):
+    try:
+        return importlib.import_module(m)
+    except BaseException:
+        return None
+for m in mods:
+    mod = imp(m)
+    if m in walk and mod is not None and hasattr(mod, '__path__'):
+        for info in pkgutil.walk_packages(mod.__path__, m + '.', onerror=lambda n: None):
+            if '.test' not in info.name and not info.name.endswith('__main__'):
+                imp(info.name)
+files = sorted({f for f in (getattr(x, '__file__', None) for x in list(sys.modules.values())) if isinstance(f, str) and f.endswith('.py')})
+sys.stdout.write('\n'.join(files) + '\n')
+sys.stdout.flush()
+os._exit(0)
+"#;
+
+const COMPILE: &str = r#"
+import sys, os, py_compile, importlib.util
+mode, minor = sys.argv[1], sys.argv[2]
+stdlib = '/usr/lib/python' + minor
+site = '/opt/venv/lib/python' + minor + '/site-packages'
+def walk(root):
+    out = []
+    for d, dirs, files in os.walk(root):
+        dirs.sort()
+        out.extend(os.path.join(d, f) for f in sorted(files) if f.endswith('.py'))
+    return out
+if mode == 'all':
+    std = [f for f in walk(stdlib) if '/site-packages/' not in f and '/dist-packages/' not in f]
+else:
+    std = [l for l in open('/tmp/out/.trace').read().split('\n') if l.startswith(stdlib + '/')]
+n = 0
+def comp(src, cfile):
+    global n
+    try:
+        py_compile.compile(src, cfile=cfile, dfile=src, doraise=True,
+                           invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
+        n += 1
+    except Exception:
+        pass
+for src in std:
+    comp(src, '/tmp/out' + importlib.util.cache_from_source(src))
+ns = n
+for src in walk(site):
+    comp(src, importlib.util.cache_from_source(src))
+print(ns, n - ns)
+"#;
+
+/// The runtime layer unpacked once per runtime, for the sandbox.
+pub fn ensure_rootfs(cache: &Cache, runtime: &Runtime) -> Result<PathBuf> {
+    let dir = cache.dir("rootfs")?.join(&runtime.key[..32]);
+    if !dir.join("usr").is_dir() {
+        sandbox::unpack(&cache.blobs, std::slice::from_ref(&runtime.layer), &dir)?;
+    }
+    Ok(dir)
+}
+
+/// Top-level importable names in a site-packages directory.
+fn top_level_modules(site: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(site) else { return out };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let p = e.path();
+        if name.starts_with('_') && name != "_cffi_backend" || name.contains('-') || name.ends_with(".dist-info") || name.ends_with(".libs") || name == "bin" || name == "tests" || name == "test" {
+            continue;
+        }
+        if p.is_dir() && p.join("__init__.py").is_file() {
+            out.push(name);
+        } else if let Some(m) = name.strip_suffix(".py") {
+            if m != "setup" && m != "conftest" {
+                out.push(m.to_string());
+            }
+        } else if name.ends_with(".so") {
+            out.push(name.split('.').next().unwrap_or("").to_string());
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Compiled {
+    pub stdlib_files: usize,
+    pub venv_files: usize,
+}
+
+/// Compiles bytecode: in place in `venv` (mounted at /opt/venv), and for the
+/// stdlib into `out` (mirroring `/usr/lib/pythonX.Y/.../__pycache__`).
+pub fn compile(rootfs: &Path, venv: &Path, out: &Path, minor: &str, mode: Mode) -> Result<Compiled> {
+    if mode == Mode::None {
+        return Ok(Compiled::default());
+    }
+    std::fs::create_dir_all(out)?;
+    let base = || {
+        Sandbox::new(rootfs)
+            .bind(venv, "/opt/venv", Some("/opt"))
+            .bind(out, "/tmp/out", None)
+            .env("PATH", "/opt/venv/bin:/usr/bin")
+            .env("PYTHONHASHSEED", "0")
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .env("HOME", "/tmp")
+    };
+    if mode == Mode::Imports {
+        let site = venv.join(format!("lib/python{minor}/site-packages"));
+        let tops = top_level_modules(&site);
+        let walk: Vec<&str> = SERVERS.iter().copied().filter(|s| tops.iter().any(|t| t == s)).collect();
+        let walk = walk.join(",");
+        let mut argv: Vec<&str> = vec!["/opt/venv/bin/python", "-c", TRACE, &walk];
+        argv.extend(WEB_STDLIB);
+        argv.extend(tops.iter().map(String::as_str));
+        let o = base().run(&argv, Duration::from_secs(120))?;
+        if o.status != 0 {
+            bail!("tracing the dependencies' imports failed (exit {}):\n{}", o.status, o.stderr.trim_end());
+        }
+        std::fs::write(out.join(".trace"), &o.stdout)?;
+    }
+    let o = base().run(&["/opt/venv/bin/python", "-c", COMPILE, mode.as_str(), minor], Duration::from_secs(600))?;
+    let _ = std::fs::remove_file(out.join(".trace"));
+    if o.status != 0 {
+        bail!("compiling bytecode failed (exit {}):\n{}", o.status, o.stderr.trim_end());
+    }
+    let mut it = o.stdout.split_whitespace().map(|n| n.parse().unwrap_or(0));
+    Ok(Compiled {
+        stdlib_files: it.next().unwrap_or(0),
+        venv_files: it.next().unwrap_or(0),
+    })
+}

@@ -1,0 +1,343 @@
+//! Dependencies with uv: resolved once for the image's Python and platform
+//! (never the host's), installed from wheels into a real venv at /opt/venv,
+//! and compiled to bytecode by the image's own interpreter.
+
+pub mod bytecode;
+pub mod uv;
+
+use crate::cache::{Cache, KeyHasher};
+use crate::project::{normalize_name, DepSource, Project};
+use anyhow::{anyhow, bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use uv::Uv;
+
+/// Where the venv lives in the image.
+pub const VENV: &str = "/opt/venv";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Target {
+    /// `3.11`
+    pub minor: String,
+    /// `3.11.2`, the interpreter's exact version.
+    pub version: String,
+    /// uv's `--python-platform`, e.g. `x86_64-manylinux_2_36`.
+    pub platform: String,
+}
+
+/// The manylinux level a glibc supports, within what uv knows.
+pub fn platform_for_glibc(glibc: &str) -> String {
+    let minor: u32 = glibc
+        .split('.')
+        .nth(1)
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(17);
+    format!("x86_64-manylinux_2_{}", minor.clamp(17, 40))
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LockedPackage {
+    pub name: String,
+    pub version: String,
+}
+
+/// A complete, hash-pinned resolution for one target.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Lock {
+    /// requirements.txt text with `--hash` for every package.
+    pub text: String,
+    pub packages: Vec<LockedPackage>,
+    /// How it was obtained (for the plan).
+    pub how: String,
+    pub key: String,
+}
+
+fn parse_locked(text: &str) -> Vec<LockedPackage> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        if line.starts_with([' ', '#', '-']) || line.trim().is_empty() {
+            continue;
+        }
+        let spec = line.split([';', ' ', '\\']).next().unwrap_or("");
+        if let Some((n, v)) = spec.split_once("==") {
+            out.push(LockedPackage {
+                name: normalize_name(n.split('[').next().unwrap_or(n)),
+                version: v.trim().to_string(),
+            });
+        }
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+/// Extra requirement files for `--with GROUP` in a requirements.txt project.
+fn group_requirements(dir: &Path, group: &str) -> Result<PathBuf> {
+    for cand in [
+        format!("requirements-{group}.txt"),
+        format!("requirements_{group}.txt"),
+        format!("{group}-requirements.txt"),
+        format!("requirements/{group}.txt"),
+    ] {
+        let p = dir.join(&cand);
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    bail!("--with {group}: no requirements-{group}.txt (or requirements/{group}.txt) in {}", dir.display())
+}
+
+fn wheel_hint(stderr: &str, target: &Target) -> String {
+    if stderr.contains("has no usable wheels") || stderr.contains("no wheels with a matching") {
+        format!(
+            "\nhint: slimpack installs wheels only (source builds come with the builder stage); \
+             the package above has no wheel for CPython {} on {}. Pin a version that ships one, or choose another --python.",
+            target.minor, target.platform
+        )
+    } else if stderr.contains("not found in the package registry") || stderr.contains("was not found") {
+        "\nhint: check the package name (is it spelled as on PyPI?).".into()
+    } else {
+        String::new()
+    }
+}
+
+/// Resolves the project's dependencies for `target`, or reuses the
+/// resolution recorded for exactly these inputs.
+pub fn resolve(project: &Project, groups: &[String], target: &Target, uv: &Uv, cache: &Cache, refresh: bool) -> Result<(Lock, bool)> {
+    let mut inputs: Vec<PathBuf> = project.dependency_inputs();
+    if let DepSource::Requirements { .. } = project.deps {
+        for g in groups {
+            inputs.push(group_requirements(&project.dir, g)?);
+        }
+    }
+    let mut h = KeyHasher::new("resolution");
+    h.part("python", &target.minor)
+        .part("platform", &target.platform)
+        .part("uv", &uv.version);
+    for g in groups {
+        h.part("group", g);
+    }
+    for var in ["UV_INDEX_URL", "UV_EXTRA_INDEX_URL", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "UV_INDEX"] {
+        if let Ok(v) = std::env::var(var) {
+            h.part(var, v);
+        }
+    }
+    for f in &inputs {
+        let bytes = std::fs::read(f).with_context(|| format!("reading {}", f.display()))?;
+        h.part("file", f.strip_prefix(&project.dir).unwrap_or(f).to_string_lossy().as_bytes())
+            .part("content", bytes);
+    }
+    let key = h.finish();
+    if !refresh {
+        if let Some(lock) = cache.get::<Lock>("resolution", &key) {
+            return Ok((lock, true));
+        }
+    }
+
+    let work = tempfile::tempdir()?;
+    let out = work.path().join("lock.txt");
+    let compile = |args: &[&std::ffi::OsStr], what: &str| -> Result<()> {
+        let mut c = uv.command();
+        c.current_dir(&project.dir)
+            .args(["pip", "compile", "--quiet", "--no-header", "--generate-hashes", "--only-binary", ":all:"])
+            .args(["--python-version", &target.minor, "--python-platform", &target.platform])
+            .arg("-o")
+            .arg(&out)
+            .args(args);
+        let output = c.output().context("running uv")?;
+        if !output.status.success() {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            bail!("resolving {what} failed:\n{}{}", stderr.trim_end(), wheel_hint(&stderr, target));
+        }
+        Ok(())
+    };
+    let pp = project.pyproject.clone().unwrap_or_default();
+    let selected = |base: &[String]| -> Result<Vec<String>> {
+        let mut reqs = base.to_vec();
+        for g in groups {
+            let more = pp.groups.get(g).ok_or_else(|| {
+                anyhow!("--with {g}: pyproject.toml has no dependency group or extra named {g:?} (it has: {})",
+                    pp.groups.keys().cloned().collect::<Vec<_>>().join(", "))
+            })?;
+            reqs.extend(more.iter().cloned());
+        }
+        Ok(reqs)
+    };
+    let how;
+    match &project.deps {
+        DepSource::Requirements { files, .. } => {
+            let mut args: Vec<&std::ffi::OsStr> = vec![files[0].as_os_str()];
+            let extra: Vec<PathBuf> = groups.iter().map(|g| group_requirements(&project.dir, g)).collect::<Result<_>>()?;
+            args.extend(extra.iter().map(|p| p.as_os_str()));
+            compile(&args, &project.describe_deps())?;
+            how = format!("resolved {} with uv {}", project.describe_deps(), uv.version);
+        }
+        DepSource::Pyproject { .. } => {
+            let reqs = selected(&pp.dependencies)?;
+            let input = work.path().join("requirements.in");
+            std::fs::write(&input, reqs.join("\n") + "\n")?;
+            compile(&[input.as_os_str()], "the dependencies in pyproject.toml")?;
+            how = format!("resolved pyproject.toml dependencies with uv {}", uv.version);
+        }
+        DepSource::PoetryLock { lock, .. } => {
+            let reqs = selected(&pp.dependencies)?;
+            let input = work.path().join("requirements.in");
+            std::fs::write(&input, reqs.join("\n") + "\n")?;
+            let constraints = work.path().join("constraints.txt");
+            std::fs::write(&constraints, poetry_pins(lock)?)?;
+            compile(
+                &[input.as_os_str(), "-c".as_ref(), constraints.as_os_str()],
+                "the dependencies in pyproject.toml pinned by poetry.lock",
+            )?;
+            how = format!("pyproject.toml dependencies pinned to poetry.lock, resolved with uv {}", uv.version);
+        }
+        DepSource::UvLock { .. } => {
+            let mut c = uv.command();
+            c.current_dir(&project.dir)
+                .args(["export", "--frozen", "--no-emit-project", "--no-header", "--format", "requirements-txt", "--no-default-groups", "--quiet"])
+                .arg("-o")
+                .arg(&out);
+            for g in groups {
+                if pp.extras.contains(g) {
+                    c.args(["--extra", g]);
+                } else {
+                    c.args(["--group", g]);
+                }
+            }
+            uv.run(c, "exporting uv.lock")?;
+            how = format!("exported from uv.lock with uv {}", uv.version);
+        }
+    }
+    let text = std::fs::read_to_string(&out).context("reading uv's resolution")?;
+    let lock = Lock {
+        packages: parse_locked(&text),
+        text,
+        how,
+        key: key.clone(),
+    };
+    cache.put("resolution", &key, &lock)?;
+    Ok((lock, false))
+}
+
+/// `name==version` for every package of a poetry.lock.
+fn poetry_pins(lock: &Path) -> Result<String> {
+    let text = std::fs::read_to_string(lock)?;
+    let doc = crate::project::pyproject::parse_toml(lock, &text)?;
+    let mut out = String::new();
+    for p in doc.get("package").and_then(|p| p.as_array()).into_iter().flatten() {
+        if let (Some(n), Some(v)) = (p.get("name").and_then(|x| x.as_str()), p.get("version").and_then(|x| x.as_str())) {
+            out.push_str(&format!("{n}=={v}\n"));
+        }
+    }
+    if out.is_empty() {
+        bail!("{}: no [[package]] entries", lock.display());
+    }
+    Ok(out)
+}
+
+/// Installs `lock` into `dest` laid out as the venv at /opt/venv:
+/// `pyvenv.cfg`, `bin/python` → the image's interpreter, console scripts
+/// with `#!/opt/venv/bin/python`, no pip.
+pub fn install(lock: &Lock, target: &Target, uv: &Uv, dest: &Path) -> Result<()> {
+    let site = dest.join(format!("lib/python{}/site-packages", target.minor));
+    std::fs::create_dir_all(&site)?;
+    let work = tempfile::tempdir()?;
+    let req = work.path().join("lock.txt");
+    std::fs::write(&req, &lock.text)?;
+    let mut c = uv.command();
+    c.args(["pip", "install", "--quiet", "--no-deps", "--require-hashes", "--only-binary", ":all:", "--link-mode", "copy", "--no-compile"])
+        .args(["--python-version", &target.minor, "--python-platform", &target.platform])
+        .arg("--target")
+        .arg(&site)
+        .arg("-r")
+        .arg(&req);
+    uv.run(c, "installing dependencies")?;
+
+    let bin = dest.join("bin");
+    std::fs::create_dir_all(&bin)?;
+    let staged_bin = site.join("bin");
+    if staged_bin.is_dir() {
+        let mut names: Vec<_> = std::fs::read_dir(&staged_bin)?.flatten().collect();
+        names.sort_by_key(|e| e.file_name());
+        for e in names {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with("pip") || name.starts_with("activate") || name.starts_with("python") {
+                continue;
+            }
+            let bytes = std::fs::read(e.path())?;
+            let out = rewrite_shebang(&bytes);
+            let p = bin.join(&name);
+            std::fs::write(&p, out)?;
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755))?;
+        }
+        std::fs::remove_dir_all(&staged_bin)?;
+    }
+    // uv leaves no pip in a --target install unless asked; never ship one.
+    for e in std::fs::read_dir(&site)?.flatten() {
+        let n = e.file_name().to_string_lossy().to_lowercase();
+        if n == "pip" || (n.starts_with("pip-") && n.ends_with(".dist-info")) {
+            std::fs::remove_dir_all(e.path())?;
+        }
+    }
+    let interp = format!("/usr/bin/python{}", target.minor);
+    std::os::unix::fs::symlink(&interp, bin.join("python"))?;
+    std::os::unix::fs::symlink("python", bin.join("python3"))?;
+    std::os::unix::fs::symlink("python", bin.join(format!("python{}", target.minor)))?;
+    std::os::unix::fs::symlink("lib", dest.join("lib64"))?;
+    std::fs::write(
+        dest.join("pyvenv.cfg"),
+        format!(
+            "home = /usr/bin\ninclude-system-site-packages = false\nversion = {}\nexecutable = {interp}\ncommand = {interp} -m venv {VENV}\n",
+            target.version
+        ),
+    )?;
+    Ok(())
+}
+
+/// Points a console script at the venv's interpreter (uv wrote the host's).
+fn rewrite_shebang(bytes: &[u8]) -> Vec<u8> {
+    let text = String::from_utf8_lossy(bytes);
+    if !text.starts_with("#!") {
+        return bytes.to_vec();
+    }
+    let mut lines = text.lines();
+    let first = lines.next().unwrap_or("");
+    let rest: Vec<&str> = if first == "#!/bin/sh" && text.contains("'''exec'") {
+        // The long-path trampoline: `#!/bin/sh` / `'''exec' PY "$0" "$@"` / `' '''`.
+        lines.skip_while(|l| !l.starts_with("' '''")).skip(1).collect()
+    } else if first.contains("python") {
+        lines.collect()
+    } else {
+        return bytes.to_vec();
+    };
+    let mut out = format!("#!{VENV}/bin/python\n");
+    out.push_str(&rest.join("\n"));
+    out.push('\n');
+    out.into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shebangs() {
+        let s = rewrite_shebang(b"#!/root/.pyenv/versions/3.11.7/bin/python\nimport sys\n");
+        assert_eq!(String::from_utf8(s).unwrap(), "#!/opt/venv/bin/python\nimport sys\n");
+        let t = rewrite_shebang(b"#!/bin/sh\n'''exec' '/very/long/python' \"$0\" \"$@\"\n' '''\nimport sys\n");
+        assert_eq!(String::from_utf8(t).unwrap(), "#!/opt/venv/bin/python\nimport sys\n");
+        assert_eq!(rewrite_shebang(b"#!/bin/bash\necho\n"), b"#!/bin/bash\necho\n");
+    }
+
+    #[test]
+    fn locked_packages_and_platforms() {
+        let text = "blinker==1.9.0 \\\n    --hash=sha256:aa\nFlask==3.0.0 ; python_version >= '3.8' \\\n    --hash=sha256:bb\n    # via x\n";
+        let p = parse_locked(text);
+        assert_eq!(p, vec![
+            LockedPackage { name: "blinker".into(), version: "1.9.0".into() },
+            LockedPackage { name: "flask".into(), version: "3.0.0".into() },
+        ]);
+        assert_eq!(platform_for_glibc("2.36"), "x86_64-manylinux_2_36");
+        assert_eq!(platform_for_glibc("2.41"), "x86_64-manylinux_2_40");
+    }
+}

@@ -1,0 +1,348 @@
+//! Running the image's own programs at build time, without Docker: layers
+//! unpacked safely into a root directory, and `bwrap` to run in it.
+
+use anyhow::{anyhow, bail, Context, Result};
+use slimpack_oci::{BlobStore, Layer};
+use std::collections::HashSet;
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Normalises a tar path; `None` for the root itself. Refuses `..`.
+fn clean(raw: &str) -> Result<Option<String>> {
+    let mut parts = Vec::new();
+    for c in raw.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => bail!("entry {raw:?} contains `..`"),
+            c => parts.push(c),
+        }
+    }
+    Ok((!parts.is_empty()).then(|| parts.join("/")))
+}
+
+struct Unpacker<'a> {
+    root: &'a Path,
+    /// Directories known to be real directories (not symlinks) on disk.
+    real_dirs: HashSet<String>,
+    dir_modes: Vec<(PathBuf, u32)>,
+}
+
+impl Unpacker<'_> {
+    /// Makes sure every parent of `rel` is a real directory inside the root,
+    /// so that writing `rel` can never go through a symlink.
+    fn parents(&mut self, rel: &str) -> Result<PathBuf> {
+        let mut acc = String::new();
+        let comps: Vec<&str> = rel.split('/').collect();
+        for c in &comps[..comps.len() - 1] {
+            if !acc.is_empty() {
+                acc.push('/');
+            }
+            acc.push_str(c);
+            if self.real_dirs.contains(&acc) {
+                continue;
+            }
+            let p = self.root.join(&acc);
+            match fs::symlink_metadata(&p) {
+                Ok(m) if m.file_type().is_symlink() => {
+                    bail!("entry {rel:?} would be written through the symlink {acc:?}")
+                }
+                Ok(m) if m.is_dir() => {}
+                Ok(_) => bail!("entry {rel:?} needs {acc:?} to be a directory, but it is a file"),
+                Err(_) => fs::create_dir(&p).with_context(|| format!("creating {}", p.display()))?,
+            }
+            self.real_dirs.insert(acc.clone());
+        }
+        Ok(self.root.join(rel))
+    }
+
+    fn remove(&mut self, path: &Path) {
+        if let Ok(m) = fs::symlink_metadata(path) {
+            if m.is_dir() {
+                let _ = fs::remove_dir_all(path);
+            } else {
+                let _ = fs::remove_file(path);
+            }
+        }
+    }
+
+    fn entry<R: Read>(&mut self, e: &mut tar::Entry<R>) -> Result<()> {
+        let raw = String::from_utf8_lossy(&e.path_bytes()).into_owned();
+        let Some(rel) = clean(&raw)? else { return Ok(()) };
+        let name = rel.rsplit('/').next().unwrap_or(&rel).to_string();
+        // OCI whiteouts: an opaque directory, or one deleted name.
+        if name == ".wh..wh..opq" {
+            let p = self.parents(&rel)?;
+            let dir = p.parent().unwrap_or(self.root).to_path_buf();
+            if let Ok(rd) = fs::read_dir(&dir) {
+                for c in rd.flatten() {
+                    self.remove(&c.path());
+                }
+            }
+            return Ok(());
+        }
+        if let Some(target) = name.strip_prefix(".wh.") {
+            let p = self.parents(&rel)?;
+            self.remove(&p.with_file_name(target));
+            return Ok(());
+        }
+        let path = self.parents(&rel)?;
+        let mode = e.header().mode().unwrap_or(0o644) & 0o1777;
+        match e.header().entry_type() {
+            tar::EntryType::Directory => {
+                match fs::symlink_metadata(&path) {
+                    Ok(m) if m.is_dir() => {}
+                    Ok(_) => {
+                        self.remove(&path);
+                        fs::create_dir(&path)?;
+                    }
+                    Err(_) => fs::create_dir(&path).with_context(|| format!("creating {}", path.display()))?,
+                }
+                self.real_dirs.insert(rel);
+                self.dir_modes.push((path, mode));
+            }
+            tar::EntryType::Regular | tar::EntryType::Continuous => {
+                self.remove(&path);
+                let mut f = fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+                std::io::copy(e, &mut f)?;
+                fs::set_permissions(&path, fs::Permissions::from_mode(mode))?;
+            }
+            tar::EntryType::Symlink => {
+                let target = e
+                    .link_name_bytes()
+                    .map(|b| String::from_utf8_lossy(&b).into_owned())
+                    .ok_or_else(|| anyhow!("symlink {rel:?} without target"))?;
+                self.remove(&path);
+                std::os::unix::fs::symlink(&target, &path)?;
+            }
+            tar::EntryType::Link => {
+                let target = e
+                    .link_name_bytes()
+                    .map(|b| String::from_utf8_lossy(&b).into_owned())
+                    .ok_or_else(|| anyhow!("hard link {rel:?} without target"))?;
+                let t = clean(&target)?.ok_or_else(|| anyhow!("hard link {rel:?} to the root"))?;
+                let tpath = self.parents(&t)?;
+                let m = fs::symlink_metadata(&tpath)
+                    .map_err(|_| anyhow!("hard link {rel:?} to {t:?}, which does not exist"))?;
+                if !m.is_file() {
+                    bail!("hard link {rel:?} to {t:?}, which is not a regular file");
+                }
+                self.remove(&path);
+                fs::hard_link(&tpath, &path)?;
+            }
+            other => bail!("entry {rel:?} is a {other:?}; devices and fifos are refused"),
+        }
+        Ok(())
+    }
+}
+
+/// Unpacks layers, in order, into `dest` (created fresh through a temporary
+/// sibling, so a failure leaves nothing behind).
+pub fn unpack(store: &BlobStore, layers: &[Layer], dest: &Path) -> Result<()> {
+    let parent = dest.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(parent)?;
+    let tmp = tempfile::Builder::new().prefix(".unpack-").tempdir_in(parent)?;
+    let mut u = Unpacker {
+        root: tmp.path(),
+        real_dirs: HashSet::new(),
+        dir_modes: Vec::new(),
+    };
+    for layer in layers {
+        let mut ar = tar::Archive::new(layer.open(store)?);
+        for e in ar.entries()? {
+            let mut e = e?;
+            u.entry(&mut e)
+                .with_context(|| format!("unpacking layer {}", layer.digest))?;
+        }
+    }
+    // Directory modes last, so a read-only directory can still be filled.
+    for (p, m) in u.dir_modes.iter().rev() {
+        let _ = fs::set_permissions(p, fs::Permissions::from_mode(*m | 0o500));
+    }
+    let tmp = tmp.keep();
+    if dest.exists() {
+        fs::remove_dir_all(dest)?;
+    }
+    fs::rename(&tmp, dest)?;
+    Ok(())
+}
+
+/// Is bubblewrap there, and does it work here?
+pub fn bwrap_path() -> Result<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for dir in std::env::split_paths(&path) {
+        let p = dir.join("bwrap");
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    bail!("bwrap (bubblewrap) is needed to run the image's interpreter at build time; install it (Debian/Ubuntu: apt-get install bubblewrap), or build with --bytecode none")
+}
+
+/// One sandboxed command: the image's root read-only, no network, a fresh
+/// /tmp, and only the binds given.
+pub struct Sandbox {
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+}
+
+pub struct Output {
+    pub status: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Sandbox {
+    pub fn new(rootfs: &Path) -> Self {
+        let r = rootfs.display().to_string();
+        Self {
+            args: vec![
+                "--ro-bind".into(), r, "/".into(),
+                "--proc".into(), "/proc".into(),
+                "--dev".into(), "/dev".into(),
+                "--tmpfs".into(), "/tmp".into(),
+                "--unshare-all".into(),
+                "--die-with-parent".into(),
+                "--new-session".into(),
+                "--clearenv".into(),
+            ],
+            env: Vec::new(),
+        }
+    }
+
+    /// A writable directory of the host at `dest` (created on a tmpfs at
+    /// `tmpfs_parent` when the read-only root has no such directory).
+    pub fn bind(mut self, src: &Path, dest: &str, tmpfs_parent: Option<&str>) -> Self {
+        if let Some(t) = tmpfs_parent {
+            self.args.extend(["--tmpfs".into(), t.into()]);
+        }
+        self.args.extend(["--bind".into(), src.display().to_string(), dest.into()]);
+        self
+    }
+
+    pub fn env(mut self, k: &str, v: &str) -> Self {
+        self.env.push((k.into(), v.into()));
+        self
+    }
+
+    pub fn run(&self, argv: &[&str], timeout: Duration) -> Result<Output> {
+        let mut cmd = Command::new(bwrap_path()?);
+        cmd.args(&self.args);
+        for (k, v) in &self.env {
+            cmd.args(["--setenv", k, v]);
+        }
+        cmd.arg("--").args(argv);
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().context("starting bwrap")?;
+        let mut out = child.stdout.take().unwrap();
+        let mut err = child.stderr.take().unwrap();
+        let t_out = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = out.read_to_string(&mut s);
+            s
+        });
+        let t_err = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = err.read_to_string(&mut s);
+            s
+        });
+        let start = Instant::now();
+        let status = loop {
+            if let Some(s) = child.try_wait()? {
+                break s;
+            }
+            if start.elapsed() > timeout {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!("{} did not finish within {}s in the sandbox", argv.join(" "), timeout.as_secs());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        Ok(Output {
+            status: status.code().unwrap_or(-1),
+            stdout: t_out.join().unwrap_or_default(),
+            stderr: t_err.join().unwrap_or_default(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use slimpack_oci::{Entry, LayerBuilder};
+
+    fn raw_layer(store: &BlobStore, entries: &[(&str, tar::EntryType, &str)]) -> Layer {
+        // Build a tar by hand so that hostile names survive.
+        let mut b = tar::Builder::new(Vec::new());
+        for (path, ty, link) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(*ty);
+            h.set_mode(0o4755);
+            h.set_size(if *ty == tar::EntryType::Regular { 1 } else { 0 });
+            let name = h.as_old_mut().name.as_mut();
+            name[..path.len()].copy_from_slice(path.as_bytes());
+            if !link.is_empty() {
+                h.set_link_name(link).unwrap();
+            }
+            h.set_cksum();
+            let data: &[u8] = if *ty == tar::EntryType::Regular { b"x" } else { b"" };
+            b.append(&h, data).unwrap();
+        }
+        let tar_bytes = b.into_inner().unwrap();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, &tar_bytes).unwrap();
+        let blob = gz.finish().unwrap();
+        let digest = store.put_bytes(&blob).unwrap();
+        Layer {
+            digest,
+            diff_id: slimpack_oci::sha256_digest(&tar_bytes),
+            size: blob.len() as u64,
+            uncompressed_size: tar_bytes.len() as u64,
+            media_type: slimpack_oci::MEDIA_TYPE_LAYER_GZIP.into(),
+        }
+    }
+
+    #[test]
+    fn hostile_layers_write_nothing_outside() {
+        let d = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(d.path().join("store")).unwrap();
+        let outside = d.path().join("outside");
+        fs::create_dir(&outside).unwrap();
+        let cases: Vec<Vec<(&str, tar::EntryType, &str)>> = vec![
+            vec![("../outside/pwned", tar::EntryType::Regular, "")],
+            vec![("esc", tar::EntryType::Symlink, "/"), ("esc/outside/pwned", tar::EntryType::Regular, "")],
+            vec![("rel", tar::EntryType::Symlink, "../outside"), ("rel/pwned", tar::EntryType::Regular, "")],
+            vec![("dev/sda", tar::EntryType::Block, "")],
+            vec![("h", tar::EntryType::Link, "../outside/x")],
+        ];
+        for (i, c) in cases.iter().enumerate() {
+            let layer = raw_layer(&store, c);
+            let dest = d.path().join(format!("root{i}"));
+            assert!(unpack(&store, &[layer], &dest).is_err(), "case {i} must be refused");
+            assert!(!dest.exists(), "case {i} left a partial root");
+        }
+        assert_eq!(fs::read_dir(&outside).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn whiteouts_and_setuid() {
+        let d = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(d.path().join("store")).unwrap();
+        let mut b = LayerBuilder::new();
+        b.add("a/keep", Entry::bytes(0o644, "k")).unwrap();
+        b.add("a/gone", Entry::bytes(0o644, "g")).unwrap();
+        b.add("o/old", Entry::bytes(0o644, "o")).unwrap();
+        let l1 = b.write(&store, 0).unwrap();
+        let l2 = raw_layer(&store, &[("a/.wh.gone", tar::EntryType::Regular, ""), ("o/.wh..wh..opq", tar::EntryType::Regular, ""), ("o/new", tar::EntryType::Regular, "")]);
+        let dest = d.path().join("root");
+        unpack(&store, &[l1, l2], &dest).unwrap();
+        assert!(dest.join("a/keep").exists());
+        assert!(!dest.join("a/gone").exists());
+        assert!(!dest.join("o/old").exists());
+        let m = fs::metadata(dest.join("o/new")).unwrap().permissions().mode();
+        assert_eq!(m & 0o7000, 0, "setuid must be cleared");
+    }
+}
