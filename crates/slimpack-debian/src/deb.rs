@@ -62,7 +62,9 @@ pub fn read_deb(deb_name: &str, bytes: &[u8]) -> Result<Vec<DebEntry>> {
         member.read_to_end(&mut raw).map_err(io_err)?;
         let reader: Box<dyn Read> = match id.trim_end_matches('/') {
             "data.tar.xz" => Box::new(liblzma::read::XzDecoder::new(raw.as_slice())),
-            "data.tar.zst" => Box::new(zstd::stream::read::Decoder::new(raw.as_slice()).map_err(io_err)?),
+            "data.tar.zst" => {
+                Box::new(zstd::stream::read::Decoder::new(raw.as_slice()).map_err(io_err)?)
+            }
             "data.tar.gz" => Box::new(flate2::read::GzDecoder::new(raw.as_slice())),
             "data.tar" => Box::new(raw.as_slice()),
             other => {
@@ -163,10 +165,16 @@ mod tests {
 
     fn deb_with(data_tar: Vec<u8>) -> Vec<u8> {
         let mut a = ar::Builder::new(Vec::new());
-        a.append(&ar::Header::new(b"debian-binary".to_vec(), 4), &b"2.0\n"[..])
-            .unwrap();
-        a.append(&ar::Header::new(b"data.tar".to_vec(), data_tar.len() as u64), data_tar.as_slice())
-            .unwrap();
+        a.append(
+            &ar::Header::new(b"debian-binary".to_vec(), 4),
+            &b"2.0\n"[..],
+        )
+        .unwrap();
+        a.append(
+            &ar::Header::new(b"data.tar".to_vec(), data_tar.len() as u64),
+            data_tar.as_slice(),
+        )
+        .unwrap();
         a.into_inner().unwrap()
     }
 
@@ -175,7 +183,12 @@ mod tests {
         let deb = deb_with(tar_with(&[
             ("./", tar::EntryType::Directory, "", 0o755),
             ("./usr/bin/su", tar::EntryType::Regular, "", 0o4755),
-            ("./usr/bin/python3", tar::EntryType::Symlink, "python3.11", 0o777),
+            (
+                "./usr/bin/python3",
+                tar::EntryType::Symlink,
+                "python3.11",
+                0o777,
+            ),
             ("./usr/bin/py", tar::EntryType::Link, "./usr/bin/su", 0o755),
         ]));
         let e = read_deb("t.deb", &deb).unwrap();
@@ -188,11 +201,30 @@ mod tests {
 
     #[test]
     fn refuses_traversal_and_devices() {
-        let deb = deb_with(tar_with(&[("./../../etc/passwd", tar::EntryType::Regular, "", 0o644)]));
-        assert!(matches!(read_deb("t.deb", &deb), Err(Error::UnsafeEntry { .. })));
+        let deb = deb_with(tar_with(&[(
+            "./../../etc/passwd",
+            tar::EntryType::Regular,
+            "",
+            0o644,
+        )]));
+        assert!(matches!(
+            read_deb("t.deb", &deb),
+            Err(Error::UnsafeEntry { .. })
+        ));
         let deb = deb_with(tar_with(&[("./dev/sda", tar::EntryType::Block, "", 0o644)]));
-        assert!(matches!(read_deb("t.deb", &deb), Err(Error::UnsafeEntry { .. })));
-        let deb = deb_with(tar_with(&[("./x", tar::EntryType::Link, "../../etc/shadow", 0o644)]));
-        assert!(matches!(read_deb("t.deb", &deb), Err(Error::UnsafeEntry { .. })));
+        assert!(matches!(
+            read_deb("t.deb", &deb),
+            Err(Error::UnsafeEntry { .. })
+        ));
+        let deb = deb_with(tar_with(&[(
+            "./x",
+            tar::EntryType::Link,
+            "../../etc/shadow",
+            0o644,
+        )]));
+        assert!(matches!(
+            read_deb("t.deb", &deb),
+            Err(Error::UnsafeEntry { .. })
+        ));
     }
 }

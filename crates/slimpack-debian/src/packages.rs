@@ -76,7 +76,9 @@ pub(crate) fn parse_relations(s: &str) -> Vec<Dependency> {
                     .split('|')
                     .map(|alt| {
                         let alt = alt.trim();
-                        let (name, rest) = match alt.find(|c: char| c == '(' || c == '[' || c == '<' || c.is_whitespace()) {
+                        let (name, rest) = match alt
+                            .find(|c: char| c == '(' || c == '[' || c == '<' || c.is_whitespace())
+                        {
                             Some(i) => (&alt[..i], &alt[i..]),
                             None => (alt, ""),
                         };
@@ -209,7 +211,10 @@ mod tests {
         assert_eq!(p.len(), 2);
         assert_eq!(p[1].provides, vec!["libc6-x".to_string()]);
         assert_eq!(p[1].depends[0].0[0].name, "libgcc-s1");
-        let bad = text.replace("SHA256: 1111111111111111111111111111111111111111111111111111111111111111\n", "");
+        let bad = text.replace(
+            "SHA256: 1111111111111111111111111111111111111111111111111111111111111111\n",
+            "",
+        );
         assert!(parse_packages(&bad, "bookworm").is_err());
     }
 }

@@ -160,7 +160,9 @@ pub fn parse_http_date(s: &str) -> Option<u64> {
     let doy = (153 * mp + 2) / 5 + day as i64 - 1;
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     let days = era * 146097 + doe - 719468;
-    u64::try_from(days).ok().map(|d| d * 86400 + h * 3600 + m * 60 + sec)
+    u64::try_from(days)
+        .ok()
+        .map(|d| d * 86400 + h * 3600 + m * 60 + sec)
 }
 
 #[cfg(test)]

@@ -100,10 +100,14 @@ impl Resolver {
         let mut skipped = BTreeSet::new();
         let mut queue = VecDeque::new();
         for r in roots {
-            let p = self.candidates(r).into_iter().next().ok_or_else(|| Error::UnknownPackage {
-                package: r.clone(),
-                hint: self.hint(r),
-            })?;
+            let p = self
+                .candidates(r)
+                .into_iter()
+                .next()
+                .ok_or_else(|| Error::UnknownPackage {
+                    package: r.clone(),
+                    hint: self.hint(r),
+                })?;
             queue.push_back(p);
         }
         while let Some(p) = queue.pop_front() {
@@ -205,45 +209,107 @@ mod tests {
     #[test]
     fn newest_version_across_archives_wins_and_policy_skips_script_deps() {
         let main = vec![
-            pkg("python3.11-minimal", "3.11.2-6", "libc6 (>= 2.34), libpython3.11-minimal", &[], "bookworm"),
-            pkg("libpython3.11-minimal", "3.11.2-6", "libc6", &[], "bookworm"),
+            pkg(
+                "python3.11-minimal",
+                "3.11.2-6",
+                "libc6 (>= 2.34), libpython3.11-minimal",
+                &[],
+                "bookworm",
+            ),
+            pkg(
+                "libpython3.11-minimal",
+                "3.11.2-6",
+                "libc6",
+                &[],
+                "bookworm",
+            ),
             pkg("libc6", "2.36-9", "", &[], "bookworm"),
-            pkg("tzdata", "2024a-0", "debconf (>= 0.5) | debconf-2.0", &[], "bookworm"),
-            pkg("debconf", "1.5.82", "perl-base", &["debconf-2.0"], "bookworm"),
-            pkg("libpython3.11-stdlib", "3.11.2-6", "mime-support | media-types", &[], "bookworm"),
+            pkg(
+                "tzdata",
+                "2024a-0",
+                "debconf (>= 0.5) | debconf-2.0",
+                &[],
+                "bookworm",
+            ),
+            pkg(
+                "debconf",
+                "1.5.82",
+                "perl-base",
+                &["debconf-2.0"],
+                "bookworm",
+            ),
+            pkg(
+                "libpython3.11-stdlib",
+                "3.11.2-6",
+                "mime-support | media-types",
+                &[],
+                "bookworm",
+            ),
             pkg("mime-support", "3.66", "mailcap", &[], "bookworm"),
             pkg("media-types", "10.0.0", "", &[], "bookworm"),
         ];
         let security = vec![pkg("libc6", "2.36-9+deb12u9", "", &[], "bookworm-security")];
         let mut r = Resolver::new(vec![main, security], "amd64");
-        r.exclude(["debconf", "debconf-2.0", "mime-support", "mailcap", "perl-base"]);
+        r.exclude([
+            "debconf",
+            "debconf-2.0",
+            "mime-support",
+            "mailcap",
+            "perl-base",
+        ]);
         let res = r
-            .resolve(&["python3.11-minimal".into(), "tzdata".into(), "libpython3.11-stdlib".into()])
+            .resolve(&[
+                "python3.11-minimal".into(),
+                "tzdata".into(),
+                "libpython3.11-stdlib".into(),
+            ])
             .unwrap();
         assert_eq!(
             names(&res),
-            vec!["libc6", "libpython3.11-minimal", "libpython3.11-stdlib", "media-types", "python3.11-minimal", "tzdata"]
+            vec![
+                "libc6",
+                "libpython3.11-minimal",
+                "libpython3.11-stdlib",
+                "media-types",
+                "python3.11-minimal",
+                "tzdata"
+            ]
         );
         let libc = res.packages.iter().find(|p| p.name == "libc6").unwrap();
         assert_eq!(libc.version, "2.36-9+deb12u9");
         assert_eq!(libc.origin, "bookworm-security");
-        assert_eq!(res.skipped, vec!["tzdata needs debconf (>= 0.5) | debconf-2.0".to_string()]);
+        assert_eq!(
+            res.skipped,
+            vec!["tzdata needs debconf (>= 0.5) | debconf-2.0".to_string()]
+        );
     }
 
     #[test]
     fn unknown_and_unsatisfiable_are_errors() {
         let r = Resolver::new(
-            vec![vec![pkg("a", "1", "b (>= 2)", &[], "x"), pkg("b", "1", "", &[], "x")]],
+            vec![vec![
+                pkg("a", "1", "b (>= 2)", &[], "x"),
+                pkg("b", "1", "", &[], "x"),
+            ]],
             "amd64",
         );
-        assert!(matches!(r.resolve(&["nope".into()]), Err(Error::UnknownPackage { .. })));
-        assert!(matches!(r.resolve(&["a".into()]), Err(Error::Unsatisfiable { .. })));
+        assert!(matches!(
+            r.resolve(&["nope".into()]),
+            Err(Error::UnknownPackage { .. })
+        ));
+        assert!(matches!(
+            r.resolve(&["a".into()]),
+            Err(Error::Unsatisfiable { .. })
+        ));
     }
 
     #[test]
     fn virtual_packages_resolve_through_providers() {
         let r = Resolver::new(
-            vec![vec![pkg("app", "1", "mail-transport-agent", &[], "x"), pkg("postfix", "3", "", &["mail-transport-agent"], "x")]],
+            vec![vec![
+                pkg("app", "1", "mail-transport-agent", &[], "x"),
+                pkg("postfix", "3", "", &["mail-transport-agent"], "x"),
+            ]],
             "amd64",
         );
         let res = r.resolve(&["app".into()]).unwrap();

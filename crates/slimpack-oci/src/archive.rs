@@ -40,8 +40,12 @@ pub fn write_docker_archive(
 
     let config = store.read(&image.config_digest)?;
     let config_name = format!("{}.json", digest_hex(&image.config_digest)?);
-    tar.append_data(&mut header(config.len() as u64), &config_name, config.as_slice())
-        .map_err(werr)?;
+    tar.append_data(
+        &mut header(config.len() as u64),
+        &config_name,
+        config.as_slice(),
+    )
+    .map_err(werr)?;
 
     let mut layer_names = Vec::new();
     for layer in &image.layers {

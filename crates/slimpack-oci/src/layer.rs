@@ -359,8 +359,11 @@ mod tests {
         b.add("usr/bin/python3", Entry::bytes(0o755, b"#!elf".to_vec()))
             .unwrap();
         b.add("usr/bin/python", Entry::symlink("python3")).unwrap();
-        b.add("etc/passwd", Entry::bytes(0o644, b"root:x:0:0::/root:/sbin/nologin\n".to_vec()))
-            .unwrap();
+        b.add(
+            "etc/passwd",
+            Entry::bytes(0o644, b"root:x:0:0::/root:/sbin/nologin\n".to_vec()),
+        )
+        .unwrap();
         b.add(
             &format!("opt/{}/file.txt", "long-name".repeat(20)),
             Entry::bytes(0o644, b"x".to_vec()),
@@ -406,7 +409,9 @@ mod tests {
         let pos = |p: &str| seen.iter().position(|s| s == p).unwrap();
         assert!(pos("usr/") < pos("usr/bin/"));
         assert!(pos("usr/bin/") < pos("usr/bin/python"));
-        assert!(seen.iter().any(|s| s.ends_with("file.txt") && s.len() > 100));
+        assert!(seen
+            .iter()
+            .any(|s| s.ends_with("file.txt") && s.len() > 100));
     }
 
     #[test]
@@ -439,10 +444,16 @@ mod tests {
         let mut b = LayerBuilder::new();
         b.add("z/target", Entry::bytes(0o644, b"data".to_vec()))
             .unwrap();
-        b.add("a/link", Entry::new(0o644, EntryKind::Hardlink("z/target".into())))
-            .unwrap();
-        b.add("zz/link", Entry::new(0o644, EntryKind::Hardlink("z/target".into())))
-            .unwrap();
+        b.add(
+            "a/link",
+            Entry::new(0o644, EntryKind::Hardlink("z/target".into())),
+        )
+        .unwrap();
+        b.add(
+            "zz/link",
+            Entry::new(0o644, EntryKind::Hardlink("z/target".into())),
+        )
+        .unwrap();
         let layer = b.write(&store, 0).unwrap();
         let mut ar = tar::Archive::new(layer.open(&store).unwrap());
         let kinds: Vec<_> = ar

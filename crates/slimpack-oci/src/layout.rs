@@ -1,5 +1,5 @@
-use crate::{canonical_json, BlobStore, Error, Image, IoContext, Result, MEDIA_TYPE_INDEX};
 use crate::MEDIA_TYPE_MANIFEST;
+use crate::{canonical_json, BlobStore, Error, Image, IoContext, Result, MEDIA_TYPE_INDEX};
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -31,8 +31,11 @@ pub fn write_layout(store: &BlobStore, image: &Image, dest: &Path, tag: &str) ->
     for d in image.digests() {
         store.export(d, root)?;
     }
-    fs::write(root.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)
-        .ctx(|| "writing oci-layout".into())?;
+    fs::write(
+        root.join("oci-layout"),
+        br#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .ctx(|| "writing oci-layout".into())?;
     let index = serde_json::json!({
         "schemaVersion": 2,
         "mediaType": MEDIA_TYPE_INDEX,
@@ -50,7 +53,12 @@ pub fn write_layout(store: &BlobStore, image: &Image, dest: &Path, tag: &str) ->
     let tmp_path = tmp.keep();
     if dest.exists() {
         let meta = fs::symlink_metadata(dest).ctx(|| format!("reading {}", dest.display()))?;
-        if !meta.is_dir() || !dest.join("oci-layout").exists() && fs::read_dir(dest).map(|mut d| d.next().is_some()).unwrap_or(true) {
+        if !meta.is_dir()
+            || !dest.join("oci-layout").exists()
+                && fs::read_dir(dest)
+                    .map(|mut d| d.next().is_some())
+                    .unwrap_or(true)
+        {
             let _ = fs::remove_dir_all(&tmp_path);
             return Err(Error::Spec(format!(
                 "{} exists and is not an OCI image layout; refusing to replace it",
@@ -59,7 +67,9 @@ pub fn write_layout(store: &BlobStore, image: &Image, dest: &Path, tag: &str) ->
         }
         let old = parent.join(format!(
             ".slimpack-old-{}",
-            dest.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()
+            dest.file_name()
+                .map(|n| n.to_string_lossy())
+                .unwrap_or_default()
         ));
         let _ = fs::remove_dir_all(&old);
         fs::rename(dest, &old).ctx(|| format!("moving old {}", dest.display()))?;

@@ -19,7 +19,7 @@ use std::time::Instant;
 /// 1980-01-01T00:00:00Z: the fixed time of every file when SOURCE_DATE_EPOCH
 /// is not set (zip-based tools reject earlier dates).
 pub const DEFAULT_EPOCH: u64 = 315_532_800;
-const VENV_POLICY: &str = "venv-v1";
+const VENV_POLICY: &str = "venv-v2";
 const APP_POLICY: &str = "app-v1";
 
 #[derive(Debug, Clone)]
@@ -128,7 +128,12 @@ pub fn rfc3339(t: u64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs / 60 % 60, secs % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
 }
 
 fn git(dir: &Path, args: &[&str]) -> Option<String> {
@@ -160,7 +165,8 @@ struct AppLayerInput {
 
 fn app_input(dir: &Path, files: Vec<ignore::AppFile>, mtime: u64) -> Result<AppLayerInput> {
     let mut h = KeyHasher::new("app-layer");
-    h.part("policy", APP_POLICY).part("mtime", mtime.to_string());
+    h.part("policy", APP_POLICY)
+        .part("mtime", mtime.to_string());
     for f in &files {
         h.part("path", &f.rel);
         match &f.symlink {
@@ -168,16 +174,26 @@ fn app_input(dir: &Path, files: Vec<ignore::AppFile>, mtime: u64) -> Result<AppL
                 h.part("symlink", t);
             }
             None => {
-                let bytes = std::fs::read(&f.path).with_context(|| format!("reading {}", f.path.display()))?;
-                h.part("mode", if f.executable { "755" } else { "644" }).part("content", bytes);
+                let bytes = std::fs::read(&f.path)
+                    .with_context(|| format!("reading {}", f.path.display()))?;
+                h.part("mode", if f.executable { "755" } else { "644" })
+                    .part("content", bytes);
             }
         }
     }
     let _ = dir;
-    Ok(AppLayerInput { files, key: h.finish() })
+    Ok(AppLayerInput {
+        files,
+        key: h.finish(),
+    })
 }
 
-fn app_layer(cache: &Cache, input: &AppLayerInput, mtime: u64, warnings: &mut Vec<String>) -> Result<(Layer, bool)> {
+fn app_layer(
+    cache: &Cache,
+    input: &AppLayerInput,
+    mtime: u64,
+    warnings: &mut Vec<String>,
+) -> Result<(Layer, bool)> {
     if let Some(l) = cache.get::<Layer>("app-layer", &input.key) {
         if cache.blobs.contains(&l.digest) {
             return Ok((l, true));
@@ -193,12 +209,18 @@ fn app_layer(cache: &Cache, input: &AppLayerInput, mtime: u64, warnings: &mut Ve
                 let depth = f.rel.matches('/').count();
                 let ups = t.split('/').filter(|c| *c == "..").count();
                 if t.starts_with('/') || ups > depth {
-                    warnings.push(format!("left out symlink {} → {t}: it points outside the app", f.rel));
+                    warnings.push(format!(
+                        "left out symlink {} → {t}: it points outside the app",
+                        f.rel
+                    ));
                     continue;
                 }
                 b.add(&dest, Entry::symlink(t.clone()))?;
             }
-            None => b.add(&dest, Entry::file(if f.executable { 0o755 } else { 0o644 }, f.path.clone()))?,
+            None => b.add(
+                &dest,
+                Entry::file(if f.executable { 0o755 } else { 0o644 }, f.path.clone()),
+            )?,
         }
     }
     let layer = b.write(&cache.blobs, mtime)?;
@@ -213,7 +235,11 @@ pub fn build(opts: &BuildOptions) -> Result<Outcome> {
     let cfg = project.config.clone().overlay(opts.overrides.clone());
     let mut warnings = Vec::new();
 
-    let (suite, why) = base::choose_suite(cfg.base.as_deref(), cfg.python.as_deref(), project.python_request.as_ref())?;
+    let (suite, why) = base::choose_suite(
+        cfg.base.as_deref(),
+        cfg.python.as_deref(),
+        project.python_request.as_ref(),
+    )?;
     let locked = project.is_locked();
     if opts.locked && !locked {
         bail!(
@@ -232,7 +258,12 @@ pub fn build(opts: &BuildOptions) -> Result<Outcome> {
     let cache = Cache::open(&opts.cache_dir.clone().unwrap_or_else(Cache::default_dir))?;
     let spec = debian::BaseSpec {
         suite,
-        mirror: cfg.mirror.clone().unwrap_or_else(|| debian::DEFAULT_MIRROR.into()).trim_end_matches('/').to_string(),
+        mirror: cfg
+            .mirror
+            .clone()
+            .unwrap_or_else(|| debian::DEFAULT_MIRROR.into())
+            .trim_end_matches('/')
+            .to_string(),
         security_mirror: cfg
             .security_mirror
             .clone()
@@ -253,7 +284,11 @@ pub fn build(opts: &BuildOptions) -> Result<Outcome> {
         if !req.trim().starts_with(|c: char| c.is_ascii_digit())
             && !crate::project::pyproject::python_satisfies(req, &target.version)
         {
-            bail!("{origin} asks for Python {req:?}, but the {} base gives {}", suite.codename(), target.version);
+            bail!(
+                "{origin} asks for Python {req:?}, but the {} base gives {}",
+                suite.codename(),
+                target.version
+            );
         }
     }
     let uv = Uv::locate(&cache)?;
@@ -268,10 +303,17 @@ pub fn build(opts: &BuildOptions) -> Result<Outcome> {
         warnings.push(format!("left out {s}: it looks like a secret (.env files and private keys never go into an image)"));
     }
     let rels: Vec<String> = app_files.iter().map(|f| f.rel.clone()).collect();
-    let dep_names: BTreeSet<String> = lock.packages.iter().map(|p| normalize_name(&p.name)).collect();
+    let dep_names: BTreeSet<String> = lock
+        .packages
+        .iter()
+        .map(|p| normalize_name(&p.name))
+        .collect();
     let start = match &cfg.command {
         Some(c) => {
-            let origin = project.config_origin.clone().unwrap_or_else(|| "--command".into());
+            let origin = project
+                .config_origin
+                .clone()
+                .unwrap_or_else(|| "--command".into());
             let argv = match c {
                 CfgCommand::Line(l) => entrypoint::split_command(l, &origin)?,
                 CfgCommand::Argv(v) if v.is_empty() => bail!("{origin}: command is empty"),
@@ -302,9 +344,17 @@ pub fn build(opts: &BuildOptions) -> Result<Outcome> {
     }
     let created = rfc3339(mtime);
     let mut labels: BTreeMap<String, String> = BTreeMap::new();
-    labels.insert("org.opencontainers.image.title".into(), project.name.clone());
+    if project.name_declared {
+        labels.insert(
+            "org.opencontainers.image.title".into(),
+            project.name.clone(),
+        );
+    }
     labels.insert("org.opencontainers.image.created".into(), created.clone());
-    labels.insert("org.opencontainers.image.base.name".into(), format!("debian:{}", suite.codename()));
+    labels.insert(
+        "org.opencontainers.image.base.name".into(),
+        format!("debian:{}", suite.codename()),
+    );
     if let Some(url) = git(&project.dir, &["config", "--get", "remote.origin.url"]) {
         labels.insert("org.opencontainers.image.source".into(), public_url(&url));
     }
@@ -312,7 +362,10 @@ pub fn build(opts: &BuildOptions) -> Result<Outcome> {
         labels.insert("org.opencontainers.image.revision".into(), rev);
     }
     labels.extend(cfg.labels.clone());
-    let user = cfg.user.clone().unwrap_or_else(|| format!("{0}:{0}", debian::NONROOT_UID));
+    let user = cfg
+        .user
+        .clone()
+        .unwrap_or_else(|| format!("{0}:{0}", debian::NONROOT_UID));
     if user == "0" || user == "root" || user.starts_with("0:") || user.starts_with("root:") {
         warnings.push("the image runs as root (configured `user`); Cloud Run and the seeds recommend a non-root user".into());
     }
@@ -329,7 +382,14 @@ pub fn build(opts: &BuildOptions) -> Result<Outcome> {
             .part("mtime", mtime.to_string());
         // Stdlib bytecode is unchecked-hash: it must be rebuilt whenever the
         // runtime's sources could have changed.
-        h.part("runtime", resolved.packages.iter().map(|p| format!("{}={}\n", p.name, p.sha256)).collect::<String>());
+        h.part(
+            "runtime",
+            resolved
+                .packages
+                .iter()
+                .map(|p| format!("{}={}\n", p.name, p.sha256))
+                .collect::<String>(),
+        );
         h.finish()
     };
     let plan = Plan {
@@ -376,12 +436,21 @@ pub fn build(opts: &BuildOptions) -> Result<Outcome> {
         layers: vec![
             LayerPlan {
                 name: "runtime".into(),
-                contents: format!("Python {} and {} Debian {} packages", target.version, resolved.packages.len(), suite.codename()),
+                contents: format!(
+                    "Python {} and {} Debian {} packages",
+                    target.version,
+                    resolved.packages.len(),
+                    suite.codename()
+                ),
                 key: String::new(),
             },
             LayerPlan {
                 name: "venv".into(),
-                contents: format!("/opt/venv with {} packages, bytecode: {}", lock.packages.len(), mode.as_str()),
+                contents: format!(
+                    "/opt/venv with {} packages, bytecode: {}",
+                    lock.packages.len(),
+                    mode.as_str()
+                ),
                 key: venv_key.clone(),
             },
             LayerPlan {
@@ -399,10 +468,16 @@ pub fn build(opts: &BuildOptions) -> Result<Outcome> {
     // Layers.
     let (runtime, runtime_cached) = debian::build(&spec, &cache, false, mtime, &progress)?;
     let mut compiled = None;
-    let (venv_layer, venv_cached) = match cache.get::<Layer>("venv-layer", &venv_key).filter(|l| cache.blobs.contains(&l.digest)) {
+    let (venv_layer, venv_cached) = match cache
+        .get::<Layer>("venv-layer", &venv_key)
+        .filter(|l| cache.blobs.contains(&l.digest))
+    {
         Some(l) => (l, true),
         None => {
-            let sp = progress.spinner(format!("Installing {} Python packages", lock.packages.len()));
+            let sp = progress.spinner(format!(
+                "Installing {} Python packages",
+                lock.packages.len()
+            ));
             let work = tempfile::tempdir_in(cache.dir("work")?)?;
             let venv_dir = work.path().join("venv");
             python::install(&lock, &target, &uv, &venv_dir)?;
@@ -410,7 +485,13 @@ pub fn build(opts: &BuildOptions) -> Result<Outcome> {
             if mode != bytecode::Mode::None {
                 sp.set_message("Compiling bytecode with the image's interpreter");
                 let rootfs = bytecode::ensure_rootfs(&cache, &runtime)?;
-                compiled = Some(bytecode::compile(&rootfs, &venv_dir, &pyc_dir, &target.minor, mode)?);
+                compiled = Some(bytecode::compile(
+                    &rootfs,
+                    &venv_dir,
+                    &pyc_dir,
+                    &target.minor,
+                    mode,
+                )?);
             }
             let mut b = LayerBuilder::new();
             add_tree(&mut b, &venv_dir, "opt/venv")?;
@@ -440,7 +521,11 @@ pub fn build(opts: &BuildOptions) -> Result<Outcome> {
             .collect(),
         created: Some(created),
         history: vec![
-            format!("slimpack: runtime, Debian {} Python {}", suite.codename(), target.version),
+            format!(
+                "slimpack: runtime, Debian {} Python {}",
+                suite.codename(),
+                target.version
+            ),
             format!("slimpack: /opt/venv ({})", project.describe_deps()),
             "slimpack: /app".into(),
         ],
@@ -457,10 +542,15 @@ pub fn build(opts: &BuildOptions) -> Result<Outcome> {
     }
     for o in &outputs {
         match o {
-            Output::Oci { path, tag } => slimpack_oci::write_layout(&cache.blobs, &image, path, tag)?,
-            Output::DockerArchive { path } => {
-                slimpack_oci::write_docker_archive(&cache.blobs, &image, path, &format!("{}:latest", project.name))?
+            Output::Oci { path, tag } => {
+                slimpack_oci::write_layout(&cache.blobs, &image, path, tag)?
             }
+            Output::DockerArchive { path } => slimpack_oci::write_docker_archive(
+                &cache.blobs,
+                &image,
+                path,
+                &format!("{}:latest", project.name),
+            )?,
         }
     }
     let report_layer = |name: &str, l: &Layer, cached: bool| LayerReport {
@@ -483,7 +573,11 @@ pub fn build(opts: &BuildOptions) -> Result<Outcome> {
         size: image.compressed_size(),
         uncompressed_size: image.uncompressed_size(),
         python: target.version.clone(),
-        base: format!("Debian {} ({})", runtime.resolved.release_version, suite.codename()),
+        base: format!(
+            "Debian {} ({})",
+            runtime.resolved.release_version,
+            suite.codename()
+        ),
         os_packages: runtime.resolved.packages.len(),
         python_packages: lock.packages.len(),
         bytecode: compiled,
@@ -506,7 +600,10 @@ mod tests {
 
     #[test]
     fn outputs_parse() {
-        assert!(matches!(Output::parse("docker-archive:app.tar").unwrap(), Output::DockerArchive { .. }));
+        assert!(matches!(
+            Output::parse("docker-archive:app.tar").unwrap(),
+            Output::DockerArchive { .. }
+        ));
         match Output::parse("oci:out/flask:v1").unwrap() {
             Output::Oci { path, tag } => {
                 assert_eq!(path, PathBuf::from("out/flask"));
@@ -523,8 +620,17 @@ mod tests {
 
     #[test]
     fn credentials_never_reach_labels() {
-        assert_eq!(public_url("https://user:token@github.com/a/b.git"), "https://github.com/a/b.git");
-        assert_eq!(public_url("git@github.com:a/b.git"), "git@github.com:a/b.git");
-        assert_eq!(public_url("https://github.com/a/b"), "https://github.com/a/b");
+        assert_eq!(
+            public_url("https://user:token@github.com/a/b.git"),
+            "https://github.com/a/b.git"
+        );
+        assert_eq!(
+            public_url("git@github.com:a/b.git"),
+            "git@github.com:a/b.git"
+        );
+        assert_eq!(
+            public_url("https://github.com/a/b"),
+            "https://github.com/a/b"
+        );
     }
 }

@@ -48,7 +48,10 @@ impl Cache {
     }
 
     fn record_path(&self, kind: &str, key: &str) -> PathBuf {
-        self.root.join("records").join(kind).join(format!("{key}.json"))
+        self.root
+            .join("records")
+            .join(kind)
+            .join(format!("{key}.json"))
     }
 
     pub fn get<T: DeserializeOwned>(&self, kind: &str, key: &str) -> Option<T> {

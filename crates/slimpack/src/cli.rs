@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "slimpack", version, about = "Small, reproducible OCI images of Python web apps, without a Docker daemon")]
+#[command(
+    name = "slimpack",
+    version,
+    about = "Small, reproducible OCI images of Python web apps, without a Docker daemon"
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -111,7 +115,11 @@ fn build_cmd(a: BuildArgs) -> Result<()> {
         mirror: a.mirror,
         security_mirror: None,
     };
-    let outputs = a.output.iter().map(|o| Output::parse(o)).collect::<Result<Vec<_>>>()?;
+    let outputs = a
+        .output
+        .iter()
+        .map(|o| Output::parse(o))
+        .collect::<Result<Vec<_>>>()?;
     let opts = BuildOptions {
         dir: a.dir,
         overrides,
@@ -139,9 +147,15 @@ fn build_cmd(a: BuildArgs) -> Result<()> {
                 println!("  output  {o}");
             }
             println!("  digest  {}", r.digest);
-            println!("  python  {} on {}, {} OS packages, {} Python packages", r.python, r.base, r.os_packages, r.python_packages);
+            println!(
+                "  python  {} on {}, {} OS packages, {} Python packages",
+                r.python, r.base, r.os_packages, r.python_packages
+            );
             println!("  cmd     {}", serde_json::to_string(&r.cmd)?);
-            println!("  {:<8} {:>12} {:>13}  {:<8} digest", "layer", "compressed", "uncompressed", "");
+            println!(
+                "  {:<8} {:>12} {:>13}  {:<8} digest",
+                "layer", "compressed", "uncompressed", ""
+            );
             for l in &r.layers {
                 println!(
                     "  {:<8} {:>12} {:>13}  {:<8} {}",
@@ -152,7 +166,12 @@ fn build_cmd(a: BuildArgs) -> Result<()> {
                     &l.digest[..19]
                 );
             }
-            println!("  {:<8} {:>12} {:>13}", "total", human(r.size), human(r.uncompressed_size));
+            println!(
+                "  {:<8} {:>12} {:>13}",
+                "total",
+                human(r.size),
+                human(r.uncompressed_size)
+            );
         }
     }
     Ok(())

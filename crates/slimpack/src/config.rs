@@ -69,7 +69,16 @@ impl Config {
         macro_rules! take {
             ($($f:ident),*) => { $( if over.$f.is_some() { self.$f = over.$f; } )* };
         }
-        take!(base, python, command, port, user, bytecode, mirror, security_mirror);
+        take!(
+            base,
+            python,
+            command,
+            port,
+            user,
+            bytecode,
+            mirror,
+            security_mirror
+        );
         self.packages.extend(over.packages);
         self.env.extend(over.env);
         self.labels.extend(over.labels);
@@ -85,7 +94,10 @@ mod tests {
     #[test]
     fn reads_pyproject_table_and_rejects_unknown_keys() {
         let d = tempfile::tempdir().unwrap();
-        let t: toml::Value = toml::from_str("port = 9000\ncommand = 'gunicorn app:app'\npackages = ['libpq5']\n[env]\nA = '1'\n").unwrap();
+        let t: toml::Value = toml::from_str(
+            "port = 9000\ncommand = 'gunicorn app:app'\npackages = ['libpq5']\n[env]\nA = '1'\n",
+        )
+        .unwrap();
         let (c, origin) = Config::load(d.path(), Some(&t)).unwrap();
         assert_eq!(c.port, Some(9000));
         assert_eq!(c.command, Some(Command::Line("gunicorn app:app".into())));
@@ -98,11 +110,19 @@ mod tests {
     #[test]
     fn slimpack_toml_wins_and_flags_overlay() {
         let d = tempfile::tempdir().unwrap();
-        std::fs::write(d.path().join("slimpack.toml"), "python = '3.11'\npackages = ['a']\n").unwrap();
+        std::fs::write(
+            d.path().join("slimpack.toml"),
+            "python = '3.11'\npackages = ['a']\n",
+        )
+        .unwrap();
         let t: toml::Value = toml::from_str("python = '3.13'\n").unwrap();
         let (c, _) = Config::load(d.path(), Some(&t)).unwrap();
         assert_eq!(c.python.as_deref(), Some("3.11"));
-        let c = c.overlay(Config { python: Some("3.13".into()), packages: vec!["b".into()], ..Default::default() });
+        let c = c.overlay(Config {
+            python: Some("3.13".into()),
+            packages: vec!["b".into()],
+            ..Default::default()
+        });
         assert_eq!(c.python.as_deref(), Some("3.13"));
         assert_eq!(c.packages, vec!["a", "b"]);
     }

@@ -56,7 +56,11 @@ pub fn get(url: &str, progress: Option<&ProgressBar>) -> Result<Vec<u8>> {
 }
 
 /// [`get`] with an `Accept` header (PyPI's JSON simple API needs one).
-pub fn get_accept(url: &str, accept: Option<&str>, progress: Option<&ProgressBar>) -> Result<Vec<u8>> {
+pub fn get_accept(
+    url: &str,
+    accept: Option<&str>,
+    progress: Option<&ProgressBar>,
+) -> Result<Vec<u8>> {
     let mut last = None;
     for attempt in 0..4u32 {
         if attempt > 0 {

@@ -7,14 +7,14 @@
 //! [`sandbox`] runs the image's own interpreter under bwrap, and
 //! [`build`] assembles the OCI image (through `slimpack-oci`).
 
+pub mod base;
+pub mod build;
 pub mod cache;
+pub mod cli;
 pub mod config;
 pub mod http;
+pub mod plan;
 pub mod project;
-pub mod base;
+pub mod python;
 pub mod report;
 pub mod sandbox;
-pub mod build;
-pub mod cli;
-pub mod plan;
-pub mod python;

@@ -52,7 +52,9 @@ impl Unpacker<'_> {
                 }
                 Ok(m) if m.is_dir() => {}
                 Ok(_) => bail!("entry {rel:?} needs {acc:?} to be a directory, but it is a file"),
-                Err(_) => fs::create_dir(&p).with_context(|| format!("creating {}", p.display()))?,
+                Err(_) => {
+                    fs::create_dir(&p).with_context(|| format!("creating {}", p.display()))?
+                }
             }
             self.real_dirs.insert(acc.clone());
         }
@@ -71,7 +73,9 @@ impl Unpacker<'_> {
 
     fn entry<R: Read>(&mut self, e: &mut tar::Entry<R>) -> Result<()> {
         let raw = String::from_utf8_lossy(&e.path_bytes()).into_owned();
-        let Some(rel) = clean(&raw)? else { return Ok(()) };
+        let Some(rel) = clean(&raw)? else {
+            return Ok(());
+        };
         let name = rel.rsplit('/').next().unwrap_or(&rel).to_string();
         // OCI whiteouts: an opaque directory, or one deleted name.
         if name == ".wh..wh..opq" {
@@ -99,14 +103,16 @@ impl Unpacker<'_> {
                         self.remove(&path);
                         fs::create_dir(&path)?;
                     }
-                    Err(_) => fs::create_dir(&path).with_context(|| format!("creating {}", path.display()))?,
+                    Err(_) => fs::create_dir(&path)
+                        .with_context(|| format!("creating {}", path.display()))?,
                 }
                 self.real_dirs.insert(rel);
                 self.dir_modes.push((path, mode));
             }
             tar::EntryType::Regular | tar::EntryType::Continuous => {
                 self.remove(&path);
-                let mut f = fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+                let mut f = fs::File::create(&path)
+                    .with_context(|| format!("creating {}", path.display()))?;
                 std::io::copy(e, &mut f)?;
                 fs::set_permissions(&path, fs::Permissions::from_mode(mode))?;
             }
@@ -144,7 +150,9 @@ impl Unpacker<'_> {
 pub fn unpack(store: &BlobStore, layers: &[Layer], dest: &Path) -> Result<()> {
     let parent = dest.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(parent)?;
-    let tmp = tempfile::Builder::new().prefix(".unpack-").tempdir_in(parent)?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".unpack-")
+        .tempdir_in(parent)?;
     let mut u = Unpacker {
         root: tmp.path(),
         real_dirs: HashSet::new(),
@@ -200,10 +208,15 @@ impl Sandbox {
         let r = rootfs.display().to_string();
         Self {
             args: vec![
-                "--ro-bind".into(), r, "/".into(),
-                "--proc".into(), "/proc".into(),
-                "--dev".into(), "/dev".into(),
-                "--tmpfs".into(), "/tmp".into(),
+                "--ro-bind".into(),
+                r,
+                "/".into(),
+                "--proc".into(),
+                "/proc".into(),
+                "--dev".into(),
+                "/dev".into(),
+                "--tmpfs".into(),
+                "/tmp".into(),
                 "--unshare-all".into(),
                 "--die-with-parent".into(),
                 "--new-session".into(),
@@ -219,7 +232,8 @@ impl Sandbox {
         if let Some(t) = tmpfs_parent {
             self.args.extend(["--tmpfs".into(), t.into()]);
         }
-        self.args.extend(["--bind".into(), src.display().to_string(), dest.into()]);
+        self.args
+            .extend(["--bind".into(), src.display().to_string(), dest.into()]);
         self
     }
 
@@ -235,7 +249,9 @@ impl Sandbox {
             cmd.args(["--setenv", k, v]);
         }
         cmd.arg("--").args(argv);
-        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let mut child = cmd.spawn().context("starting bwrap")?;
         let mut out = child.stdout.take().unwrap();
         let mut err = child.stderr.take().unwrap();
@@ -257,7 +273,11 @@ impl Sandbox {
             if start.elapsed() > timeout {
                 let _ = child.kill();
                 let _ = child.wait();
-                bail!("{} did not finish within {}s in the sandbox", argv.join(" "), timeout.as_secs());
+                bail!(
+                    "{} did not finish within {}s in the sandbox",
+                    argv.join(" "),
+                    timeout.as_secs()
+                );
             }
             std::thread::sleep(Duration::from_millis(5));
         };
@@ -288,7 +308,11 @@ mod tests {
                 h.set_link_name(link).unwrap();
             }
             h.set_cksum();
-            let data: &[u8] = if *ty == tar::EntryType::Regular { b"x" } else { b"" };
+            let data: &[u8] = if *ty == tar::EntryType::Regular {
+                b"x"
+            } else {
+                b""
+            };
             b.append(&h, data).unwrap();
         }
         let tar_bytes = b.into_inner().unwrap();
@@ -313,15 +337,24 @@ mod tests {
         fs::create_dir(&outside).unwrap();
         let cases: Vec<Vec<(&str, tar::EntryType, &str)>> = vec![
             vec![("../outside/pwned", tar::EntryType::Regular, "")],
-            vec![("esc", tar::EntryType::Symlink, "/"), ("esc/outside/pwned", tar::EntryType::Regular, "")],
-            vec![("rel", tar::EntryType::Symlink, "../outside"), ("rel/pwned", tar::EntryType::Regular, "")],
+            vec![
+                ("esc", tar::EntryType::Symlink, "/"),
+                ("esc/outside/pwned", tar::EntryType::Regular, ""),
+            ],
+            vec![
+                ("rel", tar::EntryType::Symlink, "../outside"),
+                ("rel/pwned", tar::EntryType::Regular, ""),
+            ],
             vec![("dev/sda", tar::EntryType::Block, "")],
             vec![("h", tar::EntryType::Link, "../outside/x")],
         ];
         for (i, c) in cases.iter().enumerate() {
             let layer = raw_layer(&store, c);
             let dest = d.path().join(format!("root{i}"));
-            assert!(unpack(&store, &[layer], &dest).is_err(), "case {i} must be refused");
+            assert!(
+                unpack(&store, &[layer], &dest).is_err(),
+                "case {i} must be refused"
+            );
             assert!(!dest.exists(), "case {i} left a partial root");
         }
         assert_eq!(fs::read_dir(&outside).unwrap().count(), 0);
@@ -336,13 +369,23 @@ mod tests {
         b.add("a/gone", Entry::bytes(0o644, "g")).unwrap();
         b.add("o/old", Entry::bytes(0o644, "o")).unwrap();
         let l1 = b.write(&store, 0).unwrap();
-        let l2 = raw_layer(&store, &[("a/.wh.gone", tar::EntryType::Regular, ""), ("o/.wh..wh..opq", tar::EntryType::Regular, ""), ("o/new", tar::EntryType::Regular, "")]);
+        let l2 = raw_layer(
+            &store,
+            &[
+                ("a/.wh.gone", tar::EntryType::Regular, ""),
+                ("o/.wh..wh..opq", tar::EntryType::Regular, ""),
+                ("o/new", tar::EntryType::Regular, ""),
+            ],
+        );
         let dest = d.path().join("root");
         unpack(&store, &[l1, l2], &dest).unwrap();
         assert!(dest.join("a/keep").exists());
         assert!(!dest.join("a/gone").exists());
         assert!(!dest.join("o/old").exists());
-        let m = fs::metadata(dest.join("o/new")).unwrap().permissions().mode();
+        let m = fs::metadata(dest.join("o/new"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(m & 0o7000, 0, "setuid must be cleared");
     }
 }

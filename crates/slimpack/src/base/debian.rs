@@ -29,12 +29,45 @@ pub const DEFAULT_SECURITY_MIRROR: &str = "https://deb.debian.org/debian-securit
 /// readline), whose extension modules are then left out too. Naming one in
 /// `packages` still installs it.
 const EXCLUDED: &[&str] = &[
-    "dpkg", "perl-base", "perl", "perl-modules-5.36", "perl-modules-5.40", "debconf", "debconf-2.0",
-    "cdebconf", "mime-support", "mailcap", "bash", "dash", "coreutils", "libc-bin", "openssl",
-    "sensible-utils", "install-info", "init-system-helpers", "lsb-base", "sysvinit-utils", "ucf",
-    "readline-common", "libreadline8", "libreadline8t64", "libnsl2", "libtirpc3", "libtirpc3t64",
-    "libtirpc-common", "libdb5.3", "libdb5.3t64", "gcc-12-base", "gcc-14-base", "tzdata-legacy",
-    "base-files", "debianutils", "libgdbm6", "libgdbm6t64", "libgdbm-compat4", "libgdbm-compat4t64",
+    "dpkg",
+    "perl-base",
+    "perl",
+    "perl-modules-5.36",
+    "perl-modules-5.40",
+    "debconf",
+    "debconf-2.0",
+    "cdebconf",
+    "mime-support",
+    "mailcap",
+    "bash",
+    "dash",
+    "coreutils",
+    "libc-bin",
+    "openssl",
+    "sensible-utils",
+    "install-info",
+    "init-system-helpers",
+    "lsb-base",
+    "sysvinit-utils",
+    "ucf",
+    "readline-common",
+    "libreadline8",
+    "libreadline8t64",
+    "libnsl2",
+    "libtirpc3",
+    "libtirpc3t64",
+    "libtirpc-common",
+    "libdb5.3",
+    "libdb5.3t64",
+    "gcc-12-base",
+    "gcc-14-base",
+    "tzdata-legacy",
+    "base-files",
+    "debianutils",
+    "libgdbm6",
+    "libgdbm6t64",
+    "libgdbm-compat4",
+    "libgdbm-compat4t64",
 ];
 
 /// Stdlib extension modules dropped when the library they link is absent.
@@ -132,7 +165,12 @@ fn now() -> u64 {
 }
 
 /// Fetches, verifies and resolves the package set (or reuses a fresh one).
-pub fn resolve(spec: &BaseSpec, cache: &Cache, refresh: bool, progress: &Progress) -> Result<Resolved> {
+pub fn resolve(
+    spec: &BaseSpec,
+    cache: &Cache,
+    refresh: bool,
+    progress: &Progress,
+) -> Result<Resolved> {
     let key = spec.key();
     if !refresh {
         if let Some(r) = cache.get::<Resolved>("debian-resolution", &key) {
@@ -154,8 +192,8 @@ pub fn resolve(spec: &BaseSpec, cache: &Cache, refresh: bool, progress: &Progres
     for (mirror, dist) in &archives {
         let sp = progress.spinner(format!("Verifying {dist} index"));
         let url = format!("{mirror}/dists/{dist}/InRelease");
-        let text = String::from_utf8(http::get(&url, None)?)
-            .map_err(|_| anyhow!("{url}: not UTF-8"))?;
+        let text =
+            String::from_utf8(http::get(&url, None)?).map_err(|_| anyhow!("{url}: not UTF-8"))?;
         let release = verify_inrelease(&text, &keys, dist, now())
             .with_context(|| format!("checking {url}"))?;
         if dist == code {
@@ -236,7 +274,11 @@ fn upstream(v: &str) -> String {
 
 /// Downloads (or finds in the cache) every package, checking each against
 /// the SHA-256 of the signed index.
-fn fetch_debs(resolved: &Resolved, cache: &Cache, progress: &Progress) -> Result<Vec<(String, Vec<u8>)>> {
+fn fetch_debs(
+    resolved: &Resolved,
+    cache: &Cache,
+    progress: &Progress,
+) -> Result<Vec<(String, Vec<u8>)>> {
     let dir = cache.dir("debs")?;
     let missing: Vec<&PackageRecord> = resolved
         .packages
@@ -245,13 +287,18 @@ fn fetch_debs(resolved: &Resolved, cache: &Cache, progress: &Progress) -> Result
         .collect();
     if !missing.is_empty() {
         let total: u64 = missing.iter().map(|p| p.size).sum();
-        let pb = progress.bytes(format!("Downloading {} Debian packages", missing.len()), total);
+        let pb = progress.bytes(
+            format!("Downloading {} Debian packages", missing.len()),
+            total,
+        );
         let queue = std::sync::Mutex::new(missing.into_iter());
         let failure: std::sync::Mutex<Option<anyhow::Error>> = std::sync::Mutex::new(None);
         std::thread::scope(|s| {
             for _ in 0..4 {
                 s.spawn(|| loop {
-                    let Some(p) = queue.lock().unwrap().next() else { break };
+                    let Some(p) = queue.lock().unwrap().next() else {
+                        break;
+                    };
                     let url = format!("{}/{}", p.mirror, p.filename);
                     let result = http::get(&url, Some(&pb)).and_then(|bytes| {
                         check_sha256(&url, &bytes, &p.sha256)?;
@@ -274,7 +321,8 @@ fn fetch_debs(resolved: &Resolved, cache: &Cache, progress: &Progress) -> Result
         .iter()
         .map(|p| {
             let path = dir.join(format!("{}.deb", p.sha256));
-            let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+            let bytes =
+                std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
             // The cache is trusted no more than the network.
             check_sha256(&p.name, &bytes, &p.sha256)?;
             Ok((format!("{}_{}.deb", p.name, p.version), bytes))
@@ -287,15 +335,35 @@ fn fetch_debs(resolved: &Resolved, cache: &Cache, progress: &Progress) -> Result
 /// helpers, and ca-certificates' individual files once bundled.
 fn dropped(path: &str, python: &str) -> bool {
     const PREFIXES: &[&str] = &[
-        "usr/share/doc/", "usr/share/man/", "usr/share/info/", "usr/share/locale/",
-        "usr/share/lintian/", "usr/share/bug/", "usr/share/linda/", "usr/share/menu/",
-        "usr/share/pixmaps/", "usr/share/applications/", "usr/share/bash-completion/",
-        "usr/share/gdb/", "usr/share/binfmts/", "usr/lib/x86_64-linux-gnu/gconv/",
-        "usr/share/ca-certificates/", "usr/sbin/", "etc/cron.daily/", "etc/logrotate.d/",
-        "usr/share/zoneinfo/right/", "usr/share/python3/", "usr/share/debconf/",
-        "usr/lib/mime/", "usr/share/mime/", "etc/ca-certificates/",
+        "usr/share/doc/",
+        "usr/share/man/",
+        "usr/share/info/",
+        "usr/share/locale/",
+        "usr/share/lintian/",
+        "usr/share/bug/",
+        "usr/share/linda/",
+        "usr/share/menu/",
+        "usr/share/pixmaps/",
+        "usr/share/applications/",
+        "usr/share/bash-completion/",
+        "usr/share/gdb/",
+        "usr/share/binfmts/",
+        "usr/lib/x86_64-linux-gnu/gconv/",
+        "usr/share/ca-certificates/",
+        "usr/sbin/",
+        "etc/cron.daily/",
+        "etc/logrotate.d/",
+        "usr/share/zoneinfo/right/",
+        "usr/share/python3/",
+        "usr/share/debconf/",
+        "usr/lib/mime/",
+        "usr/share/mime/",
+        "etc/ca-certificates/",
     ];
-    if PREFIXES.iter().any(|p| path.starts_with(p) || format!("{path}/") == *p) {
+    if PREFIXES
+        .iter()
+        .any(|p| path.starts_with(p) || format!("{path}/") == *p)
+    {
         return true;
     }
     let stdlib = format!("usr/lib/python{python}/");
@@ -303,8 +371,15 @@ fn dropped(path: &str, python: &str) -> bool {
         let top = rest.split('/').next().unwrap_or("");
         return matches!(
             top,
-            "idlelib" | "tkinter" | "turtledemo" | "lib2to3" | "pydoc_data" | "ensurepip" | "test"
-                | "turtle.py" | "__phello__"
+            "idlelib"
+                | "tkinter"
+                | "turtledemo"
+                | "lib2to3"
+                | "pydoc_data"
+                | "ensurepip"
+                | "test"
+                | "turtle.py"
+                | "__phello__"
         ) || top.starts_with("config-");
     }
     // Interpreter helpers that are scripts needing a shell or pydoc.
@@ -348,7 +423,13 @@ fn absolute_target(link_path: &str, target: &str) -> String {
 pub const NONROOT_UID: u64 = 65532;
 
 /// Builds (or reuses) the runtime layer.
-pub fn build(spec: &BaseSpec, cache: &Cache, refresh: bool, mtime: u64, progress: &Progress) -> Result<(Runtime, bool)> {
+pub fn build(
+    spec: &BaseSpec,
+    cache: &Cache,
+    refresh: bool,
+    mtime: u64,
+    progress: &Progress,
+) -> Result<(Runtime, bool)> {
     let resolved = resolve(spec, cache, refresh, progress)?;
     let mut h = KeyHasher::new("runtime-layer");
     h.part("policy", POLICY_VERSION)
@@ -380,10 +461,13 @@ pub fn build(spec: &BaseSpec, cache: &Cache, refresh: bool, mtime: u64, progress
     let mut ca_roots: Vec<(String, Vec<u8>)> = Vec::new();
     for (deb_name, bytes) in &debs {
         for e in read_deb(deb_name, bytes)? {
-            let Some(path) = merged_usr(&e.path) else { continue };
-            if let (true, DebEntryKind::File(data)) =
-                (path.starts_with("usr/share/ca-certificates/") && path.ends_with(".crt"), &e.kind)
-            {
+            let Some(path) = merged_usr(&e.path) else {
+                continue;
+            };
+            if let (true, DebEntryKind::File(data)) = (
+                path.starts_with("usr/share/ca-certificates/") && path.ends_with(".crt"),
+                &e.kind,
+            ) {
                 ca_roots.push((path.clone(), data.clone()));
             }
             if dropped(&path, python) {
@@ -393,11 +477,11 @@ pub fn build(spec: &BaseSpec, cache: &Cache, refresh: bool, mtime: u64, progress
             let kind = match e.kind {
                 DebEntryKind::Dir => EntryKind::Dir,
                 DebEntryKind::File(data) => EntryKind::Bytes(data),
-                DebEntryKind::Symlink(t) if moved => EntryKind::Symlink(absolute_target(&e.path, &t)),
-                DebEntryKind::Symlink(t) => EntryKind::Symlink(t),
-                DebEntryKind::Hardlink(t) => {
-                    EntryKind::Hardlink(merged_usr(&t).unwrap_or(t))
+                DebEntryKind::Symlink(t) if moved => {
+                    EntryKind::Symlink(absolute_target(&e.path, &t))
                 }
+                DebEntryKind::Symlink(t) => EntryKind::Symlink(t),
+                DebEntryKind::Hardlink(t) => EntryKind::Hardlink(merged_usr(&t).unwrap_or(t)),
             };
             if matches!(kind, EntryKind::Dir) && b.contains(&path) {
                 continue;
@@ -408,16 +492,22 @@ pub fn build(spec: &BaseSpec, cache: &Cache, refresh: bool, mtime: u64, progress
     // Extension modules whose libraries the policy left out.
     let dynload = format!("usr/lib/python{python}/lib-dynload/");
     b.retain(|p, _| {
-        let Some(file) = p.strip_prefix(dynload.as_str()) else { return true };
-        !OPTIONAL_EXTENSIONS
-            .iter()
-            .any(|(prefix, libs)| file.starts_with(prefix) && !libs.iter().any(|l| names.contains(l)))
+        let Some(file) = p.strip_prefix(dynload.as_str()) else {
+            return true;
+        };
+        !OPTIONAL_EXTENSIONS.iter().any(|(prefix, libs)| {
+            file.starts_with(prefix) && !libs.iter().any(|l| names.contains(l))
+        })
     });
     // Links into the dropped directories would dangle.
     let dangling: Vec<String> = b
         .iter()
         .filter_map(|(p, e)| match &e.kind {
-            EntryKind::Symlink(t) if t.starts_with('/') && dropped(t.trim_start_matches('/'), python) => Some(p.to_string()),
+            EntryKind::Symlink(t)
+                if t.starts_with('/') && dropped(t.trim_start_matches('/'), python) =>
+            {
+                Some(p.to_string())
+            }
             _ => None,
         })
         .collect();
@@ -477,7 +567,10 @@ fn add_system_files(
         "etc/group",
         Entry::bytes(0o644, "root:x:0:\nnogroup:x:65534:\nnonroot:x:65532:\n"),
     )?;
-    b.add("etc/nsswitch.conf", Entry::bytes(0o644, "passwd: files\ngroup: files\nhosts: files dns\n"))?;
+    b.add(
+        "etc/nsswitch.conf",
+        Entry::bytes(0o644, "passwd: files\ngroup: files\nhosts: files dns\n"),
+    )?;
     let v = suite.version_id();
     let code = suite.codename();
     b.add(
@@ -487,8 +580,15 @@ fn add_system_files(
         )),
     )?;
     b.add("usr/lib/os-release", Entry::symlink("../../etc/os-release"))?;
-    let point = if resolved.release_version.is_empty() { v.to_string() } else { resolved.release_version.clone() };
-    b.add("etc/debian_version", Entry::bytes(0o644, format!("{point}\n")))?;
+    let point = if resolved.release_version.is_empty() {
+        v.to_string()
+    } else {
+        resolved.release_version.clone()
+    };
+    b.add(
+        "etc/debian_version",
+        Entry::bytes(0o644, format!("{point}\n")),
+    )?;
 
     // The dpkg database, so that dpkg-query and scanners list the packages.
     let mut status = String::new();
@@ -499,7 +599,14 @@ fn add_system_files(
                 let field = line.split(':').next().unwrap_or("");
                 skipping = matches!(
                     field,
-                    "Filename" | "Size" | "MD5sum" | "SHA256" | "SHA1" | "Description-md5" | "Tag" | "Task"
+                    "Filename"
+                        | "Size"
+                        | "MD5sum"
+                        | "SHA256"
+                        | "SHA1"
+                        | "Description-md5"
+                        | "Tag"
+                        | "Task"
                 );
                 if !skipping {
                     status.push_str(line);
@@ -531,8 +638,14 @@ fn add_system_files(
             bundle.push(b'\n');
         }
     }
-    b.add("etc/ssl/certs/ca-certificates.crt", Entry::bytes(0o644, bundle))?;
-    b.add("usr/lib/ssl/cert.pem", Entry::symlink("/etc/ssl/certs/ca-certificates.crt"))?;
+    b.add(
+        "etc/ssl/certs/ca-certificates.crt",
+        Entry::bytes(0o644, bundle),
+    )?;
+    b.add(
+        "usr/lib/ssl/cert.pem",
+        Entry::symlink("/etc/ssl/certs/ca-certificates.crt"),
+    )?;
     b.add("usr/lib/ssl/certs", Entry::symlink("/etc/ssl/certs"))?;
     Ok(())
 }
@@ -543,11 +656,20 @@ mod tests {
 
     #[test]
     fn merged_usr_moves_top_dirs() {
-        assert_eq!(merged_usr("lib/x86_64-linux-gnu/libc.so.6").unwrap(), "usr/lib/x86_64-linux-gnu/libc.so.6");
-        assert_eq!(merged_usr("lib64/ld-linux-x86-64.so.2").unwrap(), "usr/lib64/ld-linux-x86-64.so.2");
+        assert_eq!(
+            merged_usr("lib/x86_64-linux-gnu/libc.so.6").unwrap(),
+            "usr/lib/x86_64-linux-gnu/libc.so.6"
+        );
+        assert_eq!(
+            merged_usr("lib64/ld-linux-x86-64.so.2").unwrap(),
+            "usr/lib64/ld-linux-x86-64.so.2"
+        );
         assert_eq!(merged_usr("library/x").unwrap(), "library/x");
         assert!(merged_usr("lib").is_none());
-        assert_eq!(absolute_target("lib/x86_64-linux-gnu/libz.so.1", "libz.so.1.2.13"), "/lib/x86_64-linux-gnu/libz.so.1.2.13");
+        assert_eq!(
+            absolute_target("lib/x86_64-linux-gnu/libz.so.1", "libz.so.1.2.13"),
+            "/lib/x86_64-linux-gnu/libz.so.1.2.13"
+        );
         assert_eq!(absolute_target("lib/a/b", "../../usr/lib/c"), "/usr/lib/c");
     }
 

@@ -12,7 +12,14 @@ const SUITES: [Suite; 2] = [Suite::Trixie, Suite::Bookworm];
 fn available() -> String {
     SUITES
         .iter()
-        .map(|s| format!("Python {} (Debian {} {})", s.python(), s.version_id(), s.codename()))
+        .map(|s| {
+            format!(
+                "Python {} (Debian {} {})",
+                s.python(),
+                s.version_id(),
+                s.codename()
+            )
+        })
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -32,27 +39,46 @@ fn parse_base(base: &str) -> Result<Suite> {
 }
 
 fn minor_of(v: &str) -> Option<String> {
-    let v = v.trim().trim_start_matches("python").trim_start_matches("cpython-").trim_start_matches('@');
+    let v = v
+        .trim()
+        .trim_start_matches("python")
+        .trim_start_matches("cpython-")
+        .trim_start_matches('@');
     let mut it = v.split('.');
     let (maj, min) = (it.next()?, it.next()?);
-    (maj.chars().all(|c| c.is_ascii_digit()) && !maj.is_empty() && min.chars().all(|c| c.is_ascii_digit()) && !min.is_empty())
-        .then(|| format!("{maj}.{min}"))
+    (maj.chars().all(|c| c.is_ascii_digit())
+        && !maj.is_empty()
+        && min.chars().all(|c| c.is_ascii_digit())
+        && !min.is_empty())
+    .then(|| format!("{maj}.{min}"))
 }
 
 /// Picks the Debian release from the explicit base, the explicit Python
 /// version (flag or config), or what the project asks for, in that order
 /// of strength. A Python the base cannot give is an error, never a silent
 /// substitution.
-pub fn choose_suite(base: Option<&str>, python: Option<&str>, request: Option<&(String, String)>) -> Result<(Suite, String)> {
+pub fn choose_suite(
+    base: Option<&str>,
+    python: Option<&str>,
+    request: Option<&(String, String)>,
+) -> Result<(Suite, String)> {
     let from_base = base.map(parse_base).transpose()?;
     if let Some(p) = python {
-        let minor = minor_of(p).ok_or_else(|| anyhow::anyhow!("--python {p:?} is not a Python version like 3.11"))?;
+        let minor = minor_of(p)
+            .ok_or_else(|| anyhow::anyhow!("--python {p:?} is not a Python version like 3.11"))?;
         let Some(suite) = SUITES.iter().copied().find(|s| s.python() == minor) else {
-            bail!("Python {minor} is not available from a Debian base; available: {}", available());
+            bail!(
+                "Python {minor} is not available from a Debian base; available: {}",
+                available()
+            );
         };
         if let Some(b) = from_base {
             if b != suite {
-                bail!("base debian:{} gives Python {}, but Python {minor} was asked for", b.codename(), b.python());
+                bail!(
+                    "base debian:{} gives Python {}, but Python {minor} was asked for",
+                    b.codename(),
+                    b.python()
+                );
             }
         }
         return Ok((suite, format!("Python {minor} as configured")));
@@ -62,10 +88,20 @@ pub fn choose_suite(base: Option<&str>, python: Option<&str>, request: Option<&(
         None => SUITES.to_vec(),
     };
     if let Some((req, origin)) = request {
-        let ok: Vec<Suite> = if let Some(minor) = minor_of(req).filter(|_| req.trim().starts_with(|c: char| c.is_ascii_digit())) {
-            candidates.iter().copied().filter(|s| s.python() == minor).collect()
+        let ok: Vec<Suite> = if let Some(minor) =
+            minor_of(req).filter(|_| req.trim().starts_with(|c: char| c.is_ascii_digit()))
+        {
+            candidates
+                .iter()
+                .copied()
+                .filter(|s| s.python() == minor)
+                .collect()
         } else {
-            candidates.iter().copied().filter(|s| python_satisfies(req, s.python())).collect()
+            candidates
+                .iter()
+                .copied()
+                .filter(|s| python_satisfies(req, s.python()))
+                .collect()
         };
         return match ok.first() {
             Some(s) => Ok((*s, format!("Python {} from {origin} ({req})", s.python()))),
@@ -89,11 +125,22 @@ mod tests {
 
     #[test]
     fn explicit_python_and_base() {
-        assert_eq!(choose_suite(None, Some("3.11"), None).unwrap().0, Suite::Bookworm);
+        assert_eq!(
+            choose_suite(None, Some("3.11"), None).unwrap().0,
+            Suite::Bookworm
+        );
         assert_eq!(choose_suite(None, None, None).unwrap().0, Suite::Trixie);
-        assert_eq!(choose_suite(Some("debian:bookworm"), None, None).unwrap().0, Suite::Bookworm);
-        let e = choose_suite(None, Some("3.12"), None).unwrap_err().to_string();
-        assert!(e.contains("3.12") && e.contains("3.13") && e.contains("3.11"), "{e}");
+        assert_eq!(
+            choose_suite(Some("debian:bookworm"), None, None).unwrap().0,
+            Suite::Bookworm
+        );
+        let e = choose_suite(None, Some("3.12"), None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("3.12") && e.contains("3.13") && e.contains("3.11"),
+            "{e}"
+        );
         assert!(choose_suite(Some("bookworm"), Some("3.13"), None).is_err());
         assert!(choose_suite(None, Some("banana"), None).is_err());
         assert!(choose_suite(Some("docker.io/library/python:3.12-slim"), None, None).is_err());
@@ -101,11 +148,27 @@ mod tests {
 
     #[test]
     fn project_requests() {
-        assert_eq!(choose_suite(None, None, Some(&req(">=3.9,<3.12"))).unwrap().0, Suite::Bookworm);
-        assert_eq!(choose_suite(None, None, Some(&req(">=3.10"))).unwrap().0, Suite::Trixie);
-        assert_eq!(choose_suite(None, None, Some(&req("3.11"))).unwrap().0, Suite::Bookworm);
-        assert_eq!(choose_suite(None, None, Some(&req("3.11.7"))).unwrap().0, Suite::Bookworm);
-        let e = choose_suite(None, None, Some(&req("3.8"))).unwrap_err().to_string();
+        assert_eq!(
+            choose_suite(None, None, Some(&req(">=3.9,<3.12")))
+                .unwrap()
+                .0,
+            Suite::Bookworm
+        );
+        assert_eq!(
+            choose_suite(None, None, Some(&req(">=3.10"))).unwrap().0,
+            Suite::Trixie
+        );
+        assert_eq!(
+            choose_suite(None, None, Some(&req("3.11"))).unwrap().0,
+            Suite::Bookworm
+        );
+        assert_eq!(
+            choose_suite(None, None, Some(&req("3.11.7"))).unwrap().0,
+            Suite::Bookworm
+        );
+        let e = choose_suite(None, None, Some(&req("3.8")))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("pyproject.toml"), "{e}");
         assert!(choose_suite(Some("bookworm"), None, Some(&req(">=3.12"))).is_err());
     }

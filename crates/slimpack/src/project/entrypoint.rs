@@ -25,7 +25,11 @@ pub struct StartCommand {
 /// Wraps `args` in the launcher when they refer to environment variables.
 pub fn exec_form(args: Vec<String>) -> Vec<String> {
     if args.iter().any(|a| a.contains('$')) {
-        let mut v = vec!["/opt/venv/bin/python".to_string(), "-c".into(), LAUNCHER.into()];
+        let mut v = vec![
+            "/opt/venv/bin/python".to_string(),
+            "-c".into(),
+            LAUNCHER.into(),
+        ];
         v.extend(args);
         v
     } else {
@@ -41,7 +45,10 @@ pub fn split_command(cmd: &str, origin: &str) -> Result<Vec<String>> {
         bail!("{origin}: the command is empty");
     }
     for w in &words {
-        if matches!(w.as_str(), "&&" | "||" | ";" | "|" | ">" | "<" | "&") || w.contains("$(") || w.contains('`') {
+        if matches!(w.as_str(), "&&" | "||" | ";" | "|" | ">" | "<" | "&")
+            || w.contains("$(")
+            || w.contains('`')
+        {
             bail!(
                 "{origin}: {cmd:?} uses shell syntax ({w}), but the image has no shell; \
                  write a single command (environment variables like $PORT are expanded)"
@@ -118,12 +125,19 @@ pub fn infer(dir: &Path, app_files: &[String], deps: &BTreeSet<String>) -> Resul
             .ok_or_else(|| anyhow::anyhow!("{}: found manage.py but no DJANGO_SETTINGS_MODULE default in it; set [tool.slimpack] command", dir.join("manage.py").display()))?;
         let settings_rel = format!("{}.py", settings.replace('.', "/"));
         let text = read(dir, &settings_rel).ok_or_else(|| {
-            anyhow::anyhow!("manage.py names settings {settings}, but {settings_rel} does not exist")
+            anyhow::anyhow!(
+                "manage.py names settings {settings}, but {settings_rel} does not exist"
+            )
         })?;
         let wsgi = Regex::new(r#"(?m)^WSGI_APPLICATION\s*=\s*["']([\w.]+)["']"#).unwrap();
-        let app = wsgi.captures(&text).map(|c| c[1].to_string()).ok_or_else(|| {
-            anyhow::anyhow!("{settings_rel}: no WSGI_APPLICATION; set it, or set [tool.slimpack] command")
-        })?;
+        let app = wsgi
+            .captures(&text)
+            .map(|c| c[1].to_string())
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "{settings_rel}: no WSGI_APPLICATION; set it, or set [tool.slimpack] command"
+                )
+            })?;
         let (module, object) = app.rsplit_once('.').unwrap_or((&app, "application"));
         if !has("gunicorn") {
             bail!("found a Django project ({settings_rel}: WSGI_APPLICATION = {app}) but no WSGI server among the dependencies: add gunicorn, or set [tool.slimpack] command");
@@ -139,8 +153,21 @@ pub fn infer(dir: &Path, app_files: &[String], deps: &BTreeSet<String>) -> Resul
     }
 
     // 3. FastAPI / Starlette / Flask objects in the usual modules.
-    let candidates = ["main.py", "app.py", "wsgi.py", "asgi.py", "application.py", "server.py", "api.py", "app/main.py", "app/__init__.py", "src/main.py", "src/app.py"];
-    let asgi_re = Regex::new(r"(?m)^(\w+)\s*(?::\s*\w+\s*)?=\s*(?:fastapi\.)?(FastAPI|Starlette)\(").unwrap();
+    let candidates = [
+        "main.py",
+        "app.py",
+        "wsgi.py",
+        "asgi.py",
+        "application.py",
+        "server.py",
+        "api.py",
+        "app/main.py",
+        "app/__init__.py",
+        "src/main.py",
+        "src/app.py",
+    ];
+    let asgi_re =
+        Regex::new(r"(?m)^(\w+)\s*(?::\s*\w+\s*)?=\s*(?:fastapi\.)?(FastAPI|Starlette)\(").unwrap();
     let flask_re = Regex::new(r"(?m)^(\w+)\s*(?::\s*\w+\s*)?=\s*(?:flask\.)?Flask\(").unwrap();
     let factory_re = Regex::new(r"(?m)^def (create_app|make_app)\(\s*\)").unwrap();
     let wsgi_re = Regex::new(r"(?m)^(application)\s*=").unwrap();
@@ -155,19 +182,29 @@ pub fn infer(dir: &Path, app_files: &[String], deps: &BTreeSet<String>) -> Resul
             if !has("uvicorn") {
                 bail!("found a {} app in {rel} ({target}) but no ASGI server among the dependencies: add uvicorn, or set [tool.slimpack] command", &c[2]);
             }
-            return Ok(uvicorn(target.clone(), format!("{} app {target} in {rel}", &c[2])));
+            return Ok(uvicorn(
+                target.clone(),
+                format!("{} app {target} in {rel}", &c[2]),
+            ));
         }
         let flask = flask_re
             .captures(&text)
             .map(|c| c[1].to_string())
             .or_else(|| factory_re.captures(&text).map(|c| format!("{}()", &c[1])))
-            .or_else(|| (rel == "wsgi.py").then(|| wsgi_re.captures(&text).map(|c| c[1].to_string())).flatten());
+            .or_else(|| {
+                (rel == "wsgi.py")
+                    .then(|| wsgi_re.captures(&text).map(|c| c[1].to_string()))
+                    .flatten()
+            });
         if let Some(obj) = flask {
             let target = format!("{module}:{obj}");
             if !has("gunicorn") {
                 bail!("found a WSGI app in {rel} ({target}) but no WSGI server among the dependencies: add gunicorn, or set [tool.slimpack] command");
             }
-            return Ok(gunicorn(target.clone(), format!("WSGI app {target} in {rel}")));
+            return Ok(gunicorn(
+                target.clone(),
+                format!("WSGI app {target} in {rel}"),
+            ));
         }
     }
     bail!(
@@ -179,7 +216,10 @@ pub fn infer(dir: &Path, app_files: &[String], deps: &BTreeSet<String>) -> Resul
 }
 
 fn find_health_path(dir: &Path, app_files: &[String]) -> Option<String> {
-    let re = Regex::new(r#"["'](/(?:healthz?|health-check|healthcheck|_health|livez|readyz?|ping))["']"#).unwrap();
+    let re = Regex::new(
+        r#"["'](/(?:healthz?|health-check|healthcheck|_health|livez|readyz?|ping))["']"#,
+    )
+    .unwrap();
     app_files
         .iter()
         .filter(|f| f.ends_with(".py"))
@@ -213,7 +253,9 @@ mod tests {
         assert_eq!(c.argv[0], "/opt/venv/bin/gunicorn");
         assert_eq!(c.argv.last().unwrap(), "main:app");
         assert_eq!(c.health_path.as_deref(), Some("/health"));
-        let e = infer(d.path(), &f, &deps(&["flask"])).unwrap_err().to_string();
+        let e = infer(d.path(), &f, &deps(&["flask"]))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("add gunicorn"), "{e}");
     }
 
@@ -222,14 +264,23 @@ mod tests {
         let (d, f) = project(&[("main.py", "from fastapi import FastAPI\napp = FastAPI()\n")]);
         let c = infer(d.path(), &f, &deps(&["fastapi", "uvicorn"])).unwrap();
         assert_eq!(&c.argv[..3], &["/opt/venv/bin/python", "-c", LAUNCHER]);
-        assert_eq!(c.argv[3..], ["uvicorn", "main:app", "--host", "0.0.0.0", "--port", "$PORT"]);
+        assert_eq!(
+            c.argv[3..],
+            ["uvicorn", "main:app", "--host", "0.0.0.0", "--port", "$PORT"]
+        );
     }
 
     #[test]
     fn django_via_manage_py() {
         let (d, f) = project(&[
-            ("manage.py", "os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'blog.settings')\n"),
-            ("blog/settings.py", "WSGI_APPLICATION = 'blog.wsgi.application'\n"),
+            (
+                "manage.py",
+                "os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'blog.settings')\n",
+            ),
+            (
+                "blog/settings.py",
+                "WSGI_APPLICATION = 'blog.wsgi.application'\n",
+            ),
         ]);
         let c = infer(d.path(), &f, &deps(&["django", "gunicorn"])).unwrap();
         assert_eq!(c.argv.last().unwrap(), "blog.wsgi:application");
@@ -239,14 +290,23 @@ mod tests {
     #[test]
     fn procfile_wins_and_shell_syntax_is_refused() {
         let (d, f) = project(&[
-            ("Procfile", "release: x\nweb: gunicorn app:app --bind 0.0.0.0:$PORT\n"),
+            (
+                "Procfile",
+                "release: x\nweb: gunicorn app:app --bind 0.0.0.0:$PORT\n",
+            ),
             ("main.py", "app = Flask(__name__)\n"),
         ]);
         let c = infer(d.path(), &f, &deps(&["gunicorn"])).unwrap();
         assert_eq!(c.argv[1], "-c");
         assert!(c.source.contains("Procfile:2"));
-        std::fs::write(d.path().join("Procfile"), "web: cd app && gunicorn app:app\n").unwrap();
-        let e = infer(d.path(), &f, &deps(&["gunicorn"])).unwrap_err().to_string();
+        std::fs::write(
+            d.path().join("Procfile"),
+            "web: cd app && gunicorn app:app\n",
+        )
+        .unwrap();
+        let e = infer(d.path(), &f, &deps(&["gunicorn"]))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("shell syntax"), "{e}");
     }
 
@@ -254,6 +314,9 @@ mod tests {
     fn nothing_found_says_how_to_set_it() {
         let (d, f) = project(&[("util.py", "x = 1\n")]);
         let e = infer(d.path(), &f, &deps(&[])).unwrap_err().to_string();
-        assert!(e.contains("[tool.slimpack]") && e.contains("--command"), "{e}");
+        assert!(
+            e.contains("[tool.slimpack]") && e.contains("--command"),
+            "{e}"
+        );
     }
 }

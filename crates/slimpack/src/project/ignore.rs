@@ -23,9 +23,29 @@ pub struct IgnoreRules {
 }
 
 const DEFAULTS: &[&str] = &[
-    ".git", ".hg", ".svn", "**/__pycache__", "**/*.pyc", "**/*.pyo", ".venv", "venv", ".tox",
-    ".nox", ".mypy_cache", ".pytest_cache", ".ruff_cache", ".coverage", "htmlcov", "build",
-    "dist", "*.egg-info", "target", ".idea", ".vscode", "**/.DS_Store", ".slimpack",
+    ".git",
+    ".hg",
+    ".svn",
+    "**/__pycache__",
+    "**/*.pyc",
+    "**/*.pyo",
+    ".venv",
+    "venv",
+    ".tox",
+    ".nox",
+    ".mypy_cache",
+    ".pytest_cache",
+    ".ruff_cache",
+    ".coverage",
+    "htmlcov",
+    "build",
+    "dist",
+    "*.egg-info",
+    "target",
+    ".idea",
+    ".vscode",
+    "**/.DS_Store",
+    ".slimpack",
 ];
 
 /// Converts one Docker ignore pattern to an anchored regex.
@@ -136,7 +156,10 @@ pub fn is_secret(rel: &str, head: &[u8]) -> bool {
     let name = rel.rsplit('/').next().unwrap_or(rel);
     let lower = name.to_ascii_lowercase();
     let by_name = lower == ".env"
-        || (lower.starts_with(".env.") && !lower.ends_with(".example") && !lower.ends_with(".sample") && !lower.ends_with(".template"))
+        || (lower.starts_with(".env.")
+            && !lower.ends_with(".example")
+            && !lower.ends_with(".sample")
+            && !lower.ends_with(".template"))
         || lower.ends_with(".pem")
         || lower.ends_with(".key")
         || lower.ends_with(".p12")
@@ -235,11 +258,21 @@ mod tests {
 
     #[test]
     fn docker_semantics() {
-        let r = IgnoreRules::from_lines(["*.md", "!README.md", "docs/", "**/*.log", "tests/fixtures/*.json", "a?c"]);
+        let r = IgnoreRules::from_lines([
+            "*.md",
+            "!README.md",
+            "docs/",
+            "**/*.log",
+            "tests/fixtures/*.json",
+            "a?c",
+        ]);
         assert!(r.is_excluded("CHANGES.md"));
         assert!(!r.is_excluded("README.md"));
         assert!(!r.is_excluded("sub/CHANGES.md"), "* does not cross /");
-        assert!(r.is_excluded("docs/index.html"), "dir pattern excludes children");
+        assert!(
+            r.is_excluded("docs/index.html"),
+            "dir pattern excludes children"
+        );
         assert!(r.is_excluded("x/y/z.log"));
         assert!(r.is_excluded("z.log"));
         assert!(r.is_excluded("tests/fixtures/a.json"));
@@ -260,10 +293,27 @@ mod tests {
     fn defaults_and_secrets() {
         let d = tempfile::tempdir().unwrap();
         let root = d.path();
-        for f in ["main.py", ".env", ".env.example", "pkg/__pycache__/x.pyc", ".git/HEAD", "sa.json", "deploy/key.pem", "notes.md"] {
+        for f in [
+            "main.py",
+            ".env",
+            ".env.example",
+            "pkg/__pycache__/x.pyc",
+            ".git/HEAD",
+            "sa.json",
+            "deploy/key.pem",
+            "notes.md",
+        ] {
             let p = root.join(f);
             std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            std::fs::write(&p, if f == "sa.json" { "{\"private_key\": \"x\"}" } else { "x" }).unwrap();
+            std::fs::write(
+                &p,
+                if f == "sa.json" {
+                    "{\"private_key\": \"x\"}"
+                } else {
+                    "x"
+                },
+            )
+            .unwrap();
         }
         std::fs::write(root.join(".dockerignore"), "*.md\n").unwrap();
         let rules = IgnoreRules::for_project(root).unwrap();

@@ -34,6 +34,9 @@ pub enum DepSource {
 pub struct Project {
     pub dir: PathBuf,
     pub name: String,
+    /// The name came from pyproject.toml, not from the directory's name
+    /// (which is no part of the source and must not reach the image).
+    pub name_declared: bool,
     pub deps: DepSource,
     pub pyproject: Option<pyproject::PyProject>,
     /// What the project says about its Python, and where it says it.
@@ -110,8 +113,12 @@ impl Project {
 
         let python_request = if let Some(v) = std::fs::read_to_string(dir.join(".python-version"))
             .ok()
-            .and_then(|t| t.lines().map(str::trim).find(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_string))
-        {
+            .and_then(|t| {
+                t.lines()
+                    .map(str::trim)
+                    .find(|l| !l.is_empty() && !l.starts_with('#'))
+                    .map(str::to_string)
+            }) {
             Some((v, dir.join(".python-version").display().to_string()))
         } else {
             pyproject
@@ -120,13 +127,14 @@ impl Project {
                 .map(|s| (s, format!("{} requires-python", pp_path.display())))
         };
 
-        let name = pyproject
-            .as_ref()
-            .and_then(|p| p.name.clone())
+        let declared = pyproject.as_ref().and_then(|p| p.name.clone());
+        let name_declared = declared.is_some();
+        let name = declared
             .or_else(|| dir.file_name().map(|n| n.to_string_lossy().into_owned()))
             .unwrap_or_else(|| "app".into());
         Ok(Project {
             name: normalize_name(&name),
+            name_declared,
             dir,
             deps,
             pyproject,
@@ -160,12 +168,7 @@ impl Project {
     }
 
     pub fn describe_deps(&self) -> String {
-        let rel = |p: &Path| {
-            p.strip_prefix(&self.dir)
-                .unwrap_or(p)
-                .display()
-                .to_string()
-        };
+        let rel = |p: &Path| p.strip_prefix(&self.dir).unwrap_or(p).display().to_string();
         match &self.deps {
             DepSource::Requirements { files, .. } => rel(&files[0]),
             DepSource::UvLock { lock, .. } => rel(lock),
@@ -196,8 +199,15 @@ mod tests {
         let p = Project::detect(d.path()).unwrap();
         assert!(matches!(p.deps, DepSource::Requirements { .. }));
         assert_eq!(p.python_request.as_ref().unwrap().0, "3.11");
-        assert!(!p.is_locked(), "pinned without hashes does not fix transitive deps");
-        std::fs::write(d.path().join("pyproject.toml"), "[project]\nname='My_App'\ndependencies=['flask']\n").unwrap();
+        assert!(
+            !p.is_locked(),
+            "pinned without hashes does not fix transitive deps"
+        );
+        std::fs::write(
+            d.path().join("pyproject.toml"),
+            "[project]\nname='My_App'\ndependencies=['flask']\n",
+        )
+        .unwrap();
         std::fs::write(d.path().join("uv.lock"), "version = 1\n").unwrap();
         let p = Project::detect(d.path()).unwrap();
         assert!(matches!(p.deps, DepSource::UvLock { .. }));

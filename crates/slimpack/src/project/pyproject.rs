@@ -66,8 +66,8 @@ fn strings(v: Option<&Value>, what: &str, path: &Path) -> Result<Vec<String>> {
 }
 
 pub fn read(path: &Path) -> Result<PyProject> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| anyhow!("reading {}: {e}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| anyhow!("reading {}: {e}", path.display()))?;
     let doc = parse_toml(path, &text)?;
     let mut out = PyProject {
         slimpack: doc.get("tool").and_then(|t| t.get("slimpack")).cloned(),
@@ -75,7 +75,10 @@ pub fn read(path: &Path) -> Result<PyProject> {
     };
     if let Some(project) = doc.get("project") {
         out.style = Style::Pep621;
-        out.name = project.get("name").and_then(Value::as_str).map(str::to_string);
+        out.name = project
+            .get("name")
+            .and_then(Value::as_str)
+            .map(str::to_string);
         out.requires_python = project
             .get("requires-python")
             .and_then(Value::as_str)
@@ -86,7 +89,11 @@ pub fn read(path: &Path) -> Result<PyProject> {
                 out.extras.push(k.clone());
                 out.groups.insert(
                     k.clone(),
-                    strings(Some(v), &format!("[project.optional-dependencies].{k}"), path)?,
+                    strings(
+                        Some(v),
+                        &format!("[project.optional-dependencies].{k}"),
+                        path,
+                    )?,
                 );
             }
         }
@@ -104,11 +111,16 @@ pub fn read(path: &Path) -> Result<PyProject> {
                     Value::Table(t) => {
                         if let Some(g) = t.get("include-group").and_then(Value::as_str) {
                             if let Some(Value::Array(inc)) = groups.get(g) {
-                                reqs.extend(inc.iter().filter_map(Value::as_str).map(str::to_string));
+                                reqs.extend(
+                                    inc.iter().filter_map(Value::as_str).map(str::to_string),
+                                );
                             }
                         }
                     }
-                    _ => bail!("{}: [dependency-groups].{k} has an invalid entry", path.display()),
+                    _ => bail!(
+                        "{}: [dependency-groups].{k} has an invalid entry",
+                        path.display()
+                    ),
                 }
             }
             out.groups.insert(k.clone(), reqs);
@@ -117,7 +129,10 @@ pub fn read(path: &Path) -> Result<PyProject> {
     if let Some(poetry) = doc.get("tool").and_then(|t| t.get("poetry")) {
         if out.style == Style::None || out.dependencies.is_empty() {
             if out.name.is_none() {
-                out.name = poetry.get("name").and_then(Value::as_str).map(str::to_string);
+                out.name = poetry
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .map(str::to_string);
             }
             if let Some(Value::Table(deps)) = poetry.get("dependencies") {
                 out.style = Style::Poetry;
@@ -238,7 +253,10 @@ pub fn poetry_constraint(s: &str, path: &Path, name: &str) -> Result<String> {
                 .collect::<std::result::Result<_, _>>()
                 .map_err(|_| anyhow!("{}: cannot read version {v:?} of {name}", path.display()))?;
             let upper: Vec<u64> = if caret {
-                let i = nums.iter().position(|&n| n != 0).unwrap_or(nums.len().saturating_sub(1));
+                let i = nums
+                    .iter()
+                    .position(|&n| n != 0)
+                    .unwrap_or(nums.len().saturating_sub(1));
                 let mut u: Vec<u64> = nums[..=i].to_vec();
                 u[i] += 1;
                 u
@@ -247,7 +265,11 @@ pub fn poetry_constraint(s: &str, path: &Path, name: &str) -> Result<String> {
             } else {
                 vec![nums[0] + 1]
             };
-            let upper = upper.iter().map(u64::to_string).collect::<Vec<_>>().join(".");
+            let upper = upper
+                .iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(".");
             Ok(format!(">={v},<{upper}"))
         };
         if let Some(v) = clause.strip_prefix('^') {
@@ -283,31 +305,37 @@ pub fn python_satisfies(spec: &str, version: &str) -> bool {
     let cmp = |a: &[u64], b: &[u64]| {
         let n = a.len().max(b.len());
         let get = |v: &[u64], i: usize| v.get(i).copied().unwrap_or(0);
-        (0..n).map(|i| get(a, i).cmp(&get(b, i))).find(|o| o.is_ne()).unwrap_or(std::cmp::Ordering::Equal)
+        (0..n)
+            .map(|i| get(a, i).cmp(&get(b, i)))
+            .find(|o| o.is_ne())
+            .unwrap_or(std::cmp::Ordering::Equal)
     };
     let have = parse(version);
-    spec.split(',').map(str::trim).filter(|c| !c.is_empty()).all(|c| {
-        let op_end = c.find(|ch: char| ch.is_ascii_digit()).unwrap_or(c.len());
-        let (op, v) = (c[..op_end].trim(), &c[op_end..]);
-        let want = parse(v);
-        use std::cmp::Ordering::*;
-        match op {
-            ">=" => cmp(&have, &want) != Less,
-            ">" => cmp(&have, &want) == Greater,
-            "<=" => cmp(&have, &want) != Greater,
-            "<" => cmp(&have, &want) == Less,
-            "==" | "===" | "" if v.ends_with(".*") => have.starts_with(&want),
-            "==" | "===" | "" => cmp(&have[..want.len().min(have.len())], &want) == Equal,
-            "!=" if v.ends_with(".*") => !have.starts_with(&want),
-            "!=" => cmp(&have, &want) != Equal,
-            "~=" => {
-                let mut prefix = want.clone();
-                prefix.pop();
-                cmp(&have, &want) != Less && have.starts_with(&prefix)
+    spec.split(',')
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .all(|c| {
+            let op_end = c.find(|ch: char| ch.is_ascii_digit()).unwrap_or(c.len());
+            let (op, v) = (c[..op_end].trim(), &c[op_end..]);
+            let want = parse(v);
+            use std::cmp::Ordering::*;
+            match op {
+                ">=" => cmp(&have, &want) != Less,
+                ">" => cmp(&have, &want) == Greater,
+                "<=" => cmp(&have, &want) != Greater,
+                "<" => cmp(&have, &want) == Less,
+                "==" | "===" | "" if v.ends_with(".*") => have.starts_with(&want),
+                "==" | "===" | "" => cmp(&have[..want.len().min(have.len())], &want) == Equal,
+                "!=" if v.ends_with(".*") => !have.starts_with(&want),
+                "!=" => cmp(&have, &want) != Equal,
+                "~=" => {
+                    let mut prefix = want.clone();
+                    prefix.pop();
+                    cmp(&have, &want) != Less && have.starts_with(&prefix)
+                }
+                _ => false,
             }
-            _ => false,
-        }
-    })
+        })
 }
 
 #[cfg(test)]
@@ -321,7 +349,10 @@ mod tests {
         assert_eq!(poetry_constraint("^0.2.3", p, "x").unwrap(), ">=0.2.3,<0.3");
         assert_eq!(poetry_constraint("~4.2", p, "x").unwrap(), ">=4.2,<4.3");
         assert_eq!(poetry_constraint("5.0.1", p, "x").unwrap(), "==5.0.1");
-        assert_eq!(poetry_constraint(">=1.0,<2.0", p, "x").unwrap(), ">=1.0,<2.0");
+        assert_eq!(
+            poetry_constraint(">=1.0,<2.0", p, "x").unwrap(),
+            ">=1.0,<2.0"
+        );
         assert_eq!(poetry_constraint("*", p, "x").unwrap(), "");
         assert!(poetry_constraint("^1 || ^2", p, "x").is_err());
     }
@@ -354,7 +385,10 @@ mod tests {
         let pp = read(&p).unwrap();
         assert_eq!(pp.style, Style::Poetry);
         assert_eq!(pp.requires_python.as_deref(), Some(">=3.11,<4"));
-        assert_eq!(pp.dependencies, vec!["django>=4.2,<4.3", "gunicorn[gthread]>=21.2,<22"]);
+        assert_eq!(
+            pp.dependencies,
+            vec!["django>=4.2,<4.3", "gunicorn[gthread]>=21.2,<22"]
+        );
         assert_eq!(pp.groups["dev"], vec!["pytest>=8.0,<9"]);
     }
 
@@ -362,7 +396,11 @@ mod tests {
     fn syntax_errors_have_line_and_column() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("pyproject.toml");
-        std::fs::write(&p, "[project]\nname = 'a'\ndependencies = [\n  'flask'\n  'x'\n").unwrap();
+        std::fs::write(
+            &p,
+            "[project]\nname = 'a'\ndependencies = [\n  'flask'\n  'x'\n",
+        )
+        .unwrap();
         let e = read(&p).unwrap_err().to_string();
         assert!(e.contains("pyproject.toml:"), "{e}");
         assert!(e.contains("TOML syntax error"), "{e}");

@@ -24,8 +24,7 @@ impl Requirement {
     /// `==X` (without wildcard) or `===X`: one exact version.
     pub fn is_pinned(&self) -> bool {
         let s = self.specifier.trim();
-        (s.starts_with("==") && !s.contains('*') && !s.contains(','))
-            || s.starts_with("===")
+        (s.starts_with("==") && !s.contains('*') && !s.contains(',')) || s.starts_with("===")
     }
 }
 
@@ -39,8 +38,10 @@ pub struct RequirementsFile {
 fn name_re() -> &'static Regex {
     static RE: OnceLock<Regex> = OnceLock::new();
     RE.get_or_init(|| {
-        Regex::new(r"^([A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)\s*(\[[A-Za-z0-9._,\s-]*\])?\s*(.*)$")
-            .unwrap()
+        Regex::new(
+            r"^([A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)\s*(\[[A-Za-z0-9._,\s-]*\])?\s*(.*)$",
+        )
+        .unwrap()
     })
 }
 
@@ -102,10 +103,13 @@ pub fn read(path: &Path) -> Result<RequirementsFile> {
 
 fn read_into(path: &Path, out: &mut RequirementsFile, depth: usize) -> Result<()> {
     if depth > 16 {
-        bail!("{}: -r includes nest deeper than 16 levels (a cycle?)", path.display());
+        bail!(
+            "{}: -r includes nest deeper than 16 levels (a cycle?)",
+            path.display()
+        );
     }
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     if out.files.iter().any(|f| f == path) {
         return Ok(());
     }
@@ -120,7 +124,11 @@ fn read_into(path: &Path, out: &mut RequirementsFile, depth: usize) -> Result<()
         let line_no = i + 1;
         let (start, mut acc) = pending.take().unwrap_or((line_no, String::new()));
         // A comment starts at `#` preceded by whitespace or at line start.
-        let stripped = match raw.find(" #").or(if raw.trim_start().starts_with('#') { Some(0) } else { None }) {
+        let stripped = match raw.find(" #").or(if raw.trim_start().starts_with('#') {
+            Some(0)
+        } else {
+            None
+        }) {
             Some(0) => "",
             Some(i) => &raw[..i],
             None => raw,
@@ -146,7 +154,7 @@ fn read_into(path: &Path, out: &mut RequirementsFile, depth: usize) -> Result<()
         let origin = format!("{display}:{line_no}");
         let err = |msg: String| anyhow::anyhow!("{origin}: {msg}");
         if line.starts_with('-') {
-            let (opt, val) = match line.split_once(|c: char| c == ' ' || c == '=') {
+            let (opt, val) = match line.split_once([' ', '=']) {
                 Some((o, v)) => (o, v.trim()),
                 None => (line, ""),
             };
@@ -185,7 +193,10 @@ fn read_into(path: &Path, out: &mut RequirementsFile, depth: usize) -> Result<()
         let mut req = parse_requirement(req_text, &origin).map_err(err)?;
         for opt in opts.split_whitespace() {
             if let Some(h) = opt.strip_prefix("--hash=") {
-                if !h.starts_with("sha256:") && !h.starts_with("sha384:") && !h.starts_with("sha512:") {
+                if !h.starts_with("sha256:")
+                    && !h.starts_with("sha384:")
+                    && !h.starts_with("sha512:")
+                {
                     return Err(err(format!("unsupported hash {h:?} (use sha256:...)")));
                 }
                 req.hashes.push(h.to_string());
@@ -223,7 +234,10 @@ mod tests {
         assert_eq!(names, vec!["gunicorn", "flask", "pywin32"]);
         assert_eq!(r.requirements[1].hashes.len(), 2);
         assert!(r.requirements[1].origin.ends_with("requirements.txt:3"));
-        assert_eq!(r.requirements[2].marker.as_deref(), Some("sys_platform == 'win32'"));
+        assert_eq!(
+            r.requirements[2].marker.as_deref(),
+            Some("sys_platform == 'win32'")
+        );
         assert!(r.requirements[0].is_pinned());
         assert!(!r.requirements[2].is_pinned());
     }
@@ -231,7 +245,11 @@ mod tests {
     #[test]
     fn errors_name_file_and_line() {
         let d = tempfile::tempdir().unwrap();
-        let p = write(d.path(), "requirements.txt", "flask==3.0.0\n\ngunicorn==>21\n");
+        let p = write(
+            d.path(),
+            "requirements.txt",
+            "flask==3.0.0\n\ngunicorn==>21\n",
+        );
         let e = read(&p).unwrap_err().to_string();
         assert!(e.contains("requirements.txt:3"), "{e}");
         assert!(e.contains("gunicorn"), "{e}");
@@ -240,16 +258,32 @@ mod tests {
         let p = write(d.path(), "requirements.txt", "-e .\n");
         assert!(read(&p).unwrap_err().to_string().contains("editable"));
         let p = write(d.path(), "requirements.txt", "!!!\n");
-        assert!(read(&p).unwrap_err().to_string().contains("requirements.txt:1"));
+        assert!(read(&p)
+            .unwrap_err()
+            .to_string()
+            .contains("requirements.txt:1"));
     }
 
     #[test]
     fn requirement_forms() {
-        let ok = ["flask", "flask>=2,<4", "Flask[async] == 3.0.0", "a.b-c_d~=1.4", "x (>=1.0)", "zope.interface===5.0"];
+        let ok = [
+            "flask",
+            "flask>=2,<4",
+            "Flask[async] == 3.0.0",
+            "a.b-c_d~=1.4",
+            "x (>=1.0)",
+            "zope.interface===5.0",
+        ];
         for s in ok {
             assert!(parse_requirement(s, "t").is_ok(), "{s}");
         }
-        let bad = ["flask==", "flask=3", "-flask", "flask>=1;", "pkg @ https://x/y.whl"];
+        let bad = [
+            "flask==",
+            "flask=3",
+            "-flask",
+            "flask>=1;",
+            "pkg @ https://x/y.whl",
+        ];
         for s in bad {
             assert!(parse_requirement(s, "t").is_err(), "{s}");
         }

@@ -50,17 +50,88 @@ impl Mode {
 
 /// Stdlib modules web apps use all the time, compiled whatever the trace saw.
 const WEB_STDLIB: &[&str] = &[
-    "json", "logging", "logging.config", "logging.handlers", "datetime", "uuid", "decimal",
-    "dataclasses", "typing", "asyncio", "ssl", "sqlite3", "zoneinfo", "email", "email.message",
-    "http", "http.client", "http.cookies", "urllib.parse", "urllib.request", "hashlib", "hmac",
-    "secrets", "base64", "csv", "pathlib", "tempfile", "subprocess", "concurrent.futures",
-    "contextvars", "enum", "functools", "itertools", "collections", "random", "string",
-    "textwrap", "traceback", "warnings", "weakref", "socket", "selectors", "threading",
-    "queue", "signal", "shutil", "struct", "copy", "inspect", "importlib.metadata", "mimetypes",
-    "gzip", "zlib", "io", "os", "re", "math", "statistics", "fractions", "operator", "heapq",
-    "bisect", "argparse", "platform", "getpass", "locale", "calendar", "time", "numbers",
-    "ipaddress", "html", "xml.etree.ElementTree", "wsgiref", "wsgiref.simple_server",
-    "multiprocessing", "fcntl", "pickle", "shlex", "glob", "fnmatch", "codecs", "encodings.idna",
+    "json",
+    "logging",
+    "logging.config",
+    "logging.handlers",
+    "datetime",
+    "uuid",
+    "decimal",
+    "dataclasses",
+    "typing",
+    "asyncio",
+    "ssl",
+    "sqlite3",
+    "zoneinfo",
+    "email",
+    "email.message",
+    "http",
+    "http.client",
+    "http.cookies",
+    "urllib.parse",
+    "urllib.request",
+    "hashlib",
+    "hmac",
+    "secrets",
+    "base64",
+    "csv",
+    "pathlib",
+    "tempfile",
+    "subprocess",
+    "concurrent.futures",
+    "contextvars",
+    "enum",
+    "functools",
+    "itertools",
+    "collections",
+    "random",
+    "string",
+    "textwrap",
+    "traceback",
+    "warnings",
+    "weakref",
+    "socket",
+    "selectors",
+    "threading",
+    "queue",
+    "signal",
+    "shutil",
+    "struct",
+    "copy",
+    "inspect",
+    "importlib.metadata",
+    "mimetypes",
+    "gzip",
+    "zlib",
+    "io",
+    "os",
+    "re",
+    "math",
+    "statistics",
+    "fractions",
+    "operator",
+    "heapq",
+    "bisect",
+    "argparse",
+    "platform",
+    "getpass",
+    "locale",
+    "calendar",
+    "time",
+    "numbers",
+    "ipaddress",
+    "html",
+    "xml.etree.ElementTree",
+    "wsgiref",
+    "wsgiref.simple_server",
+    "multiprocessing",
+    "fcntl",
+    "pickle",
+    "shlex",
+    "glob",
+    "fnmatch",
+    "codecs",
+    "encodings.idna",
 ];
 
 /// Servers whose submodules are all imported in the trace: they load most
@@ -137,11 +208,20 @@ pub fn ensure_rootfs(cache: &Cache, runtime: &Runtime) -> Result<PathBuf> {
 /// Top-level importable names in a site-packages directory.
 fn top_level_modules(site: &Path) -> Vec<String> {
     let mut out = Vec::new();
-    let Ok(rd) = std::fs::read_dir(site) else { return out };
+    let Ok(rd) = std::fs::read_dir(site) else {
+        return out;
+    };
     for e in rd.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         let p = e.path();
-        if name.starts_with('_') && name != "_cffi_backend" || name.contains('-') || name.ends_with(".dist-info") || name.ends_with(".libs") || name == "bin" || name == "tests" || name == "test" {
+        if name.starts_with('_') && name != "_cffi_backend"
+            || name.contains('-')
+            || name.ends_with(".dist-info")
+            || name.ends_with(".libs")
+            || name == "bin"
+            || name == "tests"
+            || name == "test"
+        {
             continue;
         }
         if p.is_dir() && p.join("__init__.py").is_file() {
@@ -167,7 +247,13 @@ pub struct Compiled {
 
 /// Compiles bytecode: in place in `venv` (mounted at /opt/venv), and for the
 /// stdlib into `out` (mirroring `/usr/lib/pythonX.Y/.../__pycache__`).
-pub fn compile(rootfs: &Path, venv: &Path, out: &Path, minor: &str, mode: Mode) -> Result<Compiled> {
+pub fn compile(
+    rootfs: &Path,
+    venv: &Path,
+    out: &Path,
+    minor: &str,
+    mode: Mode,
+) -> Result<Compiled> {
     if mode == Mode::None {
         return Ok(Compiled::default());
     }
@@ -184,21 +270,36 @@ pub fn compile(rootfs: &Path, venv: &Path, out: &Path, minor: &str, mode: Mode) 
     if mode == Mode::Imports {
         let site = venv.join(format!("lib/python{minor}/site-packages"));
         let tops = top_level_modules(&site);
-        let walk: Vec<&str> = SERVERS.iter().copied().filter(|s| tops.iter().any(|t| t == s)).collect();
+        let walk: Vec<&str> = SERVERS
+            .iter()
+            .copied()
+            .filter(|s| tops.iter().any(|t| t == s))
+            .collect();
         let walk = walk.join(",");
         let mut argv: Vec<&str> = vec!["/opt/venv/bin/python", "-c", TRACE, &walk];
         argv.extend(WEB_STDLIB);
         argv.extend(tops.iter().map(String::as_str));
         let o = base().run(&argv, Duration::from_secs(120))?;
         if o.status != 0 {
-            bail!("tracing the dependencies' imports failed (exit {}):\n{}", o.status, o.stderr.trim_end());
+            bail!(
+                "tracing the dependencies' imports failed (exit {}):\n{}",
+                o.status,
+                o.stderr.trim_end()
+            );
         }
         std::fs::write(out.join(".trace"), &o.stdout)?;
     }
-    let o = base().run(&["/opt/venv/bin/python", "-c", COMPILE, mode.as_str(), minor], Duration::from_secs(600))?;
+    let o = base().run(
+        &["/opt/venv/bin/python", "-c", COMPILE, mode.as_str(), minor],
+        Duration::from_secs(600),
+    )?;
     let _ = std::fs::remove_file(out.join(".trace"));
     if o.status != 0 {
-        bail!("compiling bytecode failed (exit {}):\n{}", o.status, o.stderr.trim_end());
+        bail!(
+            "compiling bytecode failed (exit {}):\n{}",
+            o.status,
+            o.stderr.trim_end()
+        );
     }
     let mut it = o.stdout.split_whitespace().map(|n| n.parse().unwrap_or(0));
     Ok(Compiled {

@@ -83,7 +83,10 @@ fn group_requirements(dir: &Path, group: &str) -> Result<PathBuf> {
             return Ok(p);
         }
     }
-    bail!("--with {group}: no requirements-{group}.txt (or requirements/{group}.txt) in {}", dir.display())
+    bail!(
+        "--with {group}: no requirements-{group}.txt (or requirements/{group}.txt) in {}",
+        dir.display()
+    )
 }
 
 fn wheel_hint(stderr: &str, target: &Target) -> String {
@@ -93,7 +96,9 @@ fn wheel_hint(stderr: &str, target: &Target) -> String {
              the package above has no wheel for CPython {} on {}. Pin a version that ships one, or choose another --python.",
             target.minor, target.platform
         )
-    } else if stderr.contains("not found in the package registry") || stderr.contains("was not found") {
+    } else if stderr.contains("not found in the package registry")
+        || stderr.contains("was not found")
+    {
         "\nhint: check the package name (is it spelled as on PyPI?).".into()
     } else {
         String::new()
@@ -102,7 +107,14 @@ fn wheel_hint(stderr: &str, target: &Target) -> String {
 
 /// Resolves the project's dependencies for `target`, or reuses the
 /// resolution recorded for exactly these inputs.
-pub fn resolve(project: &Project, groups: &[String], target: &Target, uv: &Uv, cache: &Cache, refresh: bool) -> Result<(Lock, bool)> {
+pub fn resolve(
+    project: &Project,
+    groups: &[String],
+    target: &Target,
+    uv: &Uv,
+    cache: &Cache,
+    refresh: bool,
+) -> Result<(Lock, bool)> {
     let mut inputs: Vec<PathBuf> = project.dependency_inputs();
     if let DepSource::Requirements { .. } = project.deps {
         for g in groups {
@@ -116,15 +128,27 @@ pub fn resolve(project: &Project, groups: &[String], target: &Target, uv: &Uv, c
     for g in groups {
         h.part("group", g);
     }
-    for var in ["UV_INDEX_URL", "UV_EXTRA_INDEX_URL", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "UV_INDEX"] {
+    for var in [
+        "UV_INDEX_URL",
+        "UV_EXTRA_INDEX_URL",
+        "PIP_INDEX_URL",
+        "PIP_EXTRA_INDEX_URL",
+        "UV_INDEX",
+    ] {
         if let Ok(v) = std::env::var(var) {
             h.part(var, v);
         }
     }
     for f in &inputs {
         let bytes = std::fs::read(f).with_context(|| format!("reading {}", f.display()))?;
-        h.part("file", f.strip_prefix(&project.dir).unwrap_or(f).to_string_lossy().as_bytes())
-            .part("content", bytes);
+        h.part(
+            "file",
+            f.strip_prefix(&project.dir)
+                .unwrap_or(f)
+                .to_string_lossy()
+                .as_bytes(),
+        )
+        .part("content", bytes);
     }
     let key = h.finish();
     if !refresh {
@@ -138,15 +162,32 @@ pub fn resolve(project: &Project, groups: &[String], target: &Target, uv: &Uv, c
     let compile = |args: &[&std::ffi::OsStr], what: &str| -> Result<()> {
         let mut c = uv.command();
         c.current_dir(&project.dir)
-            .args(["pip", "compile", "--quiet", "--no-header", "--generate-hashes", "--only-binary", ":all:"])
-            .args(["--python-version", &target.minor, "--python-platform", &target.platform])
+            .args([
+                "pip",
+                "compile",
+                "--quiet",
+                "--no-header",
+                "--generate-hashes",
+                "--only-binary",
+                ":all:",
+            ])
+            .args([
+                "--python-version",
+                &target.minor,
+                "--python-platform",
+                &target.platform,
+            ])
             .arg("-o")
             .arg(&out)
             .args(args);
         let output = c.output().context("running uv")?;
         if !output.status.success() {
             let stderr = String::from_utf8_lossy(&output.stderr);
-            bail!("resolving {what} failed:\n{}{}", stderr.trim_end(), wheel_hint(&stderr, target));
+            bail!(
+                "resolving {what} failed:\n{}{}",
+                stderr.trim_end(),
+                wheel_hint(&stderr, target)
+            );
         }
         Ok(())
     };
@@ -162,21 +203,30 @@ pub fn resolve(project: &Project, groups: &[String], target: &Target, uv: &Uv, c
         }
         Ok(reqs)
     };
-    let how;
-    match &project.deps {
+    let how = match &project.deps {
         DepSource::Requirements { files, .. } => {
             let mut args: Vec<&std::ffi::OsStr> = vec![files[0].as_os_str()];
-            let extra: Vec<PathBuf> = groups.iter().map(|g| group_requirements(&project.dir, g)).collect::<Result<_>>()?;
+            let extra: Vec<PathBuf> = groups
+                .iter()
+                .map(|g| group_requirements(&project.dir, g))
+                .collect::<Result<_>>()?;
             args.extend(extra.iter().map(|p| p.as_os_str()));
             compile(&args, &project.describe_deps())?;
-            how = format!("resolved {} with uv {}", project.describe_deps(), uv.version);
+            format!(
+                "resolved {} with uv {}",
+                project.describe_deps(),
+                uv.version
+            )
         }
         DepSource::Pyproject { .. } => {
             let reqs = selected(&pp.dependencies)?;
             let input = work.path().join("requirements.in");
             std::fs::write(&input, reqs.join("\n") + "\n")?;
             compile(&[input.as_os_str()], "the dependencies in pyproject.toml")?;
-            how = format!("resolved pyproject.toml dependencies with uv {}", uv.version);
+            format!(
+                "resolved pyproject.toml dependencies with uv {}",
+                uv.version
+            )
         }
         DepSource::PoetryLock { lock, .. } => {
             let reqs = selected(&pp.dependencies)?;
@@ -188,12 +238,24 @@ pub fn resolve(project: &Project, groups: &[String], target: &Target, uv: &Uv, c
                 &[input.as_os_str(), "-c".as_ref(), constraints.as_os_str()],
                 "the dependencies in pyproject.toml pinned by poetry.lock",
             )?;
-            how = format!("pyproject.toml dependencies pinned to poetry.lock, resolved with uv {}", uv.version);
+            format!(
+                "pyproject.toml dependencies pinned to poetry.lock, resolved with uv {}",
+                uv.version
+            )
         }
         DepSource::UvLock { .. } => {
             let mut c = uv.command();
             c.current_dir(&project.dir)
-                .args(["export", "--frozen", "--no-emit-project", "--no-header", "--format", "requirements-txt", "--no-default-groups", "--quiet"])
+                .args([
+                    "export",
+                    "--frozen",
+                    "--no-emit-project",
+                    "--no-header",
+                    "--format",
+                    "requirements-txt",
+                    "--no-default-groups",
+                    "--quiet",
+                ])
                 .arg("-o")
                 .arg(&out);
             for g in groups {
@@ -204,9 +266,9 @@ pub fn resolve(project: &Project, groups: &[String], target: &Target, uv: &Uv, c
                 }
             }
             uv.run(c, "exporting uv.lock")?;
-            how = format!("exported from uv.lock with uv {}", uv.version);
+            format!("exported from uv.lock with uv {}", uv.version)
         }
-    }
+    };
     let text = std::fs::read_to_string(&out).context("reading uv's resolution")?;
     let lock = Lock {
         packages: parse_locked(&text),
@@ -223,8 +285,16 @@ fn poetry_pins(lock: &Path) -> Result<String> {
     let text = std::fs::read_to_string(lock)?;
     let doc = crate::project::pyproject::parse_toml(lock, &text)?;
     let mut out = String::new();
-    for p in doc.get("package").and_then(|p| p.as_array()).into_iter().flatten() {
-        if let (Some(n), Some(v)) = (p.get("name").and_then(|x| x.as_str()), p.get("version").and_then(|x| x.as_str())) {
+    for p in doc
+        .get("package")
+        .and_then(|p| p.as_array())
+        .into_iter()
+        .flatten()
+    {
+        if let (Some(n), Some(v)) = (
+            p.get("name").and_then(|x| x.as_str()),
+            p.get("version").and_then(|x| x.as_str()),
+        ) {
             out.push_str(&format!("{n}=={v}\n"));
         }
     }
@@ -244,12 +314,28 @@ pub fn install(lock: &Lock, target: &Target, uv: &Uv, dest: &Path) -> Result<()>
     let req = work.path().join("lock.txt");
     std::fs::write(&req, &lock.text)?;
     let mut c = uv.command();
-    c.args(["pip", "install", "--quiet", "--no-deps", "--require-hashes", "--only-binary", ":all:", "--link-mode", "copy", "--no-compile"])
-        .args(["--python-version", &target.minor, "--python-platform", &target.platform])
-        .arg("--target")
-        .arg(&site)
-        .arg("-r")
-        .arg(&req);
+    c.args([
+        "pip",
+        "install",
+        "--quiet",
+        "--no-deps",
+        "--require-hashes",
+        "--only-binary",
+        ":all:",
+        "--link-mode",
+        "copy",
+        "--no-compile",
+    ])
+    .args([
+        "--python-version",
+        &target.minor,
+        "--python-platform",
+        &target.platform,
+    ])
+    .arg("--target")
+    .arg(&site)
+    .arg("-r")
+    .arg(&req);
     uv.run(c, "installing dependencies")?;
 
     let bin = dest.join("bin");
@@ -260,7 +346,8 @@ pub fn install(lock: &Lock, target: &Target, uv: &Uv, dest: &Path) -> Result<()>
         names.sort_by_key(|e| e.file_name());
         for e in names {
             let name = e.file_name().to_string_lossy().into_owned();
-            if name.starts_with("pip") || name.starts_with("activate") || name.starts_with("python") {
+            if name.starts_with("pip") || name.starts_with("activate") || name.starts_with("python")
+            {
                 continue;
             }
             let bytes = std::fs::read(e.path())?;
@@ -279,6 +366,7 @@ pub fn install(lock: &Lock, target: &Target, uv: &Uv, dest: &Path) -> Result<()>
             std::fs::remove_dir_all(e.path())?;
         }
     }
+    prune_build_inputs(&site)?;
     let interp = format!("/usr/bin/python{}", target.minor);
     std::os::unix::fs::symlink(&interp, bin.join("python"))?;
     std::os::unix::fs::symlink("python", bin.join("python3"))?;
@@ -294,6 +382,26 @@ pub fn install(lock: &Lock, target: &Target, uv: &Uv, dest: &Path) -> Result<()>
     Ok(())
 }
 
+/// Some wheels ship the C sources and headers they were compiled from;
+/// nothing imports them at run time.
+fn prune_build_inputs(site: &Path) -> Result<()> {
+    for e in walkdir::WalkDir::new(site)
+        .into_iter()
+        .filter_map(|e| e.ok())
+    {
+        let p = e.path();
+        if e.file_type().is_file()
+            && matches!(
+                p.extension().and_then(|x| x.to_str()),
+                Some("c" | "h" | "cc" | "cpp" | "hpp" | "pyx" | "pxd" | "pxi")
+            )
+        {
+            std::fs::remove_file(p).with_context(|| format!("removing {}", p.display()))?;
+        }
+    }
+    Ok(())
+}
+
 /// Points a console script at the venv's interpreter (uv wrote the host's).
 fn rewrite_shebang(bytes: &[u8]) -> Vec<u8> {
     let text = String::from_utf8_lossy(bytes);
@@ -304,7 +412,10 @@ fn rewrite_shebang(bytes: &[u8]) -> Vec<u8> {
     let first = lines.next().unwrap_or("");
     let rest: Vec<&str> = if first == "#!/bin/sh" && text.contains("'''exec'") {
         // The long-path trampoline: `#!/bin/sh` / `'''exec' PY "$0" "$@"` / `' '''`.
-        lines.skip_while(|l| !l.starts_with("' '''")).skip(1).collect()
+        lines
+            .skip_while(|l| !l.starts_with("' '''"))
+            .skip(1)
+            .collect()
     } else if first.contains("python") {
         lines.collect()
     } else {
@@ -323,20 +434,40 @@ mod tests {
     #[test]
     fn shebangs() {
         let s = rewrite_shebang(b"#!/root/.pyenv/versions/3.11.7/bin/python\nimport sys\n");
-        assert_eq!(String::from_utf8(s).unwrap(), "#!/opt/venv/bin/python\nimport sys\n");
-        let t = rewrite_shebang(b"#!/bin/sh\n'''exec' '/very/long/python' \"$0\" \"$@\"\n' '''\nimport sys\n");
-        assert_eq!(String::from_utf8(t).unwrap(), "#!/opt/venv/bin/python\nimport sys\n");
-        assert_eq!(rewrite_shebang(b"#!/bin/bash\necho\n"), b"#!/bin/bash\necho\n");
+        assert_eq!(
+            String::from_utf8(s).unwrap(),
+            "#!/opt/venv/bin/python\nimport sys\n"
+        );
+        let t = rewrite_shebang(
+            b"#!/bin/sh\n'''exec' '/very/long/python' \"$0\" \"$@\"\n' '''\nimport sys\n",
+        );
+        assert_eq!(
+            String::from_utf8(t).unwrap(),
+            "#!/opt/venv/bin/python\nimport sys\n"
+        );
+        assert_eq!(
+            rewrite_shebang(b"#!/bin/bash\necho\n"),
+            b"#!/bin/bash\necho\n"
+        );
     }
 
     #[test]
     fn locked_packages_and_platforms() {
         let text = "blinker==1.9.0 \\\n    --hash=sha256:aa\nFlask==3.0.0 ; python_version >= '3.8' \\\n    --hash=sha256:bb\n    # via x\n";
         let p = parse_locked(text);
-        assert_eq!(p, vec![
-            LockedPackage { name: "blinker".into(), version: "1.9.0".into() },
-            LockedPackage { name: "flask".into(), version: "3.0.0".into() },
-        ]);
+        assert_eq!(
+            p,
+            vec![
+                LockedPackage {
+                    name: "blinker".into(),
+                    version: "1.9.0".into()
+                },
+                LockedPackage {
+                    name: "flask".into(),
+                    version: "3.0.0".into()
+                },
+            ]
+        );
         assert_eq!(platform_for_glibc("2.36"), "x86_64-manylinux_2_36");
         assert_eq!(platform_for_glibc("2.41"), "x86_64-manylinux_2_40");
     }

@@ -40,9 +40,16 @@ fn version_of(path: &Path) -> Result<String> {
 impl Uv {
     pub fn locate(cache: &Cache) -> Result<Uv> {
         let cache_dir = cache.dir("uv-cache")?;
-        if let Some(p) = std::env::var_os("SLIMPACK_UV").map(PathBuf::from).or_else(|| on_path("uv")) {
+        if let Some(p) = std::env::var_os("SLIMPACK_UV")
+            .map(PathBuf::from)
+            .or_else(|| on_path("uv"))
+        {
             let version = version_of(&p)?;
-            return Ok(Uv { path: p, version, cache_dir });
+            return Ok(Uv {
+                path: p,
+                version,
+                cache_dir,
+            });
         }
         let dir = cache.dir("tools")?.join(format!("uv-{UV_VERSION}"));
         let bin = dir.join("uv");
@@ -101,7 +108,9 @@ impl Uv {
 
     /// Runs a uv command; on failure the error carries uv's own message.
     pub fn run(&self, mut cmd: Command, what: &str) -> Result<String> {
-        let out = cmd.output().with_context(|| format!("running {}", self.path.display()))?;
+        let out = cmd
+            .output()
+            .with_context(|| format!("running {}", self.path.display()))?;
         if !out.status.success() {
             let stderr = String::from_utf8_lossy(&out.stderr);
             bail!("{what} failed:\n{}", stderr.trim_end());

@@ -1,0 +1,570 @@
+//! End to end: real builds of the examples (Debian archive and PyPI over the
+//! network), checked by independent tools (skopeo, umoci, dpkg-query) and
+//! run under bwrap for a real HTTP request. One shared cache keeps them fast;
+//! `./test.sh` installs the tools they need.
+
+use serde_json::Value;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
+}
+
+fn shared_cache() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e-cache")
+}
+
+fn require(tool: &str) {
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+        .unwrap_or(false);
+    assert!(
+        found,
+        "{tool} is not installed: run ./test.sh, which installs what the tests need"
+    );
+}
+
+fn copy_example(name: &str) -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    let st = Command::new("cp")
+        .arg("-r")
+        .arg(workspace().join("examples").join(name).join("."))
+        .arg(d.path())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    d
+}
+
+fn slimpack(args: &[&str], cache: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_slimpack"))
+        .args(args)
+        .env("SLIMPACK_CACHE", cache)
+        .env_remove("SOURCE_DATE_EPOCH")
+        .output()
+        .unwrap()
+}
+
+fn build_json(dir: &Path, extra: &[&str], cache: &Path) -> Value {
+    let mut args = vec!["build", dir.to_str().unwrap(), "--json"];
+    args.extend_from_slice(extra);
+    let out = slimpack(&args, cache);
+    assert!(
+        out.status.success(),
+        "build of {} failed:\n{}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn layer_digests(report: &Value) -> Vec<String> {
+    report["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// The image config of the single image in an OCI layout.
+fn image_config(layout: &Path) -> Value {
+    let blob = |d: &str| {
+        layout
+            .join("blobs/sha256")
+            .join(d.trim_start_matches("sha256:"))
+    };
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let manifest: Value = serde_json::from_slice(
+        &std::fs::read(blob(index["manifests"][0]["digest"].as_str().unwrap())).unwrap(),
+    )
+    .unwrap();
+    serde_json::from_slice(
+        &std::fs::read(blob(manifest["config"]["digest"].as_str().unwrap())).unwrap(),
+    )
+    .unwrap()
+}
+
+fn unpack(layout: &Path, dest: &Path) -> PathBuf {
+    run_ok(
+        Command::new("umoci")
+            .args(["unpack", "--rootless", "--image"])
+            .arg(format!("{}:latest", layout.display()))
+            .arg(dest),
+    );
+    dest.join("rootfs")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let code = buf.split_whitespace().nth(1)?.parse().ok()?;
+    Some((code, buf))
+}
+
+/// Runs the image's command as its user under bwrap, with only the image's
+/// files, and GETs `path` once it listens.
+fn serve_and_get(rootfs: &Path, config: &Value, path: &str) -> (u16, String) {
+    let c = &config["config"];
+    let user = c["User"].as_str().unwrap();
+    let uid = user.split(':').next().unwrap();
+    assert_eq!(uid, "65532", "the image must run as the non-root user");
+    let port = free_port();
+    let mut cmd = Command::new("bwrap");
+    cmd.arg("--ro-bind").arg(rootfs).arg("/");
+    cmd.args([
+        "--proc",
+        "/proc",
+        "--dev",
+        "/dev",
+        "--tmpfs",
+        "/tmp",
+        "--unshare-user",
+        "--unshare-pid",
+        "--unshare-ipc",
+        "--unshare-uts",
+        "--die-with-parent",
+        "--uid",
+        uid,
+        "--gid",
+        uid,
+        "--clearenv",
+    ]);
+    cmd.args(["--chdir", c["WorkingDir"].as_str().unwrap()]);
+    for e in c["Env"].as_array().unwrap() {
+        let (k, v) = e.as_str().unwrap().split_once('=').unwrap();
+        let v = if k == "PORT" {
+            port.to_string()
+        } else {
+            v.to_string()
+        };
+        cmd.args(["--setenv", k, &v]);
+    }
+    cmd.arg("--");
+    for a in c["Cmd"].as_array().unwrap() {
+        cmd.arg(a.as_str().unwrap());
+    }
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let mut result = None;
+    while start.elapsed() < Duration::from_secs(30) {
+        if let Some(r) = http_get(port, path) {
+            result = Some(r);
+            break;
+        }
+        if let Ok(Some(_)) = child.try_wait() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    result.unwrap_or_else(|| {
+        panic!(
+            "the app never answered on port {port}:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// No compiler, header, pip, package manager or shell in the image.
+fn assert_slim(rootfs: &Path) {
+    let mut bad = Vec::new();
+    for e in walkdir::WalkDir::new(rootfs)
+        .follow_links(false)
+        .into_iter()
+        .filter_map(|e| e.ok())
+    {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let rel = e
+            .path()
+            .strip_prefix(rootfs)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        let is_bin_dir = rel.starts_with("usr/bin/")
+            || rel.starts_with("usr/sbin/")
+            || rel.starts_with("opt/venv/bin/");
+        if name.ends_with(".h")
+            || name.starts_with("gcc")
+            || name == "cc"
+            || (is_bin_dir
+                && matches!(
+                    name.as_str(),
+                    "pip" | "pip3" | "apt" | "apt-get" | "dpkg" | "sh" | "bash" | "dash"
+                ))
+            || (rel.contains("site-packages/pip") && e.file_type().is_dir())
+        {
+            bad.push(rel);
+        }
+    }
+    assert!(bad.is_empty(), "the image holds what it must not: {bad:?}");
+}
+
+#[test]
+fn flask_example_builds_runs_reproduces_and_rebuilds_one_layer() {
+    for t in ["bwrap", "skopeo", "umoci", "dpkg-query"] {
+        require(t);
+    }
+    let cache = shared_cache();
+    let src = copy_example("flask");
+    // Secrets in the source must stay out of the image.
+    std::fs::write(
+        src.path().join(".env"),
+        "DATABASE_URL=postgres://u:secret@db/x\n",
+    )
+    .unwrap();
+    std::fs::write(
+        src.path().join("id_rsa"),
+        "-----BEGIN OPENSSH PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let layout = out.path().join("flask.oci");
+    let archive = out.path().join("flask.tar");
+    let first = build_json(
+        src.path(),
+        &[
+            "-o",
+            &format!("oci:{}", layout.display()),
+            "-o",
+            &format!("docker-archive:{}", archive.display()),
+        ],
+        &cache,
+    );
+    let digest = first["digest"].as_str().unwrap().to_string();
+    let warnings = first["warnings"].to_string();
+    assert!(
+        warnings.contains(".env") && warnings.contains("id_rsa"),
+        "{warnings}"
+    );
+    assert_eq!(
+        first["python"].as_str().unwrap().get(..5),
+        Some("3.11."),
+        "flask pins Python 3.11 (.python-version)"
+    );
+
+    // Independent tools accept both outputs, and agree on the digest.
+    let inspect: Value = serde_json::from_str(&run_ok(
+        Command::new("skopeo")
+            .arg("inspect")
+            .arg(format!("oci:{}", layout.display())),
+    ))
+    .unwrap();
+    assert_eq!(inspect["Digest"], digest.as_str());
+    assert_eq!(inspect["Layers"].as_array().unwrap().len(), 3);
+    let from_archive: Value = serde_json::from_str(&run_ok(
+        Command::new("skopeo")
+            .arg("inspect")
+            .arg(format!("docker-archive:{}", archive.display())),
+    ))
+    .unwrap();
+    assert_eq!(from_archive["Layers"].as_array().unwrap().len(), 3);
+
+    let unpacked = tempfile::tempdir().unwrap();
+    let rootfs = unpack(&layout, &unpacked.path().join("b"));
+    assert_slim(&rootfs);
+    assert!(!rootfs.join("app/.env").exists() && !rootfs.join("app/id_rsa").exists());
+    assert!(rootfs.join("app/main.py").is_file());
+    let pkgs = run_ok(
+        Command::new("dpkg-query")
+            .arg(format!(
+                "--admindir={}",
+                rootfs.join("var/lib/dpkg").display()
+            ))
+            .args(["-W", "-f", "${Package} ${Status}\\n"]),
+    );
+    assert!(
+        pkgs.contains("python3.11-minimal install ok installed"),
+        "{pkgs}"
+    );
+    assert!(pkgs.contains("libc6 install ok installed"), "{pkgs}");
+    for banned in ["perl-base ", "dpkg ", "bash ", "debconf "] {
+        assert!(!pkgs.contains(banned), "{banned} must stay out:\n{pkgs}");
+    }
+    let stdlib_pyc = rootfs.join("usr/lib/python3.11/__pycache__/json.cpython-311.pyc");
+    let json_pyc = rootfs.join("usr/lib/python3.11/json/__pycache__/__init__.cpython-311.pyc");
+    assert!(
+        stdlib_pyc.exists() || json_pyc.exists(),
+        "imported stdlib modules get bytecode"
+    );
+    let pyc = std::fs::read(&json_pyc).unwrap();
+    assert_eq!(
+        u32::from_le_bytes(pyc[4..8].try_into().unwrap()),
+        0b01,
+        "unchecked-hash pyc (flags=1)"
+    );
+
+    let config = image_config(&layout);
+    assert_eq!(config["config"]["WorkingDir"], "/app");
+    let env = config["config"]["Env"].to_string();
+    for e in [
+        "PATH=/opt/venv/bin",
+        "PYTHONUNBUFFERED=1",
+        "PYTHONDONTWRITEBYTECODE=1",
+        "PORT=8080",
+    ] {
+        assert!(env.contains(e), "{e} missing from {env}");
+    }
+    let (code, body) = serve_and_get(&rootfs, &config, "/health");
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("healthy"));
+
+    // Same inputs from another copy, other mtimes, an empty cache: same digest.
+    let again = copy_example("flask");
+    std::fs::write(again.path().join(".env"), "OTHER=1\n").unwrap();
+    run_ok(
+        Command::new("touch")
+            .args(["-d", "2001-02-03 04:05:06"])
+            .arg(again.path().join("main.py"))
+            .arg(again.path().join("requirements.txt")),
+    );
+    let fresh_cache = tempfile::tempdir().unwrap();
+    let second = build_json(
+        again.path(),
+        &[
+            "-o",
+            &format!("oci:{}", out.path().join("again.oci").display()),
+        ],
+        fresh_cache.path(),
+    );
+    assert_eq!(
+        second["digest"].as_str().unwrap(),
+        digest,
+        "two builds of the same inputs must give the same digest"
+    );
+
+    // A one-line edit rebuilds only the app layer.
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(src.path().join("main.py"))
+        .unwrap();
+    writeln!(f, "# an edit").unwrap();
+    let edited = build_json(
+        src.path(),
+        &["-o", &format!("oci:{}", layout.display())],
+        &cache,
+    );
+    let (a, b) = (layer_digests(&first), layer_digests(&edited));
+    assert_eq!(a[0], b[0], "runtime layer unchanged");
+    assert_eq!(a[1], b[1], "venv layer unchanged");
+    assert_ne!(a[2], b[2], "app layer changed");
+    assert_ne!(edited["digest"], first["digest"]);
+    let cached: Vec<bool> = edited["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["cached"].as_bool().unwrap())
+        .collect();
+    assert_eq!(
+        cached,
+        vec![true, true, false],
+        "only the app layer is rebuilt"
+    );
+}
+
+#[test]
+fn fastapi_and_django_examples_run() {
+    for t in ["bwrap", "umoci"] {
+        require(t);
+    }
+    let cache = shared_cache();
+    for (example, path, expect) in [
+        ("fastapi", "/health", "healthy"),
+        ("django-poetry", "/", "Hello from Django"),
+    ] {
+        let src = copy_example(example);
+        let out = tempfile::tempdir().unwrap();
+        let layout = out.path().join("img.oci");
+        let report = build_json(
+            src.path(),
+            &["-o", &format!("oci:{}", layout.display())],
+            &cache,
+        );
+        assert!(
+            report["python"].as_str().unwrap().starts_with("3.13."),
+            "default base is trixie"
+        );
+        let rootfs = unpack(&layout, &out.path().join("u"));
+        assert_slim(&rootfs);
+        let (code, body) = serve_and_get(&rootfs, &image_config(&layout), path);
+        assert_eq!(code, 200, "{example}: {body}");
+        assert!(body.contains(expect), "{example}: {body}");
+    }
+}
+
+#[test]
+fn dependency_groups_and_plan() {
+    let cache = shared_cache();
+    let src = copy_example("django-poetry");
+    let out = slimpack(
+        &[
+            "build",
+            src.path().to_str().unwrap(),
+            "--plan",
+            "--with",
+            "dev",
+        ],
+        &cache,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<&str> = plan["dependencies"]["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"django") && names.contains(&"pytest"),
+        "{names:?}"
+    );
+    assert!(
+        plan["project"]["locked"].as_bool().unwrap(),
+        "poetry.lock makes it locked"
+    );
+    assert!(plan["base"]["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["name"] == "libpython3.13-stdlib"));
+    assert_eq!(
+        plan["start"]["argv"].as_array().unwrap().last().unwrap(),
+        "blog.wsgi:application"
+    );
+    assert!(plan["dependencies"]["lock"]
+        .as_str()
+        .unwrap()
+        .contains("--hash=sha256:"));
+    assert!(!src.path().join("target").exists(), "--plan builds nothing");
+    assert!(
+        !Path::new("target/slimpack/blog.oci").exists(),
+        "--plan writes no image"
+    );
+    // Without the group, pytest stays out; the dependency pins come from poetry.lock.
+    let out = slimpack(&["build", src.path().to_str().unwrap(), "--plan"], &cache);
+    let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let pkgs = plan["dependencies"]["packages"].as_array().unwrap();
+    assert!(!pkgs.iter().any(|p| p["name"] == "pytest"));
+    let lock = std::fs::read_to_string(src.path().join("poetry.lock")).unwrap();
+    let django = pkgs.iter().find(|p| p["name"] == "django").unwrap()["version"]
+        .as_str()
+        .unwrap();
+    assert!(
+        lock.contains(&format!("name = \"django\"\nversion = \"{django}\"")),
+        "django {django} must be the locked version"
+    );
+}
+
+fn assert_fails(dir: &Path, extra: &[&str], needles: &[&str]) {
+    let out_dir = tempfile::tempdir().unwrap();
+    let target = out_dir.path().join("img.oci");
+    let mut args = vec!["build", dir.to_str().unwrap(), "-o"];
+    let o = format!("oci:{}", target.display());
+    args.push(&o);
+    args.extend_from_slice(extra);
+    let out = slimpack(&args, &shared_cache());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "expected failure for {args:?}");
+    for n in needles {
+        assert!(
+            stderr.contains(n),
+            "error for {args:?} should mention {n:?}:\n{stderr}"
+        );
+    }
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(!target.exists(), "a failed build must leave no output");
+    let leftovers: Vec<_> = std::fs::read_dir(out_dir.path()).unwrap().collect();
+    assert!(
+        leftovers.is_empty(),
+        "no temporary files left: {leftovers:?}"
+    );
+}
+
+#[test]
+fn bad_input_fails_clearly_and_writes_nothing() {
+    let empty = tempfile::tempdir().unwrap();
+    assert_fails(empty.path(), &[], &["no Python project found"]);
+
+    let bad_req = copy_example("flask");
+    std::fs::write(
+        bad_req.path().join("requirements.txt"),
+        "flask==3.0.0\ngunicorn==>21\n",
+    )
+    .unwrap();
+    assert_fails(bad_req.path(), &[], &["requirements.txt:2", "gunicorn"]);
+
+    let bad_toml = tempfile::tempdir().unwrap();
+    std::fs::write(
+        bad_toml.path().join("pyproject.toml"),
+        "[project]\nname = 'x'\ndependencies = ['flask'\n",
+    )
+    .unwrap();
+    assert_fails(bad_toml.path(), &[], &["pyproject.toml:", "TOML"]);
+
+    let ok = copy_example("flask");
+    assert_fails(
+        ok.path(),
+        &["--python", "3.7"],
+        &["Python 3.7 is not available", "3.11", "3.13"],
+    );
+    assert_fails(ok.path(), &["--locked"], &["--locked", "requirements.txt"]);
+
+    let unknown = copy_example("flask");
+    std::fs::write(
+        unknown.path().join("requirements.txt"),
+        "flask==3.0.0\nslimpack-no-such-package-e2e==1.0\n",
+    )
+    .unwrap();
+    assert_fails(unknown.path(), &[], &["slimpack-no-such-package-e2e"]);
+
+    let no_app = copy_example("flask");
+    std::fs::remove_file(no_app.path().join("main.py")).unwrap();
+    assert_fails(
+        no_app.path(),
+        &[],
+        &["cannot tell how to start", "[tool.slimpack]"],
+    );
+}

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The one test command (README, CI): installs the system tools the tests
+# use, checks formatting and lints, and runs every test of the workspace.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+# tool → Debian package
+declare -A pkg=([bwrap]=bubblewrap [skopeo]=skopeo [umoci]=umoci [dpkg-query]=dpkg [git]=git [python3]=python3 [curl]=curl)
+need=()
+for t in "${!pkg[@]}"; do command -v "$t" >/dev/null || need+=("${pkg[$t]}"); done
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing: ${need[*]}"
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+cargo fmt --all -- --check
+cargo clippy --all-targets --locked -- -D warnings
+cargo test --workspace --locked
