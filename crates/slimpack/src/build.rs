@@ -19,7 +19,7 @@ use std::time::Instant;
 /// 1980-01-01T00:00:00Z: the fixed time of every file when SOURCE_DATE_EPOCH
 /// is not set (zip-based tools reject earlier dates).
 pub const DEFAULT_EPOCH: u64 = 315_532_800;
-const VENV_POLICY: &str = "venv-v2";
+const VENV_POLICY: &str = "venv-v3";
 const APP_POLICY: &str = "app-v1";
 
 #[derive(Debug, Clone)]
@@ -93,6 +93,8 @@ pub struct BuildReport {
     pub os_packages: usize,
     pub python_packages: usize,
     pub bytecode: Option<bytecode::Compiled>,
+    /// Set when the dependencies were resolved by this build (not reused).
+    pub resolved: Option<Vec<String>>,
     pub cmd: Vec<String>,
     pub warnings: Vec<String>,
     pub seconds: f64,
@@ -249,7 +251,7 @@ pub fn build(opts: &BuildOptions) -> Result<Outcome> {
     }
     if !locked {
         warnings.push(format!(
-            "{} does not pin every dependency with hashes: the resolution below is recorded in the plan and cached here, but a build elsewhere or later may resolve differently. Commit a lock for builds reproducible over time.",
+            "{} does not pin every dependency with hashes: its resolution is recorded in the plan (--plan) and cached here, but a build elsewhere or later may resolve differently. Commit a lock for builds reproducible over time.",
             project.describe_deps()
         ));
     }
@@ -294,7 +296,8 @@ pub fn build(opts: &BuildOptions) -> Result<Outcome> {
     let uv = Uv::locate(&cache)?;
     let groups: Vec<String> = cfg.with.clone();
     let sp = progress.spinner("Resolving Python dependencies".into());
-    let (lock, _) = python::resolve(&project, &groups, &target, &uv, &cache, opts.refresh)?;
+    let (lock, lock_cached) =
+        python::resolve(&project, &groups, &target, &uv, &cache, opts.refresh)?;
     sp.finish_and_clear();
 
     let rules = ignore::IgnoreRules::for_project(&project.dir)?;
@@ -414,7 +417,16 @@ pub fn build(opts: &BuildOptions) -> Result<Outcome> {
             mirror: spec.mirror.clone(),
             security_mirror: spec.security_mirror.clone(),
             roots: spec.roots(),
-            packages: resolved.packages.clone(),
+            packages: resolved
+                .packages
+                .iter()
+                .map(|p| OsPackage {
+                    name: p.name.clone(),
+                    version: p.version.clone(),
+                    archive: p.origin.clone(),
+                    sha256: p.sha256.clone(),
+                })
+                .collect(),
             skipped: resolved.skipped.clone(),
         },
         dependencies: DependencyPlan {
@@ -466,7 +478,8 @@ pub fn build(opts: &BuildOptions) -> Result<Outcome> {
     }
 
     // Layers.
-    let (runtime, runtime_cached) = debian::build(&spec, &cache, false, mtime, &progress)?;
+    let (runtime, runtime_cached) =
+        debian::build(&spec, resolved.clone(), &cache, mtime, &progress)?;
     let mut compiled = None;
     let (venv_layer, venv_cached) = match cache
         .get::<Layer>("venv-layer", &venv_key)
@@ -581,6 +594,12 @@ pub fn build(opts: &BuildOptions) -> Result<Outcome> {
         os_packages: runtime.resolved.packages.len(),
         python_packages: lock.packages.len(),
         bytecode: compiled,
+        resolved: (!lock_cached).then(|| {
+            lock.packages
+                .iter()
+                .map(|p| format!("{}=={}", p.name, p.version))
+                .collect()
+        }),
         cmd: start.argv.clone(),
         warnings,
         seconds: started.elapsed().as_secs_f64(),

@@ -151,6 +151,9 @@ fn build_cmd(a: BuildArgs) -> Result<()> {
                 "  python  {} on {}, {} OS packages, {} Python packages",
                 r.python, r.base, r.os_packages, r.python_packages
             );
+            if let Some(res) = &r.resolved {
+                println!("  resolved {}", res.join(" "));
+            }
             println!("  cmd     {}", serde_json::to_string(&r.cmd)?);
             println!(
                 "  {:<8} {:>12} {:>13}  {:<8} digest",

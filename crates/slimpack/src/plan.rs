@@ -1,7 +1,6 @@
 //! The build plan: every decision made before any layer is built, printable
 //! as JSON (`slimpack build --plan`).
 
-use crate::base::debian::PackageRecord;
 use crate::project::entrypoint::StartCommand;
 use crate::python::{LockedPackage, Target};
 use serde::Serialize;
@@ -46,7 +45,7 @@ pub struct BasePlan {
     pub mirror: String,
     pub security_mirror: String,
     pub roots: Vec<String>,
-    pub packages: Vec<PackageRecord>,
+    pub packages: Vec<OsPackage>,
     /// Dependencies left out by policy (what only maintainer scripts need).
     pub skipped: Vec<String>,
 }
@@ -77,4 +76,12 @@ pub struct LayerPlan {
     pub contents: String,
     /// Hash of everything the layer is made from: same key, same layer.
     pub key: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct OsPackage {
+    pub name: String,
+    pub version: String,
+    pub archive: String,
+    pub sha256: String,
 }

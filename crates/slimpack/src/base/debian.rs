@@ -120,11 +120,8 @@ pub struct PackageRecord {
     pub origin: String,
     pub sha256: String,
     pub size: u64,
-    #[serde(skip_serializing)]
     pub filename: String,
-    #[serde(skip_serializing)]
     pub stanza: String,
-    #[serde(skip_serializing)]
     pub mirror: String,
 }
 
@@ -422,15 +419,14 @@ fn absolute_target(link_path: &str, target: &str) -> String {
 
 pub const NONROOT_UID: u64 = 65532;
 
-/// Builds (or reuses) the runtime layer.
+/// Builds (or reuses) the runtime layer for a resolved package set.
 pub fn build(
     spec: &BaseSpec,
+    resolved: Resolved,
     cache: &Cache,
-    refresh: bool,
     mtime: u64,
     progress: &Progress,
 ) -> Result<(Runtime, bool)> {
-    let resolved = resolve(spec, cache, refresh, progress)?;
     let mut h = KeyHasher::new("runtime-layer");
     h.part("policy", POLICY_VERSION)
         .part("suite", spec.suite.codename())
