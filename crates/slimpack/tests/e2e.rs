@@ -377,7 +377,12 @@ fn flask_example_builds_runs_reproduces_and_rebuilds_one_layer() {
         .append(true)
         .open(src.path().join("main.py"))
         .unwrap();
-    writeln!(f, "# an edit").unwrap();
+    // New to the shared cache, which outlives test runs.
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    writeln!(f, "# an edit {stamp} {}", std::process::id()).unwrap();
     let edited = build_json(
         src.path(),
         &["-o", &format!("oci:{}", layout.display())],
@@ -397,7 +402,7 @@ fn flask_example_builds_runs_reproduces_and_rebuilds_one_layer() {
     assert_eq!(
         cached,
         vec![true, true, false],
-        "only the app layer is rebuilt"
+        "only the app layer is rebuilt: {edited}"
     );
 }
 
@@ -567,4 +572,87 @@ fn bad_input_fails_clearly_and_writes_nothing() {
         &[],
         &["cannot tell how to start", "[tool.slimpack]"],
     );
+}
+
+#[test]
+fn uv_lock_projects_install_exactly_the_lock() {
+    let cache = shared_cache();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("pyproject.toml"),
+        "[project]\nname = 'uvapp'\nversion = '0.1.0'\nrequires-python = '>=3.11'\ndependencies = ['itsdangerous>=2']\n\n[dependency-groups]\ndev = ['iniconfig']\n\n[tool.slimpack]\ncommand = 'python -m http.server $PORT'\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("app.py"), "print('hi')\n").unwrap();
+    // slimpack fetches its pinned uv into the cache when none is on PATH;
+    // a plan of any project makes sure it is there.
+    let warm = slimpack(
+        &[
+            "build",
+            workspace().join("examples/flask").to_str().unwrap(),
+            "--plan",
+        ],
+        &cache,
+    );
+    assert!(
+        warm.status.success(),
+        "{}",
+        String::from_utf8_lossy(&warm.stderr)
+    );
+    let uv = std::env::var_os("PATH")
+        .and_then(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join("uv"))
+                .find(|p| p.is_file())
+        })
+        .unwrap_or_else(|| cache.join("tools/uv-0.13.9/uv"));
+    run_ok(
+        Command::new(&uv)
+            .arg("lock")
+            .arg("--quiet")
+            .current_dir(dir.path())
+            .env("UV_CACHE_DIR", cache.join("uv-cache")),
+    );
+    let lock = std::fs::read_to_string(dir.path().join("uv.lock")).unwrap();
+    let locked_version = lock
+        .split("name = \"itsdangerous\"\nversion = \"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string();
+
+    let plan = |extra: &[&str]| -> Value {
+        let mut args = vec!["build", dir.path().to_str().unwrap(), "--plan"];
+        args.extend_from_slice(extra);
+        let out = slimpack(&args, &cache);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let p = plan(&[]);
+    assert!(p["project"]["locked"].as_bool().unwrap());
+    assert!(p["dependencies"]["how"]
+        .as_str()
+        .unwrap()
+        .contains("uv.lock"));
+    let pkgs = p["dependencies"]["packages"].as_array().unwrap();
+    assert_eq!(pkgs.len(), 1, "only the main dependencies: {pkgs:?}");
+    assert_eq!(pkgs[0]["version"].as_str().unwrap(), locked_version);
+    assert_eq!(
+        p["start"]["argv"][1], "-c",
+        "$PORT goes through the launcher"
+    );
+    let p = plan(&["--with", "dev"]);
+    let names: Vec<&str> = p["dependencies"]["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"iniconfig"), "{names:?}");
 }
