@@ -165,7 +165,7 @@ struct AppLayerInput {
     key: String,
 }
 
-fn app_input(dir: &Path, files: Vec<ignore::AppFile>, mtime: u64) -> Result<AppLayerInput> {
+fn app_input(files: Vec<ignore::AppFile>, mtime: u64) -> Result<AppLayerInput> {
     let mut h = KeyHasher::new("app-layer");
     h.part("policy", APP_POLICY)
         .part("mtime", mtime.to_string());
@@ -183,7 +183,6 @@ fn app_input(dir: &Path, files: Vec<ignore::AppFile>, mtime: u64) -> Result<AppL
             }
         }
     }
-    let _ = dir;
     Ok(AppLayerInput {
         files,
         key: h.finish(),
@@ -373,7 +372,7 @@ pub fn build(opts: &BuildOptions) -> Result<Outcome> {
         warnings.push("the image runs as root (configured `user`); Cloud Run and the seeds recommend a non-root user".into());
     }
 
-    let app = app_input(&project.dir, app_files, mtime)?;
+    let app = app_input(app_files, mtime)?;
     let venv_key = {
         let mut h = KeyHasher::new("venv-layer");
         h.part("policy", VENV_POLICY)

@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark: slimpack vs the seeds' own multi-stage Dockerfile
+# (built by ../shared/peer/run-peer.sh with buildah), in one run.
+#
+#   bench/run.sh            # examples/flask vs seed000-flask
+#   RUNS=5 bench/run.sh     # more repetitions (medians are reported)
+#
+# Prints a Markdown table for BENCHMARKS.md. Needs what ./test.sh installs,
+# plus buildah for the peer (run-peer.sh installs it).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS=${RUNS:-3}
+peer_dir=${PEER_DIR:-../shared/peer}
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+cargo build --release --locked -q
+bin=$PWD/target/release/slimpack
+
+median() { python3 -c 'import sys,statistics; v=[float(x) for x in sys.argv[1:]]; print(f"{statistics.median(v):.3f}")' "$@"; }
+now() { date +%s.%N; }
+json() { python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2], {}, {"d": d}))' "$@"; }
+
+# --- peer -------------------------------------------------------------------
+peer_json=""
+if [ -x "$peer_dir/run-peer.sh" ]; then
+  echo "building the peer image (buildah)..." >&2
+  peer_json=$(PEER_OUT=$work/peer "$peer_dir/run-peer.sh" seed000-flask 2>"$work/peer.err" | tail -1) || peer_json=""
+fi
+[ -n "$peer_json" ] || echo "peer unavailable (buildah or run-peer.sh failed): reporting ours only" >&2
+echo "$peer_json" > "$work/peer.json"
+
+# --- ours -------------------------------------------------------------------
+src=$work/flask
+cp -r examples/flask "$src"
+cold=(); rss=()
+for i in $(seq "$RUNS"); do
+  cache=$work/cache-cold-$i
+  t0=$(now)
+  SLIMPACK_CACHE=$cache /usr/bin/time -f "%M" -o "$work/rss" "$bin" build "$src" --json -o "oci:$work/ours.oci" > "$work/report.json" 2>/dev/null
+  t1=$(now)
+  cold+=("$(echo "$t1 - $t0" | bc)"); rss+=("$(cat "$work/rss")")
+done
+export SLIMPACK_CACHE=$work/cache-cold-1
+warm=(); edit=()
+for i in $(seq "$((RUNS + 2))"); do
+  t0=$(now); "$bin" build "$src" -o "oci:$work/ours.oci" >/dev/null 2>&1; t1=$(now)
+  warm+=("$(echo "$t1 - $t0" | bc)")
+  echo "# edit $i" >> "$src/main.py"
+  t0=$(now); "$bin" build "$src" --json -o "oci:$work/ours.oci" > "$work/edit.json" 2>/dev/null; t1=$(now)
+  edit+=("$(echo "$t1 - $t0" | bc)")
+done
+unc=$(json "$work/report.json" 'd["uncompressed_size"]')
+comp=$(json "$work/report.json" 'd["size"]')
+rebuilt=$(json "$work/edit.json" '",".join(l["name"] for l in d["layers"] if not l["cached"])')
+
+# --- time to ready, warm (image already unpacked), both images alike --------
+ready() {  # ROOTFS BUNDLE_CONFIG PORT -> ms until GET /health answers 200
+  local root=$1 cfg=$2 port=$3
+  mapfile -t args < <(python3 -c 'import json,sys; print("\n".join(json.load(open(sys.argv[1]))["process"]["args"]))' "$cfg")
+  mapfile -t env < <(python3 -c 'import json,sys; print("\n".join(e for e in json.load(open(sys.argv[1]))["process"]["env"] if not e.startswith("PORT=")))' "$cfg")
+  local uid; uid=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["process"]["user"]["uid"])' "$cfg")
+  local cwd; cwd=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["process"]["cwd"])' "$cfg")
+  local setenv=(); for e in "${env[@]}"; do setenv+=(--setenv "${e%%=*}" "${e#*=}"); done
+  # The peer's command binds 8080 itself; give both the same port.
+  local t0 t1 pid
+  t0=$(date +%s%N)
+  bwrap --ro-bind "$root" / --proc /proc --dev /dev --tmpfs /tmp --unshare-user --unshare-pid \
+    --unshare-ipc --unshare-uts --die-with-parent --uid "$uid" --gid "$uid" --chdir "$cwd" \
+    --clearenv "${setenv[@]}" --setenv PORT "$port" -- "${args[@]}" >/dev/null 2>&1 &
+  pid=$!
+  for _ in $(seq 1000); do curl -sf -o /dev/null "http://127.0.0.1:$port/health" && break; sleep 0.005; done
+  t1=$(date +%s%N)
+  kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true
+  echo $(( (t1 - t0) / 1000000 ))
+}
+umoci unpack --rootless --image "$work/ours.oci:latest" "$work/ours-b" >/dev/null
+have_peer=""
+if [ -d "$work/peer/seed000-flask.oci" ]; then
+  umoci unpack --rootless --image "$work/peer/seed000-flask.oci:latest" "$work/peer-b" >/dev/null && have_peer=1
+fi
+ours_r=(); peer_r=()
+for i in $(seq "$((RUNS * 3))"); do
+  ours_r+=("$(ready "$work/ours-b/rootfs" "$work/ours-b/config.json" 8080)")
+  [ -z "$have_peer" ] || peer_r+=("$(ready "$work/peer-b/rootfs" "$work/peer-b/config.json" 8080)")
+done
+
+# --- report -----------------------------------------------------------------
+p() { [ -n "$peer_json" ] && python3 -c 'import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$peer_json" "$1" || echo ""; }
+ratio() { [ -n "$2" ] && python3 -c 'import sys; print(f"{float(sys.argv[1])/float(sys.argv[2]):.3f}")' "$1" "$2" || echo "n/a"; }
+mb() { python3 -c 'import sys; print(f"{int(sys.argv[1])/1e6:.1f} MB")' "$1"; }
+pu=$(p uncompressed_bytes); pc=$(p compressed_bytes); pcold=$(p cold_s); pedit=$(p rebuild_s)
+oc=$(median "${cold[@]}"); ow=$(median "${warm[@]}"); oe=$(median "${edit[@]}"); orr=$(median "${ours_r[@]}")
+pr=""; [ ${#peer_r[@]} -gt 0 ] && pr=$(median "${peer_r[@]}")
+echo "Machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(. /etc/os-release; echo "$PRETTY_NAME"); $(date -u +%F); slimpack $($bin --version | cut -d' ' -f2); runs: $RUNS"
+echo
+echo "| examples/flask vs seed000-flask | slimpack | peer | ours/peer |"
+echo "|---|---|---|---|"
+echo "| image, uncompressed | $(mb "$unc") | $([ -n "$pu" ] && mb "$pu") | $(ratio "$unc" "$pu") |"
+echo "| image, compressed | $(mb "$comp") | $([ -n "$pc" ] && mb "$pc") | $(ratio "$comp" "$pc") |"
+echo "| cold build, empty cache (s) | $oc | $pcold | $(ratio "$oc" "$pcold") |"
+echo "| rebuild after a one-line edit (s) | $oe | $pedit | $(ratio "$oe" "$pedit") |"
+echo "| rebuild, nothing changed (s) | $ow | | |"
+echo "| layers rebuilt after the edit | $rebuilt | | |"
+echo "| time to ready, warm (ms) | $orr | $pr | $(ratio "$orr" "$pr") |"
+echo "| peak memory of a cold build | $(median "${rss[@]}" | cut -d. -f1) kB | | |"
+echo
+echo "raw: cold=(${cold[*]}) edit=(${edit[*]}) warm=(${warm[*]}) ready ours=(${ours_r[*]}) peer=(${peer_r[*]})"
