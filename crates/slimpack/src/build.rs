@@ -299,6 +299,13 @@ pub fn build(opts: &BuildOptions) -> Result<Outcome> {
         python::resolve(&project, &groups, &target, &uv, &cache, opts.refresh)?;
     sp.finish_and_clear();
 
+    for tool in ["setuptools", "wheel"] {
+        if lock.packages.iter().any(|p| p.name == tool) {
+            warnings.push(format!(
+                "{tool} is in the runtime venv because a dependency requires it (see the lock in --plan); slimpack keeps it rather than break that package"
+            ));
+        }
+    }
     let rules = ignore::IgnoreRules::for_project(&project.dir)?;
     let (app_files, secrets) = ignore::collect(&project.dir, &rules)?;
     for s in &secrets {
