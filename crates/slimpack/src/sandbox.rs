@@ -145,8 +145,9 @@ impl Unpacker<'_> {
     }
 }
 
-/// Unpacks layers, in order, into `dest` (created fresh through a temporary
-/// sibling, so a failure leaves nothing behind).
+/// Unpacks layers, in order, into `dest`, through a temporary sibling and a
+/// rename, so a failure leaves nothing behind. `dest` must be named by its
+/// content (a cache key): when it already exists it is kept as it is.
 pub fn unpack(store: &BlobStore, layers: &[Layer], dest: &Path) -> Result<()> {
     let parent = dest.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(parent)?;
@@ -171,10 +172,14 @@ pub fn unpack(store: &BlobStore, layers: &[Layer], dest: &Path) -> Result<()> {
         let _ = fs::set_permissions(p, fs::Permissions::from_mode(*m | 0o500));
     }
     let tmp = tmp.keep();
-    if dest.exists() {
-        fs::remove_dir_all(dest)?;
+    if let Err(e) = fs::rename(&tmp, dest) {
+        let _ = fs::remove_dir_all(&tmp);
+        // `dest` is named by the content it holds: if another build got
+        // there first, its copy is as good as ours, and may be in use.
+        if !dest.is_dir() {
+            return Err(e).with_context(|| format!("renaming into {}", dest.display()));
+        }
     }
-    fs::rename(&tmp, dest)?;
     Ok(())
 }
 
