@@ -393,4 +393,62 @@ mod tests {
             .mode();
         assert_eq!(m & 0o7000, 0, "setuid must be cleared");
     }
+
+    fn entry_strategy() -> impl proptest::strategy::Strategy<Value = (String, u8, String)> {
+        use proptest::prelude::*;
+        let comp = prop_oneof![
+            Just("a".to_string()),
+            Just("b".to_string()),
+            Just("..".to_string()),
+            Just("outside".to_string()),
+            Just(".wh.a".to_string())
+        ];
+        let path = prop::collection::vec(comp.clone(), 1..4).prop_map(|v| v.join("/"));
+        let target = prop_oneof![
+            Just("/".to_string()),
+            Just("..".to_string()),
+            Just("../outside".to_string()),
+            Just("a".to_string()),
+            Just("/tmp".to_string()),
+            prop::collection::vec(comp, 1..3).prop_map(|v| v.join("/")),
+        ];
+        (path, 0u8..4, target)
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+        #[test]
+        fn unpack_never_writes_outside_the_root(entries in proptest::collection::vec(entry_strategy(), 1..8)) {
+            let d = tempfile::tempdir().unwrap();
+            let store = BlobStore::open(d.path().join("store")).unwrap();
+            let outside = d.path().join("outside");
+            fs::create_dir(&outside).unwrap();
+            fs::write(outside.join("keep"), "original").unwrap();
+            let typed: Vec<(&str, tar::EntryType, &str)> = entries
+                .iter()
+                .map(|(p, t, l)| {
+                    let ty = match t {
+                        0 => tar::EntryType::Regular,
+                        1 => tar::EntryType::Directory,
+                        2 => tar::EntryType::Symlink,
+                        _ => tar::EntryType::Link,
+                    };
+                    let link = if matches!(ty, tar::EntryType::Symlink | tar::EntryType::Link) { l.as_str() } else { "" };
+                    (p.as_str(), ty, link)
+                })
+                .collect();
+            let layer = raw_layer(&store, &typed);
+            let _ = unpack(&store, &[layer], &d.path().join("root").join("r"));
+            let names: Vec<_> = fs::read_dir(&outside).unwrap().map(|e| e.unwrap().file_name()).collect();
+            proptest::prop_assert_eq!(names, vec![std::ffi::OsString::from("keep")]);
+            proptest::prop_assert_eq!(fs::read_to_string(outside.join("keep")).unwrap(), "original");
+            let top: Vec<_> = fs::read_dir(d.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+            // One level up from the unpack root, only the root itself (if it was made).
+            let beside: Vec<_> = fs::read_dir(d.path().join("root")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+            proptest::prop_assert!(beside.iter().all(|n| n == "r"), "stray {:?}", beside);
+            for t in top {
+                proptest::prop_assert!(["store", "outside", "root"].contains(&t.as_str()), "stray {}", t);
+            }
+        }
+    }
 }
