@@ -11,12 +11,14 @@ mod blobs;
 mod image;
 mod layer;
 mod layout;
+mod read;
 
 pub use archive::write_docker_archive;
 pub use blobs::BlobStore;
 pub use image::{Image, ImageSpec};
 pub use layer::{add_tree, Entry, EntryKind, Layer, LayerBuilder};
 pub use layout::{parse_layout_ref, write_layout};
+pub use read::{import_docker_archive, open_layer, read_layout, LoadedImage};
 
 use sha2::{Digest as _, Sha256};
 use std::io::{self, Write};

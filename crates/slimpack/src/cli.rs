@@ -22,6 +22,58 @@ pub struct Cli {
 enum Cmd {
     /// Build an OCI image of the Python web app in DIR.
     Build(BuildArgs),
+    /// Run an image locally the way Cloud Run would (`--check`: test the contract).
+    Run(RunArgs),
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// `oci:DIR[:TAG]`, an OCI layout directory, `docker-archive:FILE`, or a
+    /// project directory (built first).
+    image: String,
+    /// Start, probe, send a request, send SIGTERM; report and exit (non-zero
+    /// if any check fails).
+    #[arg(long)]
+    check: bool,
+    /// HTTP startup probe path (default: a TCP probe, as on Cloud Run).
+    #[arg(long)]
+    probe: Option<String>,
+    /// Port given to the app as $PORT (the container shares the host network).
+    #[arg(long, default_value_t = 8080)]
+    port: u16,
+    /// Path of the request made by --check (default: the probe path, else /).
+    #[arg(long)]
+    request: Option<String>,
+    /// Seconds between SIGTERM and SIGKILL.
+    #[arg(long, default_value_t = 10.0)]
+    grace: f64,
+    /// Startup probe: seconds before the first probe.
+    #[arg(long)]
+    probe_initial_delay: Option<f64>,
+    /// Startup probe: seconds between probes.
+    #[arg(long)]
+    probe_period: Option<f64>,
+    /// Startup probe: seconds a probe may take.
+    #[arg(long)]
+    probe_timeout: Option<f64>,
+    /// Startup probe: failed probes before giving up.
+    #[arg(long)]
+    probe_failure_threshold: Option<u32>,
+    /// Give up on startup after this many seconds (overrides the probe's period × threshold).
+    #[arg(long)]
+    startup_timeout: Option<f64>,
+    /// K_SERVICE (and K_CONFIGURATION) for the app.
+    #[arg(long, default_value = "local")]
+    service: String,
+    /// KEY=VALUE environment for the app. Repeatable.
+    #[arg(long = "env")]
+    env: Vec<String>,
+    /// Machine-readable report on stdout.
+    #[arg(long)]
+    json: bool,
+    /// Cache directory (default $SLIMPACK_CACHE or ~/.cache/slimpack).
+    #[arg(long, env = "SLIMPACK_CACHE")]
+    cache_dir: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -97,6 +149,7 @@ fn pairs(items: &[String], flag: &str) -> Result<std::collections::BTreeMap<Stri
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Cmd::Build(a) => build_cmd(a),
+        Cmd::Run(a) => run_cmd(a),
     }
 }
 
@@ -176,6 +229,115 @@ fn build_cmd(a: BuildArgs) -> Result<()> {
                 human(r.uncompressed_size)
             );
         }
+    }
+    Ok(())
+}
+
+fn secs(s: f64, flag: &str) -> Result<std::time::Duration> {
+    std::time::Duration::try_from_secs_f64(s)
+        .map_err(|_| anyhow!("{flag} {s}: not a number of seconds"))
+}
+
+fn run_cmd(a: RunArgs) -> Result<()> {
+    use crate::run::{self, Probe, RunOptions};
+    let cache = crate::cache::Cache::open(
+        &a.cache_dir
+            .clone()
+            .unwrap_or_else(crate::cache::Cache::default_dir),
+    )?;
+    let mut reference = a.image.clone();
+    let as_dir = std::path::Path::new(&a.image);
+    if as_dir.is_dir()
+        && !as_dir.join("index.json").exists()
+        && (as_dir.join("requirements.txt").exists() || as_dir.join("pyproject.toml").exists())
+    {
+        let opts = BuildOptions {
+            dir: as_dir.to_path_buf(),
+            cache_dir: a.cache_dir.clone(),
+            progress: !a.json,
+            ..Default::default()
+        };
+        match build::build(&opts)? {
+            Outcome::Built(r) => {
+                if !a.json {
+                    eprintln!("built {} ({})", r.name, r.digest);
+                }
+                reference = r.outputs[0].clone();
+            }
+            Outcome::Plan(_) => unreachable!("plan_only is false"),
+        }
+    }
+    let mut probe = Probe::cloud_run_default(a.probe.clone());
+    if let Some(s) = a.probe_initial_delay {
+        probe.initial_delay = secs(s, "--probe-initial-delay")?;
+    }
+    if let Some(s) = a.probe_period {
+        probe.period = secs(s, "--probe-period")?;
+    }
+    if let Some(s) = a.probe_timeout {
+        probe.timeout = secs(s, "--probe-timeout")?;
+    }
+    if let Some(n) = a.probe_failure_threshold {
+        probe.failure_threshold = n.max(1);
+    }
+    if let Some(s) = a.startup_timeout {
+        probe.period = secs(s, "--startup-timeout")?;
+        probe.failure_threshold = 1;
+    }
+    let opts = RunOptions {
+        port: a.port,
+        probe,
+        request_path: a.request.clone(),
+        grace: secs(a.grace, "--grace")?,
+        service: a.service.clone(),
+        env: pairs(&a.env, "--env")?.into_iter().collect(),
+        check: a.check,
+    };
+    let (store, image) = run::load(&reference, &cache)?;
+    let root = run::rootfs(&store, &image, &cache)?;
+    let json = a.json;
+    let port = a.port;
+    let check = a.check;
+    let on_ready = move |ms: u64| {
+        if !json && !check {
+            eprintln!("serving {reference} on http://127.0.0.1:{port} (ready after {ms} ms); Ctrl-C stops it");
+        }
+    };
+    let report = run::run(&a.image, &image, &root, &opts, &on_ready)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else if a.check {
+        println!("Checked {}", report.image);
+        for c in &report.checks {
+            println!(
+                "  {} {:<26} {}",
+                if c.pass { "pass" } else { "FAIL" },
+                c.name,
+                c.detail
+            );
+        }
+        match report.time_to_ready_ms {
+            Some(ms) => println!("  time to ready: {ms} ms"),
+            None => println!("  time to ready: never"),
+        }
+        if !report.passed() {
+            println!("  last output of the app:");
+            for l in &report.output_tail {
+                println!("    {l}");
+            }
+        }
+    }
+    let failed: Vec<&str> = report
+        .checks
+        .iter()
+        .filter(|c| !c.pass)
+        .map(|c| c.name.as_str())
+        .collect();
+    if !failed.is_empty() {
+        anyhow::bail!("{} check(s) failed: {}", failed.len(), failed.join(", "));
+    }
+    if let Some(code) = report.exit_code.filter(|c| *c != 0 && !a.check) {
+        anyhow::bail!("the app exited with code {code}");
     }
     Ok(())
 }

@@ -17,4 +17,5 @@ pub mod plan;
 pub mod project;
 pub mod python;
 pub mod report;
+pub mod run;
 pub mod sandbox;

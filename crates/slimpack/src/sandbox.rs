@@ -29,6 +29,8 @@ struct Unpacker<'a> {
     /// Directories known to be real directories (not symlinks) on disk.
     real_dirs: HashSet<String>,
     dir_modes: Vec<(PathBuf, u32)>,
+    /// Device nodes and fifos, never created.
+    skipped: Vec<String>,
 }
 
 impl Unpacker<'_> {
@@ -61,7 +63,15 @@ impl Unpacker<'_> {
         Ok(self.root.join(rel))
     }
 
+    /// Removes `path` and forgets any directory at or below it, so that a
+    /// later entry recreates (and re-checks) its parents.
     fn remove(&mut self, path: &Path) {
+        if let Ok(rel) = path.strip_prefix(self.root) {
+            let rel = rel.to_string_lossy().into_owned();
+            let below = format!("{rel}/");
+            self.real_dirs
+                .retain(|d| rel.is_empty() || (d != &rel && !d.starts_with(&below)));
+        }
         if let Ok(m) = fs::symlink_metadata(path) {
             if m.is_dir() {
                 let _ = fs::remove_dir_all(path);
@@ -139,7 +149,12 @@ impl Unpacker<'_> {
                 self.remove(&path);
                 fs::hard_link(&tpath, &path)?;
             }
-            other => bail!("entry {rel:?} is a {other:?}; devices and fifos are refused"),
+            // Device nodes and fifos are never created (a runtime provides
+            // /dev); the rest of the image is still usable.
+            tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
+                self.skipped.push(rel);
+            }
+            other => bail!("entry {rel:?} has an unsupported type {other:?}"),
         }
         Ok(())
     }
@@ -148,7 +163,8 @@ impl Unpacker<'_> {
 /// Unpacks layers, in order, into `dest`, through a temporary sibling and a
 /// rename, so a failure leaves nothing behind. `dest` must be named by its
 /// content (a cache key): when it already exists it is kept as it is.
-pub fn unpack(store: &BlobStore, layers: &[Layer], dest: &Path) -> Result<()> {
+/// Returns the device nodes and fifos that were skipped.
+pub fn unpack(store: &BlobStore, layers: &[Layer], dest: &Path) -> Result<Vec<String>> {
     let parent = dest.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(parent)?;
     let tmp = tempfile::Builder::new()
@@ -158,9 +174,10 @@ pub fn unpack(store: &BlobStore, layers: &[Layer], dest: &Path) -> Result<()> {
         root: tmp.path(),
         real_dirs: HashSet::new(),
         dir_modes: Vec::new(),
+        skipped: Vec::new(),
     };
     for layer in layers {
-        let mut ar = tar::Archive::new(layer.open(store)?);
+        let mut ar = tar::Archive::new(slimpack_oci::open_layer(store, layer)?);
         for e in ar.entries()? {
             let mut e = e?;
             u.entry(&mut e)
@@ -171,6 +188,7 @@ pub fn unpack(store: &BlobStore, layers: &[Layer], dest: &Path) -> Result<()> {
     for (p, m) in u.dir_modes.iter().rev() {
         let _ = fs::set_permissions(p, fs::Permissions::from_mode(*m | 0o500));
     }
+    let skipped = std::mem::take(&mut u.skipped);
     let tmp = tmp.keep();
     if let Err(e) = fs::rename(&tmp, dest) {
         let _ = fs::remove_dir_all(&tmp);
@@ -180,7 +198,7 @@ pub fn unpack(store: &BlobStore, layers: &[Layer], dest: &Path) -> Result<()> {
             return Err(e).with_context(|| format!("renaming into {}", dest.display()));
         }
     }
-    Ok(())
+    Ok(skipped)
 }
 
 /// Is bubblewrap there, and does it work here?
@@ -350,7 +368,6 @@ mod tests {
                 ("rel", tar::EntryType::Symlink, "../outside"),
                 ("rel/pwned", tar::EntryType::Regular, ""),
             ],
-            vec![("dev/sda", tar::EntryType::Block, "")],
             vec![("h", tar::EntryType::Link, "../outside/x")],
         ];
         for (i, c) in cases.iter().enumerate() {
@@ -363,6 +380,53 @@ mod tests {
             assert!(!dest.exists(), "case {i} left a partial root");
         }
         assert_eq!(fs::read_dir(&outside).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn device_nodes_are_skipped_not_created() {
+        let d = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(d.path().join("store")).unwrap();
+        let layer = raw_layer(
+            &store,
+            &[
+                ("dev/sda", tar::EntryType::Block, ""),
+                ("dev/console", tar::EntryType::Char, ""),
+                ("p", tar::EntryType::Fifo, ""),
+                ("ok", tar::EntryType::Regular, ""),
+            ],
+        );
+        let dest = d.path().join("root");
+        let skipped = unpack(&store, &[layer], &dest).unwrap();
+        assert_eq!(skipped, vec!["dev/sda", "dev/console", "p"]);
+        assert!(!dest.join("dev/sda").exists() && !dest.join("p").exists());
+        assert!(dest.join("ok").is_file());
+    }
+
+    #[test]
+    fn whiteout_of_a_parent_directory_removes_the_tree() {
+        let d = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(d.path().join("store")).unwrap();
+        let mut b = LayerBuilder::new();
+        b.add("a/b/c", Entry::bytes(0o644, "c")).unwrap();
+        b.add("a2/keep", Entry::bytes(0o644, "k")).unwrap();
+        let l1 = b.write(&store, 0).unwrap();
+        let l2 = raw_layer(&store, &[(".wh.a", tar::EntryType::Regular, "")]);
+        let l3 = raw_layer(&store, &[("a/new", tar::EntryType::Regular, "")]);
+        let dest = d.path().join("root");
+        unpack(&store, &[l1, l2, l3], &dest).unwrap();
+        assert!(
+            !dest.join("a/b").exists(),
+            "the whiteout removed a/ and all below"
+        );
+        assert!(
+            dest.join("a/new").is_file(),
+            "a later layer may recreate it"
+        );
+        assert!(dest.join("a2/keep").is_file());
+        assert!(
+            !dest.join(".wh.a").exists(),
+            "whiteout markers are never materialised"
+        );
     }
 
     #[test]

@@ -656,3 +656,181 @@ fn uv_lock_projects_install_exactly_the_lock() {
         .collect();
     assert!(names.contains(&"iniconfig"), "{names:?}");
 }
+
+/// Processes whose command line holds `marker`.
+fn processes_with(marker: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cmd) = std::fs::read(e.path().join("cmdline")) {
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            if cmd.contains(marker) && !cmd.contains("--command") {
+                found.push(format!("{}: {cmd}", e.file_name().to_string_lossy()));
+            }
+        }
+    }
+    found
+}
+
+fn run_check(layout: &Path, extra: &[&str]) -> (bool, Value) {
+    let port = free_port().to_string();
+    let image = format!("oci:{}", layout.display());
+    let mut args = vec!["run", image.as_str(), "--check", "--json", "--port", &port];
+    args.extend_from_slice(extra);
+    let out = slimpack(&args, &shared_cache());
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
+        panic!(
+            "no report from run: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.success(), report)
+}
+
+fn check(report: &Value, name: &str) -> (bool, String) {
+    let c = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"].as_str().unwrap().starts_with(name))
+        .unwrap_or_else(|| panic!("no {name} check in {report}"));
+    (
+        c["pass"].as_bool().unwrap(),
+        c["detail"].as_str().unwrap().to_string(),
+    )
+}
+
+#[test]
+fn examples_pass_the_cloud_run_contract() {
+    require("bwrap");
+    let cache = shared_cache();
+    for (example, probe) in [
+        ("flask", "/health"),
+        ("fastapi", "/health"),
+        ("django-poetry", "/"),
+    ] {
+        let src = copy_example(example);
+        let out = tempfile::tempdir().unwrap();
+        let layout = out.path().join("img.oci");
+        build_json(
+            src.path(),
+            &["-o", &format!("oci:{}", layout.display())],
+            &cache,
+        );
+        let (ok, report) = run_check(&layout, &["--probe", probe]);
+        assert!(ok, "{example}: {report}");
+        assert!(report["time_to_ready_ms"].as_u64().unwrap() > 0);
+        for name in ["startup probe", "listens", "request", "SIGTERM"] {
+            assert!(check(&report, name).0, "{example}: {name}: {report}");
+        }
+    }
+}
+
+#[test]
+fn contract_breakers_are_reported_and_leave_no_process() {
+    require("bwrap");
+    let cache = shared_cache();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/contract-app");
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let out = tempfile::tempdir().unwrap();
+    let image = |mode: &str| -> (PathBuf, String) {
+        let marker = format!("slimpack-marker-{mode}-{stamp}");
+        let layout = out.path().join(format!("{mode}.oci"));
+        build_json(
+            &fixture,
+            &[
+                "--command",
+                &format!("python app.py {mode} {marker}"),
+                "-o",
+                &format!("oci:{}", layout.display()),
+            ],
+            &cache,
+        );
+        (layout, marker)
+    };
+
+    let (layout, marker) = image("local");
+    let (ok, report) = run_check(&layout, &[]);
+    assert!(!ok, "binding 127.0.0.1 must fail: {report}");
+    let (pass, detail) = check(&report, "listens");
+    assert!(!pass && detail.contains("127.0.0.1"), "{detail}");
+    assert!(
+        processes_with(&marker).is_empty(),
+        "{:?}",
+        processes_with(&marker)
+    );
+
+    let (layout, marker) = image("ignore");
+    let t = Instant::now();
+    let (ok, report) = run_check(&layout, &["--grace", "1"]);
+    assert!(!ok, "ignoring SIGTERM must fail: {report}");
+    let (pass, detail) = check(&report, "SIGTERM");
+    assert!(!pass && detail.contains("killed"), "{detail}");
+    assert!(check(&report, "startup probe").0 && check(&report, "listens").0);
+    assert!(
+        t.elapsed() < Duration::from_secs(20),
+        "the grace period bounds the run"
+    );
+    assert!(
+        processes_with(&marker).is_empty(),
+        "{:?}",
+        processes_with(&marker)
+    );
+
+    let (layout, marker) = image("sleep");
+    let t = Instant::now();
+    let (ok, report) = run_check(&layout, &["--startup-timeout", "2"]);
+    assert!(!ok, "never listening must fail: {report}");
+    let (pass, detail) = check(&report, "startup probe");
+    assert!(!pass && detail.contains("within 2.0s"), "{detail}");
+    assert!(report["time_to_ready_ms"].is_null());
+    assert!(
+        t.elapsed() < Duration::from_secs(15),
+        "the startup bound is kept"
+    );
+    assert!(
+        processes_with(&marker).is_empty(),
+        "{:?}",
+        processes_with(&marker)
+    );
+
+    // A foreground run: SIGTERM to slimpack reaches the app, which exits.
+    let (layout, marker) = image("good");
+    let port = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_slimpack"))
+        .args([
+            "run",
+            &format!("oci:{}", layout.display()),
+            "--port",
+            &port.to_string(),
+        ])
+        .env("SLIMPACK_CACHE", &cache)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while http_get(port, "/").is_none() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the app never came up"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!processes_with(&marker).is_empty(), "the app runs");
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = child.wait().unwrap();
+    assert!(
+        status.success(),
+        "the app exited cleanly on the forwarded SIGTERM: {status:?}"
+    );
+    assert!(
+        processes_with(&marker).is_empty(),
+        "{:?}",
+        processes_with(&marker)
+    );
+}

@@ -1,0 +1,263 @@
+//! Reading images that live elsewhere: an OCI image layout (ours or anyone's,
+//! with nested indexes and tags) and a `docker save` tarball. Every blob is
+//! checked against its digest before it is used.
+
+use crate::{digest_hex, BlobStore, Error, IoContext, Layer, Result};
+use serde_json::Value;
+use sha2::{Digest as _, Sha256};
+use std::fs::File;
+use std::io::{self, BufReader, Read, Write};
+use std::path::Path;
+
+/// An image found in some place: its config and its layers, with the blobs
+/// in `store`.
+#[derive(Debug, Clone)]
+pub struct LoadedImage {
+    pub manifest_digest: String,
+    pub config: Value,
+    pub layers: Vec<Layer>,
+}
+
+fn spec(msg: impl Into<String>) -> Error {
+    Error::Spec(msg.into())
+}
+
+fn json_blob(store: &BlobStore, digest: &str) -> Result<Value> {
+    let bytes = store.read(digest)?;
+    let actual = crate::sha256_digest(&bytes);
+    if actual != digest {
+        return Err(Error::DigestMismatch {
+            path: store.path(digest)?.display().to_string(),
+            expected: digest.into(),
+            actual,
+        });
+    }
+    serde_json::from_slice(&bytes).map_err(|e| spec(format!("blob {digest}: {e}")))
+}
+
+fn is_index(v: &Value) -> bool {
+    v.get("manifests").is_some()
+}
+
+/// Opens the image in an OCI layout at `dir`: the manifest tagged `tag`, or
+/// the only one, or the linux/amd64 one of an index.
+pub fn read_layout(dir: &Path, tag: Option<&str>) -> Result<(BlobStore, LoadedImage)> {
+    if !dir.join("index.json").is_file() {
+        return Err(spec(format!(
+            "{} is not an OCI image layout (no index.json)",
+            dir.display()
+        )));
+    }
+    let store = BlobStore::open(dir)?;
+    let index: Value = serde_json::from_slice(
+        &std::fs::read(dir.join("index.json")).ctx(|| "reading index.json".into())?,
+    )
+    .map_err(|e| spec(format!("{}/index.json: {e}", dir.display())))?;
+    let manifests = index["manifests"].as_array().cloned().unwrap_or_default();
+    let chosen = match tag {
+        Some(t) => manifests
+            .iter()
+            .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == t)
+            .ok_or_else(|| spec(format!("{} has no image tagged {t:?}", dir.display())))?,
+        None if manifests.len() == 1 => &manifests[0],
+        None => {
+            let tags: Vec<String> = manifests
+                .iter()
+                .filter_map(|m| {
+                    m["annotations"]["org.opencontainers.image.ref.name"]
+                        .as_str()
+                        .map(str::to_string)
+                })
+                .collect();
+            return Err(spec(format!(
+                "{} holds {} images; name one as {}:TAG (tags: {})",
+                dir.display(),
+                manifests.len(),
+                dir.display(),
+                tags.join(", ")
+            )));
+        }
+    };
+    let mut digest = chosen["digest"]
+        .as_str()
+        .ok_or_else(|| spec("descriptor without digest"))?
+        .to_string();
+    let mut doc = json_blob(&store, &digest)?;
+    // An index inside: pick linux/amd64, never an attestation.
+    for _ in 0..4 {
+        if !is_index(&doc) {
+            break;
+        }
+        let m = doc["manifests"]
+            .as_array()
+            .and_then(|ms| {
+                ms.iter().find(|m| {
+                    m["platform"]["os"] == "linux" && m["platform"]["architecture"] == "amd64"
+                })
+            })
+            .ok_or_else(|| spec(format!("index {digest} has no linux/amd64 image")))?;
+        digest = m["digest"]
+            .as_str()
+            .ok_or_else(|| spec("descriptor without digest"))?
+            .to_string();
+        doc = json_blob(&store, &digest)?;
+    }
+    let config_digest = doc["config"]["digest"]
+        .as_str()
+        .ok_or_else(|| spec(format!("manifest {digest} has no config")))?;
+    let config = json_blob(&store, config_digest)?;
+    let diff_ids: Vec<String> = config["rootfs"]["diff_ids"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|d| d.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    let descs = doc["layers"].as_array().cloned().unwrap_or_default();
+    if descs.len() != diff_ids.len() {
+        return Err(spec(format!(
+            "manifest {digest}: {} layers but {} diff_ids in the config",
+            descs.len(),
+            diff_ids.len()
+        )));
+    }
+    let layers = descs
+        .iter()
+        .zip(diff_ids)
+        .map(|(d, diff_id)| Layer {
+            digest: d["digest"].as_str().unwrap_or_default().to_string(),
+            diff_id,
+            size: d["size"].as_u64().unwrap_or(0),
+            uncompressed_size: 0,
+            media_type: d["mediaType"].as_str().unwrap_or_default().to_string(),
+        })
+        .collect();
+    Ok((
+        store,
+        LoadedImage {
+            manifest_digest: digest,
+            config,
+            layers,
+        },
+    ))
+}
+
+/// Imports a `docker save` tarball into `store`.
+pub fn import_docker_archive(file: &Path, store: &BlobStore) -> Result<LoadedImage> {
+    let f = File::open(file).ctx(|| format!("opening {}", file.display()))?;
+    let mut ar = tar::Archive::new(BufReader::new(f));
+    let mut by_name: std::collections::HashMap<String, String> = Default::default();
+    let mut manifest: Option<Value> = None;
+    for e in ar.entries().ctx(|| format!("reading {}", file.display()))? {
+        let mut e = e.ctx(|| format!("reading {}", file.display()))?;
+        if e.header().entry_type() != tar::EntryType::Regular {
+            continue;
+        }
+        let name = String::from_utf8_lossy(&e.path_bytes())
+            .trim_start_matches("./")
+            .to_string();
+        if name == "manifest.json" {
+            let mut s = Vec::new();
+            e.read_to_end(&mut s)
+                .ctx(|| "reading manifest.json".into())?;
+            manifest = Some(
+                serde_json::from_slice(&s)
+                    .map_err(|e| spec(format!("{}: manifest.json: {e}", file.display())))?,
+            );
+            continue;
+        }
+        let mut tmp = store.temp_file()?;
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            let n = e.read(&mut buf).ctx(|| format!("reading {name}"))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            tmp.write_all(&buf[..n]).ctx(|| "writing blob".into())?;
+        }
+        let digest = format!("sha256:{}", hex::encode(hasher.finalize()));
+        if !store.contains(&digest) {
+            store.commit(tmp, &digest)?;
+        }
+        by_name.insert(name, digest);
+    }
+    let manifest = manifest.ok_or_else(|| {
+        spec(format!(
+            "{} has no manifest.json: not a docker-archive",
+            file.display()
+        ))
+    })?;
+    let entry = manifest.get(0).ok_or_else(|| spec("empty manifest.json"))?;
+    let lookup = |n: &Value| -> Result<String> {
+        let n = n.as_str().ok_or_else(|| spec("manifest.json: bad entry"))?;
+        by_name.get(n).cloned().ok_or_else(|| {
+            spec(format!(
+                "manifest.json names {n}, which is not in the archive"
+            ))
+        })
+    };
+    let config_digest = lookup(&entry["Config"])?;
+    let config = json_blob(store, &config_digest)?;
+    let layers = entry["Layers"]
+        .as_array()
+        .ok_or_else(|| spec("manifest.json: no Layers"))?
+        .iter()
+        .map(|n| {
+            let digest = lookup(n)?;
+            Ok(Layer {
+                size: std::fs::metadata(store.path(&digest)?)
+                    .map(|m| m.len())
+                    .unwrap_or(0),
+                diff_id: digest.clone(),
+                digest,
+                uncompressed_size: 0,
+                media_type: String::new(),
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(LoadedImage {
+        manifest_digest: config_digest,
+        config,
+        layers,
+    })
+}
+
+/// Opens a layer blob as a tar stream whatever its compression (gzip, zstd or
+/// none, told by its first bytes), after checking the blob's digest.
+pub fn open_layer(store: &BlobStore, layer: &Layer) -> Result<Box<dyn Read>> {
+    let path = store.path(&layer.digest)?;
+    let mut f = File::open(&path).map_err(|_| Error::MissingBlob {
+        digest: layer.digest.clone(),
+        store: store.root().display().to_string(),
+    })?;
+    let mut hashing = crate::HashingWriter::new(io::sink());
+    io::copy(&mut f, &mut hashing).ctx(|| format!("reading {}", path.display()))?;
+    let (_, actual, _) = hashing.finish();
+    if actual != layer.digest {
+        return Err(Error::DigestMismatch {
+            path: path.display().to_string(),
+            expected: layer.digest.clone(),
+            actual,
+        });
+    }
+    let _ = digest_hex(&layer.digest)?;
+    let mut f = BufReader::new(File::open(&path).ctx(|| format!("opening {}", path.display()))?);
+    let mut magic = [0u8; 4];
+    let n = {
+        use std::io::BufRead;
+        let buf = f.fill_buf().ctx(|| "reading layer".into())?;
+        let n = buf.len().min(4);
+        magic[..n].copy_from_slice(&buf[..n]);
+        n
+    };
+    Ok(if n >= 2 && magic[..2] == [0x1f, 0x8b] {
+        Box::new(flate2::read::GzDecoder::new(f))
+    } else if n == 4 && magic == [0x28, 0xb5, 0x2f, 0xfd] {
+        Box::new(zstd::stream::read::Decoder::with_buffer(f).ctx(|| "opening zstd layer".into())?)
+    } else {
+        Box::new(f)
+    })
+}

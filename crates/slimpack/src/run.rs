@@ -1,0 +1,726 @@
+//! `slimpack run`: any image, run locally the way Cloud Run runs it, and
+//! checked against Cloud Run's container contract.
+//!
+//! The image's root is read-only, with in-memory tmpfs at /tmp (and
+//! /var/tmp, /run where the image has them); fresh pid, ipc, uts, user and
+//! cgroup namespaces; the image's user, workdir, env and command, with the
+//! command as PID 1 (no init in between, as on Cloud Run, so an app that
+//! ignores SIGTERM is caught). The network namespace is the host's: the app
+//! listens on the host's PORT, like `docker run --network host`.
+
+use crate::cache::{Cache, KeyHasher};
+use crate::sandbox;
+use anyhow::{anyhow, bail, Context, Result};
+use serde::Serialize;
+use serde_json::Value;
+use slimpack_oci::{BlobStore, LoadedImage};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How readiness is probed, with Cloud Run's startup probe fields.
+#[derive(Debug, Clone, Serialize)]
+pub struct Probe {
+    /// An HTTP path, or `None` for a TCP probe (Cloud Run's default).
+    pub http_path: Option<String>,
+    pub initial_delay: Duration,
+    pub period: Duration,
+    pub timeout: Duration,
+    pub failure_threshold: u32,
+}
+
+impl Probe {
+    /// Cloud Run's defaults: TCP 240 s/240 s/1; HTTP 10 s period, 1 s
+    /// timeout, 3 failures.
+    pub fn cloud_run_default(http_path: Option<String>) -> Probe {
+        match http_path {
+            None => Probe {
+                http_path: None,
+                initial_delay: Duration::ZERO,
+                period: Duration::from_secs(240),
+                timeout: Duration::from_secs(240),
+                failure_threshold: 1,
+            },
+            Some(p) => Probe {
+                http_path: Some(p),
+                initial_delay: Duration::ZERO,
+                period: Duration::from_secs(10),
+                timeout: Duration::from_secs(1),
+                failure_threshold: 3,
+            },
+        }
+    }
+
+    /// The time after which the probe has failed for good.
+    pub fn bound(&self) -> Duration {
+        self.initial_delay + self.period * self.failure_threshold
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub port: u16,
+    pub probe: Probe,
+    /// Path for the check's request (default: the probe path, else `/`).
+    pub request_path: Option<String>,
+    pub grace: Duration,
+    pub service: String,
+    pub env: Vec<(String, String)>,
+    pub check: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckResult {
+    pub name: String,
+    pub pass: bool,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    pub image: String,
+    pub checks: Vec<CheckResult>,
+    /// From process start to the first successful probe.
+    pub time_to_ready_ms: Option<u64>,
+    pub exit_code: Option<i32>,
+    /// The last lines the app printed (for failures).
+    pub output_tail: Vec<String>,
+}
+
+impl RunReport {
+    pub fn passed(&self) -> bool {
+        self.checks.iter().all(|c| c.pass)
+    }
+}
+
+/// Where an image lives: `oci:DIR[:TAG]`, a layout directory, or
+/// `docker-archive:FILE`.
+pub fn load(reference: &str, cache: &Cache) -> Result<(BlobStore, LoadedImage)> {
+    if let Some(file) = reference.strip_prefix("docker-archive:") {
+        let img = slimpack_oci::import_docker_archive(Path::new(file), &cache.blobs)?;
+        return Ok((cache.blobs.clone(), img));
+    }
+    let rest = reference.strip_prefix("oci:").unwrap_or(reference);
+    let (dir, tag) = slimpack_oci::parse_layout_ref(rest);
+    let (dir, tag) = if dir.join("index.json").is_file() {
+        (dir, tag)
+    } else {
+        (PathBuf::from(rest), None)
+    };
+    if !dir.join("index.json").is_file() {
+        if reference.contains('/') && !Path::new(rest).exists() && rest.contains('.') {
+            bail!("{reference}: running images from a registry is not supported yet; `skopeo copy docker://{rest} oci:DIR` and run oci:DIR");
+        }
+        bail!("{reference}: not an OCI image layout or docker-archive");
+    }
+    Ok(slimpack_oci::read_layout(&dir, tag.as_deref())?)
+}
+
+/// The image's root file system, unpacked once per layer chain.
+pub fn rootfs(store: &BlobStore, image: &LoadedImage, cache: &Cache) -> Result<PathBuf> {
+    let mut h = KeyHasher::new("rootfs");
+    for l in &image.layers {
+        h.part("layer", &l.digest);
+    }
+    let dir = cache.dir("rootfs")?.join(&h.finish()[..32]);
+    if !dir.is_dir() {
+        let skipped = sandbox::unpack(store, &image.layers, &dir).context("unpacking the image")?;
+        if !skipped.is_empty() {
+            eprintln!("note: {} device node(s)/fifo(s) in the image were not created (e.g. {}); the sandbox provides /dev", skipped.len(), skipped[0]);
+        }
+    }
+    Ok(dir)
+}
+
+fn lookup_id(root: &Path, file: &str, name: &str) -> Option<(u32, Option<u32>)> {
+    let text = std::fs::read_to_string(root.join(file)).ok()?;
+    text.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.first() == Some(&name) && f.len() > 3)
+            .then(|| (f[2].parse().ok(), f[3].parse().ok()))
+            .and_then(|(id, gid)| id.map(|i| (i, gid)))
+    })
+}
+
+/// `user[:group]` (names or numbers) → uid, gid, through the image's own
+/// /etc/passwd and /etc/group.
+pub fn resolve_user(root: &Path, user: &str) -> Result<(u32, u32)> {
+    let (u, g) = match user.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (user, None),
+    };
+    let (uid, primary) = if u.is_empty() {
+        (0, Some(0))
+    } else if let Ok(n) = u.parse::<u32>() {
+        (n, lookup_by_uid(root, n))
+    } else {
+        lookup_id(root, "etc/passwd", u)
+            .ok_or_else(|| anyhow!("the image's user {u:?} is not in its /etc/passwd"))?
+    };
+    let gid = match g {
+        Some(g) => match g.parse::<u32>() {
+            Ok(n) => n,
+            Err(_) => lookup_id(root, "etc/group", g)
+                .map(|(id, _)| id)
+                .ok_or_else(|| anyhow!("the image's group {g:?} is not in its /etc/group"))?,
+        },
+        None => primary.unwrap_or(uid),
+    };
+    Ok((uid, gid))
+}
+
+fn lookup_by_uid(root: &Path, uid: u32) -> Option<u32> {
+    let text = std::fs::read_to_string(root.join("etc/passwd")).ok()?;
+    text.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.len() > 3 && f[2].parse::<u32>().ok() == Some(uid))
+            .then(|| f[3].parse().ok())
+            .flatten()
+    })
+}
+
+fn home_of(root: &Path, uid: u32) -> Option<String> {
+    let text = std::fs::read_to_string(root.join("etc/passwd")).ok()?;
+    text.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.len() > 5 && f[2].parse::<u32>().ok() == Some(uid)).then(|| f[5].to_string())
+    })
+}
+
+/// Listening TCP sockets on `port` in the network namespace of `pid`:
+/// their local addresses, e.g. `0.0.0.0` or `127.0.0.1`.
+pub fn listeners(pid: u32, port: u16) -> Vec<String> {
+    let mut out = Vec::new();
+    for (file, v6) in [("tcp", false), ("tcp6", true)] {
+        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/net/{file}")) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() < 4 || f[3] != "0A" {
+                continue;
+            }
+            let Some((addr, p)) = f[1].split_once(':') else {
+                continue;
+            };
+            if u16::from_str_radix(p, 16).ok() != Some(port) {
+                continue;
+            }
+            out.push(if v6 {
+                if addr.chars().all(|c| c == '0') {
+                    "[::]".to_string()
+                } else if addr == "00000000000000000000000001000000" {
+                    "[::1]".to_string()
+                } else {
+                    format!("[{addr}]")
+                }
+            } else {
+                let n = u32::from_str_radix(addr, 16).unwrap_or(0);
+                std::net::Ipv4Addr::from(n.to_le_bytes()).to_string()
+            });
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// One HTTP/1.1 GET on loopback; the status code.
+pub fn http_get(port: u16, path: &str, timeout: Duration) -> Option<u16> {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut s = TcpStream::connect_timeout(&addr, timeout).ok()?;
+    s.set_read_timeout(Some(timeout)).ok()?;
+    s.set_write_timeout(Some(timeout)).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost:{port}\r\nUser-Agent: slimpack-probe\r\nConnection: close\r\n\r\n").ok()?;
+    let mut buf = [0u8; 64];
+    let n = s.read(&mut buf).ok()?;
+    let head = String::from_utf8_lossy(&buf[..n]);
+    head.split_whitespace().nth(1)?.parse().ok()
+}
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+fn catch_signals() {
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+    }
+}
+
+fn signal(pid: u32, sig: libc::c_int) {
+    // SAFETY: plain kill(2) on a pid we started.
+    unsafe {
+        libc::kill(pid as libc::pid_t, sig);
+    }
+}
+
+/// The container as a running process.
+struct Container {
+    child: Child,
+    /// Host pid of the image's command (PID 1 in its namespace).
+    pid: u32,
+    output: Arc<Mutex<Vec<String>>>,
+    exit: Option<i32>,
+    /// bwrap writes its exit status here; keep reading it open, or bwrap
+    /// dies of SIGPIPE at the end.
+    _status: BufReader<std::fs::File>,
+}
+
+impl Container {
+    fn try_exit(&mut self) -> Option<i32> {
+        if self.exit.is_none() {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                use std::os::unix::process::ExitStatusExt;
+                self.exit = Some(st.code().unwrap_or_else(|| 128 + st.signal().unwrap_or(0)));
+            }
+        }
+        self.exit
+    }
+
+    /// Waits up to `d` for the process to end.
+    fn wait_for(&mut self, d: Duration) -> Option<i32> {
+        let end = Instant::now() + d;
+        while Instant::now() < end {
+            if let Some(c) = self.try_exit() {
+                return Some(c);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.try_exit()
+    }
+
+    /// Ends everything: SIGKILL to the command (its pid namespace goes with
+    /// it) and to bwrap's process group.
+    fn kill(&mut self) {
+        if self.try_exit().is_none() {
+            signal(self.pid, libc::SIGKILL);
+            // SAFETY: the group of the bwrap we spawned (process_group(0)).
+            unsafe {
+                libc::killpg(self.child.id() as libc::pid_t, libc::SIGKILL);
+            }
+            let _ = self.child.wait();
+            self.exit.get_or_insert(137);
+        }
+    }
+
+    fn tail(&self, n: usize) -> Vec<String> {
+        let out = self.output.lock().unwrap();
+        out[out.len().saturating_sub(n)..].to_vec()
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn start(root: &Path, config: &Value, opts: &RunOptions, capture: bool) -> Result<Container> {
+    let c = &config["config"];
+    let strings = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut argv = strings(&c["Entrypoint"]);
+    argv.extend(strings(&c["Cmd"]));
+    if argv.is_empty() {
+        bail!("the image has no Entrypoint or Cmd: nothing to run");
+    }
+    let (uid, gid) = resolve_user(root, c["User"].as_str().unwrap_or(""))?;
+    let workdir = c["WorkingDir"]
+        .as_str()
+        .filter(|w| !w.is_empty())
+        .unwrap_or("/");
+    if !root.join(workdir.trim_start_matches('/')).is_dir() {
+        bail!("the image's WorkingDir {workdir} does not exist in it");
+    }
+    let mut env: Vec<(String, String)> = strings(&c["Env"])
+        .into_iter()
+        .filter_map(|e| {
+            e.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        })
+        .collect();
+    let mut set = |k: &str, v: String| {
+        env.retain(|(key, _)| key != k);
+        env.push((k.to_string(), v));
+    };
+    // Cloud Run's variables.
+    set("PORT", opts.port.to_string());
+    set("K_SERVICE", opts.service.clone());
+    set("K_REVISION", format!("{}-00001-loc", opts.service));
+    set("K_CONFIGURATION", opts.service.clone());
+    for (k, v) in &opts.env {
+        set(k, v.clone());
+    }
+    if !env.iter().any(|(k, _)| k == "HOME") {
+        env.push((
+            "HOME".into(),
+            home_of(root, uid).unwrap_or_else(|| "/".into()),
+        ));
+    }
+    if !env.iter().any(|(k, _)| k == "PATH") {
+        env.push((
+            "PATH".into(),
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+        ));
+    }
+
+    let mut cmd = Command::new(sandbox::bwrap_path()?);
+    cmd.arg("--ro-bind").arg(root).arg("/");
+    cmd.args(["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]);
+    for d in ["var/tmp", "run"] {
+        if root.join(d).is_dir() {
+            cmd.args(["--tmpfs", &format!("/{d}")]);
+        }
+    }
+    cmd.args([
+        "--unshare-user",
+        "--unshare-pid",
+        "--unshare-ipc",
+        "--unshare-uts",
+        "--unshare-cgroup-try",
+    ]);
+    cmd.args([
+        "--as-pid-1",
+        "--die-with-parent",
+        "--new-session",
+        "--clearenv",
+    ]);
+    cmd.args([
+        "--uid",
+        &uid.to_string(),
+        "--gid",
+        &gid.to_string(),
+        "--chdir",
+        workdir,
+    ]);
+    for (k, v) in &env {
+        cmd.args(["--setenv", k, v]);
+    }
+    cmd.args(["--json-status-fd", "3", "--"]).args(&argv);
+    let (status_r, status_w) = pipe()?;
+    // SAFETY: between fork and exec only async-signal-safe calls (dup2).
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(status_w, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.process_group(0).stdin(Stdio::null());
+    if capture {
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    }
+    let mut child = cmd.spawn().context("starting bwrap")?;
+    // SAFETY: closing our copy of the write end, so EOF arrives when bwrap exits.
+    unsafe {
+        libc::close(status_w);
+    }
+    let output = Arc::new(Mutex::new(Vec::new()));
+    if capture {
+        for stream in [
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let out = output.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(|l| l.ok()) {
+                    let mut o = out.lock().unwrap();
+                    o.push(line);
+                    if o.len() > 200 {
+                        o.remove(0);
+                    }
+                }
+            });
+        }
+    }
+    // bwrap reports {"child-pid": N} once the command is started.
+    // SAFETY: status_r is a pipe fd we own from here on.
+    let status = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(status_r) };
+    let mut status = BufReader::new(status);
+    let mut first = String::new();
+    status.read_line(&mut first).ok();
+    let pid = serde_json::from_str::<Value>(&first)
+        .ok()
+        .and_then(|v| v["child-pid"].as_u64())
+        .map(|p| p as u32);
+    let Some(pid) = pid else {
+        let out = child.wait_with_output().ok();
+        let err = out
+            .map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
+            .unwrap_or_default();
+        bail!("the sandbox did not start: {}", err.trim());
+    };
+    Ok(Container {
+        child,
+        pid,
+        output,
+        exit: None,
+        _status: status,
+    })
+}
+
+fn pipe() -> Result<(i32, i32)> {
+    let mut fds = [0i32; 2];
+    // SAFETY: pipe2 fills two fds; CLOEXEC keeps them out of other children.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        bail!("pipe: {}", std::io::Error::last_os_error());
+    }
+    Ok((fds[0], fds[1]))
+}
+
+/// Probes until ready, the bound passes, or the process exits.
+fn wait_ready(
+    c: &mut Container,
+    opts: &RunOptions,
+    t0: Instant,
+) -> std::result::Result<u64, String> {
+    let p = &opts.probe;
+    std::thread::sleep(p.initial_delay);
+    let deadline = t0 + p.bound();
+    let attempt_timeout = p.timeout.min(Duration::from_secs(1));
+    loop {
+        if let Some(code) = c.try_exit() {
+            return Err(format!(
+                "the process exited with code {code} before it was ready"
+            ));
+        }
+        let ok = match &p.http_path {
+            Some(path) => {
+                http_get(opts.port, path, attempt_timeout).is_some_and(|s| (200..400).contains(&s))
+            }
+            None => TcpStream::connect_timeout(
+                &std::net::SocketAddr::from(([127, 0, 0, 1], opts.port)),
+                attempt_timeout,
+            )
+            .is_ok(),
+        };
+        if ok {
+            return Ok(t0.elapsed().as_millis() as u64);
+        }
+        if Instant::now() >= deadline {
+            let what = match &p.http_path {
+                Some(path) => format!("HTTP GET {path} never answered 2xx/3xx"),
+                None => format!("nothing accepted TCP connections on port {}", opts.port),
+            };
+            return Err(format!("{what} within {:.1}s", p.bound().as_secs_f64()));
+        }
+        if INTERRUPTED.load(Ordering::SeqCst) {
+            return Err("interrupted".into());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Runs the image. With `check`, goes through the contract and returns the
+/// report; otherwise serves until the app exits or slimpack is interrupted
+/// (the signal is forwarded to the app, SIGKILL after the grace period).
+pub fn run(
+    reference: &str,
+    image: &LoadedImage,
+    root: &Path,
+    opts: &RunOptions,
+    on_ready: &dyn Fn(u64),
+) -> Result<RunReport> {
+    catch_signals();
+    let mut report = RunReport {
+        image: reference.to_string(),
+        checks: Vec::new(),
+        time_to_ready_ms: None,
+        exit_code: None,
+        output_tail: Vec::new(),
+    };
+    let t0 = Instant::now();
+    let mut c = start(root, &image.config, opts, opts.check)?;
+    let ready = wait_ready(&mut c, opts, t0);
+    let mut check = |name: &str, pass: bool, detail: String| {
+        report.checks.push(CheckResult {
+            name: name.into(),
+            pass,
+            detail,
+        });
+    };
+    match &ready {
+        Ok(ms) => {
+            check("startup probe", true, format!("ready after {ms} ms"));
+            on_ready(*ms);
+        }
+        Err(e) => check("startup probe", false, e.clone()),
+    }
+    report.time_to_ready_ms = ready.as_ref().ok().copied();
+
+    if !opts.check {
+        if ready.is_err() {
+            c.kill();
+            report.exit_code = c.exit;
+            return Ok(report);
+        }
+        loop {
+            if let Some(code) = c.try_exit() {
+                report.exit_code = Some(code);
+                return Ok(report);
+            }
+            if INTERRUPTED.load(Ordering::SeqCst) {
+                signal(c.pid, libc::SIGTERM);
+                let code = c.wait_for(opts.grace);
+                if code.is_none() {
+                    c.kill();
+                }
+                report.exit_code = c.exit;
+                return Ok(report);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    if ready.is_ok() {
+        let addrs = listeners(c.pid, opts.port);
+        let public = addrs.iter().any(|a| a == "0.0.0.0" || a == "[::]");
+        let detail = if addrs.is_empty() {
+            format!("no listening socket on port {} in the container", opts.port)
+        } else if public {
+            format!(
+                "listens on {}",
+                addrs
+                    .iter()
+                    .map(|a| format!("{a}:{}", opts.port))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        } else {
+            format!(
+                "listens on {} only; Cloud Run sends requests to the container's interface, so bind 0.0.0.0:$PORT",
+                addrs.iter().map(|a| format!("{a}:{}", opts.port)).collect::<Vec<_>>().join(", ")
+            )
+        };
+        check("listens on 0.0.0.0:$PORT", public, detail);
+        let path = opts
+            .request_path
+            .clone()
+            .or_else(|| opts.probe.http_path.clone())
+            .unwrap_or_else(|| "/".into());
+        match http_get(opts.port, &path, Duration::from_secs(10)) {
+            Some(s) => check(
+                "request",
+                (200..400).contains(&s),
+                format!("GET {path} → {s}"),
+            ),
+            None => check("request", false, format!("GET {path}: no HTTP response")),
+        }
+    }
+    if c.try_exit().is_none() {
+        let t = Instant::now();
+        signal(c.pid, libc::SIGTERM);
+        match c.wait_for(opts.grace) {
+            Some(code) => check(
+                "SIGTERM",
+                true,
+                format!(
+                    "exited with code {code} after {} ms",
+                    t.elapsed().as_millis()
+                ),
+            ),
+            None => {
+                c.kill();
+                check(
+                    "SIGTERM",
+                    false,
+                    format!(
+                        "still running {} s after SIGTERM; killed (Cloud Run would SIGKILL it too)",
+                        opts.grace.as_secs_f64()
+                    ),
+                );
+            }
+        }
+    } else {
+        let code = c.exit.unwrap_or(-1);
+        check(
+            "SIGTERM",
+            false,
+            format!("the process had already exited (code {code})"),
+        );
+    }
+    c.kill();
+    report.exit_code = c.exit;
+    report.output_tail = c.tail(30);
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn users_resolve_through_the_images_files() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("etc")).unwrap();
+        std::fs::write(
+            d.path().join("etc/passwd"),
+            "root:x:0:0::/root:/bin/sh\nappuser:x:999:998::/app:/sbin/nologin\n",
+        )
+        .unwrap();
+        std::fs::write(
+            d.path().join("etc/group"),
+            "root:x:0:\nappuser:x:998:\nstaff:x:50:\n",
+        )
+        .unwrap();
+        assert_eq!(resolve_user(d.path(), "").unwrap(), (0, 0));
+        assert_eq!(resolve_user(d.path(), "appuser").unwrap(), (999, 998));
+        assert_eq!(resolve_user(d.path(), "appuser:staff").unwrap(), (999, 50));
+        assert_eq!(
+            resolve_user(d.path(), "65532:65532").unwrap(),
+            (65532, 65532)
+        );
+        assert_eq!(resolve_user(d.path(), "999").unwrap(), (999, 998));
+        assert!(resolve_user(d.path(), "nobody").is_err());
+        assert_eq!(home_of(d.path(), 999).as_deref(), Some("/app"));
+    }
+
+    #[test]
+    fn probe_bounds_follow_cloud_run() {
+        assert_eq!(
+            Probe::cloud_run_default(None).bound(),
+            Duration::from_secs(240)
+        );
+        assert_eq!(
+            Probe::cloud_run_default(Some("/h".into())).bound(),
+            Duration::from_secs(30)
+        );
+    }
+
+    #[test]
+    fn listeners_reads_proc_net() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        assert_eq!(
+            listeners(std::process::id(), port),
+            vec!["127.0.0.1".to_string()]
+        );
+    }
+}
