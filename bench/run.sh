@@ -6,7 +6,8 @@
 #   RUNS=5 bench/run.sh     # more repetitions (medians are reported)
 #
 # Prints a Markdown table for BENCHMARKS.md. Needs what ./test.sh installs,
-# plus buildah for the peer (run-peer.sh installs it).
+# plus buildah for the peer (run-peer.sh installs it). Time to ready is
+# measured by `slimpack run --check` for both images, the same way.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
@@ -53,35 +54,19 @@ unc=$(json "$work/report.json" 'd["uncompressed_size"]')
 comp=$(json "$work/report.json" 'd["size"]')
 rebuilt=$(json "$work/edit.json" '",".join(l["name"] for l in d["layers"] if not l["cached"])')
 
-# --- time to ready, warm (image already unpacked), both images alike --------
-ready() {  # ROOTFS BUNDLE_CONFIG PORT -> ms until GET /health answers 200
-  local root=$1 cfg=$2 port=$3
-  mapfile -t args < <(python3 -c 'import json,sys; print("\n".join(json.load(open(sys.argv[1]))["process"]["args"]))' "$cfg")
-  mapfile -t env < <(python3 -c 'import json,sys; print("\n".join(e for e in json.load(open(sys.argv[1]))["process"]["env"] if not e.startswith("PORT=")))' "$cfg")
-  local uid; uid=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["process"]["user"]["uid"])' "$cfg")
-  local cwd; cwd=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["process"]["cwd"])' "$cfg")
-  local setenv=(); for e in "${env[@]}"; do setenv+=(--setenv "${e%%=*}" "${e#*=}"); done
-  # The peer's command binds 8080 itself; give both the same port.
-  local t0 t1 pid
-  t0=$(date +%s%N)
-  bwrap --ro-bind "$root" / --proc /proc --dev /dev --tmpfs /tmp --unshare-user --unshare-pid \
-    --unshare-ipc --unshare-uts --die-with-parent --uid "$uid" --gid "$uid" --chdir "$cwd" \
-    --clearenv "${setenv[@]}" --setenv PORT "$port" -- "${args[@]}" >/dev/null 2>&1 &
-  pid=$!
-  for _ in $(seq 1000); do curl -sf -o /dev/null "http://127.0.0.1:$port/health" && break; sleep 0.005; done
-  t1=$(date +%s%N)
-  kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true
-  echo $(( (t1 - t0) / 1000000 ))
+# --- time to ready, warm (image already unpacked), both through `slimpack run --check`
+ready() {  # IMAGE PROBE -> ms from process start to the first successful probe
+  "$bin" run "$1" --check --json --probe "$2" --port 8080 2>/dev/null \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["time_to_ready_ms"])'
 }
-umoci unpack --rootless --image "$work/ours.oci:latest" "$work/ours-b" >/dev/null
 have_peer=""
-if [ -d "$work/peer/seed000-flask.oci" ]; then
-  umoci unpack --rootless --image "$work/peer/seed000-flask.oci:latest" "$work/peer-b" >/dev/null && have_peer=1
-fi
+[ -d "$work/peer/seed000-flask.oci" ] && have_peer=1
+ready "oci:$work/ours.oci" /health >/dev/null   # unpack once: "warm" means unpacked
+[ -z "$have_peer" ] || ready "oci:$work/peer/seed000-flask.oci" /health >/dev/null
 ours_r=(); peer_r=()
 for i in $(seq "$((RUNS * 3))"); do
-  ours_r+=("$(ready "$work/ours-b/rootfs" "$work/ours-b/config.json" 8080)")
-  [ -z "$have_peer" ] || peer_r+=("$(ready "$work/peer-b/rootfs" "$work/peer-b/config.json" 8080)")
+  ours_r+=("$(ready "oci:$work/ours.oci" /health)")
+  [ -z "$have_peer" ] || peer_r+=("$(ready "oci:$work/peer/seed000-flask.oci" /health)")
 done
 
 # --- report -----------------------------------------------------------------

@@ -124,6 +124,8 @@ pub fn load(reference: &str, cache: &Cache) -> Result<(BlobStore, LoadedImage)> 
 /// The image's root file system, unpacked once per layer chain.
 pub fn rootfs(store: &BlobStore, image: &LoadedImage, cache: &Cache) -> Result<PathBuf> {
     let mut h = KeyHasher::new("rootfs");
+    // Bumped when the unpacker's output changes (v2: file times kept).
+    h.part("unpacker", "v2");
     for l in &image.layers {
         h.part("layer", &l.digest);
     }

@@ -28,7 +28,7 @@ struct Unpacker<'a> {
     root: &'a Path,
     /// Directories known to be real directories (not symlinks) on disk.
     real_dirs: HashSet<String>,
-    dir_modes: Vec<(PathBuf, u32)>,
+    dir_modes: Vec<(PathBuf, u32, std::time::SystemTime)>,
     /// Device nodes and fifos, never created.
     skipped: Vec<String>,
 }
@@ -105,6 +105,7 @@ impl Unpacker<'_> {
         }
         let path = self.parents(&rel)?;
         let mode = e.header().mode().unwrap_or(0o644) & 0o1777;
+        let mtime = std::time::UNIX_EPOCH + Duration::from_secs(e.header().mtime().unwrap_or(0));
         match e.header().entry_type() {
             tar::EntryType::Directory => {
                 match fs::symlink_metadata(&path) {
@@ -117,13 +118,16 @@ impl Unpacker<'_> {
                         .with_context(|| format!("creating {}", path.display()))?,
                 }
                 self.real_dirs.insert(rel);
-                self.dir_modes.push((path, mode));
+                self.dir_modes.push((path, mode, mtime));
             }
             tar::EntryType::Regular | tar::EntryType::Continuous => {
                 self.remove(&path);
                 let mut f = fs::File::create(&path)
                     .with_context(|| format!("creating {}", path.display()))?;
                 std::io::copy(e, &mut f)?;
+                // Timestamp-based .pyc files compare the source's mtime:
+                // losing it makes Python recompile everything at start.
+                f.set_modified(mtime)?;
                 fs::set_permissions(&path, fs::Permissions::from_mode(mode))?;
             }
             tar::EntryType::Symlink => {
@@ -185,7 +189,10 @@ pub fn unpack(store: &BlobStore, layers: &[Layer], dest: &Path) -> Result<Vec<St
         }
     }
     // Directory modes last, so a read-only directory can still be filled.
-    for (p, m) in u.dir_modes.iter().rev() {
+    for (p, m, t) in u.dir_modes.iter().rev() {
+        if let Ok(d) = fs::File::open(p) {
+            let _ = d.set_modified(*t);
+        }
         let _ = fs::set_permissions(p, fs::Permissions::from_mode(*m | 0o500));
     }
     let skipped = std::mem::take(&mut u.skipped);
@@ -456,6 +463,15 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(m & 0o7000, 0, "setuid must be cleared");
+        let t = fs::metadata(dest.join("a/keep"))
+            .unwrap()
+            .modified()
+            .unwrap();
+        assert_eq!(
+            t,
+            std::time::UNIX_EPOCH,
+            "file times come from the layer (here 0)"
+        );
     }
 
     fn entry_strategy() -> impl proptest::strategy::Strategy<Value = (String, u8, String)> {

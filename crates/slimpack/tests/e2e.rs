@@ -298,6 +298,12 @@ fn flask_example_builds_runs_reproduces_and_rebuilds_one_layer() {
     ))
     .unwrap();
     assert_eq!(from_archive["Layers"].as_array().unwrap().len(), 3);
+    // The docker-archive runs too (its layers are imported, not re-read from the layout).
+    let (ok, report) = run_check_ref(
+        &format!("docker-archive:{}", archive.display()),
+        &["--probe", "/health"],
+    );
+    assert!(ok, "{report}");
 
     let unpacked = tempfile::tempdir().unwrap();
     let rootfs = unpack(&layout, &unpacked.path().join("b"));
@@ -672,9 +678,12 @@ fn processes_with(marker: &str) -> Vec<String> {
 }
 
 fn run_check(layout: &Path, extra: &[&str]) -> (bool, Value) {
+    run_check_ref(&format!("oci:{}", layout.display()), extra)
+}
+
+fn run_check_ref(image: &str, extra: &[&str]) -> (bool, Value) {
     let port = free_port().to_string();
-    let image = format!("oci:{}", layout.display());
-    let mut args = vec!["run", image.as_str(), "--check", "--json", "--port", &port];
+    let mut args = vec!["run", image, "--check", "--json", "--port", &port];
     args.extend_from_slice(extra);
     let out = slimpack(&args, &shared_cache());
     let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
