@@ -65,14 +65,26 @@ pub struct Layer {
 }
 
 impl Layer {
-    /// Opens the uncompressed tar stream of this layer.
-    pub fn open(&self, store: &BlobStore) -> Result<impl Read> {
+    /// Opens the tar stream of this layer, whatever the blob's compression
+    /// (gzip, zstd or none, told by its first bytes).
+    pub fn open(&self, store: &BlobStore) -> Result<Box<dyn Read>> {
+        use std::io::BufRead;
         let path = store.path(&self.digest)?;
         let f = File::open(&path).map_err(|_| Error::MissingBlob {
             digest: self.digest.clone(),
             store: store.root().display().to_string(),
         })?;
-        Ok(flate2::read::GzDecoder::new(io::BufReader::new(f)))
+        let mut f = io::BufReader::new(f);
+        let head = f.fill_buf().ctx(|| format!("reading {}", path.display()))?;
+        Ok(if head.starts_with(&[0x1f, 0x8b]) {
+            Box::new(flate2::read::GzDecoder::new(f))
+        } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            Box::new(
+                zstd::stream::read::Decoder::with_buffer(f).ctx(|| "opening zstd layer".into())?,
+            )
+        } else {
+            Box::new(f)
+        })
     }
 }
 
@@ -136,14 +148,6 @@ impl LayerBuilder {
         clean_path(path).ok().and_then(|p| self.entries.remove(&p))
     }
 
-    /// Removes `path` and everything below it.
-    pub fn remove_tree(&mut self, path: &str) {
-        let Ok(p) = clean_path(path) else { return };
-        let prefix = format!("{p}/");
-        self.entries
-            .retain(|k, _| k != &p && !k.starts_with(prefix.as_str()));
-    }
-
     pub fn get(&self, path: &str) -> Option<&Entry> {
         clean_path(path).ok().and_then(|p| self.entries.get(&p))
     }
@@ -170,11 +174,6 @@ impl LayerBuilder {
 
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
-    }
-
-    /// Moves every entry of `other` into this builder (other's win).
-    pub fn merge(&mut self, other: LayerBuilder) {
-        self.entries.extend(other.entries);
     }
 
     /// Adds 0755 directories for every parent that has no entry of its own,

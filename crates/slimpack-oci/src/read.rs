@@ -2,7 +2,7 @@
 //! with nested indexes and tags) and a `docker save` tarball. Every blob is
 //! checked against its digest before it is used.
 
-use crate::{digest_hex, BlobStore, Error, IoContext, Layer, Result};
+use crate::{BlobStore, Error, IoContext, Layer, Result};
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 use std::fs::File;
@@ -225,8 +225,7 @@ pub fn import_docker_archive(file: &Path, store: &BlobStore) -> Result<LoadedIma
     })
 }
 
-/// Opens a layer blob as a tar stream whatever its compression (gzip, zstd or
-/// none, told by its first bytes), after checking the blob's digest.
+/// Opens a layer's tar stream after checking the blob against its digest.
 pub fn open_layer(store: &BlobStore, layer: &Layer) -> Result<Box<dyn Read>> {
     let path = store.path(&layer.digest)?;
     let mut f = File::open(&path).map_err(|_| Error::MissingBlob {
@@ -243,21 +242,5 @@ pub fn open_layer(store: &BlobStore, layer: &Layer) -> Result<Box<dyn Read>> {
             actual,
         });
     }
-    let _ = digest_hex(&layer.digest)?;
-    let mut f = BufReader::new(File::open(&path).ctx(|| format!("opening {}", path.display()))?);
-    let mut magic = [0u8; 4];
-    let n = {
-        use std::io::BufRead;
-        let buf = f.fill_buf().ctx(|| "reading layer".into())?;
-        let n = buf.len().min(4);
-        magic[..n].copy_from_slice(&buf[..n]);
-        n
-    };
-    Ok(if n >= 2 && magic[..2] == [0x1f, 0x8b] {
-        Box::new(flate2::read::GzDecoder::new(f))
-    } else if n == 4 && magic == [0x28, 0xb5, 0x2f, 0xfd] {
-        Box::new(zstd::stream::read::Decoder::with_buffer(f).ctx(|| "opening zstd layer".into())?)
-    } else {
-        Box::new(f)
-    })
+    layer.open(store)
 }

@@ -328,11 +328,12 @@ pub fn build(opts: &BuildOptions) -> Result<Outcome> {
                 CfgCommand::Argv(v) if v.is_empty() => bail!("{origin}: command is empty"),
                 CfgCommand::Argv(v) => v.clone(),
             };
-            let mut inferred = entrypoint::infer(&project.dir, &rels, &dep_names).ok();
             entrypoint::StartCommand {
                 argv: entrypoint::exec_form(argv),
                 source: format!("configured in {origin}"),
-                health_path: inferred.take().and_then(|i| i.health_path),
+                health_path: entrypoint::infer(&project.dir, &rels, &dep_names)
+                    .ok()
+                    .and_then(|i| i.health_path),
             }
         }
         None => entrypoint::infer(&project.dir, &rels, &dep_names)?,

@@ -100,7 +100,3 @@ impl KeyHasher {
         hex::encode(self.0.finalize())
     }
 }
-
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}

@@ -19,3 +19,11 @@ pub mod python;
 pub mod report;
 pub mod run;
 pub mod sandbox;
+
+/// The first executable file called `name` on PATH.
+pub(crate) fn which(name: &str) -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}

@@ -17,10 +17,6 @@ impl Progress {
         }
     }
 
-    pub fn hidden() -> Self {
-        Self { enabled: false }
-    }
-
     pub fn spinner(&self, msg: String) -> ProgressBar {
         if !self.enabled {
             return ProgressBar::hidden();

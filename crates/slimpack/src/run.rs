@@ -8,7 +8,7 @@
 //! ignores SIGTERM is caught). The network namespace is the host's: the app
 //! listens on the host's PORT, like `docker run --network host`.
 
-use crate::cache::{Cache, KeyHasher};
+use crate::cache::Cache;
 use crate::sandbox;
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Serialize;
@@ -123,75 +123,66 @@ pub fn load(reference: &str, cache: &Cache) -> Result<(BlobStore, LoadedImage)> 
 
 /// The image's root file system, unpacked once per layer chain.
 pub fn rootfs(store: &BlobStore, image: &LoadedImage, cache: &Cache) -> Result<PathBuf> {
-    let mut h = KeyHasher::new("rootfs");
-    // Bumped when the unpacker's output changes (v2: file times kept).
-    h.part("unpacker", "v2");
-    for l in &image.layers {
-        h.part("layer", &l.digest);
-    }
-    let dir = cache.dir("rootfs")?.join(&h.finish()[..32]);
-    if !dir.is_dir() {
-        let skipped = sandbox::unpack(store, &image.layers, &dir).context("unpacking the image")?;
-        if !skipped.is_empty() {
-            eprintln!("note: {} device node(s)/fifo(s) in the image were not created (e.g. {}); the sandbox provides /dev", skipped.len(), skipped[0]);
-        }
+    let (dir, skipped) = sandbox::cached_rootfs(cache, store, &image.layers)?;
+    if let Some(first) = skipped.first() {
+        eprintln!(
+            "note: {} device node(s)/fifo(s) in the image were not created (e.g. {first}); the sandbox provides /dev",
+            skipped.len()
+        );
     }
     Ok(dir)
 }
 
-fn lookup_id(root: &Path, file: &str, name: &str) -> Option<(u32, Option<u32>)> {
-    let text = std::fs::read_to_string(root.join(file)).ok()?;
-    text.lines().find_map(|l| {
-        let f: Vec<&str> = l.split(':').collect();
-        (f.first() == Some(&name) && f.len() > 3)
-            .then(|| (f[2].parse().ok(), f[3].parse().ok()))
-            .and_then(|(id, gid)| id.map(|i| (i, gid)))
-    })
+/// Entries of the image's `/etc/passwd` or `/etc/group`, split on `:`.
+fn entries(root: &Path, file: &str) -> Vec<Vec<String>> {
+    std::fs::read_to_string(root.join(file))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| l.split(':').map(str::to_string).collect::<Vec<_>>())
+        .filter(|f| f.len() > 3)
+        .collect()
+}
+
+fn id(field: &str) -> Option<u32> {
+    field.parse().ok()
 }
 
 /// `user[:group]` (names or numbers) → uid, gid, through the image's own
 /// /etc/passwd and /etc/group.
 pub fn resolve_user(root: &Path, user: &str) -> Result<(u32, u32)> {
+    let passwd = entries(root, "etc/passwd");
     let (u, g) = match user.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (user, None),
     };
-    let (uid, primary) = if u.is_empty() {
-        (0, Some(0))
-    } else if let Ok(n) = u.parse::<u32>() {
-        (n, lookup_by_uid(root, n))
-    } else {
-        lookup_id(root, "etc/passwd", u)
-            .ok_or_else(|| anyhow!("the image's user {u:?} is not in its /etc/passwd"))?
+    let u = if u.is_empty() { "0" } else { u };
+    let entry = passwd
+        .iter()
+        .find(|f| f[0] == u || (id(u).is_some() && id(&f[2]) == id(u)));
+    let uid = match (id(u), entry) {
+        (Some(n), _) => n,
+        (None, Some(f)) => id(&f[2]).unwrap_or(0),
+        (None, None) => bail!("the image's user {u:?} is not in its /etc/passwd"),
     };
     let gid = match g {
-        Some(g) => match g.parse::<u32>() {
-            Ok(n) => n,
-            Err(_) => lookup_id(root, "etc/group", g)
-                .map(|(id, _)| id)
+        Some(g) => match id(g) {
+            Some(n) => n,
+            None => entries(root, "etc/group")
+                .iter()
+                .find(|f| f[0] == g)
+                .and_then(|f| id(&f[2]))
                 .ok_or_else(|| anyhow!("the image's group {g:?} is not in its /etc/group"))?,
         },
-        None => primary.unwrap_or(uid),
+        None => entry.and_then(|f| id(&f[3])).unwrap_or(uid),
     };
     Ok((uid, gid))
 }
 
-fn lookup_by_uid(root: &Path, uid: u32) -> Option<u32> {
-    let text = std::fs::read_to_string(root.join("etc/passwd")).ok()?;
-    text.lines().find_map(|l| {
-        let f: Vec<&str> = l.split(':').collect();
-        (f.len() > 3 && f[2].parse::<u32>().ok() == Some(uid))
-            .then(|| f[3].parse().ok())
-            .flatten()
-    })
-}
-
 fn home_of(root: &Path, uid: u32) -> Option<String> {
-    let text = std::fs::read_to_string(root.join("etc/passwd")).ok()?;
-    text.lines().find_map(|l| {
-        let f: Vec<&str> = l.split(':').collect();
-        (f.len() > 5 && f[2].parse::<u32>().ok() == Some(uid)).then(|| f[5].to_string())
-    })
+    entries(root, "etc/passwd")
+        .into_iter()
+        .find(|f| id(&f[2]) == Some(uid) && f.len() > 5)
+        .map(|f| f[5].clone())
 }
 
 /// Listening TCP sockets on `port` in the network namespace of `pid`:

@@ -1,6 +1,7 @@
 //! Running the image's own programs at build time, without Docker: layers
 //! unpacked safely into a root directory, and `bwrap` to run in it.
 
+use crate::cache::{Cache, KeyHasher};
 use anyhow::{anyhow, bail, Context, Result};
 use slimpack_oci::{BlobStore, Layer};
 use std::collections::HashSet;
@@ -208,14 +209,33 @@ pub fn unpack(store: &BlobStore, layers: &[Layer], dest: &Path) -> Result<Vec<St
     Ok(skipped)
 }
 
+/// The root file system of `layers`, unpacked once into the cache and
+/// reused: named by the layer digests (and the unpacker's version, bumped
+/// when what it writes changes: v2 keeps file times). Returns the device
+/// nodes and fifos that were skipped when it was unpacked now.
+pub fn cached_rootfs(
+    cache: &Cache,
+    store: &BlobStore,
+    layers: &[Layer],
+) -> Result<(PathBuf, Vec<String>)> {
+    let mut h = KeyHasher::new("rootfs");
+    h.part("unpacker", "v2");
+    for l in layers {
+        h.part("layer", &l.digest);
+    }
+    let dir = cache.dir("rootfs")?.join(&h.finish()[..32]);
+    let skipped = if dir.is_dir() {
+        Vec::new()
+    } else {
+        unpack(store, layers, &dir).context("unpacking the image")?
+    };
+    Ok((dir, skipped))
+}
+
 /// Is bubblewrap there, and does it work here?
 pub fn bwrap_path() -> Result<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    for dir in std::env::split_paths(&path) {
-        let p = dir.join("bwrap");
-        if p.is_file() {
-            return Ok(p);
-        }
+    if let Some(p) = crate::which("bwrap") {
+        return Ok(p);
     }
     bail!("bwrap (bubblewrap) is needed to run the image's interpreter at build time; install it (Debian/Ubuntu: apt-get install bubblewrap), or build with --bytecode none")
 }

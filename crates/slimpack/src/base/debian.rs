@@ -145,15 +145,6 @@ pub struct Runtime {
     pub key: String,
 }
 
-impl Runtime {
-    pub fn python_minor(&self) -> &'static str {
-        self.suite.python()
-    }
-    pub fn interpreter(&self) -> String {
-        format!("/usr/bin/python{}", self.suite.python())
-    }
-}
-
 fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

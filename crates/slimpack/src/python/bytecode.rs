@@ -165,11 +165,7 @@ print(ns, n - ns)
 
 /// The runtime layer unpacked once per runtime, for the sandbox.
 pub fn ensure_rootfs(cache: &Cache, runtime: &Runtime) -> Result<PathBuf> {
-    let dir = cache.dir("rootfs")?.join(&runtime.key[..32]);
-    if !dir.join("usr").is_dir() {
-        sandbox::unpack(&cache.blobs, std::slice::from_ref(&runtime.layer), &dir)?;
-    }
-    Ok(dir)
+    Ok(sandbox::cached_rootfs(cache, &cache.blobs, std::slice::from_ref(&runtime.layer))?.0)
 }
 
 /// Top-level importable names in a site-packages directory.

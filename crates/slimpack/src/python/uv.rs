@@ -1,7 +1,7 @@
 //! Finding uv: the one on PATH, else a pinned wheel from PyPI, checked by
 //! hash and unpacked into the cache.
 
-use crate::cache::{sha256_hex, Cache};
+use crate::cache::Cache;
 use crate::http;
 use anyhow::{anyhow, bail, Context, Result};
 use std::path::{Path, PathBuf};
@@ -16,13 +16,6 @@ pub struct Uv {
     pub path: PathBuf,
     pub version: String,
     cache_dir: PathBuf,
-}
-
-fn on_path(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
 }
 
 fn version_of(path: &Path) -> Result<String> {
@@ -42,7 +35,7 @@ impl Uv {
         let cache_dir = cache.dir("uv-cache")?;
         if let Some(p) = std::env::var_os("SLIMPACK_UV")
             .map(PathBuf::from)
-            .or_else(|| on_path("uv"))
+            .or_else(|| crate::which("uv"))
         {
             let version = version_of(&p)?;
             return Ok(Uv {
@@ -71,8 +64,8 @@ impl Uv {
                 .ok_or_else(|| anyhow!("PyPI lists no {UV_WHEEL}"))?
                 .to_string();
             let wheel = http::get(&url, None)?;
-            let got = sha256_hex(&wheel);
-            if got != UV_WHEEL_SHA256 {
+            let got = slimpack_oci::sha256_digest(&wheel);
+            if got != format!("sha256:{UV_WHEEL_SHA256}") {
                 bail!("{url}: sha256 {got} does not match the pinned {UV_WHEEL_SHA256}; refusing to run it");
             }
             let mut zip = zip::ZipArchive::new(std::io::Cursor::new(wheel))?;
