@@ -1,16 +1,19 @@
 //! Verified access to the Debian archive, with no root, no dpkg and no apt:
 //! check an `InRelease` signature against the archive keys shipped in this
 //! crate, parse `Packages` indexes, resolve a package closure under a policy,
-//! and read `.deb` files into memory without touching the host file system.
+//! read `.deb` files into memory without touching the host file system, and
+//! look up which package ships a file in the `Contents` index.
 //!
 //! Fetching is the caller's business: every function here takes bytes.
 
+mod contents;
 mod deb;
 mod keyring;
 mod packages;
 mod release;
 mod resolve;
 
+pub use contents::{ContentsIndex, Need};
 pub use deb::{read_deb, DebEntry, DebEntryKind};
 pub use keyring::{archive_keys, Suite};
 pub use packages::{parse_packages, Dependency, Package, Relation};
