@@ -7,8 +7,9 @@ use crate::cache::{Cache, KeyHasher};
 use crate::config::{Command as CfgCommand, Config};
 use crate::plan::*;
 use crate::project::{entrypoint, ignore, normalize_name, Project};
-use crate::python::{self, bytecode, uv::Uv, Target};
+use crate::python::{self, bytecode, native, uv::Uv, Target};
 use crate::report::Progress;
+use crate::sandbox::builder;
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Serialize;
 use slimpack_oci::{add_tree, Entry, Image, ImageSpec, Layer, LayerBuilder};
@@ -19,7 +20,7 @@ use std::time::Instant;
 /// 1980-01-01T00:00:00Z: the fixed time of every file when SOURCE_DATE_EPOCH
 /// is not set (zip-based tools reject earlier dates).
 pub const DEFAULT_EPOCH: u64 = 315_532_800;
-const VENV_POLICY: &str = "venv-v3";
+const VENV_POLICY: &str = "venv-v4";
 const APP_POLICY: &str = "app-v1";
 
 #[derive(Debug, Clone)]
@@ -93,6 +94,10 @@ pub struct BuildReport {
     pub os_packages: usize,
     pub python_packages: usize,
     pub bytecode: Option<bytecode::Compiled>,
+    /// What the builder stage did, when dependencies were compiled.
+    pub builder: Option<builder::Built>,
+    /// Debian packages added to the runtime for the venv's compiled code.
+    pub runtime_additions: Vec<native::Addition>,
     /// Set when the dependencies were resolved by this build (not reused).
     pub resolved: Option<Vec<String>>,
     pub cmd: Vec<String>,
@@ -229,6 +234,34 @@ fn app_layer(
     Ok((layer, false))
 }
 
+/// The venv layer and what building it decided about the rest.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+struct VenvRecord {
+    layer: Layer,
+    runtime_additions: Vec<native::Addition>,
+    builder: Option<builder::Built>,
+    bytecode: Option<bytecode::Compiled>,
+}
+
+/// The runtime layer for the base packages plus `additions`.
+#[allow(clippy::too_many_arguments)]
+fn runtime_with(
+    spec: &debian::BaseSpec,
+    resolved: &debian::Resolved,
+    additions: &[native::Addition],
+    cache: &Cache,
+    refresh: bool,
+    mtime: u64,
+    progress: &Progress,
+) -> Result<(debian::Runtime, bool)> {
+    if additions.is_empty() {
+        return debian::build(spec, resolved.clone(), cache, mtime, progress);
+    }
+    let spec = spec.with_packages(&native::package_names(additions));
+    let resolved = debian::resolve(&spec, cache, refresh, progress)?;
+    debian::build(&spec, resolved, cache, mtime, progress)
+}
+
 pub fn build(opts: &BuildOptions) -> Result<Outcome> {
     let started = Instant::now();
     let progress = Progress::new(opts.progress);
@@ -272,6 +305,7 @@ pub fn build(opts: &BuildOptions) -> Result<Outcome> {
             .trim_end_matches('/')
             .to_string(),
         extra_packages: cfg.packages.clone(),
+        purpose: debian::Purpose::Runtime,
     };
 
     // The runtime first: the venv is built for its exact interpreter and glibc.
@@ -295,8 +329,16 @@ pub fn build(opts: &BuildOptions) -> Result<Outcome> {
     let uv = Uv::locate(&cache)?;
     let groups: Vec<String> = cfg.with.clone();
     let sp = progress.spinner("Resolving Python dependencies".into());
-    let (lock, lock_cached) =
-        python::resolve(&project, &groups, &target, &uv, &cache, opts.refresh)?;
+    let no_binary: Vec<String> = cfg.no_binary.iter().map(|n| normalize_name(n)).collect();
+    let (lock, lock_cached) = python::resolve(
+        &project,
+        &groups,
+        &target,
+        &uv,
+        &no_binary,
+        &cache,
+        opts.refresh,
+    )?;
     sp.finish_and_clear();
 
     for tool in ["setuptools", "wheel"] {
@@ -390,6 +432,12 @@ pub fn build(opts: &BuildOptions) -> Result<Outcome> {
             .part("bytecode", mode.as_str())
             .part("uv", &uv.version)
             .part("mtime", mtime.to_string());
+        for p in &no_binary {
+            h.part("no-binary", p);
+        }
+        for p in &cfg.build_packages {
+            h.part("build-package", p);
+        }
         // Stdlib bytecode is unchecked-hash: it must be rebuilt whenever the
         // runtime's sources could have changed.
         h.part(
@@ -441,6 +489,15 @@ pub fn build(opts: &BuildOptions) -> Result<Outcome> {
             groups: groups.clone(),
             packages: lock.packages.clone(),
             lock: lock.text.clone(),
+            source_builds: lock.source_builds.clone(),
+            build_packages: if lock.source_builds.is_empty() {
+                Vec::new()
+            } else {
+                builder::initial_build_packages(&lock, &cfg.build_packages)
+            },
+            runtime_libraries: cache
+                .get::<VenvRecord>("venv-layer", &venv_key)
+                .map(|r| r.runtime_additions),
         },
         start: start.clone(),
         image: ImagePlan {
@@ -484,34 +541,105 @@ pub fn build(opts: &BuildOptions) -> Result<Outcome> {
         return Ok(Outcome::Plan(Box::new(plan)));
     }
 
-    // Layers.
-    let (runtime, runtime_cached) =
-        debian::build(&spec, resolved.clone(), &cache, mtime, &progress)?;
-    let mut compiled = None;
-    let (venv_layer, venv_cached) = match cache
-        .get::<Layer>("venv-layer", &venv_key)
-        .filter(|l| cache.blobs.contains(&l.digest))
-    {
-        Some(l) => (l, true),
+    // Layers. The venv comes first: the libraries its compiled code links
+    // decide what the runtime holds beyond Python.
+    let cached_venv = cache
+        .get::<VenvRecord>("venv-layer", &venv_key)
+        .filter(|r| cache.blobs.contains(&r.layer.digest));
+    let venv_cached = cached_venv.is_some();
+    let (record, runtime, runtime_cached) = match cached_venv {
+        Some(r) => {
+            let (runtime, cached) = runtime_with(
+                &spec,
+                &resolved,
+                &r.runtime_additions,
+                &cache,
+                opts.refresh,
+                mtime,
+                &progress,
+            )?;
+            (r, runtime, cached)
+        }
         None => {
-            let sp = progress.spinner(format!(
-                "Installing {} Python packages",
-                lock.packages.len()
-            ));
             let work = tempfile::tempdir_in(cache.dir("work")?)?;
             let venv_dir = work.path().join("venv");
-            python::install(&lock, &target, &uv, &venv_dir)?;
+            let site = python::site_dir(&venv_dir, &target);
+            let build_req = builder::Request {
+                spec: &spec,
+                lock: &lock,
+                target: &target,
+                uv: &uv,
+                no_binary: &no_binary,
+                build_packages: &cfg.build_packages,
+                cache: &cache,
+                progress: &progress,
+                refresh: opts.refresh,
+            };
+            let built = if lock.source_builds.is_empty() {
+                let sp = progress.spinner(format!(
+                    "Installing {} Python packages",
+                    lock.packages.len()
+                ));
+                let r = python::install_wheels(&lock, &target, &uv, &site);
+                sp.finish_and_clear();
+                match r {
+                    Ok(()) => None,
+                    // A lock exported from uv.lock can name a package
+                    // with no wheel: the builder compiles it.
+                    Err(e) if python::lacks_wheels(&e) => {
+                        Some(builder::install(&build_req, &site)?)
+                    }
+                    Err(e) => return Err(e),
+                }
+            } else {
+                Some(builder::install(&build_req, &site)?)
+            };
+            python::finish_venv(&venv_dir, &target)?;
+
+            let (base_runtime, _) =
+                debian::build(&spec, resolved.clone(), &cache, mtime, &progress)?;
+            let base_root = bytecode::ensure_rootfs(&cache, &base_runtime)?;
+            let needs: Vec<native::Needed> = native::unbundled(&site)?
+                .into_iter()
+                .filter(|n| !native::in_root(&base_root, &n.soname))
+                .collect();
+            let additions = if needs.is_empty() {
+                Vec::new()
+            } else {
+                let contents = debian::contents(&spec, &cache, &progress)?;
+                native::packages_for(&needs, &contents, suite.codename())?
+            };
+            let (runtime, runtime_cached) = runtime_with(
+                &spec,
+                &resolved,
+                &additions,
+                &cache,
+                opts.refresh,
+                mtime,
+                &progress,
+            )?;
+            let root = bytecode::ensure_rootfs(&cache, &runtime)?;
+            let still: Vec<String> = needs
+                .iter()
+                .filter(|n| !native::in_root(&root, &n.soname))
+                .map(|n| format!("{} (needed by {})", n.soname, n.needed_by))
+                .collect();
+            if !still.is_empty() {
+                bail!("the runtime still lacks {} after adding {}; add the package that provides it under `packages`", still.join(", "), native::package_names(&additions).join(", "));
+            }
+
+            let mut compiled = None;
             let pyc_dir = work.path().join("pyc");
             if mode != bytecode::Mode::None {
-                sp.set_message("Compiling bytecode with the image's interpreter");
-                let rootfs = bytecode::ensure_rootfs(&cache, &runtime)?;
+                let sp = progress.spinner("Compiling bytecode with the image's interpreter".into());
                 compiled = Some(bytecode::compile(
-                    &rootfs,
+                    &root,
                     &venv_dir,
                     &pyc_dir,
                     &target.minor,
                     mode,
                 )?);
+                sp.finish_and_clear();
             }
             let mut b = LayerBuilder::new();
             add_tree(&mut b, &venv_dir, "opt/venv")?;
@@ -519,11 +647,17 @@ pub fn build(opts: &BuildOptions) -> Result<Outcome> {
                 add_tree(&mut b, &pyc_dir.join("usr"), "usr")?;
             }
             let layer = b.write(&cache.blobs, mtime)?;
-            cache.put("venv-layer", &venv_key, &layer)?;
-            sp.finish_and_clear();
-            (layer, false)
+            let record = VenvRecord {
+                layer,
+                runtime_additions: additions,
+                builder: built,
+                bytecode: compiled,
+            };
+            cache.put("venv-layer", &venv_key, &record)?;
+            (record, runtime, runtime_cached)
         }
     };
+    let venv_layer = record.layer.clone();
     let (app_layer, app_cached) = app_layer(&cache, &app, mtime, &mut warnings)?;
 
     let image_spec = ImageSpec {
@@ -600,7 +734,9 @@ pub fn build(opts: &BuildOptions) -> Result<Outcome> {
         ),
         os_packages: runtime.resolved.packages.len(),
         python_packages: lock.packages.len(),
-        bytecode: compiled,
+        bytecode: record.bytecode.clone(),
+        builder: record.builder.clone(),
+        runtime_additions: record.runtime_additions.clone(),
         resolved: (!lock_cached).then(|| {
             lock.packages
                 .iter()

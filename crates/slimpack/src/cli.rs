@@ -74,6 +74,10 @@ struct RunArgs {
     /// Cache directory (default $SLIMPACK_CACHE or ~/.cache/slimpack).
     #[arg(long, env = "SLIMPACK_CACHE")]
     cache_dir: Option<PathBuf>,
+    /// Run this command in the image instead of its own (after `--`), and
+    /// exit with its exit code.
+    #[arg(last = true)]
+    command: Vec<String>,
 }
 
 #[derive(clap::Args)]
@@ -106,6 +110,13 @@ struct BuildArgs {
     /// Extra Debian package for the runtime. Repeatable.
     #[arg(long = "package")]
     packages: Vec<String>,
+    /// Extra Debian package for the builder stage (e.g. libpq-dev). Repeatable.
+    #[arg(long = "build-package")]
+    build_packages: Vec<String>,
+    /// Compile this Python package from source in the builder even if a
+    /// wheel exists. Repeatable.
+    #[arg(long = "no-binary")]
+    no_binary: Vec<String>,
     /// KEY=VALUE environment for the image. Repeatable.
     #[arg(long = "env")]
     env: Vec<String>,
@@ -160,6 +171,8 @@ fn build_cmd(a: BuildArgs) -> Result<()> {
         command: a.command.map(CfgCommand::Line),
         port: a.port,
         packages: a.packages,
+        build_packages: a.build_packages,
+        no_binary: a.no_binary,
         env: pairs(&a.env, "--env")?,
         labels: pairs(&a.labels, "--label")?,
         user: a.user,
@@ -206,6 +219,17 @@ fn build_cmd(a: BuildArgs) -> Result<()> {
             );
             if let Some(res) = &r.resolved {
                 println!("  resolved {}", res.join(" "));
+            }
+            if let Some(b) = &r.builder {
+                if !b.compiled.is_empty() {
+                    println!("  compiled {} in the builder", b.compiled.join(" "));
+                }
+                if !b.build_packages.is_empty() {
+                    println!("  builder  + {}", b.build_packages.join(" "));
+                }
+            }
+            for a in &r.runtime_additions {
+                println!("  library  {a}");
             }
             println!("  cmd     {}", serde_json::to_string(&r.cmd)?);
             println!(
@@ -292,7 +316,13 @@ fn run_cmd(a: RunArgs) -> Result<()> {
         service: a.service.clone(),
         env: pairs(&a.env, "--env")?.into_iter().collect(),
         check: a.check,
+        command: (!a.command.is_empty()).then(|| a.command.clone()),
     };
+    if a.check && opts.command.is_some() {
+        anyhow::bail!(
+            "--check runs the image's own command; drop the command after `--` or --check"
+        );
+    }
     let (store, image) = run::load(&reference, &cache)?;
     let root = run::rootfs(&store, &image, &cache)?;
     let json = a.json;
@@ -304,6 +334,9 @@ fn run_cmd(a: RunArgs) -> Result<()> {
         }
     };
     let report = run::run(&a.image, &image, &root, &opts, &on_ready)?;
+    if opts.command.is_some() {
+        std::process::exit(report.exit_code.unwrap_or(1));
+    }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else if a.check {

@@ -24,6 +24,13 @@ pub struct Config {
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
     pub user: Option<String>,
+    /// Extra Debian packages for the builder stage (`-dev` packages for
+    /// dependencies compiled from source).
+    #[serde(default)]
+    pub build_packages: Vec<String>,
+    /// Python packages to compile from source even where a wheel exists.
+    #[serde(default)]
+    pub no_binary: Vec<String>,
     /// Dependency groups or extras to install as well.
     #[serde(default)]
     pub with: Vec<String>,
@@ -80,6 +87,8 @@ impl Config {
             security_mirror
         );
         self.packages.extend(over.packages);
+        self.build_packages.extend(over.build_packages);
+        self.no_binary.extend(over.no_binary);
         self.env.extend(over.env);
         self.labels.extend(over.labels);
         self.with.extend(over.with);

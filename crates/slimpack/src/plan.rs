@@ -57,6 +57,16 @@ pub struct DependencyPlan {
     pub packages: Vec<LockedPackage>,
     /// The exact hash-pinned requirements that will be installed.
     pub lock: String,
+    /// Packages compiled from source in the builder stage (no usable wheel,
+    /// or named in `no-binary`).
+    pub source_builds: Vec<String>,
+    /// The builder's `-dev` packages to start with (configured and
+    /// well-known); more may be added from the Contents index if a build
+    /// misses a file. Empty when nothing is built from source.
+    pub build_packages: Vec<String>,
+    /// System libraries the venv's compiled code needs, added to the
+    /// runtime. Known once the venv has been built (`null` before).
+    pub runtime_libraries: Option<Vec<crate::python::native::Addition>>,
 }
 
 #[derive(Debug, Clone, Serialize)]

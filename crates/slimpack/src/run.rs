@@ -72,6 +72,9 @@ pub struct RunOptions {
     pub service: String,
     pub env: Vec<(String, String)>,
     pub check: bool,
+    /// Run this instead of the image's Entrypoint and Cmd (no probes), as
+    /// `docker run IMAGE COMMAND...` would.
+    pub command: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -329,8 +332,14 @@ fn start(root: &Path, config: &Value, opts: &RunOptions, capture: bool) -> Resul
             })
             .unwrap_or_default()
     };
-    let mut argv = strings(&c["Entrypoint"]);
-    argv.extend(strings(&c["Cmd"]));
+    let argv = match &opts.command {
+        Some(cmd) => cmd.clone(),
+        None => {
+            let mut a = strings(&c["Entrypoint"]);
+            a.extend(strings(&c["Cmd"]));
+            a
+        }
+    };
     if argv.is_empty() {
         bail!("the image has no Entrypoint or Cmd: nothing to run");
     }
@@ -531,6 +540,24 @@ fn wait_ready(
     }
 }
 
+/// Waits for the container to exit; an interrupt of slimpack is forwarded
+/// as SIGTERM, then SIGKILL after the grace period.
+fn until_exit(c: &mut Container, opts: &RunOptions) -> Option<i32> {
+    loop {
+        if let Some(code) = c.try_exit() {
+            return Some(code);
+        }
+        if INTERRUPTED.load(Ordering::SeqCst) {
+            signal(c.pid, libc::SIGTERM);
+            if c.wait_for(opts.grace).is_none() {
+                c.kill();
+            }
+            return c.exit;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Runs the image. With `check`, goes through the contract and returns the
 /// report; otherwise serves until the app exits or slimpack is interrupted
 /// (the signal is forwarded to the app, SIGKILL after the grace period).
@@ -551,6 +578,10 @@ pub fn run(
     };
     let t0 = Instant::now();
     let mut c = start(root, &image.config, opts, opts.check)?;
+    if opts.command.is_some() {
+        report.exit_code = until_exit(&mut c, opts);
+        return Ok(report);
+    }
     let ready = wait_ready(&mut c, opts, t0);
     let mut check = |name: &str, pass: bool, detail: String| {
         report.checks.push(CheckResult {
@@ -574,22 +605,8 @@ pub fn run(
             report.exit_code = c.exit;
             return Ok(report);
         }
-        loop {
-            if let Some(code) = c.try_exit() {
-                report.exit_code = Some(code);
-                return Ok(report);
-            }
-            if INTERRUPTED.load(Ordering::SeqCst) {
-                signal(c.pid, libc::SIGTERM);
-                let code = c.wait_for(opts.grace);
-                if code.is_none() {
-                    c.kill();
-                }
-                report.exit_code = c.exit;
-                return Ok(report);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        report.exit_code = until_exit(&mut c, opts);
+        return Ok(report);
     }
 
     if ready.is_ok() {

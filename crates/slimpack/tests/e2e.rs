@@ -715,6 +715,7 @@ fn examples_pass_the_cloud_run_contract() {
     for (example, probe) in [
         ("flask", "/health"),
         ("fastapi", "/health"),
+        ("fastapi-psycopg2", "/health"),
         ("django-poetry", "/"),
     ] {
         let src = copy_example(example);
@@ -841,5 +842,150 @@ fn contract_breakers_are_reported_and_leave_no_process() {
         processes_with(&marker).is_empty(),
         "{:?}",
         processes_with(&marker)
+    );
+}
+
+fn run_in_image(layout: &Path, argv: &[&str]) -> String {
+    let image = format!("oci:{}", layout.display());
+    let mut args = vec!["run", image.as_str(), "--"];
+    args.extend_from_slice(argv);
+    let out = slimpack(&args, &shared_cache());
+    assert!(
+        out.status.success(),
+        "{argv:?} in {image} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn dpkg_packages(rootfs: &Path) -> String {
+    run_ok(
+        Command::new("dpkg-query")
+            .arg(format!(
+                "--admindir={}",
+                rootfs.join("var/lib/dpkg").display()
+            ))
+            .args(["-W", "-f", "${Package}\\n"]),
+    )
+}
+
+#[test]
+fn builder_compiles_source_packages_and_adds_only_the_libraries_they_link() {
+    for t in ["bwrap", "umoci", "dpkg-query"] {
+        require(t);
+    }
+    let cache = shared_cache();
+
+    // Seed 003: psycopg2 has no wheel. It is compiled in the builder, and
+    // libpq5 (not libpq-dev) joins the runtime because its extension links it.
+    let src = copy_example("fastapi-psycopg2");
+    let out = tempfile::tempdir().unwrap();
+    let layout = out.path().join("img.oci");
+    let dest = format!("oci:{}", layout.display());
+    let report = build_json(src.path(), &["-o", &dest], &cache);
+    let compiled = report["builder"]["compiled"].to_string();
+    assert!(compiled.contains("psycopg2==2.9.9"), "{report}");
+    let additions = report["runtime_additions"].as_array().unwrap();
+    let libpq = additions
+        .iter()
+        .find(|a| a["soname"] == "libpq.so.5")
+        .unwrap_or_else(|| panic!("libpq.so.5 not added: {report}"));
+    assert_eq!(libpq["package"], "libpq5");
+    assert!(libpq["needed_by"]
+        .as_str()
+        .unwrap()
+        .starts_with("psycopg2/_psycopg"));
+    let rootfs = unpack(&layout, &out.path().join("u"));
+    assert_slim(&rootfs);
+    let pkgs = dpkg_packages(&rootfs);
+    assert!(pkgs.lines().any(|l| l == "libpq5"), "{pkgs}");
+    for banned in [
+        "libpq-dev",
+        "gcc",
+        "libc6-dev",
+        "python3.11-dev",
+        "perl-base",
+        "make",
+    ] {
+        assert!(
+            !pkgs.lines().any(|l| l == banned),
+            "{banned} in the runtime:\n{pkgs}"
+        );
+    }
+    // The host's CA bundle (with this machine's proxy CA) was used to fetch
+    // and is in no layer.
+    if let Ok(host_ca) = std::fs::read("/etc/ssl/certs/ca-certificates.crt") {
+        for e in walkdir::WalkDir::new(&rootfs)
+            .into_iter()
+            .filter_map(|e| e.ok())
+        {
+            if e.file_type().is_file() && e.metadata().unwrap().len() == host_ca.len() as u64 {
+                assert_ne!(
+                    std::fs::read(e.path()).unwrap(),
+                    host_ca,
+                    "{}",
+                    e.path().display()
+                );
+            }
+        }
+    }
+    let v = run_in_image(
+        &layout,
+        &[
+            "python",
+            "-c",
+            "import psycopg2; print(psycopg2.__libpq_version__)",
+        ],
+    );
+    assert!(v.trim().parse::<u32>().unwrap() >= 150000, "{v}");
+
+    // Built once: the same inputs reuse the venv and compile nothing.
+    let again = build_json(src.path(), &["-o", &dest], &cache);
+    assert_eq!(again["digest"], report["digest"]);
+    assert_eq!(again["layers"][1]["cached"], true, "{again}");
+
+    // A C extension that links nothing beyond libc, forced from source:
+    // compiled, and the runtime is exactly the one of the wheel build.
+    let flask = copy_example("flask");
+    let wheels = build_json(
+        flask.path(),
+        &["-o", &format!("oci:{}", out.path().join("w.oci").display())],
+        &cache,
+    );
+    let mk = out.path().join("mk.oci");
+    let source = build_json(
+        flask.path(),
+        &[
+            "--no-binary",
+            "markupsafe",
+            "-o",
+            &format!("oci:{}", mk.display()),
+        ],
+        &cache,
+    );
+    assert!(
+        source["builder"]["compiled"]
+            .to_string()
+            .contains("markupsafe=="),
+        "{source}"
+    );
+    assert_eq!(
+        source["runtime_additions"].as_array().unwrap().len(),
+        0,
+        "{source}"
+    );
+    assert_eq!(source["layers"][0]["digest"], wheels["layers"][0]["digest"]);
+    assert_ne!(source["layers"][1]["digest"], wheels["layers"][1]["digest"]);
+    let f = run_in_image(
+        &mk,
+        &[
+            "python",
+            "-c",
+            "import markupsafe._speedups as s; print(s.__file__)",
+        ],
+    );
+    assert!(
+        f.contains("/opt/venv/lib/python3.11/site-packages/markupsafe/_speedups"),
+        "{f}"
     );
 }

@@ -8,15 +8,15 @@ use crate::report::Progress;
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use slimpack_debian::{
-    archive_keys, check_sha256, parse_packages, read_deb, verify_inrelease, DebEntryKind, Package,
-    Resolver, Suite,
+    archive_keys, check_sha256, parse_packages, read_deb, verify_inrelease, ContentsIndex,
+    DebEntryKind, Package, Resolver, Suite,
 };
 use slimpack_oci::{Entry, EntryKind, Layer, LayerBuilder};
 use std::collections::BTreeSet;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Bump when the layer's content rules change, so cached layers are rebuilt.
-const POLICY_VERSION: &str = "runtime-v1";
+const POLICY_VERSION: &str = "runtime-v2";
 /// How long a verified package resolution is reused before the archive is
 /// asked again (security updates land within this time).
 const RESOLUTION_TTL_SECS: u64 = 24 * 3600;
@@ -77,12 +77,45 @@ const OPTIONAL_EXTENSIONS: &[(&str, &[&str])] = &[
     ("readline.", &["libreadline8", "libreadline8t64"]),
 ];
 
+/// What a package set is for: the image's runtime, or the builder stage
+/// that compiles source-only Python packages against the same interpreter.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Purpose {
+    #[default]
+    Runtime,
+    Builder,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BaseSpec {
     pub suite: Suite,
     pub mirror: String,
     pub security_mirror: String,
     pub extra_packages: Vec<String>,
+    #[serde(default)]
+    pub purpose: Purpose,
+}
+
+/// The builder's own tools, beside the runtime's packages: a C compiler, the
+/// interpreter's headers, and what setup scripts commonly call.
+fn builder_tools(python: &str) -> Vec<String> {
+    // perl-base is Essential in Debian: tools such as pg_config are Perl scripts.
+    let mut v: Vec<String> = [
+        "gcc",
+        "libc6-dev",
+        "dash",
+        "coreutils",
+        "sed",
+        "grep",
+        "make",
+        "perl-base",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    v.push(format!("python{python}-dev"));
+    v
 }
 
 impl BaseSpec {
@@ -95,8 +128,34 @@ impl BaseSpec {
             "tzdata".into(),
             "netbase".into(),
         ];
-        r.extend(self.extra_packages.iter().cloned());
+        if self.purpose == Purpose::Builder {
+            r.extend(builder_tools(py));
+        }
+        for p in &self.extra_packages {
+            if !r.contains(p) {
+                r.push(p.clone());
+            }
+        }
         r
+    }
+
+    /// The builder for this runtime, with `build_packages` added.
+    pub fn builder(&self, build_packages: &[String]) -> BaseSpec {
+        let mut b = self.clone();
+        b.purpose = Purpose::Builder;
+        b.extra_packages.extend(build_packages.iter().cloned());
+        b
+    }
+
+    /// This spec with more packages (e.g. the libraries the venv needs).
+    pub fn with_packages(&self, more: &[String]) -> BaseSpec {
+        let mut b = self.clone();
+        for p in more {
+            if !b.extra_packages.contains(p) {
+                b.extra_packages.push(p.clone());
+            }
+        }
+        b
     }
 
     fn key(&self) -> String {
@@ -105,6 +164,9 @@ impl BaseSpec {
             .part("mirror", &self.mirror)
             .part("security", &self.security_mirror)
             .part("policy", POLICY_VERSION);
+        if self.purpose == Purpose::Builder {
+            h.part("purpose", "builder");
+        }
         for r in self.roots() {
             h.part("root", r);
         }
@@ -169,21 +231,11 @@ pub fn resolve(
     }
     let suite = spec.suite;
     let code = suite.codename();
-    let keys = archive_keys(suite);
-    let archives = [
-        (spec.mirror.as_str(), code.to_string()),
-        (spec.mirror.as_str(), format!("{code}-updates")),
-        (spec.security_mirror.as_str(), format!("{code}-security")),
-    ];
     let mut all = Vec::new();
     let mut release_version = String::new();
-    for (mirror, dist) in &archives {
+    for (mirror, dist) in archives(spec) {
         let sp = progress.spinner(format!("Verifying {dist} index"));
-        let url = format!("{mirror}/dists/{dist}/InRelease");
-        let text =
-            String::from_utf8(http::get(&url, None)?).map_err(|_| anyhow!("{url}: not UTF-8"))?;
-        let release = verify_inrelease(&text, &keys, dist, now())
-            .with_context(|| format!("checking {url}"))?;
+        let (release, text) = fetch_release(spec, &mirror, &dist)?;
         if dist == code {
             release_version = text
                 .lines()
@@ -191,18 +243,19 @@ pub fn resolve(
                 .unwrap_or("")
                 .to_string();
         }
-        let index_path = "main/binary-amd64/Packages.xz";
-        let entry = release.files.get(index_path).ok_or_else(|| {
-            anyhow!("{url} lists no {index_path}; is {mirror} a full Debian mirror?")
-        })?;
-        let index_url = format!("{mirror}/dists/{dist}/{index_path}");
-        let xz = http::get(&index_url, None)?;
-        check_sha256(&index_url, &xz, &entry.sha256)?;
+        let xz = fetch_index(
+            cache,
+            &mirror,
+            &dist,
+            &release,
+            "main/binary-amd64/Packages.xz",
+        )?;
+        let index_url = format!("{mirror}/dists/{dist}/main/binary-amd64/Packages.xz");
         let text = slimpack_debian::decompress_xz(&xz)
             .ok()
             .and_then(|b| String::from_utf8(b).ok())
             .ok_or_else(|| anyhow!("{index_url}: cannot decompress"))?;
-        let mut pkgs = parse_packages(&text, dist)?;
+        let mut pkgs = parse_packages(&text, &dist)?;
         for p in &mut pkgs {
             // Remember which mirror serves it (the security archive differs).
             p.origin = format!("{dist}\t{mirror}");
@@ -214,7 +267,7 @@ pub fn resolve(
     resolver.exclude(EXCLUDED.iter().copied());
     let res = resolver.resolve(&spec.roots()).map_err(|e| match e {
         slimpack_debian::Error::UnknownPackage { package, hint } => anyhow!(
-            "Debian package {package:?} (from `packages` in the configuration) does not exist in {code}{hint}"
+            "Debian package {package:?} (from `packages` or `build-packages` in the configuration) does not exist in {code}{hint}"
         ),
         e => e.into(),
     })?;
@@ -238,6 +291,89 @@ pub fn resolve(
     };
     cache.put("debian-resolution", &key, &resolved)?;
     Ok(resolved)
+}
+
+/// The suite, its updates and its security archive.
+fn archives(spec: &BaseSpec) -> [(String, String); 3] {
+    let code = spec.suite.codename();
+    [
+        (spec.mirror.clone(), code.to_string()),
+        (spec.mirror.clone(), format!("{code}-updates")),
+        (spec.security_mirror.clone(), format!("{code}-security")),
+    ]
+}
+
+/// Downloads and verifies `dists/DIST/InRelease`.
+fn fetch_release(
+    spec: &BaseSpec,
+    mirror: &str,
+    dist: &str,
+) -> Result<(slimpack_debian::Release, String)> {
+    let url = format!("{mirror}/dists/{dist}/InRelease");
+    let text =
+        String::from_utf8(http::get(&url, None)?).map_err(|_| anyhow!("{url}: not UTF-8"))?;
+    let release = verify_inrelease(&text, &archive_keys(spec.suite), dist, now())
+        .with_context(|| format!("checking {url}"))?;
+    Ok((release, text))
+}
+
+/// An index file named by a verified Release, from the cache (kept by its
+/// hash, so a cached copy is exactly what the signature covers) or the mirror.
+fn fetch_index(
+    cache: &Cache,
+    mirror: &str,
+    dist: &str,
+    release: &slimpack_debian::Release,
+    path: &str,
+) -> Result<Vec<u8>> {
+    let url = format!("{mirror}/dists/{dist}/{path}");
+    let entry = release.files.get(path).ok_or_else(|| {
+        anyhow!(
+            "{mirror}/dists/{dist}/InRelease lists no {path}; is {mirror} a full Debian mirror?"
+        )
+    })?;
+    let cached = cache.dir("indexes")?.join(&entry.sha256);
+    if let Ok(bytes) = std::fs::read(&cached) {
+        if check_sha256(&url, &bytes, &entry.sha256).is_ok() {
+            return Ok(bytes);
+        }
+    }
+    let bytes = http::get(&url, None)?;
+    check_sha256(&url, &bytes, &entry.sha256)?;
+    crate::cache::write_atomic(&cached, &bytes)?;
+    Ok(bytes)
+}
+
+/// The suite's `Contents` index (which package ships which file), verified
+/// through the signed Release and cached in its reduced form. Only the main
+/// suite's index is read: updates rarely add files, and a package found
+/// there is then taken at its newest version by the resolver.
+pub fn contents(spec: &BaseSpec, cache: &Cache, progress: &Progress) -> Result<ContentsIndex> {
+    let code = spec.suite.codename();
+    let (release, _) = fetch_release(spec, &spec.mirror, code)?;
+    let path = "main/Contents-amd64.gz";
+    let sha = release
+        .files
+        .get(path)
+        .map(|e| e.sha256.clone())
+        .ok_or_else(|| anyhow!("{}/dists/{code}/InRelease lists no {path}", spec.mirror))?;
+    let reduced = cache.dir("contents")?.join(format!("{sha}.txt"));
+    if let Ok(text) = std::fs::read_to_string(&reduced) {
+        return Ok(ContentsIndex::from_text(&text));
+    }
+    let sp = progress.spinner(format!("Reading the {code} Contents index"));
+    let gz = fetch_index(cache, &spec.mirror, code, &release, path)?;
+    let idx = ContentsIndex::parse(std::io::BufReader::new(flate2::read::GzDecoder::new(
+        gz.as_slice(),
+    )))
+    .with_context(|| format!("reading {}/dists/{code}/{path}", spec.mirror))?;
+    crate::cache::write_atomic(&reduced, idx.to_text().as_bytes())?;
+    // The reduced form is all that is needed from now on.
+    if let Ok(e) = release.files.get(path).ok_or(()) {
+        let _ = std::fs::remove_file(cache.dir("indexes")?.join(&e.sha256));
+    }
+    sp.finish_and_clear();
+    Ok(idx)
 }
 
 fn record(p: &Package) -> PackageRecord {
@@ -335,6 +471,8 @@ fn dropped(path: &str, python: &str) -> bool {
         "usr/share/applications/",
         "usr/share/bash-completion/",
         "usr/share/gdb/",
+        // libstdc++'s pretty printers for gdb.
+        "usr/share/gcc/",
         "usr/share/binfmts/",
         "usr/lib/x86_64-linux-gnu/gconv/",
         "usr/share/ca-certificates/",
@@ -440,9 +578,36 @@ pub fn build(
             ));
         }
     }
-    let debs = fetch_debs(&resolved, cache, progress)?;
-    let sp = progress.spinner("Assembling the runtime layer".into());
+    let b = assemble(spec, &resolved, cache, progress)?;
+    let sp = progress.spinner("Writing the runtime layer".into());
+    let layer = b.write(&cache.blobs, mtime)?;
+    cache.put("runtime-layer", &key, &layer)?;
+    sp.finish_and_clear();
+    Ok((
+        Runtime {
+            suite: spec.suite,
+            resolved,
+            layer,
+            key,
+        },
+        false,
+    ))
+}
+
+/// Every file of the resolved packages as one tree, trimmed by the policy
+/// of `spec.purpose`, with the system files dpkg's scripts would have made.
+fn assemble(
+    spec: &BaseSpec,
+    resolved: &Resolved,
+    cache: &Cache,
+    progress: &Progress,
+) -> Result<LayerBuilder> {
+    let debs = fetch_debs(resolved, cache, progress)?;
     let python = spec.suite.python();
+    let drop = |path: &str| match spec.purpose {
+        Purpose::Runtime => dropped(path, python),
+        Purpose::Builder => dropped_from_builder(path),
+    };
     let names: BTreeSet<&str> = resolved.packages.iter().map(|p| p.name.as_str()).collect();
     let mut b = LayerBuilder::new();
     let mut ca_roots: Vec<(String, Vec<u8>)> = Vec::new();
@@ -457,7 +622,7 @@ pub fn build(
             ) {
                 ca_roots.push((path.clone(), data.clone()));
             }
-            if dropped(&path, python) {
+            if drop(&path) {
                 continue;
             }
             let moved = path != e.path;
@@ -490,9 +655,7 @@ pub fn build(
     let dangling: Vec<String> = b
         .iter()
         .filter_map(|(p, e)| match &e.kind {
-            EntryKind::Symlink(t)
-                if t.starts_with('/') && dropped(t.trim_start_matches('/'), python) =>
-            {
+            EntryKind::Symlink(t) if t.starts_with('/') && drop(t.trim_start_matches('/')) => {
                 Some(p.to_string())
             }
             _ => None,
@@ -501,19 +664,67 @@ pub fn build(
     for p in dangling {
         b.remove(&p);
     }
-    add_system_files(&mut b, spec.suite, &resolved, ca_roots)?;
-    let layer = b.write(&cache.blobs, mtime)?;
-    cache.put("runtime-layer", &key, &layer)?;
+    add_system_files(&mut b, spec.suite, resolved, ca_roots)?;
+    if spec.purpose == Purpose::Builder {
+        if !b.contains("usr/bin/sh") {
+            b.add("usr/bin/sh", Entry::symlink("dash"))?;
+        }
+        // Mount points for the host's name resolution while building.
+        for f in ["etc/resolv.conf", "etc/hosts"] {
+            b.add(f, Entry::bytes(0o644, Vec::new()))?;
+        }
+    }
+    Ok(b)
+}
+
+/// The builder root file system for a resolved builder package set,
+/// unpacked once into the cache (named by the package hashes).
+pub fn builder_rootfs(
+    spec: &BaseSpec,
+    resolved: &Resolved,
+    cache: &Cache,
+    progress: &Progress,
+) -> Result<std::path::PathBuf> {
+    let mut h = KeyHasher::new("builder-rootfs");
+    h.part("policy", POLICY_VERSION)
+        .part("suite", spec.suite.codename());
+    for p in &resolved.packages {
+        h.part("pkg", &p.name).part("sha", &p.sha256);
+    }
+    let dir = cache
+        .dir("rootfs")?
+        .join(format!("builder-{}", &h.finish()[..32]));
+    if dir.is_dir() {
+        return Ok(dir);
+    }
+    let mut b = assemble(spec, resolved, cache, progress)?;
+    let sp = progress.spinner("Unpacking the builder".into());
+    let (reader, writer) = std::io::pipe()?;
+    let result = std::thread::scope(|s| {
+        let w = s.spawn(move || b.write_tar(writer, crate::build::DEFAULT_EPOCH).map(drop));
+        let unpacked = crate::sandbox::unpack_stream(reader, &dir);
+        let written = w
+            .join()
+            .map_err(|_| anyhow!("writing the builder tree panicked"))?;
+        unpacked.and(written.map_err(anyhow::Error::from))
+    });
     sp.finish_and_clear();
-    Ok((
-        Runtime {
-            suite: spec.suite,
-            resolved,
-            layer,
-            key,
-        },
-        false,
-    ))
+    result.context("unpacking the builder root file system")?;
+    Ok(dir)
+}
+
+/// The builder keeps headers, static libraries and tools; only
+/// documentation goes.
+fn dropped_from_builder(path: &str) -> bool {
+    [
+        "usr/share/doc/",
+        "usr/share/man/",
+        "usr/share/info/",
+        "usr/share/locale/",
+        "usr/share/lintian/",
+    ]
+    .iter()
+    .any(|p| path.starts_with(p))
 }
 
 fn add_system_files(

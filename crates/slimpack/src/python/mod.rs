@@ -3,6 +3,7 @@
 //! and compiled to bytecode by the image's own interpreter.
 
 pub mod bytecode;
+pub mod native;
 pub mod uv;
 
 use crate::cache::{Cache, KeyHasher};
@@ -50,6 +51,10 @@ pub struct Lock {
     /// How it was obtained (for the plan).
     pub how: String,
     pub key: String,
+    /// Packages with no usable wheel (or named in `no-binary`): they are
+    /// compiled in the builder stage.
+    #[serde(default)]
+    pub source_builds: Vec<String>,
 }
 
 fn parse_locked(text: &str) -> Vec<LockedPackage> {
@@ -89,11 +94,23 @@ fn group_requirements(dir: &Path, group: &str) -> Result<PathBuf> {
     )
 }
 
+/// Packages uv says have no usable wheel (so must be built from source).
+fn wheels_required(stderr: &str) -> Vec<String> {
+    let mut out: Vec<String> = stderr
+        .split("Wheels are required for `")
+        .skip(1)
+        .filter_map(|rest| rest.split('`').next())
+        .map(normalize_name)
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
 fn wheel_hint(stderr: &str, target: &Target) -> String {
     if stderr.contains("has no usable wheels") || stderr.contains("no wheels with a matching") {
         format!(
-            "\nhint: slimpack installs wheels only (source builds come with the builder stage); \
-             the package above has no wheel for CPython {} on {}. Pin a version that ships one, or choose another --python.",
+            "\nhint: the package above has neither a wheel for CPython {} on {} nor a source distribution slimpack could build. Pin another version, or choose another --python.",
             target.minor, target.platform
         )
     } else if stderr.contains("not found in the package registry")
@@ -112,6 +129,7 @@ pub fn resolve(
     groups: &[String],
     target: &Target,
     uv: &Uv,
+    no_binary: &[String],
     cache: &Cache,
     refresh: bool,
 ) -> Result<(Lock, bool)> {
@@ -122,11 +140,15 @@ pub fn resolve(
         }
     }
     let mut h = KeyHasher::new("resolution");
-    h.part("python", &target.minor)
+    h.part("policy", "resolve-v2")
+        .part("python", &target.minor)
         .part("platform", &target.platform)
         .part("uv", &uv.version);
     for g in groups {
         h.part("group", g);
+    }
+    for p in no_binary {
+        h.part("no-binary", p);
     }
     for var in [
         "UV_INDEX_URL",
@@ -159,37 +181,50 @@ pub fn resolve(
 
     let work = tempfile::tempdir()?;
     let out = work.path().join("lock.txt");
+    // Wheels only, except for the packages that have none (found by
+    // asking) or that the user wants built: those go to the builder.
+    let source_builds = std::cell::RefCell::new(no_binary.to_vec());
     let compile = |args: &[&std::ffi::OsStr], what: &str| -> Result<()> {
-        let mut c = uv.command();
-        c.current_dir(&project.dir)
-            .args([
-                "pip",
-                "compile",
-                "--quiet",
-                "--no-header",
-                "--generate-hashes",
-                "--only-binary",
-                ":all:",
-            ])
-            .args([
-                "--python-version",
-                &target.minor,
-                "--python-platform",
-                &target.platform,
-            ])
-            .arg("-o")
-            .arg(&out)
-            .args(args);
-        let output = c.output().context("running uv")?;
-        if !output.status.success() {
+        loop {
+            let mut c = uv.command();
+            c.current_dir(&project.dir)
+                .args([
+                    "pip",
+                    "compile",
+                    "--quiet",
+                    "--no-header",
+                    "--generate-hashes",
+                    "--only-binary",
+                    ":all:",
+                ])
+                .args([
+                    "--python-version",
+                    &target.minor,
+                    "--python-platform",
+                    &target.platform,
+                ]);
+            for p in source_builds.borrow().iter() {
+                c.args(["--no-binary", p]);
+            }
+            c.arg("-o").arg(&out).args(args);
+            let output = c.output().context("running uv")?;
+            if output.status.success() {
+                return Ok(());
+            }
             let stderr = String::from_utf8_lossy(&output.stderr);
-            bail!(
-                "resolving {what} failed:\n{}{}",
-                stderr.trim_end(),
-                wheel_hint(&stderr, target)
-            );
+            let new: Vec<String> = wheels_required(&stderr)
+                .into_iter()
+                .filter(|n| !source_builds.borrow().contains(n))
+                .collect();
+            if new.is_empty() {
+                bail!(
+                    "resolving {what} failed:\n{}{}",
+                    stderr.trim_end(),
+                    wheel_hint(&stderr, target)
+                );
+            }
+            source_builds.borrow_mut().extend(new);
         }
-        Ok(())
     };
     let pp = project.pyproject.clone().unwrap_or_default();
     let selected = |base: &[String]| -> Result<Vec<String>> {
@@ -270,11 +305,15 @@ pub fn resolve(
         }
     };
     let text = std::fs::read_to_string(&out).context("reading uv's resolution")?;
+    let mut source_builds = source_builds.into_inner();
+    source_builds.sort();
+    source_builds.dedup();
     let lock = Lock {
         packages: parse_locked(&text),
         text,
         how,
         key: key.clone(),
+        source_builds,
     };
     cache.put("resolution", &key, &lock)?;
     Ok((lock, false))
@@ -304,12 +343,15 @@ fn poetry_pins(lock: &Path) -> Result<String> {
     Ok(out)
 }
 
-/// Installs `lock` into `dest` laid out as the venv at /opt/venv:
-/// `pyvenv.cfg`, `bin/python` → the image's interpreter, console scripts
-/// with `#!/opt/venv/bin/python`, no pip.
-pub fn install(lock: &Lock, target: &Target, uv: &Uv, dest: &Path) -> Result<()> {
-    let site = dest.join(format!("lib/python{}/site-packages", target.minor));
-    std::fs::create_dir_all(&site)?;
+/// `site-packages` of a venv laid out at `dest`.
+pub fn site_dir(dest: &Path, target: &Target) -> PathBuf {
+    dest.join(format!("lib/python{}/site-packages", target.minor))
+}
+
+/// Installs `lock` from wheels into `site`, on the host, for the target's
+/// Python and platform (no interpreter of the image needed).
+pub fn install_wheels(lock: &Lock, target: &Target, uv: &Uv, site: &Path) -> Result<()> {
+    std::fs::create_dir_all(site)?;
     let work = tempfile::tempdir()?;
     let req = work.path().join("lock.txt");
     std::fs::write(&req, &lock.text)?;
@@ -333,11 +375,28 @@ pub fn install(lock: &Lock, target: &Target, uv: &Uv, dest: &Path) -> Result<()>
         &target.platform,
     ])
     .arg("--target")
-    .arg(&site)
+    .arg(site)
     .arg("-r")
     .arg(&req);
     uv.run(c, "installing dependencies")?;
+    Ok(())
+}
 
+/// Did a wheels-only install fail because a package has no wheel (so the
+/// builder stage must compile it)?
+pub fn lacks_wheels(err: &anyhow::Error) -> bool {
+    let s = format!("{err:#}");
+    s.contains("no usable wheels")
+        || s.contains("Wheels are required")
+        || s.contains("doesn't have a source distribution or wheel")
+        || s.contains("no wheels with a matching")
+}
+
+/// Turns an installed `site-packages` into the venv at /opt/venv:
+/// `pyvenv.cfg`, `bin/python` → the image's interpreter, console scripts
+/// with `#!/opt/venv/bin/python`, no pip, no C sources.
+pub fn finish_venv(dest: &Path, target: &Target) -> Result<()> {
+    let site = site_dir(dest, target);
     let bin = dest.join("bin");
     std::fs::create_dir_all(&bin)?;
     let staged_bin = site.join("bin");

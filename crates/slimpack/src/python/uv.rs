@@ -99,6 +99,11 @@ impl Uv {
         c
     }
 
+    /// uv's cache directory, shared with the builder sandbox.
+    pub fn cache_dir(&self) -> &Path {
+        &self.cache_dir
+    }
+
     /// Runs a uv command; on failure the error carries uv's own message.
     pub fn run(&self, mut cmd: Command, what: &str) -> Result<String> {
         let out = cmd

@@ -1,5 +1,8 @@
 //! Running the image's own programs at build time, without Docker: layers
-//! unpacked safely into a root directory, and `bwrap` to run in it.
+//! unpacked safely into a root directory, and `bwrap` to run in it; the
+//! builder stage that compiles source-only packages is one such run.
+
+pub mod builder;
 
 use crate::cache::{Cache, KeyHasher};
 use anyhow::{anyhow, bail, Context, Result};
@@ -170,6 +173,31 @@ impl Unpacker<'_> {
 /// content (a cache key): when it already exists it is kept as it is.
 /// Returns the device nodes and fifos that were skipped.
 pub fn unpack(store: &BlobStore, layers: &[Layer], dest: &Path) -> Result<Vec<String>> {
+    unpack_into(dest, |u| {
+        for layer in layers {
+            let mut ar = tar::Archive::new(slimpack_oci::open_layer(store, layer)?);
+            for e in ar.entries()? {
+                let mut e = e?;
+                u.entry(&mut e)
+                    .with_context(|| format!("unpacking layer {}", layer.digest))?;
+            }
+        }
+        Ok(())
+    })
+}
+
+/// [`unpack`] for one uncompressed tar stream.
+pub fn unpack_stream(tar_stream: impl Read, dest: &Path) -> Result<Vec<String>> {
+    unpack_into(dest, |u| {
+        let mut ar = tar::Archive::new(tar_stream);
+        for e in ar.entries()? {
+            u.entry(&mut e?)?;
+        }
+        Ok(())
+    })
+}
+
+fn unpack_into(dest: &Path, fill: impl FnOnce(&mut Unpacker) -> Result<()>) -> Result<Vec<String>> {
     let parent = dest.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(parent)?;
     let tmp = tempfile::Builder::new()
@@ -181,14 +209,7 @@ pub fn unpack(store: &BlobStore, layers: &[Layer], dest: &Path) -> Result<Vec<St
         dir_modes: Vec::new(),
         skipped: Vec::new(),
     };
-    for layer in layers {
-        let mut ar = tar::Archive::new(slimpack_oci::open_layer(store, layer)?);
-        for e in ar.entries()? {
-            let mut e = e?;
-            u.entry(&mut e)
-                .with_context(|| format!("unpacking layer {}", layer.digest))?;
-        }
-    }
+    fill(&mut u)?;
     // Directory modes last, so a read-only directory can still be filled.
     for (p, m, t) in u.dir_modes.iter().rev() {
         if let Ok(d) = fs::File::open(p) {
@@ -284,6 +305,25 @@ impl Sandbox {
         }
         self.args
             .extend(["--bind".into(), src.display().to_string(), dest.into()]);
+        self
+    }
+
+    /// A host path at `dest`, read-only.
+    pub fn ro_bind(mut self, src: &Path, dest: &str) -> Self {
+        self.args
+            .extend(["--ro-bind".into(), src.display().to_string(), dest.into()]);
+        self
+    }
+
+    /// An empty in-memory directory at `dest` (a place for binds).
+    pub fn tmpfs(mut self, dest: &str) -> Self {
+        self.args.extend(["--tmpfs".into(), dest.into()]);
+        self
+    }
+
+    /// The host's network (the builder fetches source distributions).
+    pub fn share_net(mut self) -> Self {
+        self.args.push("--share-net".into());
         self
     }
 

@@ -1,0 +1,250 @@
+//! Which system libraries the venv's compiled code needs: the ELF `NEEDED`
+//! entries of every shared object, less what the venv bundles itself
+//! (auditwheel's `*.libs/`, `RPATH`/`RUNPATH` with `$ORIGIN`, or another
+//! object of the venv) and less what the runtime already has. What remains
+//! is mapped to Debian packages, so the runtime gets `libpq5` because
+//! psycopg2's extension links `libpq.so.5`, and nothing it does not need.
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use slimpack_debian::ContentsIndex;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+/// A library an object of the venv links that the venv does not bundle.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Needed {
+    pub soname: String,
+    /// The first object (path relative to site-packages) that needs it.
+    pub needed_by: String,
+}
+
+/// A Debian package added to the runtime, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Addition {
+    pub package: String,
+    pub soname: String,
+    pub needed_by: String,
+}
+
+impl std::fmt::Display for Addition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} needed by {} → {}",
+            self.soname, self.needed_by, self.package
+        )
+    }
+}
+
+struct Object {
+    rel: String,
+    dir: PathBuf,
+    needed: Vec<String>,
+    search: Vec<String>,
+}
+
+fn is_elf(path: &Path) -> bool {
+    let mut magic = [0u8; 4];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .is_ok()
+        && magic == *b"\x7fELF"
+}
+
+/// Libraries needed by the shared objects under `site` that nothing in
+/// `site` provides, each with the first object needing it.
+pub fn unbundled(site: &Path) -> Result<Vec<Needed>> {
+    let mut objects = Vec::new();
+    // Every file name in the venv, and every SONAME an object declares.
+    let mut provided: HashSet<String> = HashSet::new();
+    let mut libs_dirs: Vec<PathBuf> = Vec::new();
+    for e in walkdir::WalkDir::new(site)
+        .sort_by_file_name()
+        .into_iter()
+        .filter_map(|e| e.ok())
+    {
+        let p = e.path();
+        if e.file_type().is_dir() && p.to_string_lossy().ends_with(".libs") {
+            libs_dirs.push(p.to_path_buf());
+        }
+        if !(e.file_type().is_file() || e.file_type().is_symlink()) || !is_elf(p) {
+            continue;
+        }
+        let bytes = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
+        let rel = p
+            .strip_prefix(site)
+            .unwrap_or(p)
+            .to_string_lossy()
+            .into_owned();
+        // Objects that are not valid ELF for us (other architectures, test
+        // fixtures) are not loaded by the app either.
+        let Ok(elf) = goblin::elf::Elf::parse(&bytes) else {
+            continue;
+        };
+        if let Some(so) = elf.soname {
+            provided.insert(so.to_string());
+        }
+        objects.push(Object {
+            rel,
+            dir: p.parent().unwrap_or(site).to_path_buf(),
+            needed: elf.libraries.iter().map(|s| s.to_string()).collect(),
+            search: elf
+                .rpaths
+                .iter()
+                .chain(elf.runpaths.iter())
+                .flat_map(|r| r.split(':'))
+                .map(str::to_string)
+                .collect(),
+        });
+    }
+    let mut first: BTreeMap<String, String> = BTreeMap::new();
+    for o in &objects {
+        for lib in &o.needed {
+            if provided.contains(lib) {
+                continue;
+            }
+            let in_search = o.search.iter().any(|d| {
+                let d = d
+                    .replace("$ORIGIN", &o.dir.to_string_lossy())
+                    .replace("${ORIGIN}", &o.dir.to_string_lossy());
+                Path::new(&d).join(lib).exists()
+            });
+            let in_libs = libs_dirs.iter().any(|d| d.join(lib).exists());
+            if in_search || in_libs {
+                continue;
+            }
+            first.entry(lib.clone()).or_insert_with(|| o.rel.clone());
+        }
+    }
+    Ok(first
+        .into_iter()
+        .map(|(soname, needed_by)| Needed { soname, needed_by })
+        .collect())
+}
+
+/// Directories the dynamic loader searches by default, inside a merged-/usr root.
+const LOADER_DIRS: &[&str] = &[
+    "usr/lib/x86_64-linux-gnu",
+    "usr/lib",
+    "usr/lib64",
+    "usr/local/lib",
+];
+
+/// Does the root file system at `root` have the library?
+pub fn in_root(root: &Path, soname: &str) -> bool {
+    LOADER_DIRS
+        .iter()
+        .any(|d| root.join(d).join(soname).exists())
+}
+
+/// Maps needed libraries to the packages providing them. A library no
+/// package provides is an error that names it and what needs it.
+pub fn packages_for(
+    needs: &[Needed],
+    contents: &ContentsIndex,
+    suite: &str,
+) -> Result<Vec<Addition>> {
+    let mut out = Vec::new();
+    let mut unknown = Vec::new();
+    for n in needs {
+        match contents.library_package(&n.soname, "x86_64-linux-gnu") {
+            Some(p) => out.push(Addition {
+                package: p.to_string(),
+                soname: n.soname.clone(),
+                needed_by: n.needed_by.clone(),
+            }),
+            None => unknown.push(format!("{} (needed by {})", n.soname, n.needed_by)),
+        }
+    }
+    if !unknown.is_empty() {
+        bail!(
+            "no Debian {suite} package provides {}; the image would fail to load it.\nhint: install a wheel that bundles it, or add the package that provides it under `packages`",
+            unknown.join(", ")
+        );
+    }
+    Ok(out)
+}
+
+/// The package names of `additions`, each once, in order.
+pub fn package_names(additions: &[Addition]) -> Vec<String> {
+    let mut seen = BTreeSet::new();
+    additions
+        .iter()
+        .filter(|a| seen.insert(a.package.clone()))
+        .map(|a| a.package.clone())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The host's own shared objects are real ELF files to test against.
+    fn host_lib(name: &str) -> Option<PathBuf> {
+        ["/usr/lib/x86_64-linux-gnu", "/lib/x86_64-linux-gnu"]
+            .iter()
+            .map(|d| Path::new(d).join(name))
+            .find(|p| p.is_file())
+    }
+
+    #[test]
+    fn finds_what_is_not_bundled() {
+        // libz stands in for an extension module: it links only libc.
+        let (Some(libz), Some(libc)) = (host_lib("libz.so.1"), host_lib("libc.so.6")) else {
+            eprintln!("skipping: no host libz/libc");
+            return;
+        };
+        let d = tempfile::tempdir().unwrap();
+        let site = d.path();
+        std::fs::create_dir_all(site.join("pkg")).unwrap();
+        std::fs::copy(&libz, site.join("pkg/_ext.so")).unwrap();
+        let needs = unbundled(site).unwrap();
+        assert_eq!(
+            needs,
+            vec![Needed {
+                soname: "libc.so.6".into(),
+                needed_by: "pkg/_ext.so".into()
+            }]
+        );
+        // Bundled the auditwheel way: satisfied.
+        std::fs::create_dir_all(site.join("pkg.libs")).unwrap();
+        std::fs::copy(&libc, site.join("pkg.libs/libc.so.6")).unwrap();
+        let needs = unbundled(site).unwrap();
+        // libc's own NEEDED (the loader) is what is left.
+        assert!(needs.iter().all(|n| n.soname != "libc.so.6"), "{needs:?}");
+        // Text files and non-ELF data are ignored.
+        std::fs::write(site.join("pkg/__init__.py"), "x = 1\n").unwrap();
+        std::fs::write(site.join("pkg/fake.so"), b"\x7fELFnot really").unwrap();
+        assert!(unbundled(site).is_ok());
+    }
+
+    #[test]
+    fn maps_to_packages_or_names_the_missing() {
+        let idx =
+            ContentsIndex::parse("usr/lib/x86_64-linux-gnu/libpq.so.5   libs/libpq5\n".as_bytes())
+                .unwrap();
+        let n = |s: &str| Needed {
+            soname: s.into(),
+            needed_by: "psycopg2/_psycopg.so".into(),
+        };
+        let a = packages_for(&[n("libpq.so.5")], &idx, "bookworm").unwrap();
+        assert_eq!(
+            a[0].to_string(),
+            "libpq.so.5 needed by psycopg2/_psycopg.so → libpq5"
+        );
+        let e = packages_for(&[n("libnope.so.9")], &idx, "bookworm")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("libnope.so.9") && e.contains("psycopg2/_psycopg.so"),
+            "{e}"
+        );
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("usr/lib/x86_64-linux-gnu")).unwrap();
+        std::fs::write(root.path().join("usr/lib/x86_64-linux-gnu/libz.so.1"), "").unwrap();
+        assert!(in_root(root.path(), "libz.so.1"));
+        assert!(!in_root(root.path(), "libpq.so.5"));
+    }
+}

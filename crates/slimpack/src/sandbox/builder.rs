@@ -1,0 +1,387 @@
+//! The builder stage: the runtime's Debian packages plus a compiler, the
+//! interpreter's headers and `-dev` packages, unpacked into a root file
+//! system and run under bwrap. uv inside it installs the lock into the
+//! venv's site-packages, taking wheels where they exist and compiling the
+//! rest. The interpreter is the runtime's own (`/usr/bin/pythonX.Y` of the
+//! same packages), so what it builds runs unchanged in the image.
+//!
+//! When a build fails on a missing header, program, library or pkg-config
+//! module, the package that ships it is looked up in the archive's Contents
+//! index, added, and the build retried.
+
+use super::Sandbox;
+use crate::base::debian::{self, BaseSpec};
+use crate::cache::Cache;
+use crate::python::{uv::Uv, Lock, Target};
+use crate::report::Progress;
+use anyhow::{bail, Context, Result};
+use regex::Regex;
+use serde::Serialize;
+use slimpack_debian::{ContentsIndex, Need};
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// First guesses for packages everyone builds from source. The Contents
+/// search covers what is not here.
+const KNOWN_BUILD_NEEDS: &[(&str, &[&str])] = &[
+    ("psycopg2", &["libpq-dev"]),
+    ("psycopg", &["libpq-dev"]),
+    ("psycopg-c", &["libpq-dev"]),
+    ("mysqlclient", &["default-libmysqlclient-dev", "pkgconf"]),
+    ("python-ldap", &["libldap2-dev", "libsasl2-dev"]),
+    ("lxml", &["libxml2-dev", "libxslt1-dev"]),
+    ("pillow", &["libjpeg-dev", "zlib1g-dev"]),
+    ("cffi", &["libffi-dev"]),
+    ("pyodbc", &["unixodbc-dev"]),
+    ("pycairo", &["libcairo2-dev", "pkgconf"]),
+];
+
+/// How many times a failed build is retried with packages found in the
+/// Contents index (each retry can uncover the next missing file).
+const MAX_RETRIES: usize = 2;
+
+/// Where things are mounted inside the builder.
+const TOOLS: &str = "/run/slimpack";
+const OUT: &str = "/opt/site-packages";
+
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
+pub struct Built {
+    /// Python packages compiled from source (`name==version`).
+    pub compiled: Vec<String>,
+    /// The builder's extra Debian packages, as finally used.
+    pub build_packages: Vec<String>,
+    /// Packages added after a failed build, and why.
+    pub added: Vec<String>,
+}
+
+pub struct Request<'a> {
+    pub spec: &'a BaseSpec,
+    pub lock: &'a Lock,
+    pub target: &'a Target,
+    pub uv: &'a Uv,
+    /// Packages to build from source even where a wheel exists.
+    pub no_binary: &'a [String],
+    /// `build-packages` from the configuration.
+    pub build_packages: &'a [String],
+    pub cache: &'a Cache,
+    pub progress: &'a Progress,
+    pub refresh: bool,
+}
+
+/// The `-dev` packages to start with: configured ones plus the well-known
+/// needs of the locked packages.
+pub fn initial_build_packages(lock: &Lock, configured: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = configured.to_vec();
+    for p in &lock.packages {
+        if let Some((_, pkgs)) = KNOWN_BUILD_NEEDS.iter().find(|(n, _)| *n == p.name) {
+            for d in *pkgs {
+                if !out.iter().any(|o| o == d) {
+                    out.push(d.to_string());
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Installs `req.lock` into `site` (the host directory that becomes
+/// `/opt/venv/lib/pythonX.Y/site-packages`).
+pub fn install(req: &Request, site: &Path) -> Result<Built> {
+    let mut packages = initial_build_packages(req.lock, req.build_packages);
+    let mut added: Vec<String> = Vec::new();
+    let mut contents: Option<ContentsIndex> = None;
+    for attempt in 0..=MAX_RETRIES {
+        let spec = req.spec.builder(&packages);
+        let resolved = debian::resolve(&spec, req.cache, req.refresh, req.progress)?;
+        let root = debian::builder_rootfs(&spec, &resolved, req.cache, req.progress)?;
+        clear_dir(site)?;
+        let sp = req.progress.spinner(format!(
+            "Building Python packages from source in the builder ({})",
+            spec.suite.codename()
+        ));
+        let out = run_uv(req, &root, site)?;
+        sp.finish_and_clear();
+        if out.status == 0 {
+            return Ok(Built {
+                compiled: compiled_packages(&out.stderr),
+                build_packages: packages,
+                added,
+            });
+        }
+        let needs = diagnose(&out.stderr);
+        let log_tail = tail(&out.stderr, 40);
+        if needs.is_empty() || attempt == MAX_RETRIES {
+            bail!(
+                "building the dependencies from source failed in the builder (Debian {}, build packages: {}):\n{log_tail}\nhint: name the Debian -dev packages the build needs in `build-packages` (pyproject.toml [tool.slimpack] or slimpack.toml), or pin a version that ships a wheel",
+                spec.suite.codename(),
+                if packages.is_empty() { "none".to_string() } else { packages.join(", ") }
+            );
+        }
+        if contents.is_none() {
+            contents = Some(debian::contents(req.spec, req.cache, req.progress)?);
+        }
+        let idx = contents.as_ref().expect("just loaded");
+        let mut found = Vec::new();
+        let mut missing = Vec::new();
+        for need in &needs {
+            match idx.package_for(need, "x86_64-linux-gnu") {
+                Some(p)
+                    if !packages.contains(&p) && !resolved.packages.iter().any(|r| r.name == p) =>
+                {
+                    found.push((p, need.clone()))
+                }
+                Some(_) => {}
+                None => missing.push(need.to_string()),
+            }
+        }
+        if found.is_empty() {
+            bail!(
+                "building the dependencies from source failed in the builder:\n{log_tail}\nThe build looked for {}; {}.\nhint: add the Debian packages that provide them to `build-packages`",
+                needs.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(", "),
+                if missing.is_empty() {
+                    "the packages that ship them are already in the builder".to_string()
+                } else {
+                    format!("no package of Debian {} ships {}", req.spec.suite.codename(), missing.join(", "))
+                }
+            );
+        }
+        for (p, need) in found {
+            let why = format!("{p} (ships the {need} a build was missing)");
+            eprintln!("builder: adding {why}; retrying");
+            added.push(why);
+            packages.push(p);
+        }
+    }
+    unreachable!("the loop returns or fails on its last attempt")
+}
+
+fn clear_dir(dir: &Path) -> Result<()> {
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).with_context(|| format!("clearing {}", dir.display()))?;
+    }
+    std::fs::create_dir_all(dir)?;
+    Ok(())
+}
+
+fn run_uv(req: &Request, root: &Path, site: &Path) -> Result<super::Output> {
+    let work = tempfile::tempdir()?;
+    let lock_file = work.path().join("lock.txt");
+    std::fs::write(&lock_file, &req.lock.text)?;
+    let interp = format!("/usr/bin/python{}", req.target.minor);
+    let mut sb = Sandbox::new(root)
+        .share_net()
+        .tmpfs("/run")
+        .ro_bind(&req.uv.path, &format!("{TOOLS}/uv"))
+        .ro_bind(&lock_file, &format!("{TOOLS}/lock.txt"))
+        .bind(req.uv.cache_dir(), &format!("{TOOLS}/uv-cache"), None)
+        .bind(site, OUT, Some("/opt"))
+        .env("PATH", "/usr/bin")
+        .env("HOME", "/tmp")
+        .env("LANG", "C.UTF-8")
+        .env("UV_CACHE_DIR", &format!("{TOOLS}/uv-cache"))
+        .env("UV_NO_CONFIG", "1")
+        .env("UV_PYTHON_DOWNLOADS", "never")
+        .env("UV_NO_PROGRESS", "1")
+        // No debug info: smaller objects, and no build paths in them.
+        .env("CFLAGS", "-g0")
+        .env(
+            "SOURCE_DATE_EPOCH",
+            &std::env::var("SOURCE_DATE_EPOCH")
+                .unwrap_or_else(|_| crate::build::DEFAULT_EPOCH.to_string()),
+        );
+    // Name resolution and the host's trust store and proxy, for fetching
+    // only: they live on mounts and in the environment of this one run,
+    // never in a layer.
+    for f in ["/etc/resolv.conf", "/etc/hosts"] {
+        if Path::new(f).is_file() {
+            sb = sb.ro_bind(Path::new(f), f);
+        }
+    }
+    if let Some(ca) = crate::http::host_ca_bundle() {
+        sb = sb
+            .ro_bind(&ca, &format!("{TOOLS}/ca.crt"))
+            .env("SSL_CERT_FILE", &format!("{TOOLS}/ca.crt"));
+    }
+    for var in PASSED_THROUGH {
+        if let Ok(v) = std::env::var(var) {
+            sb = sb.env(var, &v);
+        }
+    }
+    let mut argv: Vec<String> = vec![
+        format!("{TOOLS}/uv"),
+        "pip".into(),
+        "install".into(),
+        "--no-deps".into(),
+        "--require-hashes".into(),
+        "--link-mode".into(),
+        "copy".into(),
+        "--no-compile".into(),
+        "--python".into(),
+        interp,
+        "--target".into(),
+        OUT.into(),
+        "-r".into(),
+        format!("{TOOLS}/lock.txt"),
+    ];
+    for p in req.no_binary {
+        argv.push("--no-binary".into());
+        argv.push(p.clone());
+    }
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    sb.run(&argv, Duration::from_secs(1800))
+}
+
+/// Proxy and index settings the user's uv would honour.
+const PASSED_THROUGH: &[&str] = &[
+    "HTTPS_PROXY",
+    "https_proxy",
+    "HTTP_PROXY",
+    "http_proxy",
+    "NO_PROXY",
+    "no_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+    "UV_INDEX_URL",
+    "UV_EXTRA_INDEX_URL",
+    "UV_INDEX",
+    "PIP_INDEX_URL",
+    "PIP_EXTRA_INDEX_URL",
+];
+
+fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// `Built psycopg2==2.9.9` lines of uv's output.
+fn compiled_packages(stderr: &str) -> Vec<String> {
+    let mut v: Vec<String> = stderr
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("Built "))
+        .map(|s| s.trim().to_string())
+        .collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// A log pattern whose first group names the missing thing, and its kind.
+type Pattern = (Regex, fn(&str) -> Need);
+
+fn patterns() -> &'static [Pattern] {
+    static P: OnceLock<Vec<Pattern>> = OnceLock::new();
+    P.get_or_init(|| {
+        let r = |s: &str| Regex::new(s).expect("valid pattern");
+        vec![
+            (
+                r(r"fatal error: ([^\s:]+\.h[hp]*): No such file or directory"),
+                |m| Need::Header(m.into()),
+            ),
+            (r(r"([A-Za-z0-9_.+-]+) executable not found"), |m| {
+                Need::Program(m.into())
+            }),
+            (r(r"\b([A-Za-z0-9_.+-]+): (?:command )?not found"), |m| {
+                Need::Program(m.into())
+            }),
+            (
+                r(r"command '(?:[^']*/)?([^'/]+)' failed: No such file or directory"),
+                |m| Need::Program(m.into()),
+            ),
+            (
+                r(r"No such file or directory: '([A-Za-z0-9_.+-]+)'"),
+                |m| Need::Program(m.into()),
+            ),
+            (r(r"cannot find -l([A-Za-z0-9_.+-]+)"), |m| {
+                Need::Library(m.into())
+            }),
+            (
+                r(r"Package '?([A-Za-z0-9_.+-]+)'?,? (?:was not found in the pkg-config search path|required by)"),
+                |m| Need::PkgConfig(m.into()),
+            ),
+            (r(r"No package '([A-Za-z0-9_.+-]+)' found"), |m| {
+                Need::PkgConfig(m.into())
+            }),
+        ]
+    })
+}
+
+/// The files a failed build says it was missing.
+pub fn diagnose(log: &str) -> Vec<Need> {
+    let mut out = BTreeSet::new();
+    for (re, make) in patterns() {
+        for c in re.captures_iter(log) {
+            let m = &c[1];
+            // `sh: 1: x: not found` style lines name a line number first.
+            if m.chars().all(|ch| ch.is_ascii_digit()) {
+                continue;
+            }
+            out.insert(make(m));
+        }
+    }
+    out.into_iter().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::python::LockedPackage;
+
+    #[test]
+    fn reads_what_builds_miss() {
+        let psycopg2 = "      running egg_info\n      Error: pg_config executable not found.\n      pg_config is required to build psycopg2 from source.";
+        assert_eq!(diagnose(psycopg2), vec![Need::Program("pg_config".into())]);
+        let gcc = "psycopg/psycopgmodule.c:28:10: fatal error: libpq-fe.h: No such file or directory\n   28 | #include <libpq-fe.h>";
+        assert_eq!(diagnose(gcc), vec![Need::Header("libpq-fe.h".into())]);
+        let nested = "src/lxml/includes/etree_defs.h:14:10: fatal error: libxml/xmlversion.h: No such file or directory";
+        assert_eq!(
+            diagnose(nested),
+            vec![Need::Header("libxml/xmlversion.h".into())]
+        );
+        let ld = "/usr/bin/ld: cannot find -lpq: No such file or directory";
+        assert_eq!(diagnose(ld), vec![Need::Library("pq".into())]);
+        let sh = "/bin/sh: 1: mysql_config: not found";
+        assert_eq!(diagnose(sh), vec![Need::Program("mysql_config".into())]);
+        let cc = "error: command 'x86_64-linux-gnu-g++' failed: No such file or directory";
+        assert_eq!(
+            diagnose(cc),
+            vec![Need::Program("x86_64-linux-gnu-g++".into())]
+        );
+        let pc = "Package libffi was not found in the pkg-config search path.\nPerhaps you should add the directory containing `libffi.pc'";
+        assert_eq!(diagnose(pc), vec![Need::PkgConfig("libffi".into())]);
+        let sub = "FileNotFoundError: [Errno 2] No such file or directory: 'pkg-config'";
+        assert_eq!(diagnose(sub), vec![Need::Program("pkg-config".into())]);
+        assert!(diagnose("error: Microsoft Visual C++ 14.0 is required").is_empty());
+    }
+
+    #[test]
+    fn first_guesses_and_compiled_list() {
+        let lock = Lock {
+            text: String::new(),
+            packages: vec![
+                LockedPackage {
+                    name: "psycopg2".into(),
+                    version: "2.9.9".into(),
+                },
+                LockedPackage {
+                    name: "flask".into(),
+                    version: "3.0.0".into(),
+                },
+            ],
+            how: String::new(),
+            key: String::new(),
+            source_builds: vec![],
+        };
+        assert_eq!(
+            initial_build_packages(&lock, &["libfoo-dev".into()]),
+            vec!["libfoo-dev", "libpq-dev"]
+        );
+        assert_eq!(
+            compiled_packages(
+                "Resolved 2 packages\n   Built psycopg2==2.9.9\nPrepared 2 packages\n"
+            ),
+            vec!["psycopg2==2.9.9"]
+        );
+    }
+}
