@@ -988,4 +988,37 @@ fn builder_compiles_source_packages_and_adds_only_the_libraries_they_link() {
         f.contains("/opt/venv/lib/python3.11/site-packages/markupsafe/_speedups"),
         "{f}"
     );
+
+    // No first guess for psycopg2-binary's source: its build stops on the
+    // missing pg_config, the Contents index names libpq-dev, and the retry
+    // succeeds.
+    let pg = out.path().join("pg.oci");
+    let sys = build_json(
+        flask.path(),
+        &[
+            "--no-binary",
+            "psycopg2-binary",
+            "-o",
+            &format!("oci:{}", pg.display()),
+        ],
+        &cache,
+    );
+    let added = sys["builder"]["added"].to_string();
+    assert!(
+        added.contains("libpq-dev") && added.contains("pg_config"),
+        "{sys}"
+    );
+    assert!(
+        sys["runtime_additions"].to_string().contains("libpq5"),
+        "{sys}"
+    );
+    let v = run_in_image(
+        &pg,
+        &[
+            "python",
+            "-c",
+            "import psycopg2; print(psycopg2.__libpq_version__)",
+        ],
+    );
+    assert!(v.trim().parse::<u32>().unwrap() >= 150000, "{v}");
 }
