@@ -2,8 +2,9 @@
 # Side-by-side benchmark: slimpack vs the seeds' own multi-stage Dockerfile
 # (built by ../shared/peer/run-peer.sh with buildah), in one run.
 #
-#   bench/run.sh            # examples/flask vs seed000-flask
-#   RUNS=5 bench/run.sh     # more repetitions (medians are reported)
+#   bench/run.sh                      # examples/flask vs seed000-flask
+#   bench/run.sh fastapi-psycopg2     # examples/fastapi-psycopg2 vs seed003-fastapi
+#   RUNS=5 bench/run.sh               # more repetitions (medians are reported)
 #
 # Prints a Markdown table for BENCHMARKS.md. Needs what ./test.sh installs,
 # plus buildah for the peer (run-peer.sh installs it). Time to ready is
@@ -11,6 +12,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
+case "${1:-flask}" in
+  flask) example=flask; peer=seed000-flask ;;
+  fastapi-psycopg2) example=fastapi-psycopg2; peer=seed003-fastapi ;;
+  *) echo "unknown case ${1}: flask or fastapi-psycopg2" >&2; exit 2 ;;
+esac
+probe=/health
 peer_dir=${PEER_DIR:-../shared/peer}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -25,14 +32,14 @@ json() { python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(eval
 peer_json=""
 if [ -x "$peer_dir/run-peer.sh" ]; then
   echo "building the peer image (buildah)..." >&2
-  peer_json=$(PEER_OUT=$work/peer "$peer_dir/run-peer.sh" seed000-flask 2>"$work/peer.err" | tail -1) || peer_json=""
+  peer_json=$(PEER_OUT=$work/peer "$peer_dir/run-peer.sh" "$peer" 2>"$work/peer.err" | tail -1) || peer_json=""
 fi
 [ -n "$peer_json" ] || echo "peer unavailable (buildah or run-peer.sh failed): reporting ours only" >&2
 echo "$peer_json" > "$work/peer.json"
 
 # --- ours -------------------------------------------------------------------
-src=$work/flask
-cp -r examples/flask "$src"
+src=$work/$example
+cp -r "examples/$example" "$src"
 cold=(); rss=()
 for i in $(seq "$RUNS"); do
   cache=$work/cache-cold-$i
@@ -60,13 +67,13 @@ ready() {  # IMAGE PROBE -> ms from process start to the first successful probe
     | python3 -c 'import json,sys; print(json.load(sys.stdin)["time_to_ready_ms"])'
 }
 have_peer=""
-[ -d "$work/peer/seed000-flask.oci" ] && have_peer=1
-ready "oci:$work/ours.oci" /health >/dev/null   # unpack once: "warm" means unpacked
-[ -z "$have_peer" ] || ready "oci:$work/peer/seed000-flask.oci" /health >/dev/null
+[ -d "$work/peer/$peer.oci" ] && have_peer=1
+ready "oci:$work/ours.oci" "$probe" >/dev/null   # unpack once: "warm" means unpacked
+[ -z "$have_peer" ] || ready "oci:$work/peer/$peer.oci" "$probe" >/dev/null
 ours_r=(); peer_r=()
 for i in $(seq "$((RUNS * 3))"); do
-  ours_r+=("$(ready "oci:$work/ours.oci" /health)")
-  [ -z "$have_peer" ] || peer_r+=("$(ready "oci:$work/peer/seed000-flask.oci" /health)")
+  ours_r+=("$(ready "oci:$work/ours.oci" "$probe")")
+  [ -z "$have_peer" ] || peer_r+=("$(ready "oci:$work/peer/$peer.oci" "$probe")")
 done
 
 # --- report -----------------------------------------------------------------
@@ -78,7 +85,7 @@ oc=$(median "${cold[@]}"); ow=$(median "${warm[@]}"); oe=$(median "${edit[@]}");
 pr=""; [ ${#peer_r[@]} -gt 0 ] && pr=$(median "${peer_r[@]}")
 echo "Machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(. /etc/os-release; echo "$PRETTY_NAME"); $(date -u +%F); slimpack $($bin --version | cut -d' ' -f2); runs: $RUNS"
 echo
-echo "| examples/flask vs seed000-flask | slimpack | peer | ours/peer |"
+echo "| examples/$example vs $peer | slimpack | peer | ours/peer |"
 echo "|---|---|---|---|"
 echo "| image, uncompressed | $(mb "$unc") | $([ -n "$pu" ] && mb "$pu") | $(ratio "$unc" "$pu") |"
 echo "| image, compressed | $(mb "$comp") | $([ -n "$pc" ] && mb "$pc") | $(ratio "$comp" "$pc") |"

@@ -38,9 +38,18 @@ struct RunArgs {
     /// HTTP startup probe path (default: a TCP probe, as on Cloud Run).
     #[arg(long)]
     probe: Option<String>,
-    /// Port given to the app as $PORT (the container shares the host network).
+    /// Host port: the container's $PORT is published on 127.0.0.1:PORT
+    /// (on the host network, $PORT itself).
     #[arg(long, default_value_t = 8080)]
     port: u16,
+    /// $PORT inside the container (isolated network), as Cloud Run's
+    /// containerPort.
+    #[arg(long, default_value_t = 8080)]
+    container_port: u16,
+    /// auto (isolated when root and slirp4netns allow, else host),
+    /// isolated, or host.
+    #[arg(long, default_value = "auto")]
+    network: String,
     /// Path of the request made by --check (default: the probe path, else /).
     #[arg(long)]
     request: Option<String>,
@@ -310,6 +319,8 @@ fn run_cmd(a: RunArgs) -> Result<()> {
     }
     let opts = RunOptions {
         port: a.port,
+        container_port: a.container_port,
+        network: run::Network::parse(&a.network)?,
         probe,
         request_path: a.request.clone(),
         grace: secs(a.grace, "--grace")?,
@@ -349,6 +360,7 @@ fn run_cmd(a: RunArgs) -> Result<()> {
                 c.detail
             );
         }
+        println!("  network: {}", report.network);
         match report.time_to_ready_ms {
             Some(ms) => println!("  time to ready: {ms} ms"),
             None => println!("  time to ready: never"),

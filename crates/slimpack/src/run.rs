@@ -5,8 +5,15 @@
 //! /var/tmp, /run where the image has them); fresh pid, ipc, uts, user and
 //! cgroup namespaces; the image's user, workdir, env and command, with the
 //! command as PID 1 (no init in between, as on Cloud Run, so an app that
-//! ignores SIGTERM is caught). The network namespace is the host's: the app
-//! listens on the host's PORT, like `docker run --network host`.
+//! ignores SIGTERM is caught).
+//!
+//! Network: when slimpack runs as root and `slirp4netns` is installed, the
+//! container gets its own network namespace with user-mode NAT (outbound
+//! works, DNS through slirp) and its `$PORT` (8080, as on Cloud Run) is
+//! published on `127.0.0.1:--port` only, like `docker run -p
+//! 127.0.0.1:P:8080`. Requests arrive on the container's interface, not its
+//! loopback, so an app bound to 127.0.0.1 fails as it would on Cloud Run.
+//! Otherwise it shares the host's network (`--network host`).
 
 use crate::cache::Cache;
 use crate::sandbox;
@@ -62,9 +69,53 @@ impl Probe {
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Network {
+    /// Isolated when possible, else the host's.
+    Auto,
+    Isolated,
+    Host,
+}
+
+impl Network {
+    pub fn parse(s: &str) -> Result<Network> {
+        match s {
+            "auto" => Ok(Network::Auto),
+            "isolated" => Ok(Network::Isolated),
+            "host" => Ok(Network::Host),
+            _ => bail!("--network {s:?}: use auto, isolated or host"),
+        }
+    }
+
+    /// What this machine can do: isolated needs root (to create the network
+    /// namespace outside bwrap's user namespace) and slirp4netns.
+    fn resolve(self) -> Result<(Network, Option<String>)> {
+        let why_not = if unsafe { libc::geteuid() } != 0 {
+            Some("isolated networking needs root here")
+        } else if crate::which("slirp4netns").is_none() {
+            Some("slirp4netns is not installed (Debian/Ubuntu: apt-get install slirp4netns)")
+        } else {
+            None
+        };
+        match (self, why_not) {
+            (Network::Host, _) => Ok((Network::Host, None)),
+            (_, None) => Ok((Network::Isolated, None)),
+            (Network::Isolated, Some(w)) => bail!("--network isolated: {w}"),
+            (Network::Auto, Some(w)) => Ok((
+                Network::Host,
+                Some(format!("the container shares the host's network ({w})")),
+            )),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct RunOptions {
+    /// Where the container is reached on the host (127.0.0.1).
     pub port: u16,
+    /// `$PORT` inside the container (the same as `port` on the host network).
+    pub container_port: u16,
+    pub network: Network,
     pub probe: Probe,
     /// Path for the check's request (default: the probe path, else `/`).
     pub request_path: Option<String>,
@@ -93,6 +144,8 @@ pub struct RunReport {
     pub exit_code: Option<i32>,
     /// The last lines the app printed (for failures).
     pub output_tail: Vec<String>,
+    /// How the container was networked.
+    pub network: String,
 }
 
 impl RunReport {
@@ -127,6 +180,17 @@ pub fn load(reference: &str, cache: &Cache) -> Result<(BlobStore, LoadedImage)> 
 /// The image's root file system, unpacked once per layer chain.
 pub fn rootfs(store: &BlobStore, image: &LoadedImage, cache: &Cache) -> Result<PathBuf> {
     let (dir, skipped) = sandbox::cached_rootfs(cache, store, &image.layers)?;
+    // Mount points for the network files a container runtime provides (as
+    // Docker creates them): images rarely ship them, and the root is
+    // mounted read-only.
+    if dir.join("etc").is_dir() && !dir.join("etc").is_symlink() {
+        for f in ["resolv.conf", "hosts"] {
+            let p = dir.join("etc").join(f);
+            if std::fs::symlink_metadata(&p).is_err() {
+                std::fs::write(&p, "").with_context(|| format!("creating {}", p.display()))?;
+            }
+        }
+    }
     if let Some(first) = skipped.first() {
         eprintln!(
             "note: {} device node(s)/fifo(s) in the image were not created (e.g. {first}); the sandbox provides /dev",
@@ -270,6 +334,10 @@ struct Container {
     /// bwrap writes its exit status here; keep reading it open, or bwrap
     /// dies of SIGPIPE at the end.
     _status: BufReader<std::fs::File>,
+    /// User-mode networking for the isolated network namespace.
+    slirp: Option<Child>,
+    /// When the image's command was let go (after the network was up).
+    started: Instant,
 }
 
 impl Container {
@@ -298,6 +366,10 @@ impl Container {
     /// Ends everything: SIGKILL to the command (its pid namespace goes with
     /// it) and to bwrap's process group.
     fn kill(&mut self) {
+        if let Some(mut s) = self.slirp.take() {
+            let _ = s.kill();
+            let _ = s.wait();
+        }
         if self.try_exit().is_none() {
             signal(self.pid, libc::SIGKILL);
             // SAFETY: the group of the bwrap we spawned (process_group(0)).
@@ -318,10 +390,20 @@ impl Container {
 impl Drop for Container {
     fn drop(&mut self) {
         self.kill();
+        if let Some(mut s) = self.slirp.take() {
+            let _ = s.kill();
+            let _ = s.wait();
+        }
     }
 }
 
-fn start(root: &Path, config: &Value, opts: &RunOptions, capture: bool) -> Result<Container> {
+fn start(
+    root: &Path,
+    config: &Value,
+    opts: &RunOptions,
+    network: Network,
+    capture: bool,
+) -> Result<Container> {
     let c = &config["config"];
     let strings = |v: &Value| -> Vec<String> {
         v.as_array()
@@ -363,7 +445,7 @@ fn start(root: &Path, config: &Value, opts: &RunOptions, capture: bool) -> Resul
         env.push((k.to_string(), v));
     };
     // Cloud Run's variables.
-    set("PORT", opts.port.to_string());
+    set("PORT", opts.container_port.to_string());
     set("K_SERVICE", opts.service.clone());
     set("K_REVISION", format!("{}-00001-loc", opts.service));
     set("K_CONFIGURATION", opts.service.clone());
@@ -415,12 +497,40 @@ fn start(root: &Path, config: &Value, opts: &RunOptions, capture: bool) -> Resul
     for (k, v) in &env {
         cmd.args(["--setenv", k, v]);
     }
+    let isolated = network == Network::Isolated;
+    let net_files = tempfile::tempdir()?;
+    if isolated {
+        // slirp4netns answers DNS on 10.0.2.3.
+        for (name, text) in [
+            ("resolv.conf", "nameserver 10.0.2.3\n".to_string()),
+            (
+                "hosts",
+                format!(
+                    "127.0.0.1\tlocalhost\n::1\tlocalhost\n10.0.2.100\t{}\n",
+                    opts.service
+                ),
+            ),
+        ] {
+            if root.join("etc").join(name).is_file() {
+                let f = net_files.path().join(name);
+                std::fs::write(&f, text)?;
+                cmd.arg("--ro-bind").arg(&f).arg(format!("/etc/{name}"));
+            }
+        }
+        // The command waits until the network is up.
+        cmd.args(["--block-fd", "4"]);
+    }
     cmd.args(["--json-status-fd", "3", "--"]).args(&argv);
     let (status_r, status_w) = pipe()?;
-    // SAFETY: between fork and exec only async-signal-safe calls (dup2).
+    let (block_r, block_w) = pipe()?;
+    // SAFETY: between fork and exec only async-signal-safe calls (dup2,
+    // unshare).
     unsafe {
         cmd.pre_exec(move || {
-            if libc::dup2(status_w, 3) < 0 {
+            place_fds(&[(status_w, 3), (block_r, 4)])?;
+            // A network namespace owned by the host's user namespace, so
+            // slirp4netns can join it; bwrap's own user namespace sits inside.
+            if isolated && libc::unshare(libc::CLONE_NEWNET) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
@@ -431,10 +541,14 @@ fn start(root: &Path, config: &Value, opts: &RunOptions, capture: bool) -> Resul
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     }
     let mut child = cmd.spawn().context("starting bwrap")?;
-    // SAFETY: closing our copy of the write end, so EOF arrives when bwrap exits.
+    // SAFETY: closing our copies of the child's ends, so EOF arrives when
+    // bwrap exits.
     unsafe {
         libc::close(status_w);
+        libc::close(block_r);
     }
+    // SAFETY: block_w is a pipe fd we own from here on.
+    let mut block = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(block_w) };
     let output = Arc::new(Mutex::new(Vec::new()));
     if capture {
         for stream in [
@@ -479,13 +593,105 @@ fn start(root: &Path, config: &Value, opts: &RunOptions, capture: bool) -> Resul
             .unwrap_or_default();
         bail!("the sandbox did not start: {}", err.trim());
     };
-    Ok(Container {
+    let mut container = Container {
         child,
         pid,
         output,
         exit: None,
         _status: status,
-    })
+        slirp: None,
+        started: Instant::now(),
+    };
+    if isolated {
+        let bwrap_pid = container.child.id();
+        container.slirp = Some(slirp(bwrap_pid, opts)?);
+        block.write_all(b"1")?;
+        container.started = Instant::now();
+    }
+    Ok(container)
+}
+
+/// Starts slirp4netns for the network namespace of `pid`, and publishes the
+/// container's port on 127.0.0.1. Returns once both are done.
+fn slirp(pid: u32, opts: &RunOptions) -> Result<Child> {
+    let dir = tempfile::tempdir()?;
+    let api = dir.path().join("slirp.sock");
+    let (ready_r, ready_w) = pipe()?;
+    let mut cmd = Command::new("slirp4netns");
+    cmd.args([
+        "--configure",
+        "--mtu=65520",
+        "--disable-host-loopback",
+        "--ready-fd=3",
+    ])
+    .arg(format!("--api-socket={}", api.display()))
+    .arg(pid.to_string())
+    .arg("tap0")
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped());
+    // SAFETY: only fcntl and dup2 between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || place_fds(&[(ready_w, 3)]));
+    }
+    let mut child = cmd.spawn().context("starting slirp4netns")?;
+    // SAFETY: our copy of the write end; ready_r is ours from here on.
+    unsafe {
+        libc::close(ready_w);
+    }
+    let mut ready = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(ready_r) };
+    let mut byte = [0u8; 1];
+    if ready.read(&mut byte).unwrap_or(0) == 0 {
+        let _ = child.kill();
+        let out = child.wait_with_output().ok();
+        let err = out
+            .map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
+            .unwrap_or_default();
+        bail!("slirp4netns did not bring the network up: {}", err.trim());
+    }
+    let request = serde_json::json!({
+        "execute": "add_hostfwd",
+        "arguments": {"proto": "tcp", "host_addr": "127.0.0.1", "host_port": opts.port, "guest_port": opts.container_port}
+    });
+    let mut sock =
+        std::os::unix::net::UnixStream::connect(&api).context("connecting to slirp4netns")?;
+    sock.write_all(request.to_string().as_bytes())?;
+    sock.shutdown(std::net::Shutdown::Write)?;
+    let mut answer = String::new();
+    sock.read_to_string(&mut answer)?;
+    if !answer.contains("\"return\"") || answer.contains("error") {
+        let _ = child.kill();
+        let _ = child.wait();
+        bail!(
+            "publishing the container's port {} on 127.0.0.1:{} failed (is the port in use?): {}",
+            opts.container_port,
+            opts.port,
+            answer.trim()
+        );
+    }
+    Ok(child)
+}
+
+/// In a forked child before exec: puts each `(fd, target)` at `target`,
+/// without CLOEXEC. Every source is first copied above the targets, so a
+/// source that already sits on another's target is not overwritten, and
+/// one already on its own target still loses CLOEXEC. Async-signal-safe.
+fn place_fds(pairs: &[(i32, i32)]) -> std::io::Result<()> {
+    let mut high = [0i32; 4];
+    for (i, (fd, _)) in pairs.iter().enumerate().take(4) {
+        // SAFETY: fcntl on an fd we own.
+        high[i] = unsafe { libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 100) };
+        if high[i] < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    for (i, (_, target)) in pairs.iter().enumerate().take(4) {
+        // SAFETY: dup2 onto a small fd number of this child.
+        if unsafe { libc::dup2(high[i], *target) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 fn pipe() -> Result<(i32, i32)> {
@@ -501,11 +707,13 @@ fn pipe() -> Result<(i32, i32)> {
 fn wait_ready(
     c: &mut Container,
     opts: &RunOptions,
-    t0: Instant,
+    network: Network,
 ) -> std::result::Result<u64, String> {
+    let t0 = c.started;
     let p = &opts.probe;
     std::thread::sleep(p.initial_delay);
     let deadline = t0 + p.bound();
+    let mut last_look = Instant::now();
     let attempt_timeout = p.timeout.min(Duration::from_secs(1));
     loop {
         if let Some(code) = c.try_exit() {
@@ -517,6 +725,13 @@ fn wait_ready(
             Some(path) => {
                 http_get(opts.port, path, attempt_timeout).is_some_and(|s| (200..400).contains(&s))
             }
+            // slirp4netns accepts on the host side whether or not the app
+            // does: in the container's own network a TCP probe is a socket
+            // listening on the container's interface, exactly what a
+            // connection from outside would find.
+            None if network == Network::Isolated => listeners(c.pid, opts.container_port)
+                .iter()
+                .any(|a| !(a.starts_with("127.") || a == "[::1]")),
             None => TcpStream::connect_timeout(
                 &std::net::SocketAddr::from(([127, 0, 0, 1], opts.port)),
                 attempt_timeout,
@@ -525,6 +740,19 @@ fn wait_ready(
         };
         if ok {
             return Ok(t0.elapsed().as_millis() as u64);
+        }
+        // Requests come in on the container's interface: an app that
+        // listens on loopback only will never be reached, as on Cloud Run.
+        if network == Network::Isolated && last_look.elapsed() > Duration::from_millis(250) {
+            last_look = Instant::now();
+            let addrs = listeners(c.pid, opts.container_port);
+            if !addrs.is_empty() && addrs.iter().all(|a| a.starts_with("127.") || a == "[::1]") {
+                return Err(format!(
+                    "the app listens on {}:{} only, which requests from outside the container never reach",
+                    addrs.join(", "),
+                    opts.container_port
+                ));
+            }
         }
         if Instant::now() >= deadline {
             let what = match &p.http_path {
@@ -575,14 +803,33 @@ pub fn run(
         time_to_ready_ms: None,
         exit_code: None,
         output_tail: Vec::new(),
+        network: String::new(),
     };
-    let t0 = Instant::now();
-    let mut c = start(root, &image.config, opts, opts.check)?;
+    let (network, note) = opts.network.resolve()?;
+    if let Some(n) = &note {
+        eprintln!("note: {n}");
+    }
+    report.network = match network {
+        Network::Isolated => format!(
+            "isolated: 127.0.0.1:{} → container port {}",
+            opts.port, opts.container_port
+        ),
+        _ => format!(
+            "host: the app listens on the host's port {}",
+            opts.container_port
+        ),
+    };
+    let mut opts = opts.clone();
+    if network == Network::Host {
+        opts.container_port = opts.port;
+    }
+    let opts = &opts;
+    let mut c = start(root, &image.config, opts, network, opts.check)?;
     if opts.command.is_some() {
         report.exit_code = until_exit(&mut c, opts);
         return Ok(report);
     }
-    let ready = wait_ready(&mut c, opts, t0);
+    let ready = wait_ready(&mut c, opts, network);
     let mut check = |name: &str, pass: bool, detail: String| {
         report.checks.push(CheckResult {
             name: name.into(),
@@ -609,27 +856,32 @@ pub fn run(
         return Ok(report);
     }
 
-    if ready.is_ok() {
-        let addrs = listeners(c.pid, opts.port);
+    if c.try_exit().is_none() {
+        let addrs = listeners(c.pid, opts.container_port);
         let public = addrs.iter().any(|a| a == "0.0.0.0" || a == "[::]");
         let detail = if addrs.is_empty() {
-            format!("no listening socket on port {} in the container", opts.port)
+            format!(
+                "no listening socket on port {} in the container",
+                opts.container_port
+            )
         } else if public {
             format!(
                 "listens on {}",
                 addrs
                     .iter()
-                    .map(|a| format!("{a}:{}", opts.port))
+                    .map(|a| format!("{a}:{}", opts.container_port))
                     .collect::<Vec<_>>()
                     .join(", ")
             )
         } else {
             format!(
                 "listens on {} only; Cloud Run sends requests to the container's interface, so bind 0.0.0.0:$PORT",
-                addrs.iter().map(|a| format!("{a}:{}", opts.port)).collect::<Vec<_>>().join(", ")
+                addrs.iter().map(|a| format!("{a}:{}", opts.container_port)).collect::<Vec<_>>().join(", ")
             )
         };
         check("listens on 0.0.0.0:$PORT", public, detail);
+    }
+    if ready.is_ok() && c.try_exit().is_none() {
         let path = opts
             .request_path
             .clone()

@@ -728,6 +728,12 @@ fn examples_pass_the_cloud_run_contract() {
         );
         let (ok, report) = run_check(&layout, &["--probe", probe]);
         assert!(ok, "{example}: {report}");
+        // test.sh installs slirp4netns and CI runs as root: the container
+        // has its own network, published on the test's port.
+        assert!(
+            report["network"].as_str().unwrap().starts_with("isolated"),
+            "{report}"
+        );
         assert!(report["time_to_ready_ms"].as_u64().unwrap() > 0);
         for name in ["startup probe", "listens", "request", "SIGTERM"] {
             assert!(check(&report, name).0, "{example}: {name}: {report}");
@@ -805,6 +811,18 @@ fn contract_breakers_are_reported_and_leave_no_process() {
         "{:?}",
         processes_with(&marker)
     );
+
+    // The isolated network still reaches out (NAT and DNS through slirp4netns).
+    let (layout, _) = image("good");
+    let got = run_in_image(
+        &layout,
+        &[
+            "/usr/bin/python3",
+            "-c",
+            "import urllib.request as u; print(u.urlopen('http://deb.debian.org/debian/dists/bookworm/Release', timeout=20).status)",
+        ],
+    );
+    assert_eq!(got.trim(), "200");
 
     // A foreground run: SIGTERM to slimpack reaches the app, which exits.
     let (layout, marker) = image("good");

@@ -511,6 +511,15 @@ mod tests {
     }
 
     #[test]
+    fn packages_without_wheels_are_named() {
+        let e = "  cause: Because psycopg2==2.9.9 has no usable wheels and you require psycopg2==2.9.9, we can conclude that your requirements are unsatisfiable.\n\nhint: Wheels are required for `psycopg2` because building from source is disabled for all packages (i.e., with `--no-build`)\nhint: Wheels are required for `My_Pkg` because ...";
+        assert_eq!(wheels_required(e), vec!["my-pkg", "psycopg2"]);
+        assert!(wheels_required("error: No solution found: foo>=9 is not available").is_empty());
+        assert!(lacks_wheels(&anyhow!("installing failed:\n{e}")));
+        assert!(!lacks_wheels(&anyhow!("connection reset")));
+    }
+
+    #[test]
     fn locked_packages_and_platforms() {
         let text = "blinker==1.9.0 \\\n    --hash=sha256:aa\nFlask==3.0.0 ; python_version >= '3.8' \\\n    --hash=sha256:bb\n    # via x\n";
         let p = parse_locked(text);
