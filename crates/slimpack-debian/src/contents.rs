@@ -36,12 +36,7 @@ fn wanted(path: &str) -> bool {
 }
 
 fn merge_usr(path: &str) -> String {
-    for top in ["bin/", "sbin/", "lib/", "lib64/"] {
-        if path.starts_with(top) {
-            return format!("usr/{path}");
-        }
-    }
-    path.to_string()
+    crate::merged_usr(path).unwrap_or_else(|| format!("usr/{path}"))
 }
 
 impl ContentsIndex {

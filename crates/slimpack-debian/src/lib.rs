@@ -64,6 +64,21 @@ pub enum Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// Merged /usr: `/bin`, `/lib`... are symlinks into `/usr`, as on every
+/// current Debian system, so a path a package ships under them is really
+/// under `/usr`. `None` for the top directories themselves (they are links).
+pub fn merged_usr(path: &str) -> Option<String> {
+    for top in ["bin", "sbin", "lib", "lib32", "lib64", "libx32"] {
+        if path == top {
+            return None;
+        }
+        if let Some(rest) = path.strip_prefix(top).and_then(|r| r.strip_prefix('/')) {
+            return Some(format!("usr/{top}/{rest}"));
+        }
+    }
+    Some(path.to_string())
+}
+
 /// Lower-case hex SHA-256 of `bytes`.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
@@ -90,4 +105,23 @@ pub fn decompress_xz(bytes: &[u8]) -> std::io::Result<Vec<u8>> {
     let mut out = Vec::with_capacity(bytes.len() * 6);
     liblzma::read::XzDecoder::new(bytes).read_to_end(&mut out)?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::merged_usr;
+
+    #[test]
+    fn merged_usr_moves_top_dirs() {
+        assert_eq!(
+            merged_usr("lib/x86_64-linux-gnu/libc.so.6").unwrap(),
+            "usr/lib/x86_64-linux-gnu/libc.so.6"
+        );
+        assert_eq!(
+            merged_usr("lib64/ld-linux-x86-64.so.2").unwrap(),
+            "usr/lib64/ld-linux-x86-64.so.2"
+        );
+        assert_eq!(merged_usr("library/x").unwrap(), "library/x");
+        assert!(merged_usr("lib").is_none());
+    }
 }

@@ -244,22 +244,103 @@ struct VenvRecord {
 }
 
 /// The runtime layer for the base packages plus `additions`.
-#[allow(clippy::too_many_arguments)]
 fn runtime_with(
-    spec: &debian::BaseSpec,
+    req: &builder::Request,
     resolved: &debian::Resolved,
     additions: &[native::Addition],
-    cache: &Cache,
-    refresh: bool,
-    mtime: u64,
-    progress: &Progress,
 ) -> Result<(debian::Runtime, bool)> {
+    let (cache, progress) = (req.cache, req.progress);
     if additions.is_empty() {
-        return debian::build(spec, resolved.clone(), cache, mtime, progress);
+        return debian::build(req.spec, resolved.clone(), cache, req.mtime, progress);
     }
-    let spec = spec.with_packages(&native::package_names(additions));
-    let resolved = debian::resolve(&spec, cache, refresh, progress)?;
-    debian::build(&spec, resolved, cache, mtime, progress)
+    let spec = req.spec.with_packages(&native::package_names(additions));
+    let resolved = debian::resolve(&spec, cache, req.refresh, progress)?;
+    debian::build(&spec, resolved, cache, req.mtime, progress)
+}
+
+/// Builds the venv layer: installs the lock (from wheels, or in the builder),
+/// adds to the runtime the libraries its compiled code links, and compiles
+/// bytecode with that runtime's interpreter. Returns the record to cache and
+/// the runtime it goes with.
+fn build_venv(
+    req: &builder::Request,
+    resolved: &debian::Resolved,
+    mode: bytecode::Mode,
+) -> Result<(VenvRecord, debian::Runtime, bool)> {
+    let (cache, progress, lock, target) = (req.cache, req.progress, req.lock, req.target);
+    let work = tempfile::tempdir_in(cache.dir("work")?)?;
+    let venv_dir = work.path().join("venv");
+    let site = python::site_dir(&venv_dir, target);
+    let built = if lock.source_builds.is_empty() {
+        let sp = progress.spinner(format!(
+            "Installing {} Python packages",
+            lock.packages.len()
+        ));
+        let r = python::install_wheels(lock, target, req.uv, &site);
+        sp.finish_and_clear();
+        match r {
+            Ok(()) => None,
+            // A lock exported from uv.lock can name a package with no
+            // wheel: the builder compiles it.
+            Err(e) if python::lacks_wheels(&e) => {
+                let names = python::wheels_required(&format!("{e:#}"));
+                Some(builder::install(req, &site, &names)?)
+            }
+            Err(e) => return Err(e),
+        }
+    } else {
+        Some(builder::install(req, &site, &lock.source_builds)?)
+    };
+    python::finish_venv(&venv_dir, target)?;
+
+    let (base_runtime, _) = runtime_with(req, resolved, &[])?;
+    let base_root = bytecode::ensure_rootfs(cache, &base_runtime)?;
+    let needs: Vec<native::Needed> = native::unbundled(&site)?
+        .into_iter()
+        .filter(|n| !native::in_root(&base_root, &n.soname))
+        .collect();
+    let additions = if needs.is_empty() {
+        Vec::new()
+    } else {
+        let contents = debian::contents(req.spec, cache, progress)?;
+        native::packages_for(&needs, &contents, req.spec.suite.codename())?
+    };
+    let (runtime, runtime_cached) = runtime_with(req, resolved, &additions)?;
+    let root = bytecode::ensure_rootfs(cache, &runtime)?;
+    let still: Vec<String> = needs
+        .iter()
+        .filter(|n| !native::in_root(&root, &n.soname))
+        .map(|n| format!("{} (needed by {})", n.soname, n.needed_by))
+        .collect();
+    if !still.is_empty() {
+        bail!(
+            "the runtime still lacks {} after adding {}; add the package that provides it under `packages`",
+            still.join(", "),
+            native::package_names(&additions).join(", ")
+        );
+    }
+
+    let pyc_dir = work.path().join("pyc");
+    let compiled = if mode == bytecode::Mode::None {
+        None
+    } else {
+        let sp = progress.spinner("Compiling bytecode with the image's interpreter".into());
+        let c = bytecode::compile(&root, &venv_dir, &pyc_dir, &target.minor, mode)?;
+        sp.finish_and_clear();
+        Some(c)
+    };
+    let mut b = LayerBuilder::new();
+    add_tree(&mut b, &venv_dir, "opt/venv")?;
+    if pyc_dir.join("usr").is_dir() {
+        add_tree(&mut b, &pyc_dir.join("usr"), "usr")?;
+    }
+    let record = VenvRecord {
+        layer: b.write(&cache.blobs, req.mtime)?,
+        runtime_additions: additions,
+        builder: built,
+        bytecode: compiled,
+    };
+    Ok((record, runtime, runtime_cached))
 }
 
 pub fn build(opts: &BuildOptions) -> Result<Outcome> {
@@ -450,6 +531,9 @@ pub fn build(opts: &BuildOptions) -> Result<Outcome> {
         );
         h.finish()
     };
+    let cached_venv = cache
+        .get::<VenvRecord>("venv-layer", &venv_key)
+        .filter(|r| cache.blobs.contains(&r.layer.digest));
     let plan = Plan {
         project: ProjectPlan {
             dir: project.dir.display().to_string(),
@@ -495,9 +579,7 @@ pub fn build(opts: &BuildOptions) -> Result<Outcome> {
             } else {
                 builder::initial_build_packages(&lock, &cfg.build_packages)
             },
-            runtime_libraries: cache
-                .get::<VenvRecord>("venv-layer", &venv_key)
-                .map(|r| r.runtime_additions),
+            runtime_libraries: cached_venv.as_ref().map(|r| r.runtime_additions.clone()),
         },
         start: start.clone(),
         image: ImagePlan {
@@ -540,121 +622,31 @@ pub fn build(opts: &BuildOptions) -> Result<Outcome> {
     if opts.plan_only {
         return Ok(Outcome::Plan(Box::new(plan)));
     }
+    let venv_req = builder::Request {
+        spec: &spec,
+        lock: &lock,
+        target: &target,
+        uv: &uv,
+        no_binary: &no_binary,
+        build_packages: &cfg.build_packages,
+        cache: &cache,
+        progress: &progress,
+        refresh: opts.refresh,
+        mtime,
+    };
 
     // Layers. The venv comes first: the libraries its compiled code links
     // decide what the runtime holds beyond Python.
-    let cached_venv = cache
-        .get::<VenvRecord>("venv-layer", &venv_key)
-        .filter(|r| cache.blobs.contains(&r.layer.digest));
     let venv_cached = cached_venv.is_some();
     let (record, runtime, runtime_cached) = match cached_venv {
         Some(r) => {
-            let (runtime, cached) = runtime_with(
-                &spec,
-                &resolved,
-                &r.runtime_additions,
-                &cache,
-                opts.refresh,
-                mtime,
-                &progress,
-            )?;
+            let (runtime, cached) = runtime_with(&venv_req, &resolved, &r.runtime_additions)?;
             (r, runtime, cached)
         }
         None => {
-            let work = tempfile::tempdir_in(cache.dir("work")?)?;
-            let venv_dir = work.path().join("venv");
-            let site = python::site_dir(&venv_dir, &target);
-            let build_req = builder::Request {
-                spec: &spec,
-                lock: &lock,
-                target: &target,
-                uv: &uv,
-                no_binary: &no_binary,
-                build_packages: &cfg.build_packages,
-                cache: &cache,
-                progress: &progress,
-                refresh: opts.refresh,
-            };
-            let built = if lock.source_builds.is_empty() {
-                let sp = progress.spinner(format!(
-                    "Installing {} Python packages",
-                    lock.packages.len()
-                ));
-                let r = python::install_wheels(&lock, &target, &uv, &site);
-                sp.finish_and_clear();
-                match r {
-                    Ok(()) => None,
-                    // A lock exported from uv.lock can name a package
-                    // with no wheel: the builder compiles it.
-                    Err(e) if python::lacks_wheels(&e) => {
-                        Some(builder::install(&build_req, &site)?)
-                    }
-                    Err(e) => return Err(e),
-                }
-            } else {
-                Some(builder::install(&build_req, &site)?)
-            };
-            python::finish_venv(&venv_dir, &target)?;
-
-            let (base_runtime, _) =
-                debian::build(&spec, resolved.clone(), &cache, mtime, &progress)?;
-            let base_root = bytecode::ensure_rootfs(&cache, &base_runtime)?;
-            let needs: Vec<native::Needed> = native::unbundled(&site)?
-                .into_iter()
-                .filter(|n| !native::in_root(&base_root, &n.soname))
-                .collect();
-            let additions = if needs.is_empty() {
-                Vec::new()
-            } else {
-                let contents = debian::contents(&spec, &cache, &progress)?;
-                native::packages_for(&needs, &contents, suite.codename())?
-            };
-            let (runtime, runtime_cached) = runtime_with(
-                &spec,
-                &resolved,
-                &additions,
-                &cache,
-                opts.refresh,
-                mtime,
-                &progress,
-            )?;
-            let root = bytecode::ensure_rootfs(&cache, &runtime)?;
-            let still: Vec<String> = needs
-                .iter()
-                .filter(|n| !native::in_root(&root, &n.soname))
-                .map(|n| format!("{} (needed by {})", n.soname, n.needed_by))
-                .collect();
-            if !still.is_empty() {
-                bail!("the runtime still lacks {} after adding {}; add the package that provides it under `packages`", still.join(", "), native::package_names(&additions).join(", "));
-            }
-
-            let mut compiled = None;
-            let pyc_dir = work.path().join("pyc");
-            if mode != bytecode::Mode::None {
-                let sp = progress.spinner("Compiling bytecode with the image's interpreter".into());
-                compiled = Some(bytecode::compile(
-                    &root,
-                    &venv_dir,
-                    &pyc_dir,
-                    &target.minor,
-                    mode,
-                )?);
-                sp.finish_and_clear();
-            }
-            let mut b = LayerBuilder::new();
-            add_tree(&mut b, &venv_dir, "opt/venv")?;
-            if pyc_dir.join("usr").is_dir() {
-                add_tree(&mut b, &pyc_dir.join("usr"), "usr")?;
-            }
-            let layer = b.write(&cache.blobs, mtime)?;
-            let record = VenvRecord {
-                layer,
-                runtime_additions: additions,
-                builder: built,
-                bytecode: compiled,
-            };
-            cache.put("venv-layer", &venv_key, &record)?;
-            (record, runtime, runtime_cached)
+            let built = build_venv(&venv_req, &resolved, mode)?;
+            cache.put("venv-layer", &venv_key, &built.0)?;
+            built
         }
     };
     let venv_layer = record.layer.clone();

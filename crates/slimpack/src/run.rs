@@ -390,10 +390,6 @@ impl Container {
 impl Drop for Container {
     fn drop(&mut self) {
         self.kill();
-        if let Some(mut s) = self.slirp.take() {
-            let _ = s.kill();
-            let _ = s.wait();
-        }
     }
 }
 
@@ -498,6 +494,7 @@ fn start(
         cmd.args(["--setenv", k, v]);
     }
     let isolated = network == Network::Isolated;
+    // Bound by bwrap before it reports the child's pid; dropped after.
     let net_files = tempfile::tempdir()?;
     if isolated {
         // slirp4netns answers DNS on 10.0.2.3.
@@ -713,7 +710,6 @@ fn wait_ready(
     let p = &opts.probe;
     std::thread::sleep(p.initial_delay);
     let deadline = t0 + p.bound();
-    let mut last_look = Instant::now();
     let attempt_timeout = p.timeout.min(Duration::from_secs(1));
     loop {
         if let Some(code) = c.try_exit() {
@@ -721,18 +717,26 @@ fn wait_ready(
                 "the process exited with code {code} before it was ready"
             ));
         }
-        let ok = match &p.http_path {
-            Some(path) => {
+        // In the container's own network, what listens on its port: requests
+        // come in on its interface, so loopback-only never gets them (as on
+        // Cloud Run), and slirp4netns accepts on the host side whether or
+        // not the app does, so a TCP probe is a socket listening there.
+        let inside = (network == Network::Isolated).then(|| listeners(c.pid, opts.container_port));
+        if let Some(addrs) = &inside {
+            if !addrs.is_empty() && addrs.iter().all(|a| is_loopback(a)) {
+                return Err(format!(
+                    "the app listens on {}:{} only, which requests from outside the container never reach",
+                    addrs.join(", "),
+                    opts.container_port
+                ));
+            }
+        }
+        let ok = match (&p.http_path, &inside) {
+            (Some(path), _) => {
                 http_get(opts.port, path, attempt_timeout).is_some_and(|s| (200..400).contains(&s))
             }
-            // slirp4netns accepts on the host side whether or not the app
-            // does: in the container's own network a TCP probe is a socket
-            // listening on the container's interface, exactly what a
-            // connection from outside would find.
-            None if network == Network::Isolated => listeners(c.pid, opts.container_port)
-                .iter()
-                .any(|a| !(a.starts_with("127.") || a == "[::1]")),
-            None => TcpStream::connect_timeout(
+            (None, Some(addrs)) => !addrs.is_empty(),
+            (None, None) => TcpStream::connect_timeout(
                 &std::net::SocketAddr::from(([127, 0, 0, 1], opts.port)),
                 attempt_timeout,
             )
@@ -740,19 +744,6 @@ fn wait_ready(
         };
         if ok {
             return Ok(t0.elapsed().as_millis() as u64);
-        }
-        // Requests come in on the container's interface: an app that
-        // listens on loopback only will never be reached, as on Cloud Run.
-        if network == Network::Isolated && last_look.elapsed() > Duration::from_millis(250) {
-            last_look = Instant::now();
-            let addrs = listeners(c.pid, opts.container_port);
-            if !addrs.is_empty() && addrs.iter().all(|a| a.starts_with("127.") || a == "[::1]") {
-                return Err(format!(
-                    "the app listens on {}:{} only, which requests from outside the container never reach",
-                    addrs.join(", "),
-                    opts.container_port
-                ));
-            }
         }
         if Instant::now() >= deadline {
             let what = match &p.http_path {
@@ -766,6 +757,11 @@ fn wait_ready(
         }
         std::thread::sleep(Duration::from_millis(5));
     }
+}
+
+/// An address only the container itself can reach.
+fn is_loopback(addr: &str) -> bool {
+    addr.starts_with("127.") || addr == "[::1]"
 }
 
 /// Waits for the container to exit; an interrupt of slimpack is forwarded

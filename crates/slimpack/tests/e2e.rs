@@ -677,6 +677,11 @@ fn processes_with(marker: &str) -> Vec<String> {
     found
 }
 
+fn assert_no_process(marker: &str) {
+    let left = processes_with(marker);
+    assert!(left.is_empty(), "processes left behind: {left:?}");
+}
+
 fn run_check(layout: &Path, extra: &[&str]) -> (bool, Value) {
     run_check_ref(&format!("oci:{}", layout.display()), extra)
 }
@@ -772,11 +777,7 @@ fn contract_breakers_are_reported_and_leave_no_process() {
     assert!(!ok, "binding 127.0.0.1 must fail: {report}");
     let (pass, detail) = check(&report, "listens");
     assert!(!pass && detail.contains("127.0.0.1"), "{detail}");
-    assert!(
-        processes_with(&marker).is_empty(),
-        "{:?}",
-        processes_with(&marker)
-    );
+    assert_no_process(&marker);
 
     let (layout, marker) = image("ignore");
     let t = Instant::now();
@@ -789,11 +790,7 @@ fn contract_breakers_are_reported_and_leave_no_process() {
         t.elapsed() < Duration::from_secs(20),
         "the grace period bounds the run"
     );
-    assert!(
-        processes_with(&marker).is_empty(),
-        "{:?}",
-        processes_with(&marker)
-    );
+    assert_no_process(&marker);
 
     let (layout, marker) = image("sleep");
     let t = Instant::now();
@@ -806,11 +803,7 @@ fn contract_breakers_are_reported_and_leave_no_process() {
         t.elapsed() < Duration::from_secs(15),
         "the startup bound is kept"
     );
-    assert!(
-        processes_with(&marker).is_empty(),
-        "{:?}",
-        processes_with(&marker)
-    );
+    assert_no_process(&marker);
 
     // The isolated network still reaches out (NAT and DNS through slirp4netns).
     let (layout, _) = image("good");
@@ -856,11 +849,7 @@ fn contract_breakers_are_reported_and_leave_no_process() {
         status.success(),
         "the app exited cleanly on the forwarded SIGTERM: {status:?}"
     );
-    assert!(
-        processes_with(&marker).is_empty(),
-        "{:?}",
-        processes_with(&marker)
-    );
+    assert_no_process(&marker);
 }
 
 fn run_in_image(layout: &Path, argv: &[&str]) -> String {

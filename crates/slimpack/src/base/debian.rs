@@ -8,8 +8,8 @@ use crate::report::Progress;
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use slimpack_debian::{
-    archive_keys, check_sha256, parse_packages, read_deb, verify_inrelease, ContentsIndex,
-    DebEntryKind, Package, Resolver, Suite,
+    archive_keys, check_sha256, merged_usr, parse_packages, read_deb, verify_inrelease,
+    ContentsIndex, DebEntryKind, Package, Resolver, Suite,
 };
 use slimpack_oci::{Entry, EntryKind, Layer, LayerBuilder};
 use std::collections::BTreeSet;
@@ -243,18 +243,12 @@ pub fn resolve(
                 .unwrap_or("")
                 .to_string();
         }
-        let xz = fetch_index(
-            cache,
-            &mirror,
-            &dist,
-            &release,
-            "main/binary-amd64/Packages.xz",
-        )?;
-        let index_url = format!("{mirror}/dists/{dist}/main/binary-amd64/Packages.xz");
+        let index = "main/binary-amd64/Packages.xz";
+        let xz = fetch_index(cache, &mirror, &dist, &release, index)?;
         let text = slimpack_debian::decompress_xz(&xz)
             .ok()
             .and_then(|b| String::from_utf8(b).ok())
-            .ok_or_else(|| anyhow!("{index_url}: cannot decompress"))?;
+            .ok_or_else(|| anyhow!("{mirror}/dists/{dist}/{index}: cannot decompress"))?;
         let mut pkgs = parse_packages(&text, &dist)?;
         for p in &mut pkgs {
             // Remember which mirror serves it (the security archive differs).
@@ -317,6 +311,21 @@ fn fetch_release(
     Ok((release, text))
 }
 
+/// The entry a verified Release gives for an index file, and its URL.
+fn index_entry<'r>(
+    mirror: &str,
+    dist: &str,
+    release: &'r slimpack_debian::Release,
+    path: &str,
+) -> Result<(String, &'r slimpack_debian::IndexFile)> {
+    let entry = release.files.get(path).ok_or_else(|| {
+        anyhow!(
+            "{mirror}/dists/{dist}/InRelease lists no {path}; is {mirror} a full Debian mirror?"
+        )
+    })?;
+    Ok((format!("{mirror}/dists/{dist}/{path}"), entry))
+}
+
 /// An index file named by a verified Release, from the cache (kept by its
 /// hash, so a cached copy is exactly what the signature covers) or the mirror.
 fn fetch_index(
@@ -326,12 +335,7 @@ fn fetch_index(
     release: &slimpack_debian::Release,
     path: &str,
 ) -> Result<Vec<u8>> {
-    let url = format!("{mirror}/dists/{dist}/{path}");
-    let entry = release.files.get(path).ok_or_else(|| {
-        anyhow!(
-            "{mirror}/dists/{dist}/InRelease lists no {path}; is {mirror} a full Debian mirror?"
-        )
-    })?;
+    let (url, entry) = index_entry(mirror, dist, release, path)?;
     let cached = cache.dir("indexes")?.join(&entry.sha256);
     if let Ok(bytes) = std::fs::read(&cached) {
         if check_sha256(&url, &bytes, &entry.sha256).is_ok() {
@@ -345,33 +349,26 @@ fn fetch_index(
 }
 
 /// The suite's `Contents` index (which package ships which file), verified
-/// through the signed Release and cached in its reduced form. Only the main
-/// suite's index is read: updates rarely add files, and a package found
-/// there is then taken at its newest version by the resolver.
+/// through the signed Release and cached only in its reduced form (named by
+/// the full index's hash). Only the main suite's index is read: updates
+/// rarely add files, and a package found there is then taken at its newest
+/// version by the resolver.
 pub fn contents(spec: &BaseSpec, cache: &Cache, progress: &Progress) -> Result<ContentsIndex> {
     let code = spec.suite.codename();
     let (release, _) = fetch_release(spec, &spec.mirror, code)?;
-    let path = "main/Contents-amd64.gz";
-    let sha = release
-        .files
-        .get(path)
-        .map(|e| e.sha256.clone())
-        .ok_or_else(|| anyhow!("{}/dists/{code}/InRelease lists no {path}", spec.mirror))?;
-    let reduced = cache.dir("contents")?.join(format!("{sha}.txt"));
+    let (url, entry) = index_entry(&spec.mirror, code, &release, "main/Contents-amd64.gz")?;
+    let reduced = cache.dir("contents")?.join(format!("{}.txt", entry.sha256));
     if let Ok(text) = std::fs::read_to_string(&reduced) {
         return Ok(ContentsIndex::from_text(&text));
     }
     let sp = progress.spinner(format!("Reading the {code} Contents index"));
-    let gz = fetch_index(cache, &spec.mirror, code, &release, path)?;
+    let gz = http::get(&url, None)?;
+    check_sha256(&url, &gz, &entry.sha256)?;
     let idx = ContentsIndex::parse(std::io::BufReader::new(flate2::read::GzDecoder::new(
         gz.as_slice(),
     )))
-    .with_context(|| format!("reading {}/dists/{code}/{path}", spec.mirror))?;
+    .with_context(|| format!("reading {url}"))?;
     crate::cache::write_atomic(&reduced, idx.to_text().as_bytes())?;
-    // The reduced form is all that is needed from now on.
-    if let Ok(e) = release.files.get(path).ok_or(()) {
-        let _ = std::fs::remove_file(cache.dir("indexes")?.join(&e.sha256));
-    }
     sp.finish_and_clear();
     Ok(idx)
 }
@@ -510,20 +507,6 @@ fn dropped(path: &str, python: &str) -> bool {
     }
     // Interpreter helpers that are scripts needing a shell or pydoc.
     path.starts_with("usr/bin/") && !path.starts_with(&format!("usr/bin/python{python}"))
-}
-
-/// Merged /usr: `/bin`, `/lib`... are symlinks into `/usr`, as on every
-/// current Debian system; packages that still ship files there are moved.
-fn merged_usr(path: &str) -> Option<String> {
-    for top in ["bin", "sbin", "lib", "lib32", "lib64", "libx32"] {
-        if path == top {
-            return None;
-        }
-        if let Some(rest) = path.strip_prefix(top).and_then(|r| r.strip_prefix('/')) {
-            return Some(format!("usr/{top}/{rest}"));
-        }
-    }
-    Some(path.to_string())
 }
 
 /// Resolves a relative symlink target against the link's original location,
@@ -853,17 +836,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn merged_usr_moves_top_dirs() {
-        assert_eq!(
-            merged_usr("lib/x86_64-linux-gnu/libc.so.6").unwrap(),
-            "usr/lib/x86_64-linux-gnu/libc.so.6"
-        );
-        assert_eq!(
-            merged_usr("lib64/ld-linux-x86-64.so.2").unwrap(),
-            "usr/lib64/ld-linux-x86-64.so.2"
-        );
-        assert_eq!(merged_usr("library/x").unwrap(), "library/x");
-        assert!(merged_usr("lib").is_none());
+    fn moved_links_keep_their_targets() {
         assert_eq!(
             absolute_target("lib/x86_64-linux-gnu/libz.so.1", "libz.so.1.2.13"),
             "/lib/x86_64-linux-gnu/libz.so.1.2.13"

@@ -94,8 +94,9 @@ fn group_requirements(dir: &Path, group: &str) -> Result<PathBuf> {
     )
 }
 
-/// Packages uv says have no usable wheel (so must be built from source).
-fn wheels_required(stderr: &str) -> Vec<String> {
+/// Packages uv says have no usable wheel (so must be built from source), in
+/// a resolution's or an install's error.
+pub fn wheels_required(stderr: &str) -> Vec<String> {
     let mut out: Vec<String> = stderr
         .split("Wheels are required for `")
         .skip(1)
@@ -107,8 +108,16 @@ fn wheels_required(stderr: &str) -> Vec<String> {
     out
 }
 
+/// Does uv's message say a package has no wheel for the target?
+fn says_no_wheels(message: &str) -> bool {
+    message.contains("has no usable wheels")
+        || message.contains("Wheels are required")
+        || message.contains("doesn't have a source distribution or wheel")
+        || message.contains("no wheels with a matching")
+}
+
 fn wheel_hint(stderr: &str, target: &Target) -> String {
-    if stderr.contains("has no usable wheels") || stderr.contains("no wheels with a matching") {
+    if says_no_wheels(stderr) {
         format!(
             "\nhint: the package above has neither a wheel for CPython {} on {} nor a source distribution slimpack could build. Pin another version, or choose another --python.",
             target.minor, target.platform
@@ -150,13 +159,7 @@ pub fn resolve(
     for p in no_binary {
         h.part("no-binary", p);
     }
-    for var in [
-        "UV_INDEX_URL",
-        "UV_EXTRA_INDEX_URL",
-        "PIP_INDEX_URL",
-        "PIP_EXTRA_INDEX_URL",
-        "UV_INDEX",
-    ] {
+    for var in uv::INDEX_VARS {
         if let Ok(v) = std::env::var(var) {
             h.part(var, v);
         }
@@ -183,8 +186,8 @@ pub fn resolve(
     let out = work.path().join("lock.txt");
     // Wheels only, except for the packages that have none (found by
     // asking) or that the user wants built: those go to the builder.
-    let source_builds = std::cell::RefCell::new(no_binary.to_vec());
-    let compile = |args: &[&std::ffi::OsStr], what: &str| -> Result<()> {
+    let mut source_builds = no_binary.to_vec();
+    let mut compile = |args: &[&std::ffi::OsStr], what: &str| -> Result<()> {
         loop {
             let mut c = uv.command();
             c.current_dir(&project.dir)
@@ -203,7 +206,7 @@ pub fn resolve(
                     "--python-platform",
                     &target.platform,
                 ]);
-            for p in source_builds.borrow().iter() {
+            for p in &source_builds {
                 c.args(["--no-binary", p]);
             }
             c.arg("-o").arg(&out).args(args);
@@ -214,7 +217,7 @@ pub fn resolve(
             let stderr = String::from_utf8_lossy(&output.stderr);
             let new: Vec<String> = wheels_required(&stderr)
                 .into_iter()
-                .filter(|n| !source_builds.borrow().contains(n))
+                .filter(|n| !source_builds.contains(n))
                 .collect();
             if new.is_empty() {
                 bail!(
@@ -223,7 +226,7 @@ pub fn resolve(
                     wheel_hint(&stderr, target)
                 );
             }
-            source_builds.borrow_mut().extend(new);
+            source_builds.extend(new);
         }
     };
     let pp = project.pyproject.clone().unwrap_or_default();
@@ -305,7 +308,6 @@ pub fn resolve(
         }
     };
     let text = std::fs::read_to_string(&out).context("reading uv's resolution")?;
-    let mut source_builds = source_builds.into_inner();
     source_builds.sort();
     source_builds.dedup();
     let lock = Lock {
@@ -385,11 +387,7 @@ pub fn install_wheels(lock: &Lock, target: &Target, uv: &Uv, site: &Path) -> Res
 /// Did a wheels-only install fail because a package has no wheel (so the
 /// builder stage must compile it)?
 pub fn lacks_wheels(err: &anyhow::Error) -> bool {
-    let s = format!("{err:#}");
-    s.contains("no usable wheels")
-        || s.contains("Wheels are required")
-        || s.contains("doesn't have a source distribution or wheel")
-        || s.contains("no wheels with a matching")
+    says_no_wheels(&format!("{err:#}"))
 }
 
 /// Turns an installed `site-packages` into the venv at /opt/venv:

@@ -69,7 +69,10 @@ pub fn unbundled(site: &Path) -> Result<Vec<Needed>> {
         if e.file_type().is_dir() && p.to_string_lossy().ends_with(".libs") {
             libs_dirs.push(p.to_path_buf());
         }
-        if !(e.file_type().is_file() || e.file_type().is_symlink()) || !is_elf(p) {
+        // Links (`libfoo.so.1` → `libfoo.so.1.2`) are found by name below;
+        // only the files themselves are read, and never through a link that
+        // could point outside the venv.
+        if !e.file_type().is_file() || !is_elf(p) {
             continue;
         }
         let bytes = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;

@@ -11,6 +11,25 @@ const UV_VERSION: &str = "0.13.9";
 const UV_WHEEL: &str = "uv-0.13.9-py3-none-manylinux_2_17_x86_64.manylinux2014_x86_64.whl";
 const UV_WHEEL_SHA256: &str = "d7f459fe4fd247d830351c75686d3996ace3c6f3f728eb0e85a30b7ada0cef19";
 
+/// Settings for every uv run, on the host or in the builder: our cache, no
+/// Python downloads, and no config from the user's home that would make
+/// builds differ between machines.
+pub const SETTINGS: [(&str, &str); 3] = [
+    ("UV_PYTHON_DOWNLOADS", "never"),
+    ("UV_NO_CONFIG", "1"),
+    ("UV_NO_PROGRESS", "1"),
+];
+
+/// The package index the user chose: part of what a resolution depends on,
+/// and passed into the builder.
+pub const INDEX_VARS: [&str; 5] = [
+    "UV_INDEX_URL",
+    "UV_EXTRA_INDEX_URL",
+    "PIP_INDEX_URL",
+    "PIP_EXTRA_INDEX_URL",
+    "UV_INDEX",
+];
+
 #[derive(Debug, Clone)]
 pub struct Uv {
     pub path: PathBuf,
@@ -85,14 +104,10 @@ impl Uv {
         })
     }
 
-    /// A uv command with our cache, no Python downloads, and no config from
-    /// the user's home that would make builds differ between machines.
+    /// A uv command on the host, with [`SETTINGS`] and our cache.
     pub fn command(&self) -> Command {
         let mut c = Command::new(&self.path);
-        c.env("UV_CACHE_DIR", &self.cache_dir)
-            .env("UV_PYTHON_DOWNLOADS", "never")
-            .env("UV_NO_CONFIG", "1")
-            .env("UV_NO_PROGRESS", "1");
+        c.env("UV_CACHE_DIR", &self.cache_dir).envs(SETTINGS);
         if let Some(ca) = http::host_ca_bundle() {
             c.env("SSL_CERT_FILE", ca);
         }

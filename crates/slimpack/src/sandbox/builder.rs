@@ -12,7 +12,7 @@
 use super::Sandbox;
 use crate::base::debian::{self, BaseSpec};
 use crate::cache::Cache;
-use crate::python::{uv::Uv, Lock, Target};
+use crate::python::{uv, uv::Uv, Lock, Target};
 use crate::report::Progress;
 use anyhow::{bail, Context, Result};
 use regex::Regex;
@@ -56,6 +56,8 @@ pub struct Built {
     pub added: Vec<String>,
 }
 
+/// What installing the lock needs, in the builder or on the host (the
+/// build pipeline passes the same request to both).
 pub struct Request<'a> {
     pub spec: &'a BaseSpec,
     pub lock: &'a Lock,
@@ -68,6 +70,8 @@ pub struct Request<'a> {
     pub cache: &'a Cache,
     pub progress: &'a Progress,
     pub refresh: bool,
+    /// SOURCE_DATE_EPOCH for the builds (the image's fixed time).
+    pub mtime: u64,
 }
 
 /// The `-dev` packages to start with: configured ones plus the well-known
@@ -87,8 +91,9 @@ pub fn initial_build_packages(lock: &Lock, configured: &[String]) -> Vec<String>
 }
 
 /// Installs `req.lock` into `site` (the host directory that becomes
-/// `/opt/venv/lib/pythonX.Y/site-packages`).
-pub fn install(req: &Request, site: &Path) -> Result<Built> {
+/// `/opt/venv/lib/pythonX.Y/site-packages`); `from_source` are the packages
+/// with no usable wheel (the rest are installed from wheels as on the host).
+pub fn install(req: &Request, site: &Path, from_source: &[String]) -> Result<Built> {
     let mut packages = initial_build_packages(req.lock, req.build_packages);
     let mut added: Vec<String> = Vec::new();
     let mut contents: Option<ContentsIndex> = None;
@@ -101,11 +106,11 @@ pub fn install(req: &Request, site: &Path) -> Result<Built> {
             "Building Python packages from source in the builder ({})",
             spec.suite.codename()
         ));
-        let out = run_uv(req, &root, site)?;
+        let out = run_uv(req, &root, site, from_source)?;
         sp.finish_and_clear();
         if out.status == 0 {
             return Ok(Built {
-                compiled: compiled_packages(&out.stderr),
+                compiled: pinned(req.lock, from_source),
                 build_packages: packages,
                 added,
             });
@@ -165,7 +170,12 @@ fn clear_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-fn run_uv(req: &Request, root: &Path, site: &Path) -> Result<super::Output> {
+fn run_uv(
+    req: &Request,
+    root: &Path,
+    site: &Path,
+    from_source: &[String],
+) -> Result<super::Output> {
     let work = tempfile::tempdir()?;
     let lock_file = work.path().join("lock.txt");
     std::fs::write(&lock_file, &req.lock.text)?;
@@ -181,16 +191,12 @@ fn run_uv(req: &Request, root: &Path, site: &Path) -> Result<super::Output> {
         .env("HOME", "/tmp")
         .env("LANG", "C.UTF-8")
         .env("UV_CACHE_DIR", &format!("{TOOLS}/uv-cache"))
-        .env("UV_NO_CONFIG", "1")
-        .env("UV_PYTHON_DOWNLOADS", "never")
-        .env("UV_NO_PROGRESS", "1")
         // No debug info: smaller objects, and no build paths in them.
         .env("CFLAGS", "-g0")
-        .env(
-            "SOURCE_DATE_EPOCH",
-            &std::env::var("SOURCE_DATE_EPOCH")
-                .unwrap_or_else(|_| crate::build::DEFAULT_EPOCH.to_string()),
-        );
+        .env("SOURCE_DATE_EPOCH", &req.mtime.to_string());
+    for (k, v) in uv::SETTINGS {
+        sb = sb.env(k, v);
+    }
     // Name resolution and the host's trust store and proxy, for fetching
     // only: they live on mounts and in the environment of this one run,
     // never in a layer.
@@ -204,7 +210,7 @@ fn run_uv(req: &Request, root: &Path, site: &Path) -> Result<super::Output> {
             .ro_bind(&ca, &format!("{TOOLS}/ca.crt"))
             .env("SSL_CERT_FILE", &format!("{TOOLS}/ca.crt"));
     }
-    for var in PASSED_THROUGH {
+    for var in PROXY_VARS.iter().chain(&uv::INDEX_VARS) {
         if let Ok(v) = std::env::var(var) {
             sb = sb.env(var, &v);
         }
@@ -229,12 +235,19 @@ fn run_uv(req: &Request, root: &Path, site: &Path) -> Result<super::Output> {
         argv.push("--no-binary".into());
         argv.push(p.clone());
     }
+    // Compile for real, in this builder: a wheel uv built earlier, in
+    // another builder (other -dev packages) or another run, is not reused.
+    // Our own venv cache already avoids compiling twice for the same inputs.
+    for p in from_source {
+        argv.push("--refresh-package".into());
+        argv.push(p.clone());
+    }
     let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
     sb.run(&argv, Duration::from_secs(1800))
 }
 
-/// Proxy and index settings the user's uv would honour.
-const PASSED_THROUGH: &[&str] = &[
+/// The host's proxy settings, which uv in the builder must honour too.
+const PROXY_VARS: &[&str] = &[
     "HTTPS_PROXY",
     "https_proxy",
     "HTTP_PROXY",
@@ -243,11 +256,6 @@ const PASSED_THROUGH: &[&str] = &[
     "no_proxy",
     "ALL_PROXY",
     "all_proxy",
-    "UV_INDEX_URL",
-    "UV_EXTRA_INDEX_URL",
-    "UV_INDEX",
-    "PIP_INDEX_URL",
-    "PIP_EXTRA_INDEX_URL",
 ];
 
 fn tail(s: &str, n: usize) -> String {
@@ -255,16 +263,13 @@ fn tail(s: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
-/// `Built psycopg2==2.9.9` lines of uv's output.
-fn compiled_packages(stderr: &str) -> Vec<String> {
-    let mut v: Vec<String> = stderr
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("Built "))
-        .map(|s| s.trim().to_string())
-        .collect();
-    v.sort();
-    v.dedup();
-    v
+/// `name==version` of each of `names` in the lock.
+fn pinned(lock: &Lock, names: &[String]) -> Vec<String> {
+    lock.packages
+        .iter()
+        .filter(|p| names.contains(&p.name))
+        .map(|p| format!("{}=={}", p.name, p.version))
+        .collect()
 }
 
 /// A log pattern whose first group names the missing thing, and its kind.
@@ -356,7 +361,7 @@ mod tests {
     }
 
     #[test]
-    fn first_guesses_and_compiled_list() {
+    fn first_guesses_and_pinned_names() {
         let lock = Lock {
             text: String::new(),
             packages: vec![
@@ -377,11 +382,6 @@ mod tests {
             initial_build_packages(&lock, &["libfoo-dev".into()]),
             vec!["libfoo-dev", "libpq-dev"]
         );
-        assert_eq!(
-            compiled_packages(
-                "Resolved 2 packages\n   Built psycopg2==2.9.9\nPrepared 2 packages\n"
-            ),
-            vec!["psycopg2==2.9.9"]
-        );
+        assert_eq!(pinned(&lock, &["psycopg2".into()]), vec!["psycopg2==2.9.9"]);
     }
 }
