@@ -338,6 +338,8 @@ struct Container {
     slirp: Option<Child>,
     /// When the image's command was let go (after the network was up).
     started: Instant,
+    /// resolv.conf and hosts mounted into the container.
+    _net_files: Option<tempfile::TempDir>,
 }
 
 impl Container {
@@ -494,9 +496,14 @@ fn start(
         cmd.args(["--setenv", k, v]);
     }
     let isolated = network == Network::Isolated;
-    // Bound by bwrap before it reports the child's pid; dropped after.
-    let net_files = tempfile::tempdir()?;
-    if isolated {
+    // bwrap's child mounts these after bwrap has reported its pid: they
+    // live as long as the container.
+    let net_files = if isolated {
+        Some(tempfile::tempdir()?)
+    } else {
+        None
+    };
+    if let Some(net_files) = &net_files {
         // slirp4netns answers DNS on 10.0.2.3.
         for (name, text) in [
             ("resolv.conf", "nameserver 10.0.2.3\n".to_string()),
@@ -598,6 +605,7 @@ fn start(
         _status: status,
         slirp: None,
         started: Instant::now(),
+        _net_files: net_files,
     };
     if isolated {
         let bwrap_pid = container.child.id();
