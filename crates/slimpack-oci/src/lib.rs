@@ -18,7 +18,10 @@ pub use blobs::BlobStore;
 pub use image::{Image, ImageSpec};
 pub use layer::{add_tree, Entry, EntryKind, Layer, LayerBuilder};
 pub use layout::{parse_layout_ref, write_layout};
-pub use read::{import_docker_archive, open_layer, read_layout, LoadedImage};
+pub use read::{
+    import_docker_archive, is_index_document, load_manifest, open_layer, pick_platform,
+    read_layout, LoadedImage,
+};
 
 use sha2::{Digest as _, Sha256};
 use std::io::{self, Write};

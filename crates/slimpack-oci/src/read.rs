@@ -14,6 +14,7 @@ use std::path::Path;
 #[derive(Debug, Clone)]
 pub struct LoadedImage {
     pub manifest_digest: String,
+    pub config_digest: String,
     pub config: Value,
     pub layers: Vec<Layer>,
 }
@@ -78,34 +79,51 @@ pub fn read_layout(dir: &Path, tag: Option<&str>) -> Result<(BlobStore, LoadedIm
             )));
         }
     };
-    let mut digest = chosen["digest"]
+    let digest = chosen["digest"]
         .as_str()
         .ok_or_else(|| spec("descriptor without digest"))?
         .to_string();
-    let mut doc = json_blob(&store, &digest)?;
-    // An index inside: pick linux/amd64, never an attestation.
+    let image = load_manifest(&store, &digest)?;
+    Ok((store, image))
+}
+
+/// The linux/amd64 entry of an index (OCI or Docker manifest list); never an
+/// attestation (`unknown/unknown`).
+pub fn pick_platform(index: &Value) -> Option<&Value> {
+    index["manifests"].as_array()?.iter().find(|m| {
+        m["platform"]["os"] == "linux"
+            && m["platform"]["architecture"] == "amd64"
+            && m["annotations"]["vnd.docker.reference.type"] != "attestation-manifest"
+    })
+}
+
+/// Whether a manifest document is an index (or a Docker manifest list).
+pub fn is_index_document(v: &Value) -> bool {
+    is_index(v)
+}
+
+/// The image whose manifest (or index, then its linux/amd64 manifest) is
+/// the blob `digest` in `store`; config and manifests are checked against
+/// their digests. Docker schema 2 and OCI media types are both read.
+pub fn load_manifest(store: &BlobStore, digest: &str) -> Result<LoadedImage> {
+    let mut digest = digest.to_string();
+    let mut doc = json_blob(store, &digest)?;
     for _ in 0..4 {
         if !is_index(&doc) {
             break;
         }
-        let m = doc["manifests"]
-            .as_array()
-            .and_then(|ms| {
-                ms.iter().find(|m| {
-                    m["platform"]["os"] == "linux" && m["platform"]["architecture"] == "amd64"
-                })
-            })
+        let m = pick_platform(&doc)
             .ok_or_else(|| spec(format!("index {digest} has no linux/amd64 image")))?;
         digest = m["digest"]
             .as_str()
             .ok_or_else(|| spec("descriptor without digest"))?
             .to_string();
-        doc = json_blob(&store, &digest)?;
+        doc = json_blob(store, &digest)?;
     }
     let config_digest = doc["config"]["digest"]
         .as_str()
         .ok_or_else(|| spec(format!("manifest {digest} has no config")))?;
-    let config = json_blob(&store, config_digest)?;
+    let config = json_blob(store, config_digest)?;
     let diff_ids: Vec<String> = config["rootfs"]["diff_ids"]
         .as_array()
         .map(|a| {
@@ -133,14 +151,12 @@ pub fn read_layout(dir: &Path, tag: Option<&str>) -> Result<(BlobStore, LoadedIm
             media_type: d["mediaType"].as_str().unwrap_or_default().to_string(),
         })
         .collect();
-    Ok((
-        store,
-        LoadedImage {
-            manifest_digest: digest,
-            config,
-            layers,
-        },
-    ))
+    Ok(LoadedImage {
+        manifest_digest: digest,
+        config_digest: config_digest.to_string(),
+        config,
+        layers,
+    })
 }
 
 /// Imports a `docker save` tarball into `store`.
@@ -219,7 +235,8 @@ pub fn import_docker_archive(file: &Path, store: &BlobStore) -> Result<LoadedIma
         })
         .collect::<Result<Vec<_>>>()?;
     Ok(LoadedImage {
-        manifest_digest: config_digest,
+        manifest_digest: config_digest.clone(),
+        config_digest,
         config,
         layers,
     })

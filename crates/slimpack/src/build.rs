@@ -68,6 +68,10 @@ pub struct BuildOptions {
     pub refresh: bool,
     pub cache_dir: Option<PathBuf>,
     pub progress: bool,
+    /// Push the image here after writing the outputs.
+    pub push: Option<String>,
+    /// Registries spoken to over plain HTTP (loopback ones always are).
+    pub insecure_registries: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -101,6 +105,8 @@ pub struct BuildReport {
     /// Set when the dependencies were resolved by this build (not reused).
     pub resolved: Option<Vec<String>>,
     pub cmd: Vec<String>,
+    /// What `--push` sent, when asked.
+    pub push: Option<crate::registry::PushReport>,
     pub warnings: Vec<String>,
     pub seconds: f64,
 }
@@ -346,6 +352,12 @@ fn build_venv(
 pub fn build(opts: &BuildOptions) -> Result<Outcome> {
     let started = Instant::now();
     let progress = Progress::new(opts.progress);
+    // A bad push reference fails before the build, not after it.
+    let push_to = opts
+        .push
+        .as_deref()
+        .map(crate::registry::Reference::parse)
+        .transpose()?;
     let project = Project::detect(&opts.dir)?;
     let cfg = project.config.clone().overlay(opts.overrides.clone());
     let mut warnings = Vec::new();
@@ -699,6 +711,18 @@ pub fn build(opts: &BuildOptions) -> Result<Outcome> {
             )?,
         }
     }
+    let push = match &push_to {
+        Some(r) => Some(crate::registry::push(
+            &cache.blobs,
+            &image.manifest_digest,
+            r,
+            &[],
+            crate::registry::is_insecure(r, &opts.insecure_registries),
+            &cache,
+            &progress,
+        )?),
+        None => None,
+    };
     let report_layer = |name: &str, l: &Layer, cached: bool| LayerReport {
         name: name.into(),
         digest: l.digest.clone(),
@@ -736,6 +760,7 @@ pub fn build(opts: &BuildOptions) -> Result<Outcome> {
                 .collect()
         }),
         cmd: start.argv.clone(),
+        push,
         warnings,
         seconds: started.elapsed().as_secs_f64(),
     })))

@@ -24,13 +24,61 @@ enum Cmd {
     Build(BuildArgs),
     /// Run an image locally the way Cloud Run would (`--check`: test the contract).
     Run(RunArgs),
+    /// Push an image to a registry; only what the registry lacks is sent.
+    Push(PushArgs),
+    /// Pull an image from a registry into the cache (and an OCI layout).
+    Pull(PullArgs),
+}
+
+#[derive(clap::Args)]
+struct PushArgs {
+    /// `oci:DIR[:TAG]`, an OCI layout directory, or a project directory
+    /// (built first).
+    image: String,
+    /// Where to: `REGISTRY/REPO[:TAG]`, e.g.
+    /// us-central1-docker.pkg.dev/my-project/backend/my-app:v1.
+    reference: String,
+    /// Also tag the pushed image with this tag. Repeatable.
+    #[arg(long = "tag")]
+    tags: Vec<String>,
+    /// Speak plain HTTP to this registry (loopback ones always are). Repeatable.
+    #[arg(long = "insecure-registry")]
+    insecure: Vec<String>,
+    /// Machine-readable report on stdout.
+    #[arg(long)]
+    json: bool,
+    /// Cache directory (default $SLIMPACK_CACHE or ~/.cache/slimpack).
+    #[arg(long, env = "SLIMPACK_CACHE")]
+    cache_dir: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct PullArgs {
+    /// `REGISTRY/REPO[:TAG][@DIGEST]`.
+    reference: String,
+    /// Also write the image as an OCI layout: `oci:DIR[:TAG]`.
+    #[arg(long, short)]
+    output: Option<String>,
+    /// Speak plain HTTP to this registry (loopback ones always are). Repeatable.
+    #[arg(long = "insecure-registry")]
+    insecure: Vec<String>,
+    /// Machine-readable report on stdout.
+    #[arg(long)]
+    json: bool,
+    /// Cache directory (default $SLIMPACK_CACHE or ~/.cache/slimpack).
+    #[arg(long, env = "SLIMPACK_CACHE")]
+    cache_dir: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
 struct RunArgs {
-    /// `oci:DIR[:TAG]`, an OCI layout directory, `docker-archive:FILE`, or a
-    /// project directory (built first).
+    /// `oci:DIR[:TAG]`, an OCI layout directory, `docker-archive:FILE`, a
+    /// registry reference (`docker://REF` or `HOST/REPO:TAG`), or a project
+    /// directory (built first).
     image: String,
+    /// Speak plain HTTP to this registry (loopback ones always are). Repeatable.
+    #[arg(long = "insecure-registry")]
+    insecure: Vec<String>,
     /// Start, probe, send a request, send SIGTERM; report and exit (non-zero
     /// if any check fails).
     #[arg(long)]
@@ -153,6 +201,13 @@ struct BuildArgs {
     /// Cache directory (default $SLIMPACK_CACHE or ~/.cache/slimpack).
     #[arg(long, env = "SLIMPACK_CACHE")]
     cache_dir: Option<PathBuf>,
+    /// Push the image to this registry reference after building
+    /// (`REGISTRY/REPO[:TAG]`); the outputs are written too.
+    #[arg(long)]
+    push: Option<String>,
+    /// Speak plain HTTP to this registry (loopback ones always are). Repeatable.
+    #[arg(long = "insecure-registry")]
+    insecure: Vec<String>,
 }
 
 fn pairs(items: &[String], flag: &str) -> Result<std::collections::BTreeMap<String, String>> {
@@ -170,6 +225,8 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Cmd::Build(a) => build_cmd(a),
         Cmd::Run(a) => run_cmd(a),
+        Cmd::Push(a) => push_cmd(a),
+        Cmd::Pull(a) => pull_cmd(a),
     }
 }
 
@@ -204,6 +261,8 @@ fn build_cmd(a: BuildArgs) -> Result<()> {
         refresh: a.refresh,
         cache_dir: a.cache_dir,
         progress: !a.json && !a.plan,
+        push: a.push,
+        insecure_registries: a.insecure,
     };
     match build::build(&opts)? {
         Outcome::Plan(plan) => {
@@ -261,6 +320,9 @@ fn build_cmd(a: BuildArgs) -> Result<()> {
                 human(r.size),
                 human(r.uncompressed_size)
             );
+            if let Some(p) = &r.push {
+                print_push(p);
+            }
         }
     }
     Ok(())
@@ -334,7 +396,12 @@ fn run_cmd(a: RunArgs) -> Result<()> {
             "--check runs the image's own command; drop the command after `--` or --check"
         );
     }
-    let (store, image) = run::load(&reference, &cache)?;
+    let (store, image) = run::load(
+        &reference,
+        &cache,
+        &a.insecure,
+        &crate::report::Progress::new(!a.json),
+    )?;
     let root = run::rootfs(&store, &image, &cache)?;
     let json = a.json;
     let port = a.port;
@@ -383,6 +450,139 @@ fn run_cmd(a: RunArgs) -> Result<()> {
     }
     if let Some(code) = report.exit_code.filter(|c| *c != 0 && !a.check) {
         anyhow::bail!("the app exited with code {code}");
+    }
+    Ok(())
+}
+
+fn print_push(p: &crate::registry::PushReport) {
+    println!("Pushed {}", p.reference);
+    for t in &p.tags {
+        println!("  tag     {t}");
+    }
+    for b in &p.blobs {
+        let what = match &b.action {
+            crate::registry::BlobAction::Skipped => "exists".to_string(),
+            crate::registry::BlobAction::Mounted { from } => format!("mounted from {from}"),
+            crate::registry::BlobAction::Uploaded => "uploaded".into(),
+        };
+        println!(
+            "  {:<7} {} {:>10}  {what}",
+            b.kind,
+            &b.digest[..19],
+            human(b.size)
+        );
+    }
+    println!("  {} in {:.2}s", p.summary(), p.seconds);
+}
+
+/// An image given on the command line: a project directory is built first.
+fn local_image(
+    image: &str,
+    cache_dir: Option<PathBuf>,
+    quiet: bool,
+) -> Result<(crate::cache::Cache, slimpack_oci::BlobStore, String)> {
+    let cache = crate::cache::Cache::open(
+        &cache_dir
+            .clone()
+            .unwrap_or_else(crate::cache::Cache::default_dir),
+    )?;
+    let as_dir = std::path::Path::new(image);
+    if as_dir.is_dir()
+        && !as_dir.join("index.json").exists()
+        && (as_dir.join("requirements.txt").exists() || as_dir.join("pyproject.toml").exists())
+    {
+        let opts = BuildOptions {
+            dir: as_dir.to_path_buf(),
+            cache_dir,
+            progress: !quiet,
+            ..Default::default()
+        };
+        return match build::build(&opts)? {
+            Outcome::Built(r) => {
+                let store = cache.blobs.clone();
+                Ok((cache, store, r.digest))
+            }
+            Outcome::Plan(_) => unreachable!("plan_only is false"),
+        };
+    }
+    if image.starts_with("docker-archive:") {
+        anyhow::bail!("{image}: push an OCI layout (`slimpack build -o oci:DIR`); a docker-archive holds no manifest to push");
+    }
+    let rest = image.strip_prefix("oci:").unwrap_or(image);
+    let (dir, tag) = slimpack_oci::parse_layout_ref(rest);
+    let (dir, tag) = if dir.join("index.json").is_file() {
+        (dir, tag)
+    } else {
+        (PathBuf::from(rest), None)
+    };
+    let (store, img) = slimpack_oci::read_layout(&dir, tag.as_deref())?;
+    Ok((cache, store, img.manifest_digest))
+}
+
+fn push_cmd(a: PushArgs) -> Result<()> {
+    let target = crate::registry::Reference::parse(&a.reference)?;
+    let (cache, store, digest) = local_image(&a.image, a.cache_dir.clone(), a.json)?;
+    let report = crate::registry::push(
+        &store,
+        &digest,
+        &target,
+        &a.tags,
+        crate::registry::is_insecure(&target, &a.insecure),
+        &cache,
+        &crate::report::Progress::new(!a.json),
+    )?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_push(&report);
+    }
+    Ok(())
+}
+
+fn pull_cmd(a: PullArgs) -> Result<()> {
+    let r = crate::registry::Reference::parse(&a.reference)?;
+    let cache = crate::cache::Cache::open(
+        &a.cache_dir
+            .clone()
+            .unwrap_or_else(crate::cache::Cache::default_dir),
+    )?;
+    let (image, report) = crate::registry::pull(
+        &r,
+        crate::registry::is_insecure(&r, &a.insecure),
+        &cache,
+        &crate::report::Progress::new(!a.json),
+    )?;
+    if let Some(o) = &a.output {
+        match Output::parse(o)? {
+            Output::Oci { path, tag } => {
+                let manifest_size =
+                    std::fs::metadata(cache.blobs.path(&image.manifest_digest)?)?.len();
+                let image = slimpack_oci::Image {
+                    manifest_digest: image.manifest_digest.clone(),
+                    manifest_size,
+                    config_digest: image.config_digest.clone(),
+                    layers: image.layers.clone(),
+                };
+                slimpack_oci::write_layout(&cache.blobs, &image, &path, &tag)?
+            }
+            Output::DockerArchive { .. } => {
+                anyhow::bail!("--output {o}: pull writes OCI layouts only (oci:DIR[:TAG])")
+            }
+        }
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("Pulled {}", report.reference);
+        println!(
+            "  downloaded {}, {} from the cache, in {:.2}s",
+            human(report.downloaded_bytes),
+            human(report.cached_bytes),
+            report.seconds
+        );
+        if let Some(o) = &a.output {
+            println!("  output  {o}");
+        }
     }
     Ok(())
 }

@@ -22,31 +22,58 @@ pub fn host_ca_bundle() -> Option<std::path::PathBuf> {
     candidates.into_iter().flatten().find(|p| p.is_file())
 }
 
+fn build_agent(proxy: bool) -> ureq::Agent {
+    let mut tls = TlsConfig::builder();
+    if let Some(bundle) = host_ca_bundle().and_then(|p| std::fs::read(p).ok()) {
+        let certs: Vec<Certificate<'static>> = ureq::tls::parse_pem(&bundle)
+            .filter_map(|i| match i {
+                Ok(PemItem::Certificate(c)) => Some(c),
+                _ => None,
+            })
+            .collect();
+        if !certs.is_empty() {
+            tls = tls.root_certs(RootCerts::new_with_certs(&certs));
+        }
+    }
+    ureq::Agent::config_builder()
+        .tls_config(tls.build())
+        .proxy(if proxy {
+            ureq::Proxy::try_from_env()
+        } else {
+            None
+        })
+        .timeout_connect(Some(Duration::from_secs(20)))
+        .timeout_global(Some(Duration::from_secs(1800)))
+        .http_status_as_error(false)
+        .user_agent(concat!("slimpack/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .into()
+}
+
 fn agent() -> &'static ureq::Agent {
     static AGENT: OnceLock<ureq::Agent> = OnceLock::new();
-    AGENT.get_or_init(|| {
-        let mut tls = TlsConfig::builder();
-        if let Some(bundle) = host_ca_bundle().and_then(|p| std::fs::read(p).ok()) {
-            let certs: Vec<Certificate<'static>> = ureq::tls::parse_pem(&bundle)
-                .filter_map(|i| match i {
-                    Ok(PemItem::Certificate(c)) => Some(c),
-                    _ => None,
-                })
-                .collect();
-            if !certs.is_empty() {
-                tls = tls.root_certs(RootCerts::new_with_certs(&certs));
-            }
-        }
-        ureq::Agent::config_builder()
-            .tls_config(tls.build())
-            .proxy(ureq::Proxy::try_from_env())
-            .timeout_connect(Some(Duration::from_secs(20)))
-            .timeout_global(Some(Duration::from_secs(600)))
-            .http_status_as_error(false)
-            .user_agent(concat!("slimpack/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .into()
-    })
+    AGENT.get_or_init(|| build_agent(true))
+}
+
+/// The agent for `url`: loopback hosts and the GCE metadata server are
+/// reached directly, never through a proxy from the environment.
+pub fn agent_for(url: &str) -> &'static ureq::Agent {
+    static DIRECT: OnceLock<ureq::Agent> = OnceLock::new();
+    let host = url
+        .split_once("://")
+        .map_or(url, |(_, r)| r)
+        .split('/')
+        .next()
+        .unwrap_or("");
+    let metadata = std::env::var("GCE_METADATA_HOST").ok();
+    if crate::registry::reference::is_loopback_host(host)
+        || host == "metadata.google.internal"
+        || metadata.as_deref() == Some(host)
+    {
+        DIRECT.get_or_init(|| build_agent(false))
+    } else {
+        agent()
+    }
 }
 
 /// GETs `url` into memory, retrying connection failures and 5xx/429 with

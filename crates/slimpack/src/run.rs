@@ -154,12 +154,27 @@ impl RunReport {
     }
 }
 
-/// Where an image lives: `oci:DIR[:TAG]`, a layout directory, or
-/// `docker-archive:FILE`.
-pub fn load(reference: &str, cache: &Cache) -> Result<(BlobStore, LoadedImage)> {
+/// Where an image lives: `oci:DIR[:TAG]`, a layout directory,
+/// `docker-archive:FILE`, or a registry (`docker://REF`, or a reference
+/// whose first part is a registry host, like `127.0.0.1:5000/app:v1`).
+pub fn load(
+    reference: &str,
+    cache: &Cache,
+    insecure: &[String],
+    progress: &crate::report::Progress,
+) -> Result<(BlobStore, LoadedImage)> {
     if let Some(file) = reference.strip_prefix("docker-archive:") {
         let img = slimpack_oci::import_docker_archive(Path::new(file), &cache.blobs)?;
         return Ok((cache.blobs.clone(), img));
+    }
+    let from_registry = |r: &str| -> Result<(BlobStore, LoadedImage)> {
+        let r = crate::registry::Reference::parse(r)?;
+        let insecure = crate::registry::is_insecure(&r, insecure);
+        let (img, _) = crate::registry::pull(&r, insecure, cache, progress)?;
+        Ok((cache.blobs.clone(), img))
+    };
+    if let Some(r) = reference.strip_prefix("docker://") {
+        return from_registry(r);
     }
     let rest = reference.strip_prefix("oci:").unwrap_or(reference);
     let (dir, tag) = slimpack_oci::parse_layout_ref(rest);
@@ -169,10 +184,15 @@ pub fn load(reference: &str, cache: &Cache) -> Result<(BlobStore, LoadedImage)> 
         (PathBuf::from(rest), None)
     };
     if !dir.join("index.json").is_file() {
-        if reference.contains('/') && !Path::new(rest).exists() && rest.contains('.') {
-            bail!("{reference}: running images from a registry is not supported yet; `skopeo copy docker://{rest} oci:DIR` and run oci:DIR");
+        let first = reference.split('/').next().unwrap_or("");
+        if !reference.starts_with("oci:")
+            && reference.contains('/')
+            && !Path::new(rest).exists()
+            && (first.contains('.') || first.contains(':') || first == "localhost")
+        {
+            return from_registry(reference);
         }
-        bail!("{reference}: not an OCI image layout or docker-archive");
+        bail!("{reference}: not an OCI image layout, docker-archive:FILE, or registry reference (docker://REF)");
     }
     Ok(slimpack_oci::read_layout(&dir, tag.as_deref())?)
 }

@@ -1,0 +1,810 @@
+//! A client of one repository of a registry, as the OCI distribution spec
+//! describes it: blobs (HEAD, GET, mount, monolithic and chunked upload) and
+//! manifests. Auth follows the registry's `WWW-Authenticate` challenge
+//! (Bearer token service or Basic); transient failures are retried with
+//! backoff, a bounded number of times.
+
+use super::auth::{Credential, Secret};
+use super::reference::Reference;
+use anyhow::{anyhow, bail, Context, Result};
+use indicatif::ProgressBar;
+use std::fs::File;
+use std::io::Read;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use ureq::http;
+use ureq::SendBody;
+
+/// Attempts per request before giving up on 429/5xx/connection errors.
+const ATTEMPTS: u32 = 6;
+
+/// Manifest media types we read.
+pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
+
+/// What a request carries.
+pub enum Body<'a> {
+    Empty,
+    Bytes(&'a [u8]),
+    /// `len` bytes of a file from `offset`, with progress.
+    File {
+        path: &'a Path,
+        offset: u64,
+        len: u64,
+        progress: Option<&'a ProgressBar>,
+    },
+}
+
+struct Token {
+    header: String,
+    until: Option<Instant>,
+}
+
+pub struct Client {
+    pub reference: Reference,
+    base: String,
+    agent: &'static ureq::Agent,
+    cred: Credential,
+    scopes: Vec<String>,
+    auth: Mutex<Option<Token>>,
+}
+
+pub struct Reply {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The registry's own words: `{"errors": [{"code", "message"}]}`.
+    pub fn error_text(&self) -> String {
+        let v: serde_json::Value = serde_json::from_slice(&self.body).unwrap_or_default();
+        let errs: Vec<String> = v["errors"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|e| {
+                        format!(
+                            "{}: {}",
+                            e["code"].as_str().unwrap_or("?"),
+                            e["message"].as_str().unwrap_or("")
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        if errs.is_empty() {
+            String::from_utf8_lossy(&self.body[..self.body.len().min(300)])
+                .trim()
+                .to_string()
+        } else {
+            errs.join("; ")
+        }
+    }
+}
+
+/// A parsed `WWW-Authenticate` header.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Challenge {
+    Basic,
+    Bearer {
+        realm: String,
+        service: Option<String>,
+        scope: Option<String>,
+    },
+}
+
+pub fn parse_challenge(h: &str) -> Option<Challenge> {
+    let (scheme, rest) = h.trim().split_once(' ').unwrap_or((h.trim(), ""));
+    if scheme.eq_ignore_ascii_case("basic") {
+        return Some(Challenge::Basic);
+    }
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    // key="value" pairs; values may hold commas (scope lists).
+    let mut params = std::collections::BTreeMap::new();
+    let mut s = rest.trim();
+    while !s.is_empty() {
+        let (key, after) = s.split_once('=')?;
+        let key = key
+            .trim()
+            .trim_start_matches(',')
+            .trim()
+            .to_ascii_lowercase();
+        let after = after.trim_start();
+        let (value, next) = if let Some(q) = after.strip_prefix('"') {
+            let end = q.find('"')?;
+            (q[..end].to_string(), &q[end + 1..])
+        } else {
+            let end = after.find(',').unwrap_or(after.len());
+            (after[..end].trim().to_string(), &after[end..])
+        };
+        params.insert(key, value);
+        s = next.trim_start().trim_start_matches(',').trim_start();
+    }
+    Some(Challenge::Bearer {
+        realm: params.remove("realm")?,
+        service: params.remove("service"),
+        scope: params.remove("scope"),
+    })
+}
+
+fn retriable(status: u16) -> bool {
+    status == 429 || status == 408 || (500..=599).contains(&status) && status != 501
+}
+
+fn backoff(attempt: u32, retry_after: Option<&str>) -> Duration {
+    let hinted = retry_after
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(|s| Duration::from_secs(s.min(10)));
+    hinted.unwrap_or_else(|| Duration::from_millis(250 * 2u64.pow(attempt.min(4))))
+}
+
+/// A reader that moves a progress bar.
+struct Counted<'a, R> {
+    inner: R,
+    progress: Option<&'a ProgressBar>,
+}
+
+impl<R: Read> Read for Counted<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Some(p) = self.progress {
+            p.inc(n as u64);
+        }
+        Ok(n)
+    }
+}
+
+impl Client {
+    /// Opens `reference`'s repository for `actions` (`pull` or `pull,push`),
+    /// also asking pull access to `mount_from` repositories of the same
+    /// registry (cross-repository mounts need it).
+    pub fn connect(
+        reference: &Reference,
+        actions: &str,
+        mount_from: &[String],
+        insecure: bool,
+    ) -> Result<Client> {
+        let scheme = if reference.is_loopback() || insecure {
+            "http"
+        } else {
+            "https"
+        };
+        let base = format!("{scheme}://{}", reference.api_host());
+        let cred = super::auth::lookup(&reference.registry)?;
+        let mut scopes = vec![format!("repository:{}:{actions}", reference.repository)];
+        scopes.extend(
+            mount_from
+                .iter()
+                .filter(|r| **r != reference.repository)
+                .map(|r| format!("repository:{r}:pull")),
+        );
+        let client = Client {
+            reference: reference.clone(),
+            agent: crate::http::agent_for(&base),
+            base,
+            cred,
+            scopes,
+            auth: Mutex::new(None),
+        };
+        // Ask /v2/ first: a body is never streamed only to learn that the
+        // registry wants a token.
+        let r = client.request("GET", &format!("{}/v2/", client.base), &[], Body::Empty)?;
+        if r.status != 200 && r.status != 401 {
+            bail!(
+                "{} does not answer as an OCI registry (GET /v2/: HTTP {}): {}",
+                client.base,
+                r.status,
+                r.error_text()
+            );
+        }
+        Ok(client)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}/v2/{}/{path}", self.base, self.reference.repository)
+    }
+
+    /// Resolves a `Location` header against the registry.
+    pub fn absolute(&self, location: &str) -> String {
+        if location.starts_with("http://") || location.starts_with("https://") {
+            location.to_string()
+        } else {
+            format!("{}/{}", self.base, location.trim_start_matches('/'))
+        }
+    }
+
+    fn auth_header(&self) -> Option<String> {
+        let t = self.auth.lock().unwrap_or_else(|e| e.into_inner());
+        t.as_ref()
+            .filter(|t| t.until.is_none_or(|u| u > Instant::now()))
+            .map(|t| t.header.clone())
+    }
+
+    fn denied(&self, what: &str) -> anyhow::Error {
+        let how = match &self.cred.secret {
+            None => format!(
+                "no credentials were found for {0}; run `docker login {0}` (or `gcloud auth configure-docker {0}` for Google registries), or add it to ~/.docker/config.json",
+                self.reference.registry
+            ),
+            Some(_) => format!(
+                "the credentials from {} were refused; check them with `docker login {}`",
+                self.cred.source, self.reference.registry
+            ),
+        };
+        anyhow!("{what}: {how}")
+    }
+
+    /// Answers a challenge: a token from the token service, or Basic auth.
+    fn authenticate(&self, challenge: &str) -> Result<()> {
+        let header = match parse_challenge(challenge) {
+            Some(Challenge::Basic) => self.cred.basic_header().ok_or_else(|| {
+                self.denied(&format!("{} asks for a password", self.reference.registry))
+            })?,
+            Some(Challenge::Bearer {
+                realm,
+                service,
+                scope,
+            }) => {
+                let mut scopes = self.scopes.clone();
+                if let Some(s) = scope {
+                    for one in s.split(' ') {
+                        if !scopes.iter().any(|x| x == one) {
+                            scopes.push(one.to_string());
+                        }
+                    }
+                }
+                let (token, ttl) = self.fetch_token(&realm, service.as_deref(), &scopes)?;
+                *self.auth.lock().unwrap_or_else(|e| e.into_inner()) = Some(Token {
+                    header: format!("Bearer {token}"),
+                    until: Some(
+                        Instant::now() + Duration::from_secs(ttl.saturating_sub(10).max(5)),
+                    ),
+                });
+                return Ok(());
+            }
+            None => bail!(
+                "{} asks for an authentication scheme slimpack does not speak: {challenge}",
+                self.reference.registry
+            ),
+        };
+        *self.auth.lock().unwrap_or_else(|e| e.into_inner()) = Some(Token {
+            header,
+            until: None,
+        });
+        Ok(())
+    }
+
+    fn fetch_token(
+        &self,
+        realm: &str,
+        service: Option<&str>,
+        scopes: &[String],
+    ) -> Result<(String, u64)> {
+        let agent = crate::http::agent_for(realm);
+        let mut last = None;
+        for attempt in 0..ATTEMPTS {
+            if attempt > 0 {
+                std::thread::sleep(backoff(attempt, None));
+            }
+            let result = match &self.cred.secret {
+                Some(Secret::IdentityToken(refresh)) => {
+                    let mut form: Vec<(&str, &str)> = vec![
+                        ("grant_type", "refresh_token"),
+                        ("refresh_token", refresh),
+                        ("client_id", "slimpack"),
+                    ];
+                    if let Some(s) = service {
+                        form.push(("service", s));
+                    }
+                    let joined = scopes.join(" ");
+                    form.push(("scope", &joined));
+                    agent.post(realm).send_form(form)
+                }
+                _ => {
+                    let mut req = agent.get(realm);
+                    if let Some(s) = service {
+                        req = req.query("service", s);
+                    }
+                    for s in scopes {
+                        req = req.query("scope", s);
+                    }
+                    if let Some(b) = self.cred.basic_header() {
+                        req = req.header("Authorization", b);
+                    }
+                    req.call()
+                }
+            };
+            let resp = match result {
+                Ok(r) => r,
+                Err(e) => {
+                    last = Some(anyhow!("token service {realm}: {e}"));
+                    continue;
+                }
+            };
+            let status = resp.status().as_u16();
+            let body = resp.into_body().read_to_vec().unwrap_or_default();
+            if retriable(status) {
+                last = Some(anyhow!("token service {realm}: HTTP {status}"));
+                continue;
+            }
+            if status == 401 || status == 403 {
+                return Err(self.denied(&format!("token service {realm} (HTTP {status})")));
+            }
+            if status != 200 {
+                bail!("token service {realm}: HTTP {status}");
+            }
+            let v: serde_json::Value = serde_json::from_slice(&body)
+                .map_err(|_| anyhow!("token service {realm}: reply is not JSON"))?;
+            let token = v["token"]
+                .as_str()
+                .or(v["access_token"].as_str())
+                .filter(|t| !t.is_empty())
+                .ok_or_else(|| anyhow!("token service {realm}: reply holds no token"))?;
+            return Ok((token.to_string(), v["expires_in"].as_u64().unwrap_or(60)));
+        }
+        Err(last.unwrap_or_else(|| anyhow!("token service {realm} failed")))
+    }
+
+    /// One request, authenticated, retried on 429/5xx and connection
+    /// errors. Other statuses are the caller's to judge.
+    pub fn request(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: Body,
+    ) -> Result<Reply> {
+        let mut last = None;
+        let mut reauthed = false;
+        let mut attempt = 0;
+        while attempt < ATTEMPTS {
+            if attempt > 0 {
+                if let Body::File {
+                    progress: Some(p), ..
+                } = &body
+                {
+                    p.set_position(0);
+                }
+            }
+            let mut req = http::Request::builder().method(method).uri(url);
+            for (k, v) in headers {
+                req = req.header(*k, *v);
+            }
+            if let Some(a) = self.auth_header() {
+                req = req.header("Authorization", a);
+            }
+            let result = match &body {
+                Body::Empty => {
+                    let r = if method == "PUT" || method == "POST" || method == "PATCH" {
+                        req.header("Content-Length", "0")
+                    } else {
+                        req
+                    };
+                    self.agent.run(r.body(SendBody::none())?)
+                }
+                Body::Bytes(b) => self
+                    .agent
+                    .run(req.header("Content-Length", b.len().to_string()).body(*b)?),
+                Body::File {
+                    path,
+                    offset,
+                    len,
+                    progress,
+                } => {
+                    use std::io::Seek;
+                    let mut f =
+                        File::open(path).with_context(|| format!("opening {}", path.display()))?;
+                    f.seek(std::io::SeekFrom::Start(*offset))?;
+                    let reader = Counted {
+                        inner: f.take(*len),
+                        progress: *progress,
+                    };
+                    let mut reader = reader;
+                    self.agent.run(
+                        req.header("Content-Length", len.to_string())
+                            .body(SendBody::from_reader(&mut reader))?,
+                    )
+                }
+            };
+            let resp = match result {
+                Ok(r) => r,
+                Err(e) => {
+                    last = Some(anyhow!("{method} {url}: {e}"));
+                    std::thread::sleep(backoff(attempt, None));
+                    attempt += 1;
+                    continue;
+                }
+            };
+            let status = resp.status().as_u16();
+            let (parts, body_in) = resp.into_parts();
+            let bytes = if method == "HEAD" {
+                Vec::new()
+            } else {
+                match body_in.into_with_config().limit(64 << 20).read_to_vec() {
+                    Ok(b) => b,
+                    Err(e) => {
+                        last = Some(anyhow!("{method} {url}: reading the reply: {e}"));
+                        std::thread::sleep(backoff(attempt, None));
+                        attempt += 1;
+                        continue;
+                    }
+                }
+            };
+            let reply = Reply {
+                status,
+                headers: parts.headers,
+                body: bytes,
+            };
+            if status == 401 && !reauthed {
+                if let Some(ch) = reply.header("WWW-Authenticate") {
+                    self.authenticate(ch)?;
+                    reauthed = true;
+                    continue;
+                }
+            }
+            if retriable(status) {
+                let wait = backoff(attempt, reply.header("Retry-After"));
+                last = Some(anyhow!(
+                    "{method} {url}: HTTP {status} {}",
+                    reply.error_text()
+                ));
+                std::thread::sleep(wait);
+                attempt += 1;
+                continue;
+            }
+            if status == 401 || (status == 403 && url.ends_with("/v2/")) {
+                return Err(self.denied(&format!("{method} {url}: HTTP {status}")));
+            }
+            return Ok(reply);
+        }
+        Err(last.unwrap_or_else(|| anyhow!("{method} {url} failed")))
+            .with_context(|| format!("gave up after {ATTEMPTS} attempts"))
+    }
+
+    /// Whether the repository holds the blob.
+    pub fn has_blob(&self, digest: &str) -> Result<bool> {
+        let r = self.request(
+            "HEAD",
+            &self.url(&format!("blobs/{digest}")),
+            &[],
+            Body::Empty,
+        )?;
+        match r.status {
+            200 => Ok(true),
+            404 => Ok(false),
+            s => bail!(
+                "HEAD blob {digest} in {}: HTTP {s}",
+                self.reference.repo_key()
+            ),
+        }
+    }
+
+    fn check(&self, r: &Reply, what: &str) -> Result<()> {
+        if r.status == 403 {
+            return Err(self.denied(&format!("{what}: HTTP 403 {}", r.error_text())));
+        }
+        bail!("{what}: HTTP {} {}", r.status, r.error_text())
+    }
+
+    /// Asks the registry to mount `digest` from `from` (another repository
+    /// here). `Ok(None)` when mounted; else the upload URL it opened instead.
+    pub fn mount(&self, digest: &str, from: &str) -> Result<Option<String>> {
+        let url = format!("{}?mount={digest}&from={from}", self.url("blobs/uploads/"));
+        let r = self.request("POST", &url, &[], Body::Empty)?;
+        match r.status {
+            201 => Ok(None),
+            202 => {
+                Ok(Some(self.absolute(r.header("Location").ok_or_else(
+                    || anyhow!("POST {url}: 202 without a Location"),
+                )?)))
+            }
+            _ => {
+                self.check(&r, &format!("mounting {digest} from {from}"))?;
+                unreachable!()
+            }
+        }
+    }
+
+    /// Opens an upload session; returns its URL.
+    pub fn start_upload(&self) -> Result<String> {
+        let url = self.url("blobs/uploads/");
+        let r = self.request("POST", &url, &[], Body::Empty)?;
+        if r.status != 202 {
+            self.check(
+                &r,
+                &format!("starting an upload to {}", self.reference.repo_key()),
+            )?;
+        }
+        Ok(self.absolute(
+            r.header("Location")
+                .ok_or_else(|| anyhow!("POST {url}: 202 without a Location"))?,
+        ))
+    }
+
+    /// Uploads a whole blob in one PUT (what Artifact Registry wants) or, if
+    /// the registry refuses a body that large (413), in chunks. The registry
+    /// checks the digest and commits only if it matches.
+    pub fn upload(
+        &self,
+        location: &str,
+        digest: &str,
+        path: &Path,
+        size: u64,
+        progress: Option<&ProgressBar>,
+    ) -> Result<()> {
+        let sep = if location.contains('?') { '&' } else { '?' };
+        let url = format!("{location}{sep}digest={digest}");
+        let r = self.request(
+            "PUT",
+            &url,
+            &[("Content-Type", "application/octet-stream")],
+            Body::File {
+                path,
+                offset: 0,
+                len: size,
+                progress,
+            },
+        )?;
+        match r.status {
+            201 | 204 => Ok(()),
+            413 => self.upload_chunked(digest, path, size, progress),
+            _ => {
+                self.check(&r, &format!("uploading blob {digest}"))?;
+                unreachable!()
+            }
+        }
+    }
+
+    fn upload_chunked(
+        &self,
+        digest: &str,
+        path: &Path,
+        size: u64,
+        progress: Option<&ProgressBar>,
+    ) -> Result<()> {
+        const CHUNK: u64 = 4 << 20;
+        let mut location = self.start_upload()?;
+        let mut offset = 0;
+        if let Some(p) = progress {
+            p.set_position(0);
+        }
+        while offset < size {
+            let len = CHUNK.min(size - offset);
+            let range = format!("{}-{}", offset, offset + len - 1);
+            let r = self.request(
+                "PATCH",
+                &location,
+                &[
+                    ("Content-Type", "application/octet-stream"),
+                    ("Content-Range", &range),
+                ],
+                Body::File {
+                    path,
+                    offset,
+                    len,
+                    progress: None,
+                },
+            )?;
+            if r.status != 202 {
+                self.check(&r, &format!("uploading chunk {range} of {digest}"))?;
+            }
+            if let Some(l) = r.header("Location") {
+                location = self.absolute(l);
+            }
+            offset += len;
+            if let Some(p) = progress {
+                p.set_position(offset);
+            }
+        }
+        let sep = if location.contains('?') { '&' } else { '?' };
+        let r = self.request(
+            "PUT",
+            &format!("{location}{sep}digest={digest}"),
+            &[],
+            Body::Empty,
+        )?;
+        if r.status != 201 && r.status != 204 {
+            self.check(&r, &format!("closing the chunked upload of {digest}"))?;
+        }
+        Ok(())
+    }
+
+    /// PUTs manifest bytes under `reference` (tag or digest); returns the
+    /// digest the registry reports.
+    pub fn put_manifest(
+        &self,
+        reference: &str,
+        bytes: &[u8],
+        media_type: &str,
+    ) -> Result<Option<String>> {
+        let url = self.url(&format!("manifests/{reference}"));
+        let r = self.request(
+            "PUT",
+            &url,
+            &[("Content-Type", media_type)],
+            Body::Bytes(bytes),
+        )?;
+        if r.status != 201 && r.status != 200 && r.status != 202 {
+            self.check(
+                &r,
+                &format!("PUT manifest {}:{reference}", self.reference.repo_key()),
+            )?;
+        }
+        Ok(r.header("Docker-Content-Digest").map(str::to_string))
+    }
+
+    /// GETs a manifest: its bytes and media type.
+    pub fn get_manifest(&self, reference: &str) -> Result<(Vec<u8>, String)> {
+        let url = self.url(&format!("manifests/{reference}"));
+        let r = self.request("GET", &url, &[("Accept", MANIFEST_ACCEPT)], Body::Empty)?;
+        if r.status == 404 {
+            bail!(
+                "{}:{reference} not found in the registry (HTTP 404 {})",
+                self.reference.repo_key(),
+                r.error_text()
+            );
+        }
+        if r.status != 200 {
+            self.check(
+                &r,
+                &format!("GET manifest {}:{reference}", self.reference.repo_key()),
+            )?;
+        }
+        let media_type = r
+            .header("Content-Type")
+            .map(|c| c.split(';').next().unwrap_or(c).trim().to_string())
+            .unwrap_or_default();
+        Ok((r.body, media_type))
+    }
+
+    /// Streams a blob into `store`, checking its digest before it is kept.
+    pub fn fetch_blob(
+        &self,
+        digest: &str,
+        store: &slimpack_oci::BlobStore,
+        progress: Option<&ProgressBar>,
+    ) -> Result<()> {
+        use sha2::Digest as _;
+        use std::io::Write;
+        let url = self.url(&format!("blobs/{digest}"));
+        let mut last = None;
+        for attempt in 0..ATTEMPTS {
+            if attempt > 0 {
+                std::thread::sleep(backoff(attempt, None));
+            }
+            let mut req = self.agent.get(&url);
+            if let Some(a) = self.auth_header() {
+                req = req.header("Authorization", a);
+            }
+            let resp = match req.call() {
+                Ok(r) => r,
+                Err(e) => {
+                    last = Some(anyhow!("GET {url}: {e}"));
+                    continue;
+                }
+            };
+            let status = resp.status().as_u16();
+            if status == 401 && attempt == 0 {
+                if let Some(ch) = resp
+                    .headers()
+                    .get("WWW-Authenticate")
+                    .and_then(|v| v.to_str().ok())
+                {
+                    self.authenticate(ch)?;
+                    continue;
+                }
+            }
+            if retriable(status) {
+                last = Some(anyhow!("GET {url}: HTTP {status}"));
+                continue;
+            }
+            if status != 200 {
+                bail!(
+                    "GET blob {digest} from {}: HTTP {status}",
+                    self.reference.repo_key()
+                );
+            }
+            let mut tmp = store.temp_file()?;
+            let mut hasher = sha2::Sha256::new();
+            let mut reader = resp.into_body().into_reader();
+            let mut buf = vec![0u8; 256 * 1024];
+            if let Some(p) = progress {
+                p.set_position(0);
+            }
+            let copied: std::io::Result<()> = (|| loop {
+                let n = reader.read(&mut buf)?;
+                if n == 0 {
+                    return Ok(());
+                }
+                hasher.update(&buf[..n]);
+                tmp.write_all(&buf[..n])?;
+                if let Some(p) = progress {
+                    p.inc(n as u64);
+                }
+            })();
+            if let Err(e) = copied {
+                last = Some(anyhow!("GET {url}: {e}"));
+                continue;
+            }
+            let actual = format!("sha256:{}", hex::encode(hasher.finalize()));
+            if actual != digest {
+                // Never kept: a corrupt or substituted blob is not retried
+                // into the cache either.
+                bail!(
+                    "blob {digest} from {} does not match its digest (got {actual}); nothing was stored",
+                    self.reference.repo_key()
+                );
+            }
+            store.commit(tmp, digest)?;
+            return Ok(());
+        }
+        Err(last.unwrap_or_else(|| anyhow!("GET {url} failed")))
+            .with_context(|| format!("gave up after {ATTEMPTS} attempts"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn challenges_parse() {
+        assert_eq!(
+            parse_challenge("Basic realm=\"Registry\""),
+            Some(Challenge::Basic)
+        );
+        assert_eq!(
+            parse_challenge(
+                r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/python:pull,push""#
+            ),
+            Some(Challenge::Bearer {
+                realm: "https://auth.docker.io/token".into(),
+                service: Some("registry.docker.io".into()),
+                scope: Some("repository:library/python:pull,push".into()),
+            })
+        );
+        assert_eq!(
+            parse_challenge("bearer realm=https://x/token, service=x"),
+            Some(Challenge::Bearer {
+                realm: "https://x/token".into(),
+                service: Some("x".into()),
+                scope: None,
+            })
+        );
+        assert_eq!(parse_challenge("Negotiate abc"), None);
+        assert_eq!(parse_challenge("Bearer service=\"x\""), None);
+    }
+
+    #[test]
+    fn retries_only_what_may_pass_later() {
+        for s in [429, 500, 502, 503, 504, 408] {
+            assert!(retriable(s), "{s}");
+        }
+        for s in [200, 201, 400, 401, 403, 404, 413, 501] {
+            assert!(!retriable(s), "{s}");
+        }
+        assert_eq!(backoff(1, Some("2")), Duration::from_secs(2));
+        assert_eq!(backoff(2, None), Duration::from_millis(1000));
+        assert!(backoff(9, None) <= Duration::from_secs(4));
+    }
+
+    #[test]
+    fn registry_errors_are_quoted() {
+        let r = Reply {
+            status: 400,
+            headers: Default::default(),
+            body: br#"{"errors":[{"code":"DIGEST_INVALID","message":"provided digest did not match uploaded content"}]}"#.to_vec(),
+        };
+        assert_eq!(
+            r.error_text(),
+            "DIGEST_INVALID: provided digest did not match uploaded content"
+        );
+    }
+}

@@ -1,0 +1,49 @@
+//! Registries: push images to and pull them from any OCI registry, with the
+//! credentials users already have. Only what is missing moves: blobs the
+//! registry holds are skipped, blobs another repository of it holds are
+//! mounted, and pulled blobs are cached by digest.
+
+pub mod auth;
+pub mod client;
+mod pull;
+mod push;
+pub mod reference;
+
+pub use pull::{pull, PullReport};
+pub use push::{push, BlobAction, PushReport, PushedBlob};
+pub use reference::Reference;
+
+use crate::cache::Cache;
+
+/// Registries named insecure (`--insecure-registry`, or
+/// `SLIMPACK_INSECURE_REGISTRIES=host:port,...`) are spoken to over plain
+/// HTTP; loopback ones always are.
+pub fn is_insecure(reference: &Reference, flagged: &[String]) -> bool {
+    let env = std::env::var("SLIMPACK_INSECURE_REGISTRIES").unwrap_or_default();
+    flagged
+        .iter()
+        .map(String::as_str)
+        .chain(env.split(',').map(str::trim))
+        .any(|h| !h.is_empty() && h == reference.registry)
+}
+
+const LOCATIONS: &str = "blob-locations";
+
+/// Repositories (`registry/repo`) known to hold `digest`: where a push can
+/// mount it from.
+fn known_locations(cache: &Cache, digest: &str) -> Vec<String> {
+    cache
+        .get::<Vec<String>>(LOCATIONS, digest)
+        .unwrap_or_default()
+}
+
+fn record_location(cache: &Cache, digest: &str, repo_key: &str) {
+    let mut known = known_locations(cache, digest);
+    if !known.iter().any(|k| k == repo_key) {
+        known.push(repo_key.to_string());
+        known.sort();
+        // Only a hint for later mounts: losing it costs an upload, not
+        // correctness.
+        let _ = cache.put(LOCATIONS, digest, &known);
+    }
+}

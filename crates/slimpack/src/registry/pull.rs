@@ -1,0 +1,143 @@
+//! Pulling an image into the cache's blob store, each blob checked against
+//! its digest before it is kept.
+
+use super::client::Client;
+use super::{record_location, Reference};
+use crate::cache::Cache;
+use crate::report::Progress;
+use anyhow::{anyhow, bail, Context, Result};
+use serde::Serialize;
+use slimpack_oci::LoadedImage;
+use std::sync::Mutex;
+use std::time::Instant;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PullReport {
+    /// `registry/repo@sha256:...` of the platform image pulled.
+    pub reference: String,
+    pub digest: String,
+    pub downloaded_bytes: u64,
+    pub cached_bytes: u64,
+    pub seconds: f64,
+}
+
+fn checked(bytes: &[u8], digest: &str, what: &str) -> Result<()> {
+    let actual = slimpack_oci::sha256_digest(bytes);
+    if actual != digest {
+        bail!("{what}: the registry sent content with digest {actual}, not {digest}; nothing was stored");
+    }
+    Ok(())
+}
+
+/// Pulls `reference` (linux/amd64 from an index) into `cache.blobs`.
+pub fn pull(
+    reference: &Reference,
+    insecure: bool,
+    cache: &Cache,
+    progress: &Progress,
+) -> Result<(LoadedImage, PullReport)> {
+    let started = Instant::now();
+    let client = Client::connect(reference, "pull", &[], insecure)?;
+    let store = &cache.blobs;
+    let (bytes, _media) = client.get_manifest(reference.manifest_ref())?;
+    let top = match &reference.digest {
+        Some(d) => {
+            checked(&bytes, d, &reference.to_string())?;
+            d.clone()
+        }
+        None => slimpack_oci::sha256_digest(&bytes),
+    };
+    store.put_bytes(&bytes)?;
+    let mut digest = top.clone();
+    let mut doc: serde_json::Value = serde_json::from_slice(&bytes)
+        .with_context(|| format!("{reference}: the manifest is not JSON"))?;
+    for _ in 0..4 {
+        if !slimpack_oci::is_index_document(&doc) {
+            break;
+        }
+        let platforms: Vec<String> = doc["manifests"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|m| {
+                format!(
+                    "{}/{}",
+                    m["platform"]["os"].as_str().unwrap_or("?"),
+                    m["platform"]["architecture"].as_str().unwrap_or("?")
+                )
+            })
+            .collect();
+        let m = slimpack_oci::pick_platform(&doc).ok_or_else(|| {
+            anyhow!(
+                "{reference} has no linux/amd64 image (it has {})",
+                platforms.join(", ")
+            )
+        })?;
+        digest = m["digest"]
+            .as_str()
+            .ok_or_else(|| anyhow!("{reference}: an index entry without a digest"))?
+            .to_string();
+        let (b, _) = client.get_manifest(&digest)?;
+        checked(&b, &digest, &format!("{reference} (linux/amd64)"))?;
+        store.put_bytes(&b)?;
+        doc = serde_json::from_slice(&b)?;
+    }
+    let mut blobs: Vec<(String, u64)> = Vec::new();
+    for d in std::iter::once(&doc["config"]).chain(doc["layers"].as_array().into_iter().flatten()) {
+        let digest = d["digest"]
+            .as_str()
+            .filter(|x| super::reference::valid_digest(x))
+            .ok_or_else(|| anyhow!("{reference}: a descriptor without a sha256 digest"))?;
+        if !blobs.iter().any(|b| b.0 == digest) {
+            blobs.push((digest.to_string(), d["size"].as_u64().unwrap_or(0)));
+        }
+    }
+    let (have, missing): (Vec<_>, Vec<_>) = blobs.iter().partition(|(d, _)| store.contains(d));
+    let bars = indicatif::MultiProgress::new();
+    let next = Mutex::new(0usize);
+    let failed: Mutex<Option<anyhow::Error>> = Mutex::new(None);
+    std::thread::scope(|s| {
+        for _ in 0..missing.len().min(3) {
+            s.spawn(|| loop {
+                let i = {
+                    let mut n = next.lock().unwrap_or_else(|e| e.into_inner());
+                    if *n >= missing.len() || failed.lock().map(|f| f.is_some()).unwrap_or(true) {
+                        return;
+                    }
+                    *n += 1;
+                    *n - 1
+                };
+                let (d, size) = missing[i];
+                let bar = bars.add(progress.bytes(format!("pull {}", &d[7..19]), *size));
+                match client.fetch_blob(d, store, Some(&bar)) {
+                    Ok(()) => bar.finish_and_clear(),
+                    Err(e) => {
+                        bar.abandon();
+                        let mut f = failed.lock().unwrap_or_else(|e| e.into_inner());
+                        f.get_or_insert(e);
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    if let Some(e) = failed.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        return Err(e.context(format!("pulling {reference}")));
+    }
+    let repo_key = reference.repo_key();
+    for (d, _) in &blobs {
+        record_location(cache, d, &repo_key);
+    }
+    let image = slimpack_oci::load_manifest(store, &digest)
+        .with_context(|| format!("reading the image pulled from {reference}"))?;
+    Ok((
+        image,
+        PullReport {
+            reference: reference.with_digest(&digest).to_string(),
+            digest,
+            downloaded_bytes: missing.iter().map(|b| b.1).sum(),
+            cached_bytes: have.iter().map(|b| b.1).sum(),
+            seconds: started.elapsed().as_secs_f64(),
+        },
+    ))
+}
