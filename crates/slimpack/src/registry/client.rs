@@ -229,8 +229,12 @@ impl Client {
 
     fn denied(&self, what: &str) -> anyhow::Error {
         let how = match &self.cred.secret {
+            None if crate::google::is_google_registry(&self.reference.registry) => format!(
+                "no credentials were found for {0}; run `gcloud auth configure-docker {0}` or `gcloud auth application-default login`",
+                self.reference.registry
+            ),
             None => format!(
-                "no credentials were found for {0}; run `docker login {0}` (or `gcloud auth configure-docker {0}` for Google registries), or add it to ~/.docker/config.json",
+                "no credentials were found for {0}; run `docker login {0}` or add it to ~/.docker/config.json (auths or credHelpers)",
                 self.reference.registry
             ),
             Some(_) => format!(

@@ -1,0 +1,604 @@
+//! Registries, against real servers on loopback: Debian's `docker-registry`
+//! (the CNCF distribution registry), with and without htpasswd auth, and a
+//! fault-injecting TCP proxy in front of it. skopeo checks what we pushed.
+//! `./test.sh` installs docker-registry, skopeo and htpasswd.
+
+use serde_json::Value;
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
+}
+
+/// The same cache as the e2e tests: the example is built once.
+fn shared_cache() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e-cache")
+}
+
+fn copy_example(name: &str) -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    let st = Command::new("cp")
+        .arg("-r")
+        .arg(workspace().join("examples").join(name).join("."))
+        .arg(d.path())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    d
+}
+
+fn slimpack_env(args: &[&str], cache: &Path, env: &[(&str, &str)]) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_slimpack"));
+    c.args(args)
+        .env("SLIMPACK_CACHE", cache)
+        .env("DOCKER_CONFIG", "/nonexistent")
+        .env_remove("REGISTRY_AUTH_FILE")
+        .env_remove("XDG_RUNTIME_DIR")
+        .env_remove("SOURCE_DATE_EPOCH");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().unwrap()
+}
+
+fn ok_json(out: Output, what: &str) -> Value {
+    assert!(
+        out.status.success(),
+        "{what} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A `docker-registry` on 127.0.0.1, stopped when dropped.
+struct Registry {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Registry {
+    fn start(htpasswd: Option<(&str, &str)>) -> Registry {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let mut cfg = format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: test\n",
+            dir.path().join("data").display()
+        );
+        if let Some((user, pass)) = htpasswd {
+            let out = Command::new("htpasswd")
+                .args(["-Bbn", user, pass])
+                .output()
+                .expect("htpasswd (apache2-utils) is installed by ./test.sh");
+            std::fs::write(dir.path().join("htpasswd"), &out.stdout).unwrap();
+            cfg += &format!(
+                "auth:\n  htpasswd:\n    realm: test\n    path: {}\n",
+                dir.path().join("htpasswd").display()
+            );
+        }
+        std::fs::write(dir.path().join("config.yml"), cfg).unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(dir.path().join("config.yml"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("docker-registry is installed by ./test.sh");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "docker-registry did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Registry { child, port, dir }
+    }
+
+    fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn skopeo_digest(image: &str, extra: &[&str]) -> String {
+    let out = Command::new("skopeo")
+        .arg("inspect")
+        .args(extra)
+        .arg(image)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "skopeo inspect {image}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["Digest"].as_str().unwrap().to_string()
+}
+
+fn blobs_by_action(push: &Value, action: &str) -> Vec<String> {
+    push["blobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| b["action"] == action)
+        .map(|b| b["digest"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn push_skips_what_exists_mounts_across_repositories_and_pulls_back() {
+    let reg = Registry::start(None);
+    let cache = shared_cache();
+    let app = copy_example("flask");
+    let dir = app.path().to_str().unwrap();
+    let target = format!("{}/demo/flask:v1", reg.host());
+
+    // First push: everything goes up; skopeo sees the digest we built.
+    let r = ok_json(
+        slimpack_env(&["build", dir, "--json", "--push", &target], &cache, &[]),
+        "build --push",
+    );
+    let digest = r["digest"].as_str().unwrap().to_string();
+    let push = &r["push"];
+    assert_eq!(push["digest"], digest.as_str());
+    assert_eq!(
+        push["reference"],
+        format!("{}/demo/flask@{digest}", reg.host()).as_str()
+    );
+    assert_eq!(blobs_by_action(push, "uploaded").len(), 4, "{push}");
+    let total: u64 = r["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["size"].as_u64().unwrap())
+        .sum();
+    assert!(push["uploaded_bytes"].as_u64().unwrap() > total);
+    let tls = ["--tls-verify=false"];
+    assert_eq!(skopeo_digest(&format!("docker://{target}"), &tls), digest);
+    let copied = tempfile::tempdir().unwrap();
+    let layout = copied.path().join("copy");
+    let st = Command::new("skopeo")
+        .args(["copy", "--src-tls-verify=false"])
+        .arg(format!("docker://{target}"))
+        .arg(format!("oci:{}:x", layout.display()))
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    assert_eq!(
+        skopeo_digest(&format!("oci:{}:x", layout.display()), &[]),
+        digest
+    );
+
+    // Nothing changed: no blob bytes move.
+    let again = ok_json(
+        slimpack_env(&["push", dir, &target, "--json"], &cache, &[]),
+        "second push",
+    );
+    assert_eq!(again["uploaded_bytes"], 0, "{again}");
+    assert_eq!(blobs_by_action(&again, "skipped").len(), 4);
+
+    // A one-line edit: only the app layer and the config go up.
+    let main = app.path().join("main.py");
+    let mut text = std::fs::read_to_string(&main).unwrap();
+    text.push_str("\n# edited\n");
+    std::fs::write(&main, text).unwrap();
+    let edited = ok_json(
+        slimpack_env(&["build", dir, "--json", "--push", &target], &cache, &[]),
+        "push after an edit",
+    );
+    let layers = edited["layers"].as_array().unwrap();
+    let app_layer = layers[2]["digest"].as_str().unwrap().to_string();
+    let mut uploaded = blobs_by_action(&edited["push"], "uploaded");
+    uploaded.sort();
+    let config = edited["push"]["blobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["kind"] == "config")
+        .unwrap()["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut expected = vec![app_layer.clone(), config];
+    expected.sort();
+    assert_eq!(uploaded, expected, "{}", edited["push"]);
+    assert!(edited["push"]["uploaded_bytes"].as_u64().unwrap() < 10_000);
+
+    // Same layers to a second repository: mounted, not uploaded.
+    let second = format!("{}/other/flask:v1", reg.host());
+    let moved = ok_json(
+        slimpack_env(
+            &["push", dir, &second, "--json", "--tag", "extra"],
+            &cache,
+            &[],
+        ),
+        "push to a second repository",
+    );
+    assert_eq!(moved["uploaded_bytes"], 0, "{moved}");
+    assert_eq!(blobs_by_action(&moved, "mounted").len(), 4, "{moved}");
+    assert_eq!(moved["tags"], serde_json::json!(["v1", "extra"]));
+    let edited_digest = edited["digest"].as_str().unwrap();
+    assert_eq!(
+        skopeo_digest(&format!("docker://{}/other/flask:extra", reg.host()), &tls),
+        edited_digest
+    );
+
+    // Pulled into an empty cache and run from the registry reference.
+    let fresh = tempfile::tempdir().unwrap();
+    let pulled = fresh.path().join("pulled.oci");
+    let p = ok_json(
+        slimpack_env(
+            &[
+                "pull",
+                &second,
+                "--json",
+                "-o",
+                &format!("oci:{}:v1", pulled.display()),
+            ],
+            fresh.path(),
+            &[],
+        ),
+        "pull",
+    );
+    assert_eq!(p["digest"], edited_digest);
+    assert!(p["downloaded_bytes"].as_u64().unwrap() > 1_000_000);
+    assert_eq!(
+        skopeo_digest(&format!("oci:{}:v1", pulled.display()), &[]),
+        edited_digest
+    );
+    let out = slimpack_env(
+        &[
+            "run",
+            &target,
+            "--check",
+            "--json",
+            "--port",
+            &free_port().to_string(),
+        ],
+        fresh.path(),
+        &[],
+    );
+    let report = ok_json(out, "run --check of a registry reference");
+    assert!(report["time_to_ready_ms"].as_u64().is_some(), "{report}");
+
+    // A blob the registry serves corrupted is refused and never cached.
+    let hex = app_layer.trim_start_matches("sha256:");
+    let stored = reg
+        .dir
+        .path()
+        .join("data/docker/registry/v2/blobs/sha256")
+        .join(&hex[..2])
+        .join(hex)
+        .join("data");
+    let mut bytes = std::fs::read(&stored).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&stored, bytes).unwrap();
+    let empty = tempfile::tempdir().unwrap();
+    let out = slimpack_env(&["pull", &second], empty.path(), &[]);
+    assert!(!out.status.success(), "a corrupted blob must fail the pull");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("does not match its digest") && err.contains(hex),
+        "{err}"
+    );
+    let blobs = empty.path().join("oci/blobs/sha256");
+    assert!(
+        blobs.is_dir(),
+        "the pull stored the manifest in {}",
+        blobs.display()
+    );
+    assert!(!blobs.join(hex).exists());
+
+    // A tag that does not exist is a clear error.
+    let out = slimpack_env(
+        &["pull", &format!("{}/demo/flask:nope", reg.host())],
+        fresh.path(),
+        &[],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("not found") && err.contains("demo/flask"),
+        "{err}"
+    );
+}
+
+#[test]
+fn basic_auth_from_config_json_and_credential_helpers_never_prints_secrets() {
+    let password = "s3cret-pw-7f1c";
+    let reg = Registry::start(Some(("alice", password)));
+    let cache = shared_cache();
+    let app = copy_example("flask");
+    let dir = app.path().to_str().unwrap();
+    let b64 = |s: &str| {
+        let out = Command::new("base64")
+            .arg("-w0")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                c.stdin.take().unwrap().write_all(s.as_bytes())?;
+                c.wait_with_output()
+            })
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let conf = tempfile::tempdir().unwrap();
+    let write_conf = |name: &str, json: String| -> String {
+        let d = conf.path().join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("config.json"), json).unwrap();
+        d.to_str().unwrap().to_string()
+    };
+    let good = write_conf(
+        "good",
+        format!(
+            r#"{{"auths": {{"{}": {{"auth": "{}"}}}}}}"#,
+            reg.host(),
+            b64(&format!("alice:{password}"))
+        ),
+    );
+    let bad = write_conf(
+        "bad",
+        format!(
+            r#"{{"auths": {{"{}": {{"auth": "{}"}}}}}}"#,
+            reg.host(),
+            b64("alice:wrong-pw-0a9b")
+        ),
+    );
+    let target = format!("{}/private/flask:v1", reg.host());
+
+    let r = ok_json(
+        slimpack_env(
+            &["push", dir, &target, "--json"],
+            &cache,
+            &[("DOCKER_CONFIG", &good)],
+        ),
+        "push with config.json credentials",
+    );
+    let digest = r["digest"].as_str().unwrap().to_string();
+    let creds = format!("--creds=alice:{password}");
+    assert_eq!(
+        skopeo_digest(
+            &format!("docker://{target}"),
+            &["--tls-verify=false", &creds]
+        ),
+        digest
+    );
+
+    // A credential helper on PATH, named by credHelpers.
+    let helper_dir = conf.path().join("bin");
+    std::fs::create_dir_all(&helper_dir).unwrap();
+    let helper = helper_dir.join("docker-credential-slimtest");
+    std::fs::write(
+        &helper,
+        format!(
+            "#!/bin/sh\nread server\necho \"$1 $server\" >> {0}/asked\necho '{{\"ServerURL\":\"'$server'\",\"Username\":\"alice\",\"Secret\":\"{password}\"}}'\n",
+            helper_dir.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let helped = write_conf(
+        "helper",
+        format!(r#"{{"credHelpers": {{"{}": "slimtest"}}}}"#, reg.host()),
+    );
+    let path = format!(
+        "{}:{}",
+        helper_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let r = ok_json(
+        slimpack_env(
+            &[
+                "push",
+                dir,
+                &format!("{}/helped/flask:v1", reg.host()),
+                "--json",
+            ],
+            &cache,
+            &[("DOCKER_CONFIG", &helped), ("PATH", &path)],
+        ),
+        "push with a credential helper",
+    );
+    assert_eq!(r["digest"], digest.as_str());
+    let asked = std::fs::read_to_string(helper_dir.join("asked")).unwrap();
+    assert!(asked.contains(&format!("get {}", reg.host())), "{asked}");
+
+    // Wrong and missing credentials: a clear error, no secret shown.
+    let out = slimpack_env(&["push", dir, &target], &cache, &[("DOCKER_CONFIG", &bad)]);
+    assert!(!out.status.success());
+    let err =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(
+        err.contains("refused") && err.contains("docker login"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("wrong-pw-0a9b") && !err.contains(password),
+        "{err}"
+    );
+    assert!(!err.contains(&b64("alice:wrong-pw-0a9b")), "{err}");
+    let out = slimpack_env(&["push", dir, &target], &cache, &[]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no credentials were found"), "{err}");
+}
+
+/// A TCP proxy in front of the registry that misbehaves: it drops or
+/// answers 500 to the connections numbered in `faults`, and after
+/// `budget` bytes sent upstream it cuts every connection.
+struct FaultProxy {
+    port: u16,
+    stop: Arc<AtomicBool>,
+    budget: Arc<AtomicU64>,
+}
+
+#[derive(Clone, Copy)]
+enum Fault {
+    Drop,
+    Http500,
+}
+
+impl FaultProxy {
+    fn start(upstream: u16, faults: Vec<(usize, Fault)>, budget: u64) -> FaultProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let budget = Arc::new(AtomicU64::new(budget));
+        let count = Arc::new(AtomicUsize::new(0));
+        let (s, b) = (stop.clone(), budget.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if s.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(client) = conn else { continue };
+                let n = count.fetch_add(1, Ordering::SeqCst);
+                match faults.iter().find(|f| f.0 == n).map(|f| f.1) {
+                    Some(Fault::Drop) => drop(client),
+                    Some(Fault::Http500) => {
+                        let mut c = client;
+                        let mut head = [0u8; 1024];
+                        let _ = c.read(&mut head);
+                        let _ = c.write_all(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                        let _ = c.shutdown(Shutdown::Both);
+                    }
+                    None => {
+                        let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                            continue;
+                        };
+                        let b = b.clone();
+                        let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                        std::thread::spawn(move || pipe(client, server, Some(b)));
+                        std::thread::spawn(move || pipe(s2, c2, None));
+                    }
+                }
+            }
+        });
+        FaultProxy { port, stop, budget }
+    }
+}
+
+fn pipe(mut from: TcpStream, mut to: TcpStream, budget: Option<Arc<AtomicU64>>) {
+    let mut buf = [0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if let Some(b) = &budget {
+            let left = b.load(Ordering::SeqCst);
+            if left < n as u64 {
+                b.store(0, Ordering::SeqCst);
+                break;
+            }
+            b.fetch_sub(n as u64, Ordering::SeqCst);
+        }
+        if to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+    let _ = from.shutdown(Shutdown::Both);
+    let _ = to.shutdown(Shutdown::Both);
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+#[test]
+fn faults_are_retried_and_an_interrupted_push_resumes() {
+    let reg = Registry::start(None);
+    let cache = shared_cache();
+    let app = copy_example("flask");
+    let dir = app.path().to_str().unwrap();
+
+    // Dropped connections and 500s on the first requests: the push still
+    // completes, and the registry holds exactly our image.
+    let proxy = FaultProxy::start(
+        reg.port,
+        vec![
+            (0, Fault::Drop),
+            (1, Fault::Http500),
+            (3, Fault::Http500),
+            (4, Fault::Drop),
+            (6, Fault::Http500),
+        ],
+        u64::MAX,
+    );
+    let via = format!("127.0.0.1:{}/faults/flask:v1", proxy.port);
+    let r = ok_json(
+        slimpack_env(&["push", dir, &via, "--json"], &cache, &[]),
+        "push through faults",
+    );
+    let digest = r["digest"].as_str().unwrap().to_string();
+    assert_eq!(
+        skopeo_digest(
+            &format!("docker://{}/faults/flask:v1", reg.host()),
+            &["--tls-verify=false"]
+        ),
+        digest
+    );
+    drop(proxy);
+
+    // Cut after 3 MB: the push fails; run again, it sends only what is missing.
+    let proxy = FaultProxy::start(reg.port, vec![], 3_000_000);
+    let via = format!("127.0.0.1:{}/cut/flask:v1", proxy.port);
+    let out = slimpack_env(&["push", dir, &via, "--json"], &cache, &[]);
+    assert!(!out.status.success(), "the cut push should fail");
+    assert_eq!(proxy.budget.load(Ordering::SeqCst), 0);
+    drop(proxy);
+    let r = ok_json(
+        slimpack_env(
+            &[
+                "push",
+                dir,
+                &format!("{}/cut/flask:v1", reg.host()),
+                "--json",
+            ],
+            &cache,
+            &[],
+        ),
+        "resumed push",
+    );
+    let skipped = r["skipped_bytes"].as_u64().unwrap();
+    let uploaded = r["uploaded_bytes"].as_u64().unwrap();
+    assert!(
+        skipped > 0,
+        "the blobs sent before the cut are not sent again: {r}"
+    );
+    assert!(uploaded > 0, "{r}");
+    assert_eq!(r["digest"], digest.as_str());
+}
