@@ -22,6 +22,8 @@ use std::time::Instant;
 pub const DEFAULT_EPOCH: u64 = 315_532_800;
 const VENV_POLICY: &str = "venv-v4";
 const APP_POLICY: &str = "app-v1";
+const OPAQUE_APP: &str = "app/.wh..wh..opq";
+const OPAQUE_VENV: &str = "opt/venv/.wh..wh..opq";
 
 #[derive(Debug, Clone)]
 pub enum Output {
@@ -174,12 +176,18 @@ fn public_url(url: &str) -> String {
 struct AppLayerInput {
     files: Vec<ignore::AppFile>,
     key: String,
+    opaque: bool,
 }
 
-fn app_input(files: Vec<ignore::AppFile>, mtime: u64) -> Result<AppLayerInput> {
+/// `opaque`: the base image has an /app of its own, which ours replaces
+/// (an OCI opaque whiteout) instead of merging with.
+fn app_input(files: Vec<ignore::AppFile>, mtime: u64, opaque: bool) -> Result<AppLayerInput> {
     let mut h = KeyHasher::new("app-layer");
     h.part("policy", APP_POLICY)
         .part("mtime", mtime.to_string());
+    if opaque {
+        h.part("opaque", "app");
+    }
     for f in &files {
         h.part("path", &f.rel);
         match &f.symlink {
@@ -197,6 +205,7 @@ fn app_input(files: Vec<ignore::AppFile>, mtime: u64) -> Result<AppLayerInput> {
     Ok(AppLayerInput {
         files,
         key: h.finish(),
+        opaque,
     })
 }
 
@@ -213,6 +222,9 @@ fn app_layer(
     }
     let mut b = LayerBuilder::new();
     b.add("app", Entry::dir(0o755))?;
+    if input.opaque {
+        b.add(OPAQUE_APP, Entry::bytes(0o644, Vec::new()))?;
+    }
     for f in &input.files {
         let dest = format!("app/{}", f.rel);
         match &f.symlink {
@@ -249,6 +261,14 @@ struct VenvRecord {
     bytecode: Option<bytecode::Compiled>,
 }
 
+/// Where the image's runtime (Python and the system below it) comes from.
+enum RuntimeBase {
+    /// Signed Debian packages, resolved.
+    Debian(debian::Resolved),
+    /// A registry image, pulled and unpacked.
+    Registry(Box<base::registry::RegistryBase>),
+}
+
 /// The runtime layer for the base packages plus `additions`.
 fn runtime_with(
     req: &builder::Request,
@@ -270,13 +290,24 @@ fn runtime_with(
 /// the runtime it goes with.
 fn build_venv(
     req: &builder::Request,
-    resolved: &debian::Resolved,
+    runtime_base: &RuntimeBase,
     mode: bytecode::Mode,
-) -> Result<(VenvRecord, debian::Runtime, bool)> {
+) -> Result<VenvRecord> {
     let (cache, progress, lock, target) = (req.cache, req.progress, req.lock, req.target);
     let work = tempfile::tempdir_in(cache.dir("work")?)?;
     let venv_dir = work.path().join("venv");
     let site = python::site_dir(&venv_dir, target);
+    let compile_in_builder = |names: &[String]| -> Result<builder::Built> {
+        if let RuntimeBase::Registry(b) = runtime_base {
+            bail!(
+                "{} must be compiled from source (no wheel for {}), and compiling on a registry base ({}) is not supported yet; use a Debian base (debian:trixie, debian:bookworm) or a version with wheels",
+                names.join(", "),
+                req.target.platform,
+                b.reference
+            );
+        }
+        builder::install(req, &site, names)
+    };
     let built = if lock.source_builds.is_empty() {
         let sp = progress.spinner(format!(
             "Installing {} Python packages",
@@ -290,18 +321,72 @@ fn build_venv(
             // wheel: the builder compiles it.
             Err(e) if python::lacks_wheels(&e) => {
                 let names = python::wheels_required(&format!("{e:#}"));
-                Some(builder::install(req, &site, &names)?)
+                Some(compile_in_builder(&names)?)
             }
             Err(e) => return Err(e),
         }
     } else {
-        Some(builder::install(req, &site, &lock.source_builds)?)
+        Some(compile_in_builder(&lock.source_builds)?)
     };
     python::finish_venv(&venv_dir, target)?;
 
+    let (root, additions) = match runtime_base {
+        RuntimeBase::Debian(resolved) => native_additions(req, resolved, &site)?,
+        RuntimeBase::Registry(b) => {
+            let missing: Vec<String> = native::unbundled(&site)?
+                .into_iter()
+                .filter(|n| !native::in_root(&b.root, &n.soname))
+                .map(|n| format!("{} (needed by {})", n.soname, n.needed_by))
+                .collect();
+            if !missing.is_empty() {
+                bail!(
+                    "the base image {} lacks {}; slimpack adds system libraries only to Debian bases: use debian:{} or a base image that has them",
+                    b.reference,
+                    missing.join(", "),
+                    req.spec.suite.codename()
+                );
+            }
+            (b.root.clone(), Vec::new())
+        }
+    };
+
+    let pyc_dir = work.path().join("pyc");
+    let compiled = if mode == bytecode::Mode::None {
+        None
+    } else {
+        let sp = progress.spinner("Compiling bytecode with the image's interpreter".into());
+        let c = bytecode::compile(&root, &venv_dir, &pyc_dir, target, mode)?;
+        sp.finish_and_clear();
+        Some(c)
+    };
+    let mut b = LayerBuilder::new();
+    add_tree(&mut b, &venv_dir, "opt/venv")?;
+    if root.join("opt/venv").exists() {
+        // The base's own venv must not show through ours.
+        b.add(OPAQUE_VENV, Entry::bytes(0o644, Vec::new()))?;
+    }
+    if pyc_dir.join("usr").is_dir() {
+        add_tree(&mut b, &pyc_dir.join("usr"), "usr")?;
+    }
+    Ok(VenvRecord {
+        layer: b.write(&cache.blobs, req.mtime)?,
+        runtime_additions: additions,
+        builder: built,
+        bytecode: compiled,
+    })
+}
+
+/// The Debian packages the venv's compiled code needs beyond the runtime,
+/// and the root of the runtime with them.
+fn native_additions(
+    req: &builder::Request,
+    resolved: &debian::Resolved,
+    site: &Path,
+) -> Result<(PathBuf, Vec<native::Addition>)> {
+    let (cache, progress) = (req.cache, req.progress);
     let (base_runtime, _) = runtime_with(req, resolved, &[])?;
     let base_root = bytecode::ensure_rootfs(cache, &base_runtime)?;
-    let needs: Vec<native::Needed> = native::unbundled(&site)?
+    let needs: Vec<native::Needed> = native::unbundled(site)?
         .into_iter()
         .filter(|n| !native::in_root(&base_root, &n.soname))
         .collect();
@@ -311,7 +396,7 @@ fn build_venv(
         let contents = debian::contents(req.spec, cache, progress)?;
         native::packages_for(&needs, &contents, req.spec.suite.codename())?
     };
-    let (runtime, runtime_cached) = runtime_with(req, resolved, &additions)?;
+    let (runtime, _) = runtime_with(req, resolved, &additions)?;
     let root = bytecode::ensure_rootfs(cache, &runtime)?;
     let still: Vec<String> = needs
         .iter()
@@ -325,28 +410,7 @@ fn build_venv(
             native::package_names(&additions).join(", ")
         );
     }
-
-    let pyc_dir = work.path().join("pyc");
-    let compiled = if mode == bytecode::Mode::None {
-        None
-    } else {
-        let sp = progress.spinner("Compiling bytecode with the image's interpreter".into());
-        let c = bytecode::compile(&root, &venv_dir, &pyc_dir, &target.minor, mode)?;
-        sp.finish_and_clear();
-        Some(c)
-    };
-    let mut b = LayerBuilder::new();
-    add_tree(&mut b, &venv_dir, "opt/venv")?;
-    if pyc_dir.join("usr").is_dir() {
-        add_tree(&mut b, &pyc_dir.join("usr"), "usr")?;
-    }
-    let record = VenvRecord {
-        layer: b.write(&cache.blobs, req.mtime)?,
-        runtime_additions: additions,
-        builder: built,
-        bytecode: compiled,
-    };
-    Ok((record, runtime, runtime_cached))
+    Ok((root, additions))
 }
 
 pub fn build(opts: &BuildOptions) -> Result<Outcome> {
@@ -362,11 +426,39 @@ pub fn build(opts: &BuildOptions) -> Result<Outcome> {
     let cfg = project.config.clone().overlay(opts.overrides.clone());
     let mut warnings = Vec::new();
 
-    let (suite, why) = base::choose_suite(
-        cfg.base.as_deref(),
-        cfg.python.as_deref(),
-        project.python_request.as_ref(),
-    )?;
+    let cache = Cache::open(&opts.cache_dir.clone().unwrap_or_else(Cache::default_dir))?;
+    let registry_base = match base::registry_base(cfg.base.as_deref())? {
+        Some(r) => {
+            let insecure = crate::registry::is_insecure(&r, &opts.insecure_registries);
+            Some(base::registry::prepare(&r, insecure, &cache, &progress)?)
+        }
+        None => None,
+    };
+    let (suite, why) = match &registry_base {
+        Some(b) => {
+            if let Some(p) = cfg.python.as_deref() {
+                if base::minor_of(p).as_deref() != Some(b.target.minor.as_str()) {
+                    bail!(
+                        "Python {p} was asked for, but the base image {} has Python {}",
+                        b.reference,
+                        b.target.version
+                    );
+                }
+            }
+            (
+                base::suite_for_python(&b.target.minor),
+                format!(
+                    "Python {} of the base image {}",
+                    b.target.version, b.reference
+                ),
+            )
+        }
+        None => base::choose_suite(
+            cfg.base.as_deref(),
+            cfg.python.as_deref(),
+            project.python_request.as_ref(),
+        )?,
+    };
     let locked = project.is_locked();
     if opts.locked && !locked {
         bail!(
@@ -382,7 +474,6 @@ pub fn build(opts: &BuildOptions) -> Result<Outcome> {
     }
     let mode = bytecode::Mode::parse(cfg.bytecode.as_deref().unwrap_or("imports"))?;
     let mtime = epoch()?;
-    let cache = Cache::open(&opts.cache_dir.clone().unwrap_or_else(Cache::default_dir))?;
     let spec = debian::BaseSpec {
         suite,
         mirror: cfg
@@ -402,19 +493,39 @@ pub fn build(opts: &BuildOptions) -> Result<Outcome> {
     };
 
     // The runtime first: the venv is built for its exact interpreter and glibc.
-    let resolved = debian::resolve(&spec, &cache, opts.refresh, &progress)?;
-    let target = Target {
-        minor: suite.python().to_string(),
-        version: resolved.python_version.clone(),
-        platform: python::platform_for_glibc(&resolved.glibc_version),
+    let (runtime_base, target, base_name) = match registry_base {
+        Some(b) => {
+            let t = b.target.clone();
+            let name = b.reference.to_string();
+            (RuntimeBase::Registry(Box::new(b)), t, name)
+        }
+        None => {
+            let resolved = debian::resolve(&spec, &cache, opts.refresh, &progress)?;
+            let t = Target::debian(
+                suite.python(),
+                &resolved.python_version,
+                &resolved.glibc_version,
+            );
+            (
+                RuntimeBase::Debian(resolved),
+                t,
+                format!("debian:{}", suite.codename()),
+            )
+        }
     };
     if let Some((req, origin)) = &project.python_request {
-        if !req.trim().starts_with(|c: char| c.is_ascii_digit())
-            && !crate::project::pyproject::python_satisfies(req, &target.version)
-        {
+        let exact = req.trim().starts_with(|c: char| c.is_ascii_digit());
+        let ok = if exact {
+            // Exact minors were matched to a Debian suite already; a
+            // registry base has the Python it has.
+            !matches!(runtime_base, RuntimeBase::Registry(_))
+                || base::minor_of(req).as_deref() == Some(target.minor.as_str())
+        } else {
+            crate::project::pyproject::python_satisfies(req, &target.version)
+        };
+        if !ok {
             bail!(
-                "{origin} asks for Python {req:?}, but the {} base gives {}",
-                suite.codename(),
+                "{origin} asks for Python {req:?}, but the {base_name} base gives {}",
                 target.version
             );
         }
@@ -498,8 +609,27 @@ pub fn build(opts: &BuildOptions) -> Result<Outcome> {
     labels.insert("org.opencontainers.image.created".into(), created.clone());
     labels.insert(
         "org.opencontainers.image.base.name".into(),
-        format!("debian:{}", suite.codename()),
+        base_name.clone(),
     );
+    if let RuntimeBase::Registry(b) = &runtime_base {
+        labels.insert(
+            "org.opencontainers.image.base.digest".into(),
+            b.pinned.digest.clone().unwrap_or_default(),
+        );
+        // The base's own environment stays, under ours.
+        let ours: Vec<String> = env
+            .iter()
+            .filter_map(|e| e.split_once('=').map(|(k, _)| format!("{k}=")))
+            .collect();
+        let mut merged: Vec<String> = b
+            .env
+            .iter()
+            .filter(|e| !ours.iter().any(|k| e.starts_with(k.as_str())))
+            .cloned()
+            .collect();
+        merged.append(&mut env);
+        env = merged;
+    }
     if let Some(url) = git(&project.dir, &["config", "--get", "remote.origin.url"]) {
         labels.insert("org.opencontainers.image.source".into(), public_url(&url));
     }
@@ -515,7 +645,11 @@ pub fn build(opts: &BuildOptions) -> Result<Outcome> {
         warnings.push("the image runs as root (configured `user`); Cloud Run and the seeds recommend a non-root user".into());
     }
 
-    let app = app_input(app_files, mtime)?;
+    let base_has_app = match &runtime_base {
+        RuntimeBase::Registry(b) => b.root.join("app").exists(),
+        RuntimeBase::Debian(_) => false,
+    };
+    let app = app_input(app_files, mtime, base_has_app)?;
     let venv_key = {
         let mut h = KeyHasher::new("venv-layer");
         h.part("policy", VENV_POLICY)
@@ -533,14 +667,19 @@ pub fn build(opts: &BuildOptions) -> Result<Outcome> {
         }
         // Stdlib bytecode is unchecked-hash: it must be rebuilt whenever the
         // runtime's sources could have changed.
-        h.part(
-            "runtime",
-            resolved
-                .packages
-                .iter()
-                .map(|p| format!("{}={}\n", p.name, p.sha256))
-                .collect::<String>(),
-        );
+        match &runtime_base {
+            RuntimeBase::Debian(resolved) => h.part(
+                "runtime",
+                resolved
+                    .packages
+                    .iter()
+                    .map(|p| format!("{}={}\n", p.name, p.sha256))
+                    .collect::<String>(),
+            ),
+            RuntimeBase::Registry(b) => h
+                .part("base-image", b.pinned.to_string())
+                .part("interpreter", &b.target.interpreter),
+        };
         h.finish()
     };
     let cached_venv = cache
@@ -559,26 +698,37 @@ pub fn build(opts: &BuildOptions) -> Result<Outcome> {
         python: PythonPlan {
             target: target.clone(),
             chosen_because: why,
-            interpreter: format!("/usr/bin/python{}", target.minor),
+            interpreter: target.interpreter.clone(),
             bytecode: mode.as_str().into(),
         },
-        base: BasePlan {
-            name: format!("debian:{}", suite.codename()),
-            release: resolved.release_version.clone(),
-            mirror: spec.mirror.clone(),
-            security_mirror: spec.security_mirror.clone(),
-            roots: spec.roots(),
-            packages: resolved
-                .packages
-                .iter()
-                .map(|p| OsPackage {
-                    name: p.name.clone(),
-                    version: p.version.clone(),
-                    archive: p.origin.clone(),
-                    sha256: p.sha256.clone(),
-                })
-                .collect(),
-            skipped: resolved.skipped.clone(),
+        base: match &runtime_base {
+            RuntimeBase::Debian(resolved) => BasePlan {
+                name: base_name.clone(),
+                release: resolved.release_version.clone(),
+                mirror: spec.mirror.clone(),
+                security_mirror: spec.security_mirror.clone(),
+                roots: spec.roots(),
+                packages: resolved
+                    .packages
+                    .iter()
+                    .map(|p| OsPackage {
+                        name: p.name.clone(),
+                        version: p.version.clone(),
+                        archive: p.origin.clone(),
+                        sha256: p.sha256.clone(),
+                    })
+                    .collect(),
+                skipped: resolved.skipped.clone(),
+            },
+            RuntimeBase::Registry(b) => BasePlan {
+                name: b.pinned.to_string(),
+                release: String::new(),
+                mirror: String::new(),
+                security_mirror: String::new(),
+                roots: Vec::new(),
+                packages: Vec::new(),
+                skipped: Vec::new(),
+            },
         },
         dependencies: DependencyPlan {
             how: lock.how.clone(),
@@ -606,12 +756,21 @@ pub fn build(opts: &BuildOptions) -> Result<Outcome> {
         layers: vec![
             LayerPlan {
                 name: "runtime".into(),
-                contents: format!(
-                    "Python {} and {} Debian {} packages",
-                    target.version,
-                    resolved.packages.len(),
-                    suite.codename()
-                ),
+                contents: match &runtime_base {
+                    RuntimeBase::Debian(resolved) => format!(
+                        "Python {} and {} Debian {} packages",
+                        target.version,
+                        resolved.packages.len(),
+                        suite.codename()
+                    ),
+                    RuntimeBase::Registry(b) => format!(
+                        "the {} layers of {} (Python {} at {})",
+                        b.image.layers.len(),
+                        b.pinned,
+                        target.version,
+                        target.interpreter
+                    ),
+                },
                 key: String::new(),
             },
             LayerPlan {
@@ -650,17 +809,40 @@ pub fn build(opts: &BuildOptions) -> Result<Outcome> {
     // Layers. The venv comes first: the libraries its compiled code links
     // decide what the runtime holds beyond Python.
     let venv_cached = cached_venv.is_some();
-    let (record, runtime, runtime_cached) = match cached_venv {
-        Some(r) => {
-            let (runtime, cached) = runtime_with(&venv_req, &resolved, &r.runtime_additions)?;
-            (r, runtime, cached)
-        }
+    let record = match cached_venv {
+        Some(r) => r,
         None => {
-            let built = build_venv(&venv_req, &resolved, mode)?;
-            cache.put("venv-layer", &venv_key, &built.0)?;
+            let built = build_venv(&venv_req, &runtime_base, mode)?;
+            cache.put("venv-layer", &venv_key, &built)?;
             built
         }
     };
+    // (name, layer, cached) of each runtime layer, and how to describe it.
+    let (runtime_layers, base_desc, os_packages): (Vec<(String, Layer, bool)>, String, usize) =
+        match &runtime_base {
+            RuntimeBase::Debian(resolved) => {
+                let (runtime, cached) =
+                    runtime_with(&venv_req, resolved, &record.runtime_additions)?;
+                (
+                    vec![("runtime".into(), runtime.layer.clone(), cached)],
+                    format!(
+                        "Debian {} ({})",
+                        runtime.resolved.release_version,
+                        suite.codename()
+                    ),
+                    runtime.resolved.packages.len(),
+                )
+            }
+            RuntimeBase::Registry(b) => (
+                b.image
+                    .layers
+                    .iter()
+                    .map(|l| ("base".to_string(), l.clone(), true))
+                    .collect(),
+                b.pinned.to_string(),
+                0,
+            ),
+        };
     let venv_layer = record.layer.clone();
     let (app_layer, app_cached) = app_layer(&cache, &app, mtime, &mut warnings)?;
 
@@ -678,17 +860,28 @@ pub fn build(opts: &BuildOptions) -> Result<Outcome> {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
         created: Some(created),
-        history: vec![
-            format!(
-                "slimpack: runtime, Debian {} Python {}",
-                suite.codename(),
-                target.version
-            ),
-            format!("slimpack: /opt/venv ({})", project.describe_deps()),
-            "slimpack: /app".into(),
-        ],
+        history: runtime_layers
+            .iter()
+            .enumerate()
+            .map(|(i, _)| match &runtime_base {
+                RuntimeBase::Debian(_) => format!(
+                    "slimpack: runtime, Debian {} Python {}",
+                    suite.codename(),
+                    target.version
+                ),
+                RuntimeBase::Registry(b) => format!("base image {} layer {}", b.pinned, i + 1),
+            })
+            .chain([
+                format!("slimpack: /opt/venv ({})", project.describe_deps()),
+                "slimpack: /app".into(),
+            ])
+            .collect(),
     };
-    let layers = vec![runtime.layer.clone(), venv_layer.clone(), app_layer.clone()];
+    let layers: Vec<Layer> = runtime_layers
+        .iter()
+        .map(|(_, l, _)| l.clone())
+        .chain([venv_layer.clone(), app_layer.clone()])
+        .collect();
     let image = Image::assemble(&cache.blobs, &image_spec, layers)?;
 
     let mut outputs = opts.outputs.clone();
@@ -735,20 +928,19 @@ pub fn build(opts: &BuildOptions) -> Result<Outcome> {
         name: project.name.clone(),
         digest: image.manifest_digest.clone(),
         outputs: outputs.iter().map(Output::describe).collect(),
-        layers: vec![
-            report_layer("runtime", &runtime.layer, runtime_cached),
-            report_layer("venv", &venv_layer, venv_cached),
-            report_layer("app", &app_layer, app_cached),
-        ],
+        layers: runtime_layers
+            .iter()
+            .map(|(name, l, cached)| report_layer(name, l, *cached))
+            .chain([
+                report_layer("venv", &venv_layer, venv_cached),
+                report_layer("app", &app_layer, app_cached),
+            ])
+            .collect(),
         size: image.compressed_size(),
         uncompressed_size: image.uncompressed_size(),
         python: target.version.clone(),
-        base: format!(
-            "Debian {} ({})",
-            runtime.resolved.release_version,
-            suite.codename()
-        ),
-        os_packages: runtime.resolved.packages.len(),
+        base: base_desc,
+        os_packages,
         python_packages: lock.packages.len(),
         bytecode: record.bytecode.clone(),
         builder: record.builder.clone(),

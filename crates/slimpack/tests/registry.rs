@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -76,6 +76,15 @@ struct Registry {
 
 impl Registry {
     fn start(htpasswd: Option<(&str, &str)>) -> Registry {
+        Self::start_inner(htpasswd, "")
+    }
+
+    /// With extra configuration (an `auth:` section).
+    fn start_with(extra: &str) -> Registry {
+        Self::start_inner(None, extra)
+    }
+
+    fn start_inner(htpasswd: Option<(&str, &str)>, extra: &str) -> Registry {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let mut cfg = format!(
@@ -93,6 +102,7 @@ impl Registry {
                 dir.path().join("htpasswd").display()
             );
         }
+        cfg += extra;
         std::fs::write(dir.path().join("config.yml"), cfg).unwrap();
         let child = Command::new("docker-registry")
             .arg("serve")
@@ -153,6 +163,7 @@ fn push_skips_what_exists_mounts_across_repositories_and_pulls_back() {
     let cache = shared_cache();
     let app = copy_example("flask");
     let dir = app.path().to_str().unwrap();
+    std::fs::write(app.path().join("only_in_base.py"), "X = 1\n").unwrap();
     let target = format!("{}/demo/flask:v1", reg.host());
 
     // First push: everything goes up; skopeo sees the digest we built.
@@ -248,6 +259,98 @@ fn push_skips_what_exists_mounts_across_repositories_and_pulls_back() {
         skopeo_digest(&format!("docker://{}/other/flask:extra", reg.host()), &tls),
         edited_digest
     );
+
+    // The pushed image as the base of another build: its layers reused as
+    // they are, its /app and venv replaced (opaque whiteouts, not merged),
+    // its blobs mounted when the result is pushed to the same registry.
+    let next = copy_example("flask");
+    let out_dir = tempfile::tempdir().unwrap();
+    let layout = out_dir.path().join("on-base.oci");
+    let on_base = ok_json(
+        slimpack_env(
+            &[
+                "build",
+                next.path().to_str().unwrap(),
+                "--json",
+                "--base",
+                &second,
+                "-o",
+                &format!("oci:{}", layout.display()),
+                "--push",
+                &format!("{}/built-on/flask:v1", reg.host()),
+            ],
+            &cache,
+            &[],
+        ),
+        "build on a registry base",
+    );
+    let base_layers: Vec<&Value> = edited["layers"].as_array().unwrap()[..3].iter().collect();
+    let new_layers = on_base["layers"].as_array().unwrap();
+    assert_eq!(new_layers.len(), 5, "{on_base}");
+    for (b, n) in base_layers.iter().zip(new_layers) {
+        assert_eq!(
+            b["digest"], n["digest"],
+            "base layers are reused byte for byte"
+        );
+        assert_eq!(n["name"], "base");
+    }
+    assert!(on_base["python"].as_str().unwrap().starts_with("3.11"));
+    let mounted = blobs_by_action(&on_base["push"], "mounted");
+    for b in &base_layers {
+        let d = b["digest"].as_str().unwrap().to_string();
+        assert!(
+            mounted.contains(&d),
+            "base layer {d} should be mounted: {}",
+            on_base["push"]
+        );
+    }
+    let unpacked = out_dir.path().join("unpacked");
+    let st = Command::new("umoci")
+        .args(["unpack", "--rootless", "--image"])
+        .arg(format!("{}:latest", layout.display()))
+        .arg(&unpacked)
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let rootfs = unpacked.join("rootfs");
+    assert!(rootfs.join("app/main.py").is_file());
+    assert!(
+        !rootfs.join("app/only_in_base.py").exists(),
+        "the base's /app shows through"
+    );
+    assert!(rootfs.join("opt/venv/bin/gunicorn").exists());
+    let out = slimpack_env(
+        &[
+            "run",
+            layout.to_str().unwrap(),
+            "--check",
+            "--json",
+            "--port",
+            &free_port().to_string(),
+        ],
+        &cache,
+        &[],
+    );
+    ok_json(out, "run --check of the image built on a registry base");
+    let out = slimpack_env(
+        &[
+            "build",
+            next.path().to_str().unwrap(),
+            "--base",
+            &second,
+            "--python",
+            "3.13",
+        ],
+        &cache,
+        &[],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("3.13") && err.contains("3.11"), "{err}");
 
     // Pulled into an empty cache and run from the registry reference.
     let fresh = tempfile::tempdir().unwrap();
@@ -454,12 +557,15 @@ fn basic_auth_from_config_json_and_credential_helpers_never_prints_secrets() {
 }
 
 /// A TCP proxy in front of the registry that misbehaves: it drops or
-/// answers 500 to the connections numbered in `faults`, and after
-/// `budget` bytes sent upstream it cuts every connection.
+/// answers 500 to the connections numbered in `faults`; and once one
+/// connection has sent `cut` bytes upstream it cuts it, and answers every
+/// later connection with 400 (a registry gone wrong: no retry helps).
+/// Uploads are throttled to ~20 MB/s, so that small requests finish while a
+/// large one is still under way, as on a real network.
 struct FaultProxy {
     port: u16,
     stop: Arc<AtomicBool>,
-    budget: Arc<AtomicU64>,
+    broken: Arc<AtomicBool>,
 }
 
 #[derive(Clone, Copy)]
@@ -469,13 +575,13 @@ enum Fault {
 }
 
 impl FaultProxy {
-    fn start(upstream: u16, faults: Vec<(usize, Fault)>, budget: u64) -> FaultProxy {
+    fn start(upstream: u16, faults: Vec<(usize, Fault)>, cut: u64) -> FaultProxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let stop = Arc::new(AtomicBool::new(false));
-        let budget = Arc::new(AtomicU64::new(budget));
+        let broken = Arc::new(AtomicBool::new(false));
         let count = Arc::new(AtomicUsize::new(0));
-        let (s, b) = (stop.clone(), budget.clone());
+        let (s, b) = (stop.clone(), broken.clone());
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 if s.load(Ordering::SeqCst) {
@@ -483,13 +589,26 @@ impl FaultProxy {
                 }
                 let Ok(client) = conn else { continue };
                 let n = count.fetch_add(1, Ordering::SeqCst);
-                match faults.iter().find(|f| f.0 == n).map(|f| f.1) {
-                    Some(Fault::Drop) => drop(client),
-                    Some(Fault::Http500) => {
+                let fault = if b.load(Ordering::SeqCst) {
+                    Some(None)
+                } else {
+                    faults.iter().find(|f| f.0 == n).map(|f| Some(f.1))
+                };
+                match fault {
+                    Some(Some(Fault::Drop)) => drop(client),
+                    Some(f) => {
                         let mut c = client;
                         let mut head = [0u8; 1024];
                         let _ = c.read(&mut head);
-                        let _ = c.write_all(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                        let status = if f.is_some() {
+                            "500 Internal Server Error"
+                        } else {
+                            "400 Bad Request"
+                        };
+                        let _ = c.write_all(
+                            format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                                .as_bytes(),
+                        );
                         let _ = c.shutdown(Shutdown::Both);
                     }
                     None => {
@@ -498,30 +617,31 @@ impl FaultProxy {
                         };
                         let b = b.clone();
                         let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-                        std::thread::spawn(move || pipe(client, server, Some(b)));
+                        std::thread::spawn(move || pipe(client, server, Some((cut, b))));
                         std::thread::spawn(move || pipe(s2, c2, None));
                     }
                 }
             }
         });
-        FaultProxy { port, stop, budget }
+        FaultProxy { port, stop, broken }
     }
 }
 
-fn pipe(mut from: TcpStream, mut to: TcpStream, budget: Option<Arc<AtomicU64>>) {
+fn pipe(mut from: TcpStream, mut to: TcpStream, cut: Option<(u64, Arc<AtomicBool>)>) {
     let mut buf = [0u8; 64 * 1024];
+    let mut sent = 0u64;
     loop {
         let n = match from.read(&mut buf) {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
-        if let Some(b) = &budget {
-            let left = b.load(Ordering::SeqCst);
-            if left < n as u64 {
-                b.store(0, Ordering::SeqCst);
+        if let Some((limit, broken)) = &cut {
+            sent += n as u64;
+            if sent > *limit {
+                broken.store(true, Ordering::SeqCst);
                 break;
             }
-            b.fetch_sub(n as u64, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_micros(n as u64 / 20));
         }
         if to.write_all(&buf[..n]).is_err() {
             break;
@@ -578,7 +698,10 @@ fn faults_are_retried_and_an_interrupted_push_resumes() {
     let via = format!("127.0.0.1:{}/cut/flask:v1", proxy.port);
     let out = slimpack_env(&["push", dir, &via, "--json"], &cache, &[]);
     assert!(!out.status.success(), "the cut push should fail");
-    assert_eq!(proxy.budget.load(Ordering::SeqCst), 0);
+    assert!(
+        proxy.broken.load(Ordering::SeqCst),
+        "the proxy cut an upload"
+    );
     drop(proxy);
     let r = ok_json(
         slimpack_env(
@@ -601,4 +724,199 @@ fn faults_are_retried_and_an_interrupted_push_resumes() {
     );
     assert!(uploaded > 0, "{r}");
     assert_eq!(r["digest"], digest.as_str());
+}
+
+fn b64url(bytes: &[u8]) -> String {
+    let out = Command::new("base64")
+        .arg("-w0")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            c.stdin.take().unwrap().write_all(bytes)?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .trim_end_matches('=')
+        .replace('+', "-")
+        .replace('/', "_")
+}
+
+/// A token service as Docker Hub and Artifact Registry run one: Basic
+/// credentials in, a JWT (RS256, x5c chain to the registry's root bundle)
+/// granting the asked scopes out. Signs with the openssl command line.
+fn token_service(dir: &Path, user: &str, pass: &str) -> (u16, Arc<AtomicUsize>) {
+    let key = dir.join("key.pem");
+    let cert = dir.join("cert.pem");
+    let st = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=token",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let der = Command::new("openssl")
+        .args(["x509", "-outform", "DER", "-in"])
+        .arg(&cert)
+        .output()
+        .unwrap()
+        .stdout;
+    let x5c = b64url(&der).replace('-', "+").replace('_', "/");
+    let x5c = format!("{x5c}{}", "=".repeat((4 - x5c.len() % 4) % 4));
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let issued = Arc::new(AtomicUsize::new(0));
+    let count = issued.clone();
+    let good = format!("Basic {}", {
+        let s = b64url(format!("{user}:{pass}").as_bytes())
+            .replace('-', "+")
+            .replace('_', "/");
+        format!("{s}{}", "=".repeat((4 - s.len() % 4) % 4))
+    });
+    let dir = dir.to_path_buf();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut c) = conn else { continue };
+            let mut head = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match c.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            let text = String::from_utf8_lossy(&head).to_string();
+            let authorized = text.lines().any(|l| {
+                l.to_ascii_lowercase().starts_with("authorization:") && l[14..].trim() == good
+            });
+            if !authorized {
+                let _ = c.write_all(
+                    b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                );
+                continue;
+            }
+            let target = text.split_whitespace().nth(1).unwrap_or("");
+            let query = target.split_once('?').map(|q| q.1).unwrap_or("");
+            let access: Vec<Value> = query
+                .split('&')
+                .filter_map(|kv| kv.strip_prefix("scope="))
+                .map(|s| s.replace("%3A", ":").replace("%2F", "/").replace("%2C", ","))
+                .filter_map(|s| {
+                    let mut p = s.splitn(3, ':');
+                    let (t, n, a) = (p.next()?, p.next()?, p.next()?);
+                    Some(serde_json::json!({"type": t, "name": n, "actions": a.split(',').collect::<Vec<_>>()}))
+                })
+                .collect();
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs();
+            let header = serde_json::json!({"typ": "JWT", "alg": "RS256", "x5c": [x5c]});
+            let claims = serde_json::json!({
+                "iss": "test-issuer", "sub": "alice", "aud": "test-registry",
+                "exp": now + 300, "nbf": now - 10, "iat": now,
+                "jti": format!("t{}", count.load(Ordering::SeqCst)), "access": access,
+            });
+            let input = format!(
+                "{}.{}",
+                b64url(header.to_string().as_bytes()),
+                b64url(claims.to_string().as_bytes())
+            );
+            let msg = dir.join(format!("msg{}", count.load(Ordering::SeqCst)));
+            std::fs::write(&msg, &input).unwrap();
+            let sig = Command::new("openssl")
+                .args(["dgst", "-sha256", "-sign"])
+                .arg(dir.join("key.pem"))
+                .arg(&msg)
+                .output()
+                .unwrap()
+                .stdout;
+            count.fetch_add(1, Ordering::SeqCst);
+            let body = serde_json::json!({"token": format!("{input}.{}", b64url(&sig)), "expires_in": 300}).to_string();
+            let _ = c.write_all(
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+                .as_bytes(),
+            );
+        }
+    });
+    (port, issued)
+}
+
+#[test]
+fn bearer_tokens_from_the_registrys_token_service() {
+    let dir = tempfile::tempdir().unwrap();
+    let (token_port, issued) = token_service(dir.path(), "alice", "tok-pw-31d");
+    let reg = Registry::start_with(&format!(
+        "auth:\n  token:\n    realm: http://127.0.0.1:{token_port}/token\n    service: test-registry\n    issuer: test-issuer\n    rootcertbundle: {}\n",
+        dir.path().join("cert.pem").display()
+    ));
+    let conf = dir.path().join("docker");
+    std::fs::create_dir_all(&conf).unwrap();
+    std::fs::write(
+        conf.join("config.json"),
+        format!(
+            r#"{{"auths": {{"{}": {{"username": "alice", "password": "tok-pw-31d"}}}}}}"#,
+            reg.host()
+        ),
+    )
+    .unwrap();
+    let cache = shared_cache();
+    let app = copy_example("flask");
+    let dir_s = app.path().to_str().unwrap();
+    let conf_s = conf.to_str().unwrap();
+    let target = format!("{}/tokens/flask:v1", reg.host());
+    let r = ok_json(
+        slimpack_env(
+            &["push", dir_s, &target, "--json"],
+            &cache,
+            &[("DOCKER_CONFIG", conf_s)],
+        ),
+        "push with a Bearer token",
+    );
+    assert!(issued.load(Ordering::SeqCst) >= 1);
+    // Mounting from the first repository needs pull access to it: asked in
+    // the same token.
+    let r2 = ok_json(
+        slimpack_env(
+            &[
+                "push",
+                dir_s,
+                &format!("{}/tokens2/flask:v1", reg.host()),
+                "--json",
+            ],
+            &cache,
+            &[("DOCKER_CONFIG", conf_s)],
+        ),
+        "second repository with a Bearer token",
+    );
+    assert_eq!(r2["digest"], r["digest"]);
+    assert_eq!(blobs_by_action(&r2, "mounted").len(), 4, "{r2}");
+    let out = slimpack_env(&["push", dir_s, &target], &cache, &[]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("token service") && err.contains("docker login"),
+        "{err}"
+    );
 }

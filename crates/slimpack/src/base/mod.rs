@@ -1,10 +1,11 @@
 //! The runtime base: which Debian release (and so which Python) the image
-//! is built on. Registry images as bases come with registry support.
+//! is built on, or a registry image with its own Python.
 
 pub mod debian;
+pub mod registry;
 
 use crate::project::pyproject::python_satisfies;
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use slimpack_debian::Suite;
 
 const SUITES: [Suite; 2] = [Suite::Trixie, Suite::Bookworm];
@@ -24,6 +25,34 @@ fn available() -> String {
         .join(", ")
 }
 
+/// The registry image named as the base, if the base is one (anything but
+/// `debian`, `debian:trixie`, `debian:bookworm`, `trixie`, `bookworm`,
+/// which mean signed Debian packages; `docker.io/library/debian:trixie` is
+/// the registry image).
+pub fn registry_base(base: Option<&str>) -> Result<Option<crate::registry::Reference>> {
+    let Some(b) = base else { return Ok(None) };
+    let short = b.strip_prefix("debian:").unwrap_or(b);
+    if b == "debian" || Suite::from_codename(short).is_some() {
+        return Ok(None);
+    }
+    if !b.contains('/') && !b.contains(':') {
+        bail!("unknown base {b:?}: use debian:trixie (Python 3.13), debian:bookworm (Python 3.11), or a registry image such as python:3.12-slim");
+    }
+    crate::registry::Reference::parse(b)
+        .map(Some)
+        .with_context(|| format!("base {b:?}"))
+}
+
+/// The Debian suite whose packages go with a registry base's Python (for
+/// the builder stage and library names): same Python if there is one.
+pub fn suite_for_python(minor: &str) -> Suite {
+    SUITES
+        .iter()
+        .copied()
+        .find(|s| s.python() == minor)
+        .unwrap_or(Suite::Trixie)
+}
+
 fn parse_base(base: &str) -> Result<Suite> {
     let b = base.strip_prefix("debian:").unwrap_or(base);
     if b == "debian" {
@@ -32,13 +61,10 @@ fn parse_base(base: &str) -> Result<Suite> {
     if let Some(s) = Suite::from_codename(b) {
         return Ok(s);
     }
-    if base.contains('/') || base.contains(':') {
-        bail!("base {base:?}: registry images as the runtime base are not supported yet; use debian:trixie or debian:bookworm");
-    }
     bail!("unknown base {base:?}: use debian:trixie (Python 3.13) or debian:bookworm (Python 3.11)")
 }
 
-fn minor_of(v: &str) -> Option<String> {
+pub(crate) fn minor_of(v: &str) -> Option<String> {
     let v = v
         .trim()
         .trim_start_matches("python")

@@ -133,8 +133,7 @@ os._exit(0)
 
 const COMPILE: &str = r#"
 import sys, os, py_compile, importlib.util
-mode, minor = sys.argv[1], sys.argv[2]
-stdlib = '/usr/lib/python' + minor
+mode, minor, stdlib = sys.argv[1], sys.argv[2], sys.argv[3]
 site = '/opt/venv/lib/python' + minor + '/site-packages'
 def walk(root):
     out = []
@@ -214,9 +213,10 @@ pub fn compile(
     rootfs: &Path,
     venv: &Path,
     out: &Path,
-    minor: &str,
+    target: &super::Target,
     mode: Mode,
 ) -> Result<Compiled> {
+    let minor = target.minor.as_str();
     if mode == Mode::None {
         return Ok(Compiled::default());
     }
@@ -225,7 +225,7 @@ pub fn compile(
         Sandbox::new(rootfs)
             .bind(venv, "/opt/venv", Some("/opt"))
             .bind(out, "/tmp/out", None)
-            .env("PATH", "/opt/venv/bin:/usr/bin")
+            .env("PATH", "/opt/venv/bin:/usr/local/bin:/usr/bin:/bin")
             .env("PYTHONHASHSEED", "0")
             .env("PYTHONDONTWRITEBYTECODE", "1")
             .env("HOME", "/tmp")
@@ -253,7 +253,14 @@ pub fn compile(
         std::fs::write(out.join(".trace"), &o.stdout)?;
     }
     let o = base().run(
-        &["/opt/venv/bin/python", "-c", COMPILE, mode.as_str(), minor],
+        &[
+            "/opt/venv/bin/python",
+            "-c",
+            COMPILE,
+            mode.as_str(),
+            minor,
+            &target.stdlib,
+        ],
         Duration::from_secs(600),
     )?;
     let _ = std::fs::remove_file(out.join(".trace"));

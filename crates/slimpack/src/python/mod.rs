@@ -24,6 +24,26 @@ pub struct Target {
     pub version: String,
     /// uv's `--python-platform`, e.g. `x86_64-manylinux_2_36`.
     pub platform: String,
+    /// The interpreter's path in the image (`/usr/bin/python3.11` on a
+    /// Debian base, `/usr/local/bin/python3.12` on python:3.12-slim).
+    #[serde(default)]
+    pub interpreter: String,
+    /// Its standard library directory in the image.
+    #[serde(default)]
+    pub stdlib: String,
+}
+
+impl Target {
+    /// The interpreter of Debian's python3.X package.
+    pub fn debian(minor: &str, version: &str, glibc: &str) -> Target {
+        Target {
+            minor: minor.to_string(),
+            version: version.to_string(),
+            platform: platform_for_glibc(glibc),
+            interpreter: format!("/usr/bin/python{minor}"),
+            stdlib: format!("/usr/lib/python{minor}"),
+        }
+    }
 }
 
 /// The manylinux level a glibc supports, within what uv knows.
@@ -424,15 +444,19 @@ pub fn finish_venv(dest: &Path, target: &Target) -> Result<()> {
         }
     }
     prune_build_inputs(&site)?;
-    let interp = format!("/usr/bin/python{}", target.minor);
-    std::os::unix::fs::symlink(&interp, bin.join("python"))?;
+    let interp = &target.interpreter;
+    let home = Path::new(interp)
+        .parent()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "/usr/bin".into());
+    std::os::unix::fs::symlink(interp, bin.join("python"))?;
     std::os::unix::fs::symlink("python", bin.join("python3"))?;
     std::os::unix::fs::symlink("python", bin.join(format!("python{}", target.minor)))?;
     std::os::unix::fs::symlink("lib", dest.join("lib64"))?;
     std::fs::write(
         dest.join("pyvenv.cfg"),
         format!(
-            "home = /usr/bin\ninclude-system-site-packages = false\nversion = {}\nexecutable = {interp}\ncommand = {interp} -m venv {VENV}\n",
+            "home = {home}\ninclude-system-site-packages = false\nversion = {}\nexecutable = {interp}\ncommand = {interp} -m venv {VENV}\n",
             target.version
         ),
     )?;

@@ -179,7 +179,7 @@ fn run_uv(
     let work = tempfile::tempdir()?;
     let lock_file = work.path().join("lock.txt");
     std::fs::write(&lock_file, &req.lock.text)?;
-    let interp = format!("/usr/bin/python{}", req.target.minor);
+    let interp = req.target.interpreter.clone();
     let mut sb = Sandbox::new(root)
         .share_net()
         .tmpfs("/run")
