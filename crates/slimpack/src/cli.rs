@@ -79,6 +79,10 @@ struct RunArgs {
     /// Speak plain HTTP to this registry (loopback ones always are). Repeatable.
     #[arg(long = "insecure-registry")]
     insecure: Vec<String>,
+    /// Keep setuid/setgid bits when unpacking (cleared by default; they
+    /// never grant privileges in the sandbox either way).
+    #[arg(long)]
+    keep_setuid: bool,
     /// Start, probe, send a request, send SIGTERM; report and exit (non-zero
     /// if any check fails).
     #[arg(long)]
@@ -402,7 +406,7 @@ fn run_cmd(a: RunArgs) -> Result<()> {
         &a.insecure,
         &crate::report::Progress::new(!a.json),
     )?;
-    let root = run::rootfs(&store, &image, &cache)?;
+    let root = run::rootfs(&store, &image, &cache, a.keep_setuid)?;
     let json = a.json;
     let port = a.port;
     let check = a.check;

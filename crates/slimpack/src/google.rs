@@ -327,4 +327,96 @@ mod tests {
             .expect("signature verifies with the key's public half");
         assert!(service_account_jwt("a", None, "-----BEGIN-----\n!!\n", TOKEN_URI, 0).is_err());
     }
+
+    /// A one-shot OAuth token endpoint on loopback: returns the form it got.
+    fn token_endpoint(reply: &'static str) -> (String, std::thread::JoinHandle<String>) {
+        use std::io::{Read, Write};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/token", l.local_addr().unwrap());
+        let h = std::thread::spawn(move || {
+            let (mut c, _) = l.accept().unwrap();
+            let mut req = Vec::new();
+            let mut buf = [0u8; 8192];
+            loop {
+                let n = c.read(&mut buf).unwrap();
+                req.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&req).to_string();
+                if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse().unwrap())
+                        })
+                        .unwrap_or(0);
+                    if body.len() >= len {
+                        let status = if reply.contains("error") {
+                            "400 Bad Request"
+                        } else {
+                            "200 OK"
+                        };
+                        write!(c, "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{reply}", reply.len()).unwrap();
+                        return body.to_string();
+                    }
+                }
+            }
+        });
+        (url, h)
+    }
+
+    #[test]
+    fn authorized_user_and_service_account_files_give_tokens() {
+        let d = tempfile::tempdir().unwrap();
+        let (url, h) = token_endpoint(r#"{"access_token":"ya29.user","expires_in":1200}"#);
+        let f = d.path().join("adc.json");
+        std::fs::write(
+            &f,
+            serde_json::json!({"type": "authorized_user", "client_id": "cid", "client_secret": "cs",
+                "refresh_token": "rt", "token_uri": url})
+            .to_string(),
+        )
+        .unwrap();
+        assert_eq!(from_file(&f).unwrap(), ("ya29.user".to_string(), 1200));
+        let form = h.join().unwrap();
+        assert!(
+            form.contains("grant_type=refresh_token") && form.contains("refresh_token=rt"),
+            "{form}"
+        );
+
+        let (url, h) = token_endpoint(r#"{"access_token":"ya29.sa"}"#);
+        std::fs::write(
+            &f,
+            serde_json::json!({"type": "service_account", "client_email": "sa@p.iam.gserviceaccount.com",
+                "private_key": include_str!("../tests/fixtures/test-rsa-key.pem"),
+                "private_key_id": "k1", "token_uri": url})
+            .to_string(),
+        )
+        .unwrap();
+        assert_eq!(from_file(&f).unwrap(), ("ya29.sa".to_string(), 3600));
+        let form = h.join().unwrap();
+        assert!(
+            form.contains("jwt-bearer") && form.contains("assertion="),
+            "{form}"
+        );
+
+        let (url, h) = token_endpoint(
+            r#"{"error":"invalid_grant","error_description":"Token has been expired or revoked."}"#,
+        );
+        std::fs::write(
+            &f,
+            serde_json::json!({"type": "authorized_user", "client_id": "cid", "client_secret": "cs-secret-9",
+                "refresh_token": "rt-secret-9", "token_uri": url})
+            .to_string(),
+        )
+        .unwrap();
+        let e = format!("{:#}", from_file(&f).unwrap_err());
+        h.join().unwrap();
+        assert!(e.contains("invalid_grant") && e.contains("revoked"), "{e}");
+        assert!(!e.contains("secret-9"), "{e}");
+
+        std::fs::write(&f, r#"{"type": "external_account"}"#).unwrap();
+        let e = format!("{:#}", from_file(&f).unwrap_err());
+        assert!(e.contains("not supported"), "{e}");
+    }
 }

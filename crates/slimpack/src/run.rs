@@ -198,8 +198,15 @@ pub fn load(
 }
 
 /// The image's root file system, unpacked once per layer chain.
-pub fn rootfs(store: &BlobStore, image: &LoadedImage, cache: &Cache) -> Result<PathBuf> {
-    let (dir, skipped) = sandbox::cached_rootfs(cache, store, &image.layers)?;
+/// `keep_setuid`: keep setuid/setgid bits on disk (they still grant
+/// nothing: bwrap runs the app with no_new_privs).
+pub fn rootfs(
+    store: &BlobStore,
+    image: &LoadedImage,
+    cache: &Cache,
+    keep_setuid: bool,
+) -> Result<PathBuf> {
+    let (dir, skipped) = sandbox::cached_rootfs_with(cache, store, &image.layers, keep_setuid)?;
     // Mount points for the network files a container runtime provides (as
     // Docker creates them): images rarely ship them, and the root is
     // mounted read-only.

@@ -724,6 +724,24 @@ fn faults_are_retried_and_an_interrupted_push_resumes() {
     );
     assert!(uploaded > 0, "{r}");
     assert_eq!(r["digest"], digest.as_str());
+
+    // Chunked upload (PATCH with Content-Range, then PUT ?digest=), for
+    // registries that cap a request's size.
+    let fresh = Registry::start(None);
+    let chunked = format!("{}/chunked/flask:v1", fresh.host());
+    let r = ok_json(
+        slimpack_env(
+            &["push", dir, &chunked, "--json"],
+            &cache,
+            &[("SLIMPACK_CHUNK_SIZE", "1048576")],
+        ),
+        "chunked push",
+    );
+    assert!(r["uploaded_bytes"].as_u64().unwrap() > 19_000_000, "{r}");
+    assert_eq!(
+        skopeo_digest(&format!("docker://{chunked}"), &["--tls-verify=false"]),
+        digest
+    );
 }
 
 fn b64url(bytes: &[u8]) -> String {

@@ -19,6 +19,26 @@ use ureq::SendBody;
 /// Attempts per request before giving up on 429/5xx/connection errors.
 const ATTEMPTS: u32 = 6;
 
+/// Chunk size after a 413: under the 4 MiB some registries cap a request at.
+const DEFAULT_CHUNK: u64 = 4 << 20;
+
+/// `SLIMPACK_CHUNK_SIZE`: upload in chunks of this many bytes (ECR wants at
+/// least 5 MiB per chunk, some registries at most 4 MiB per request).
+fn chunk_size() -> Result<Option<u64>> {
+    match std::env::var("SLIMPACK_CHUNK_SIZE") {
+        Ok(v) if !v.trim().is_empty() => v
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|n| *n >= 64 * 1024)
+            .map(Some)
+            .ok_or_else(|| {
+                anyhow!("SLIMPACK_CHUNK_SIZE={v:?}: expected a number of bytes, at least 65536")
+            }),
+        _ => Ok(None),
+    }
+}
+
 /// Manifest media types we read.
 pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
 
@@ -532,9 +552,10 @@ impl Client {
         ))
     }
 
-    /// Uploads a whole blob in one PUT (what Artifact Registry wants) or, if
-    /// the registry refuses a body that large (413), in chunks. The registry
-    /// checks the digest and commits only if it matches.
+    /// Uploads a blob: in one PUT (what Artifact Registry wants), or in
+    /// chunks when `SLIMPACK_CHUNK_SIZE` (bytes) is set or the registry
+    /// refuses a body that large (413). The registry checks the digest and
+    /// commits only if it matches.
     pub fn upload(
         &self,
         location: &str,
@@ -543,6 +564,9 @@ impl Client {
         size: u64,
         progress: Option<&ProgressBar>,
     ) -> Result<()> {
+        if let Some(chunk) = chunk_size()? {
+            return self.upload_chunked(location, digest, path, size, progress, chunk);
+        }
         let sep = if location.contains('?') { '&' } else { '?' };
         let url = format!("{location}{sep}digest={digest}");
         let r = self.request(
@@ -558,7 +582,10 @@ impl Client {
         )?;
         match r.status {
             201 | 204 => Ok(()),
-            413 => self.upload_chunked(digest, path, size, progress),
+            413 => {
+                let location = self.start_upload()?;
+                self.upload_chunked(&location, digest, path, size, progress, DEFAULT_CHUNK)
+            }
             _ => {
                 self.check(&r, &format!("uploading blob {digest}"))?;
                 unreachable!()
@@ -568,19 +595,20 @@ impl Client {
 
     fn upload_chunked(
         &self,
+        location: &str,
         digest: &str,
         path: &Path,
         size: u64,
         progress: Option<&ProgressBar>,
+        chunk: u64,
     ) -> Result<()> {
-        const CHUNK: u64 = 4 << 20;
-        let mut location = self.start_upload()?;
+        let mut location = location.to_string();
         let mut offset = 0;
         if let Some(p) = progress {
             p.set_position(0);
         }
         while offset < size {
-            let len = CHUNK.min(size - offset);
+            let len = chunk.min(size - offset);
             let range = format!("{}-{}", offset, offset + len - 1);
             let r = self.request(
                 "PATCH",

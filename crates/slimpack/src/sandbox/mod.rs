@@ -35,6 +35,8 @@ struct Unpacker<'a> {
     dir_modes: Vec<(PathBuf, u32, std::time::SystemTime)>,
     /// Device nodes and fifos, never created.
     skipped: Vec<String>,
+    /// Keep setuid/setgid bits (`run --keep-setuid`); cleared otherwise.
+    keep_setuid: bool,
 }
 
 impl Unpacker<'_> {
@@ -108,7 +110,8 @@ impl Unpacker<'_> {
             return Ok(());
         }
         let path = self.parents(&rel)?;
-        let mode = e.header().mode().unwrap_or(0o644) & 0o1777;
+        let mask = if self.keep_setuid { 0o7777 } else { 0o1777 };
+        let mode = e.header().mode().unwrap_or(0o644) & mask;
         let mtime = std::time::UNIX_EPOCH + Duration::from_secs(e.header().mtime().unwrap_or(0));
         match e.header().entry_type() {
             tar::EntryType::Directory => {
@@ -173,7 +176,17 @@ impl Unpacker<'_> {
 /// content (a cache key): when it already exists it is kept as it is.
 /// Returns the device nodes and fifos that were skipped.
 pub fn unpack(store: &BlobStore, layers: &[Layer], dest: &Path) -> Result<Vec<String>> {
-    unpack_into(dest, |u| {
+    unpack_with(store, layers, dest, false)
+}
+
+/// [`unpack`], keeping setuid and setgid bits when `keep_setuid`.
+pub fn unpack_with(
+    store: &BlobStore,
+    layers: &[Layer],
+    dest: &Path,
+    keep_setuid: bool,
+) -> Result<Vec<String>> {
+    unpack_into(dest, keep_setuid, |u| {
         for layer in layers {
             let mut ar = tar::Archive::new(slimpack_oci::open_layer(store, layer)?);
             for e in ar.entries()? {
@@ -188,7 +201,7 @@ pub fn unpack(store: &BlobStore, layers: &[Layer], dest: &Path) -> Result<Vec<St
 
 /// [`unpack`] for one uncompressed tar stream.
 pub fn unpack_stream(tar_stream: impl Read, dest: &Path) -> Result<Vec<String>> {
-    unpack_into(dest, |u| {
+    unpack_into(dest, false, |u| {
         let mut ar = tar::Archive::new(tar_stream);
         for e in ar.entries()? {
             u.entry(&mut e?)?;
@@ -197,7 +210,11 @@ pub fn unpack_stream(tar_stream: impl Read, dest: &Path) -> Result<Vec<String>> 
     })
 }
 
-fn unpack_into(dest: &Path, fill: impl FnOnce(&mut Unpacker) -> Result<()>) -> Result<Vec<String>> {
+fn unpack_into(
+    dest: &Path,
+    keep_setuid: bool,
+    fill: impl FnOnce(&mut Unpacker) -> Result<()>,
+) -> Result<Vec<String>> {
     let parent = dest.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(parent)?;
     let tmp = tempfile::Builder::new()
@@ -208,6 +225,7 @@ fn unpack_into(dest: &Path, fill: impl FnOnce(&mut Unpacker) -> Result<()>) -> R
         real_dirs: HashSet::new(),
         dir_modes: Vec::new(),
         skipped: Vec::new(),
+        keep_setuid,
     };
     fill(&mut u)?;
     // Directory modes last, so a read-only directory can still be filled.
@@ -239,8 +257,21 @@ pub fn cached_rootfs(
     store: &BlobStore,
     layers: &[Layer],
 ) -> Result<(PathBuf, Vec<String>)> {
+    cached_rootfs_with(cache, store, layers, false)
+}
+
+/// [`cached_rootfs`], keeping setuid and setgid bits when `keep_setuid`.
+pub fn cached_rootfs_with(
+    cache: &Cache,
+    store: &BlobStore,
+    layers: &[Layer],
+    keep_setuid: bool,
+) -> Result<(PathBuf, Vec<String>)> {
     let mut h = KeyHasher::new("rootfs");
     h.part("unpacker", "v2");
+    if keep_setuid {
+        h.part("keep-setuid", "yes");
+    }
     for l in layers {
         h.part("layer", &l.digest);
     }
@@ -248,7 +279,7 @@ pub fn cached_rootfs(
     let skipped = if dir.is_dir() {
         Vec::new()
     } else {
-        unpack(store, layers, &dir).context("unpacking the image")?
+        unpack_with(store, layers, &dir, keep_setuid).context("unpacking the image")?
     };
     Ok((dir, skipped))
 }
@@ -532,6 +563,14 @@ mod tests {
             std::time::UNIX_EPOCH,
             "file times come from the layer (here 0)"
         );
+        let l3 = raw_layer(&store, &[("o/new", tar::EntryType::Regular, "")]);
+        let kept = d.path().join("kept");
+        unpack_with(&store, &[l3], &kept, true).unwrap();
+        let m = fs::metadata(kept.join("o/new"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(m & 0o4000, 0o4000, "kept when asked");
     }
 
     fn entry_strategy() -> impl proptest::strategy::Strategy<Value = (String, u8, String)> {
