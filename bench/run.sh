@@ -4,6 +4,7 @@
 #
 #   bench/run.sh                      # examples/flask vs seed000-flask
 #   bench/run.sh fastapi-psycopg2     # examples/fastapi-psycopg2 vs seed003-fastapi
+#   bench/run.sh django-poetry        # examples/django-poetry alone (no seed has one)
 #   RUNS=5 bench/run.sh               # more repetitions (medians are reported)
 #
 # Prints a Markdown table for BENCHMARKS.md. Needs what ./test.sh installs,
@@ -12,16 +13,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
+probe=/health; main=main.py
 case "${1:-flask}" in
   flask) example=flask; peer=seed000-flask; peer_port=8080 ;;
   # seed 003's CMD hard-codes --port 8000 (it ignores $PORT): run it there.
   fastapi-psycopg2) example=fastapi-psycopg2; peer=seed003-fastapi; peer_port=8000 ;;
-  *) echo "unknown case ${1}: flask or fastapi-psycopg2" >&2; exit 2 ;;
+  django-poetry) example=django-poetry; peer=""; peer_port=8080; probe=/; main=blog/urls.py ;;
+  *) echo "unknown case ${1}: flask, fastapi-psycopg2 or django-poetry" >&2; exit 2 ;;
 esac
-probe=/health
 peer_dir=${PEER_DIR:-../shared/peer}
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+regpid=""
+trap '[ -n "$regpid" ] && kill "$regpid" 2>/dev/null; rm -rf "$work"' EXIT
 cargo build --release --locked -q
 bin=$PWD/target/release/slimpack
 
@@ -31,11 +34,11 @@ json() { python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(eval
 
 # --- peer -------------------------------------------------------------------
 peer_json=""
-if [ -x "$peer_dir/run-peer.sh" ]; then
+if [ -n "$peer" ] && [ -x "$peer_dir/run-peer.sh" ]; then
   echo "building the peer image (buildah)..." >&2
   peer_json=$(PEER_OUT=$work/peer "$peer_dir/run-peer.sh" "$peer" 2>"$work/peer.err" | tail -1) || peer_json=""
 fi
-[ -n "$peer_json" ] || echo "peer unavailable (buildah or run-peer.sh failed): reporting ours only" >&2
+[ -n "$peer_json" ] || [ -z "$peer" ] || echo "peer unavailable (buildah or run-peer.sh failed): reporting ours only" >&2
 echo "$peer_json" > "$work/peer.json"
 
 # --- ours -------------------------------------------------------------------
@@ -50,14 +53,28 @@ for i in $(seq "$RUNS"); do
   cold+=("$(echo "$t1 - $t0" | bc)"); rss+=("$(cat "$work/rss")")
 done
 export SLIMPACK_CACHE=$work/cache-cold-1
+
+# A registry on loopback (Debian's docker-registry): what a push after an
+# edit sends, and cold starts that pull.
+command -v docker-registry >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-registry >/dev/null; }
+regport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+printf 'version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: 127.0.0.1:%s\n' "$work/registry" "$regport" > "$work/registry.yml"
+docker-registry serve "$work/registry.yml" >"$work/registry.log" 2>&1 &
+regpid=$!
+for _ in $(seq 50); do curl -sf "http://127.0.0.1:$regport/v2/" >/dev/null && break; sleep 0.1; done
+reg=127.0.0.1:$regport
+"$bin" push "oci:$work/ours.oci" "$reg/ours:latest" --json > "$work/push0.json"
+
 warm=(); edit=()
 for i in $(seq "$((RUNS + 2))"); do
   t0=$(now); "$bin" build "$src" -o "oci:$work/ours.oci" >/dev/null 2>&1; t1=$(now)
   warm+=("$(echo "$t1 - $t0" | bc)")
-  echo "# edit $i" >> "$src/main.py"
+  echo "# edit $i" >> "$src/$main"
   t0=$(now); "$bin" build "$src" --json -o "oci:$work/ours.oci" > "$work/edit.json" 2>/dev/null; t1=$(now)
   edit+=("$(echo "$t1 - $t0" | bc)")
+  [ "$i" -gt 1 ] || "$bin" push "oci:$work/ours.oci" "$reg/ours:latest" --json > "$work/push-edit.json"
 done
+pushed=$(json "$work/push-edit.json" 'd["uploaded_bytes"] + d["manifest_bytes"]')
 unc=$(json "$work/report.json" 'd["uncompressed_size"]')
 comp=$(json "$work/report.json" 'd["size"]')
 rebuilt=$(json "$work/edit.json" '",".join(l["name"] for l in d["layers"] if not l["cached"])')
@@ -69,13 +86,52 @@ ready() {  # IMAGE PROBE CONTAINER_PORT -> ms from process start to the first su
     | python3 -c 'import json,sys; print(json.load(sys.stdin)["time_to_ready_ms"])'
 }
 have_peer=""
-[ -d "$work/peer/$peer.oci" ] && have_peer=1
+[ -n "$peer" ] && [ -d "$work/peer/$peer.oci" ] && have_peer=1
 ready "oci:$work/ours.oci" "$probe" 8080 >/dev/null   # unpack once: "warm" means unpacked
 [ -z "$have_peer" ] || ready "oci:$work/peer/$peer.oci" "$probe" "$peer_port" >/dev/null
 ours_r=(); peer_r=()
 for i in $(seq "$((RUNS * 3))"); do
   ours_r+=("$(ready "oci:$work/ours.oci" "$probe" 8080)")
   [ -z "$have_peer" ] || peer_r+=("$(ready "oci:$work/peer/$peer.oci" "$probe" "$peer_port")")
+done
+
+# --- time to ready, cold: an empty cache pulls from the loopback registry,
+# unpacks, starts, and waits for the first probe (a new instance's cost,
+# minus the network). `prepare_ms` is pull + unpack.
+cold_ready() {  # REF PROBE CONTAINER_PORT
+  local c; c=$(mktemp -d -p "$work")
+  { SLIMPACK_CACHE=$c "$bin" run "$1" --check --json --probe "$2" --port 8080 --container-port "$3" 2>/dev/null || true; } \
+    | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["prepare_ms"] + d["time_to_ready_ms"])'
+  rm -rf "$c"
+}
+peer_pushed=""
+if [ -n "$have_peer" ]; then
+  "$bin" push "oci:$work/peer/$peer.oci" "$reg/peer:latest" --json > "$work/push-peer.json"
+  # The peer's edit invalidates the layer that holds the edited file and
+  # every layer after it (Docker's layer cache): those, and its config,
+  # are what its push after an edit sends.
+  peer_pushed=$(python3 - "$work/peer/$peer.oci" "$main" <<'PY'
+import gzip, json, sys, tarfile
+root, main = sys.argv[1], sys.argv[2]
+blob = lambda d: f"{root}/blobs/sha256/{d.split(':')[1]}"
+idx = json.load(open(f"{root}/index.json"))
+mdesc = idx["manifests"][0]
+man = json.load(open(blob(mdesc["digest"])))
+hit = None
+for i, layer in enumerate(man["layers"]):
+    with tarfile.open(blob(layer["digest"]), "r:*") as t:
+        if any(n.endswith("/" + main) or n == main for n in t.getnames()):
+            hit = i
+            break
+sent = sum(l["size"] for l in man["layers"][hit:]) if hit is not None else 0
+print(sent + man["config"]["size"] + mdesc["size"])
+PY
+)
+fi
+ours_c=(); peer_c=()
+for i in $(seq "$RUNS"); do
+  ours_c+=("$(cold_ready "$reg/ours:latest" "$probe" 8080)")
+  [ -z "$have_peer" ] || peer_c+=("$(cold_ready "$reg/peer:latest" "$probe" "$peer_port")")
 done
 
 # --- report -----------------------------------------------------------------
@@ -85,9 +141,10 @@ mb() { python3 -c 'import sys; print(f"{int(sys.argv[1])/1e6:.1f} MB")' "$1"; }
 pu=$(p uncompressed_bytes); pc=$(p compressed_bytes); pcold=$(p cold_s); pedit=$(p rebuild_s)
 oc=$(median "${cold[@]}"); ow=$(median "${warm[@]}"); oe=$(median "${edit[@]}"); orr=$(median "${ours_r[@]}")
 pr=""; [ ${#peer_r[@]} -gt 0 ] && pr=$(median "${peer_r[@]}")
+oce=$(median "${ours_c[@]}"); pce=""; [ ${#peer_c[@]} -gt 0 ] && pce=$(median "${peer_c[@]}")
 echo "Machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(. /etc/os-release; echo "$PRETTY_NAME"); $(date -u +%F); slimpack $($bin --version | cut -d' ' -f2); runs: $RUNS"
 echo
-echo "| examples/$example vs $peer | slimpack | peer | ours/peer |"
+echo "| examples/$example vs ${peer:-(no peer)} | slimpack | peer | ours/peer |"
 echo "|---|---|---|---|"
 echo "| image, uncompressed | $(mb "$unc") | $([ -n "$pu" ] && mb "$pu") | $(ratio "$unc" "$pu") |"
 echo "| image, compressed | $(mb "$comp") | $([ -n "$pc" ] && mb "$pc") | $(ratio "$comp" "$pc") |"
@@ -95,7 +152,9 @@ echo "| cold build, empty cache (s) | $oc | $pcold | $(ratio "$oc" "$pcold") |"
 echo "| rebuild after a one-line edit (s) | $oe | $pedit | $(ratio "$oe" "$pedit") |"
 echo "| rebuild, nothing changed (s) | $ow | | |"
 echo "| layers rebuilt after the edit | $rebuilt | | |"
+echo "| bytes pushed after the edit | $pushed | $peer_pushed | $(ratio "$pushed" "$peer_pushed") |"
 echo "| time to ready, warm (ms) | $orr | $pr | $(ratio "$orr" "$pr") |"
+echo "| time to ready, cold: pull + unpack + start (ms) | $oce | $pce | $(ratio "$oce" "$pce") |"
 echo "| peak memory of a cold build | $(median "${rss[@]}" | cut -d. -f1) kB | | |"
 echo
-echo "raw: cold=(${cold[*]}) edit=(${edit[*]}) warm=(${warm[*]}) ready ours=(${ours_r[*]}) peer=(${peer_r[*]})"
+echo "raw: cold=(${cold[*]}) edit=(${edit[*]}) warm=(${warm[*]}) ready ours=(${ours_r[*]}) peer=(${peer_r[*]}) cold-ready ours=(${ours_c[*]}) peer=(${peer_c[*]})"

@@ -400,6 +400,7 @@ fn run_cmd(a: RunArgs) -> Result<()> {
             "--check runs the image's own command; drop the command after `--` or --check"
         );
     }
+    let preparing = std::time::Instant::now();
     let (store, image) = run::load(
         &reference,
         &cache,
@@ -407,6 +408,7 @@ fn run_cmd(a: RunArgs) -> Result<()> {
         &crate::report::Progress::new(!a.json),
     )?;
     let root = run::rootfs(&store, &image, &cache, a.keep_setuid)?;
+    let prepare_ms = preparing.elapsed().as_millis() as u64;
     let json = a.json;
     let port = a.port;
     let check = a.check;
@@ -415,7 +417,8 @@ fn run_cmd(a: RunArgs) -> Result<()> {
             eprintln!("serving {reference} on http://127.0.0.1:{port} (ready after {ms} ms); Ctrl-C stops it");
         }
     };
-    let report = run::run(&a.image, &image, &root, &opts, &on_ready)?;
+    let mut report = run::run(&a.image, &image, &root, &opts, &on_ready)?;
+    report.prepare_ms = Some(prepare_ms);
     if opts.command.is_some() {
         std::process::exit(report.exit_code.unwrap_or(1));
     }

@@ -146,6 +146,11 @@ pub struct RunReport {
     pub output_tail: Vec<String>,
     /// How the container was networked.
     pub network: String,
+    /// Getting the image ready to start (pull, unpack), when measured by
+    /// the caller: with an empty cache, a cold start is this plus
+    /// `time_to_ready_ms`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prepare_ms: Option<u64>,
 }
 
 impl RunReport {
@@ -835,6 +840,7 @@ pub fn run(
         exit_code: None,
         output_tail: Vec::new(),
         network: String::new(),
+        prepare_ms: None,
     };
     let (network, note) = opts.network.resolve()?;
     if let Some(n) = &note {
