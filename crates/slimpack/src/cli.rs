@@ -41,6 +41,13 @@ struct PushArgs {
     /// Also tag the pushed image with this tag. Repeatable.
     #[arg(long = "tag")]
     tags: Vec<String>,
+    #[command(flatten)]
+    common: RegistryFlags,
+}
+
+/// What push and pull share.
+#[derive(clap::Args)]
+struct RegistryFlags {
     /// Speak plain HTTP to this registry (loopback ones always are). Repeatable.
     #[arg(long = "insecure-registry")]
     insecure: Vec<String>,
@@ -59,15 +66,8 @@ struct PullArgs {
     /// Also write the image as an OCI layout: `oci:DIR[:TAG]`.
     #[arg(long, short)]
     output: Option<String>,
-    /// Speak plain HTTP to this registry (loopback ones always are). Repeatable.
-    #[arg(long = "insecure-registry")]
-    insecure: Vec<String>,
-    /// Machine-readable report on stdout.
-    #[arg(long)]
-    json: bool,
-    /// Cache directory (default $SLIMPACK_CACHE or ~/.cache/slimpack).
-    #[arg(long, env = "SLIMPACK_CACHE")]
-    cache_dir: Option<PathBuf>,
+    #[command(flatten)]
+    common: RegistryFlags,
 }
 
 #[derive(clap::Args)]
@@ -339,32 +339,10 @@ fn secs(s: f64, flag: &str) -> Result<std::time::Duration> {
 
 fn run_cmd(a: RunArgs) -> Result<()> {
     use crate::run::{self, Probe, RunOptions};
-    let cache = crate::cache::Cache::open(
-        &a.cache_dir
-            .clone()
-            .unwrap_or_else(crate::cache::Cache::default_dir),
-    )?;
+    let cache = open_cache(&a.cache_dir)?;
     let mut reference = a.image.clone();
-    let as_dir = std::path::Path::new(&a.image);
-    if as_dir.is_dir()
-        && !as_dir.join("index.json").exists()
-        && (as_dir.join("requirements.txt").exists() || as_dir.join("pyproject.toml").exists())
-    {
-        let opts = BuildOptions {
-            dir: as_dir.to_path_buf(),
-            cache_dir: a.cache_dir.clone(),
-            progress: !a.json,
-            ..Default::default()
-        };
-        match build::build(&opts)? {
-            Outcome::Built(r) => {
-                if !a.json {
-                    eprintln!("built {} ({})", r.name, r.digest);
-                }
-                reference = r.outputs[0].clone();
-            }
-            Outcome::Plan(_) => unreachable!("plan_only is false"),
-        }
+    if let Some(r) = build_if_project(&a.image, a.cache_dir.clone(), a.json)? {
+        reference = r.outputs[0].clone();
     }
     let mut probe = Probe::cloud_run_default(a.probe.clone());
     if let Some(s) = a.probe_initial_delay {
@@ -482,63 +460,74 @@ fn print_push(p: &crate::registry::PushReport) {
     println!("  {} in {:.2}s", p.summary(), p.seconds);
 }
 
-/// An image given on the command line: a project directory is built first.
+/// A project directory given where an image is expected is built first.
+fn build_if_project(
+    image: &str,
+    cache_dir: Option<PathBuf>,
+    quiet: bool,
+) -> Result<Option<Box<build::BuildReport>>> {
+    let as_dir = std::path::Path::new(image);
+    if !(as_dir.is_dir()
+        && !as_dir.join("index.json").exists()
+        && (as_dir.join("requirements.txt").exists() || as_dir.join("pyproject.toml").exists()))
+    {
+        return Ok(None);
+    }
+    let opts = BuildOptions {
+        dir: as_dir.to_path_buf(),
+        cache_dir,
+        progress: !quiet,
+        ..Default::default()
+    };
+    match build::build(&opts)? {
+        Outcome::Built(r) => {
+            if !quiet {
+                eprintln!("built {} ({})", r.name, r.digest);
+            }
+            Ok(Some(r))
+        }
+        Outcome::Plan(_) => unreachable!("plan_only is false"),
+    }
+}
+
+/// The image to push: a project directory (built first) or an OCI layout.
 fn local_image(
     image: &str,
     cache_dir: Option<PathBuf>,
     quiet: bool,
 ) -> Result<(crate::cache::Cache, slimpack_oci::BlobStore, String)> {
-    let cache = crate::cache::Cache::open(
-        &cache_dir
-            .clone()
-            .unwrap_or_else(crate::cache::Cache::default_dir),
-    )?;
-    let as_dir = std::path::Path::new(image);
-    if as_dir.is_dir()
-        && !as_dir.join("index.json").exists()
-        && (as_dir.join("requirements.txt").exists() || as_dir.join("pyproject.toml").exists())
-    {
-        let opts = BuildOptions {
-            dir: as_dir.to_path_buf(),
-            cache_dir,
-            progress: !quiet,
-            ..Default::default()
-        };
-        return match build::build(&opts)? {
-            Outcome::Built(r) => {
-                let store = cache.blobs.clone();
-                Ok((cache, store, r.digest))
-            }
-            Outcome::Plan(_) => unreachable!("plan_only is false"),
-        };
+    let cache = open_cache(&cache_dir)?;
+    if let Some(r) = build_if_project(image, cache_dir, quiet)? {
+        let store = cache.blobs.clone();
+        return Ok((cache, store, r.digest));
     }
     if image.starts_with("docker-archive:") {
         anyhow::bail!("{image}: push an OCI layout (`slimpack build -o oci:DIR`); a docker-archive holds no manifest to push");
     }
-    let rest = image.strip_prefix("oci:").unwrap_or(image);
-    let (dir, tag) = slimpack_oci::parse_layout_ref(rest);
-    let (dir, tag) = if dir.join("index.json").is_file() {
-        (dir, tag)
-    } else {
-        (PathBuf::from(rest), None)
-    };
+    let (dir, tag) = crate::run::layout_ref(image).ok_or_else(|| {
+        anyhow!("{image}: not an OCI image layout (no index.json) or a project directory")
+    })?;
     let (store, img) = slimpack_oci::read_layout(&dir, tag.as_deref())?;
     Ok((cache, store, img.manifest_digest))
 }
 
+fn open_cache(dir: &Option<PathBuf>) -> Result<crate::cache::Cache> {
+    crate::cache::Cache::open(&dir.clone().unwrap_or_else(crate::cache::Cache::default_dir))
+}
+
 fn push_cmd(a: PushArgs) -> Result<()> {
     let target = crate::registry::Reference::parse(&a.reference)?;
-    let (cache, store, digest) = local_image(&a.image, a.cache_dir.clone(), a.json)?;
+    let (cache, store, digest) = local_image(&a.image, a.common.cache_dir.clone(), a.common.json)?;
     let report = crate::registry::push(
         &store,
         &digest,
         &target,
         &a.tags,
-        crate::registry::is_insecure(&target, &a.insecure),
+        crate::registry::is_insecure(&target, &a.common.insecure),
         &cache,
-        &crate::report::Progress::new(!a.json),
+        &crate::report::Progress::new(!a.common.json),
     )?;
-    if a.json {
+    if a.common.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print_push(&report);
@@ -548,16 +537,12 @@ fn push_cmd(a: PushArgs) -> Result<()> {
 
 fn pull_cmd(a: PullArgs) -> Result<()> {
     let r = crate::registry::Reference::parse(&a.reference)?;
-    let cache = crate::cache::Cache::open(
-        &a.cache_dir
-            .clone()
-            .unwrap_or_else(crate::cache::Cache::default_dir),
-    )?;
+    let cache = open_cache(&a.common.cache_dir)?;
     let (image, report) = crate::registry::pull(
         &r,
-        crate::registry::is_insecure(&r, &a.insecure),
+        crate::registry::is_insecure(&r, &a.common.insecure),
         &cache,
-        &crate::report::Progress::new(!a.json),
+        &crate::report::Progress::new(!a.common.json),
     )?;
     if let Some(o) = &a.output {
         match Output::parse(o)? {
@@ -577,7 +562,7 @@ fn pull_cmd(a: PullArgs) -> Result<()> {
             }
         }
     }
-    if a.json {
+    if a.common.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         println!("Pulled {}", report.reference);

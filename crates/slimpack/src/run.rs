@@ -181,25 +181,29 @@ pub fn load(
     if let Some(r) = reference.strip_prefix("docker://") {
         return from_registry(r);
     }
+    if let Some((dir, tag)) = layout_ref(reference) {
+        return Ok(slimpack_oci::read_layout(&dir, tag.as_deref())?);
+    }
+    let first = reference.split('/').next().unwrap_or("");
+    if !reference.starts_with("oci:")
+        && reference.contains('/')
+        && !Path::new(reference).exists()
+        && (first.contains('.') || first.contains(':') || first == "localhost")
+    {
+        return from_registry(reference);
+    }
+    bail!("{reference}: not an OCI image layout, docker-archive:FILE, or registry reference (docker://REF)")
+}
+
+/// `oci:DIR[:TAG]` or `DIR[:TAG]` naming an OCI image layout on disk.
+pub fn layout_ref(reference: &str) -> Option<(PathBuf, Option<String>)> {
     let rest = reference.strip_prefix("oci:").unwrap_or(reference);
     let (dir, tag) = slimpack_oci::parse_layout_ref(rest);
-    let (dir, tag) = if dir.join("index.json").is_file() {
-        (dir, tag)
-    } else {
-        (PathBuf::from(rest), None)
-    };
-    if !dir.join("index.json").is_file() {
-        let first = reference.split('/').next().unwrap_or("");
-        if !reference.starts_with("oci:")
-            && reference.contains('/')
-            && !Path::new(rest).exists()
-            && (first.contains('.') || first.contains(':') || first == "localhost")
-        {
-            return from_registry(reference);
-        }
-        bail!("{reference}: not an OCI image layout, docker-archive:FILE, or registry reference (docker://REF)");
+    if dir.join("index.json").is_file() {
+        return Some((dir, tag));
     }
-    Ok(slimpack_oci::read_layout(&dir, tag.as_deref())?)
+    let whole = PathBuf::from(rest);
+    whole.join("index.json").is_file().then_some((whole, None))
 }
 
 /// The image's root file system, unpacked once per layer chain.

@@ -3,23 +3,14 @@
 //! run under bwrap for a real HTTP request. One shared cache keeps them fast;
 //! `./test.sh` installs the tools they need.
 
+mod common;
+use common::*;
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
-
-fn shared_cache() -> PathBuf {
-    Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e-cache")
-}
 
 fn require(tool: &str) {
     let found = std::env::var_os("PATH")
@@ -29,18 +20,6 @@ fn require(tool: &str) {
         found,
         "{tool} is not installed: run ./test.sh, which installs what the tests need"
     );
-}
-
-fn copy_example(name: &str) -> tempfile::TempDir {
-    let d = tempfile::tempdir().unwrap();
-    let st = Command::new("cp")
-        .arg("-r")
-        .arg(workspace().join("examples").join(name).join("."))
-        .arg(d.path())
-        .status()
-        .unwrap();
-    assert!(st.success());
-    d
 }
 
 fn slimpack(args: &[&str], cache: &Path) -> Output {
@@ -63,16 +42,6 @@ fn build_json(dir: &Path, extra: &[&str], cache: &Path) -> Value {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).unwrap()
-}
-
-fn run_ok(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn layer_digests(report: &Value) -> Vec<String> {
@@ -111,14 +80,6 @@ fn unpack(layout: &Path, dest: &Path) -> PathBuf {
             .arg(dest),
     );
     dest.join("rootfs")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn http_get(port: u16, path: &str) -> Option<(u16, String)> {

@@ -3,38 +3,16 @@
 //! fault-injecting TCP proxy in front of it. skopeo checks what we pushed.
 //! `./test.sh` installs docker-registry, skopeo and htpasswd.
 
+mod common;
+use common::*;
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
-
-/// The same cache as the e2e tests: the example is built once.
-fn shared_cache() -> PathBuf {
-    Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e-cache")
-}
-
-fn copy_example(name: &str) -> tempfile::TempDir {
-    let d = tempfile::tempdir().unwrap();
-    let st = Command::new("cp")
-        .arg("-r")
-        .arg(workspace().join("examples").join(name).join("."))
-        .arg(d.path())
-        .status()
-        .unwrap();
-    assert!(st.success());
-    d
-}
 
 fn slimpack_env(args: &[&str], cache: &Path, env: &[(&str, &str)]) -> Output {
     let mut c = Command::new(env!("CARGO_BIN_EXE_slimpack"));
@@ -57,14 +35,6 @@ fn ok_json(out: Output, what: &str) -> Value {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).unwrap()
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A `docker-registry` on 127.0.0.1, stopped when dropped.
@@ -190,16 +160,11 @@ fn push_skips_what_exists_mounts_across_repositories_and_pulls_back() {
     assert_eq!(skopeo_digest(&format!("docker://{target}"), &tls), digest);
     let copied = tempfile::tempdir().unwrap();
     let layout = copied.path().join("copy");
-    let st = Command::new("skopeo")
-        .args(["copy", "--src-tls-verify=false"])
-        .arg(format!("docker://{target}"))
-        .arg(format!("oci:{}:x", layout.display()))
-        .output()
-        .unwrap();
-    assert!(
-        st.status.success(),
-        "{}",
-        String::from_utf8_lossy(&st.stderr)
+    run_ok(
+        Command::new("skopeo")
+            .args(["copy", "--src-tls-verify=false"])
+            .arg(format!("docker://{target}"))
+            .arg(format!("oci:{}:x", layout.display())),
     );
     assert_eq!(
         skopeo_digest(&format!("oci:{}:x", layout.display()), &[]),
@@ -305,16 +270,11 @@ fn push_skips_what_exists_mounts_across_repositories_and_pulls_back() {
         );
     }
     let unpacked = out_dir.path().join("unpacked");
-    let st = Command::new("umoci")
-        .args(["unpack", "--rootless", "--image"])
-        .arg(format!("{}:latest", layout.display()))
-        .arg(&unpacked)
-        .output()
-        .unwrap();
-    assert!(
-        st.status.success(),
-        "{}",
-        String::from_utf8_lossy(&st.stderr)
+    run_ok(
+        Command::new("umoci")
+            .args(["unpack", "--rootless", "--image"])
+            .arg(format!("{}:latest", layout.display()))
+            .arg(&unpacked),
     );
     let rootfs = unpacked.join("rootfs");
     assert!(rootfs.join("app/main.py").is_file());
@@ -768,28 +728,23 @@ fn b64url(bytes: &[u8]) -> String {
 fn token_service(dir: &Path, user: &str, pass: &str) -> (u16, Arc<AtomicUsize>) {
     let key = dir.join("key.pem");
     let cert = dir.join("cert.pem");
-    let st = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=token",
-        ])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .unwrap();
-    assert!(
-        st.status.success(),
-        "{}",
-        String::from_utf8_lossy(&st.stderr)
+    run_ok(
+        Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=token",
+            ])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert),
     );
     let der = Command::new("openssl")
         .args(["x509", "-outform", "DER", "-in"])

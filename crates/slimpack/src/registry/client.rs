@@ -397,75 +397,16 @@ impl Client {
                     p.set_position(0);
                 }
             }
-            let mut req = http::Request::builder().method(method).uri(url);
-            for (k, v) in headers {
-                req = req.header(*k, *v);
-            }
-            if let Some(a) = self.auth_header() {
-                req = req.header("Authorization", a);
-            }
-            let result = match &body {
-                Body::Empty => {
-                    let r = if method == "PUT" || method == "POST" || method == "PATCH" {
-                        req.header("Content-Length", "0")
-                    } else {
-                        req
-                    };
-                    self.agent.run(r.body(SendBody::none())?)
-                }
-                Body::Bytes(b) => self
-                    .agent
-                    .run(req.header("Content-Length", b.len().to_string()).body(*b)?),
-                Body::File {
-                    path,
-                    offset,
-                    len,
-                    progress,
-                } => {
-                    use std::io::Seek;
-                    let mut f =
-                        File::open(path).with_context(|| format!("opening {}", path.display()))?;
-                    f.seek(std::io::SeekFrom::Start(*offset))?;
-                    let reader = Counted {
-                        inner: f.take(*len),
-                        progress: *progress,
-                    };
-                    let mut reader = reader;
-                    self.agent.run(
-                        req.header("Content-Length", len.to_string())
-                            .body(SendBody::from_reader(&mut reader))?,
-                    )
-                }
-            };
-            let resp = match result {
+            let reply = match self.send_once(method, url, headers, &body) {
                 Ok(r) => r,
                 Err(e) => {
-                    last = Some(anyhow!("{method} {url}: {e}"));
+                    last = Some(e);
                     std::thread::sleep(backoff(attempt, None));
                     attempt += 1;
                     continue;
                 }
             };
-            let status = resp.status().as_u16();
-            let (parts, body_in) = resp.into_parts();
-            let bytes = if method == "HEAD" {
-                Vec::new()
-            } else {
-                match body_in.into_with_config().limit(64 << 20).read_to_vec() {
-                    Ok(b) => b,
-                    Err(e) => {
-                        last = Some(anyhow!("{method} {url}: reading the reply: {e}"));
-                        std::thread::sleep(backoff(attempt, None));
-                        attempt += 1;
-                        continue;
-                    }
-                }
-            };
-            let reply = Reply {
-                status,
-                headers: parts.headers,
-                body: bytes,
-            };
+            let status = reply.status;
             if status == 401 && !reauthed {
                 if let Some(ch) = reply.header("WWW-Authenticate") {
                     self.authenticate(ch)?;
@@ -490,6 +431,72 @@ impl Client {
         }
         Err(last.unwrap_or_else(|| anyhow!("{method} {url} failed")))
             .with_context(|| format!("gave up after {ATTEMPTS} attempts"))
+    }
+
+    /// One attempt: the request sent and the whole reply read.
+    fn send_once(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: &Body,
+    ) -> Result<Reply> {
+        let mut req = http::Request::builder().method(method).uri(url);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if let Some(a) = self.auth_header() {
+            req = req.header("Authorization", a);
+        }
+        let sent = match body {
+            Body::Empty => {
+                let r = if matches!(method, "PUT" | "POST" | "PATCH") {
+                    req.header("Content-Length", "0")
+                } else {
+                    req
+                };
+                self.agent.run(r.body(SendBody::none())?)
+            }
+            Body::Bytes(b) => self
+                .agent
+                .run(req.header("Content-Length", b.len().to_string()).body(*b)?),
+            Body::File {
+                path,
+                offset,
+                len,
+                progress,
+            } => {
+                use std::io::Seek;
+                let mut f =
+                    File::open(path).with_context(|| format!("opening {}", path.display()))?;
+                f.seek(std::io::SeekFrom::Start(*offset))?;
+                let mut reader = Counted {
+                    inner: f.take(*len),
+                    progress: *progress,
+                };
+                self.agent.run(
+                    req.header("Content-Length", len.to_string())
+                        .body(SendBody::from_reader(&mut reader))?,
+                )
+            }
+        };
+        let resp = sent.map_err(|e| anyhow!("{method} {url}: {e}"))?;
+        let status = resp.status().as_u16();
+        let (parts, body_in) = resp.into_parts();
+        let body = if method == "HEAD" {
+            Vec::new()
+        } else {
+            body_in
+                .into_with_config()
+                .limit(64 << 20)
+                .read_to_vec()
+                .map_err(|e| anyhow!("{method} {url}: reading the reply: {e}"))?
+        };
+        Ok(Reply {
+            status,
+            headers: parts.headers,
+            body,
+        })
     }
 
     /// Whether the repository holds the blob.

@@ -8,7 +8,6 @@ use crate::report::Progress;
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Serialize;
 use slimpack_oci::LoadedImage;
-use std::sync::Mutex;
 use std::time::Instant;
 
 #[derive(Debug, Clone, Serialize)]
@@ -94,36 +93,16 @@ pub fn pull(
     }
     let (have, missing): (Vec<_>, Vec<_>) = blobs.iter().partition(|(d, _)| store.contains(d));
     let bars = indicatif::MultiProgress::new();
-    let next = Mutex::new(0usize);
-    let failed: Mutex<Option<anyhow::Error>> = Mutex::new(None);
-    std::thread::scope(|s| {
-        for _ in 0..missing.len().min(3) {
-            s.spawn(|| loop {
-                let i = {
-                    let mut n = next.lock().unwrap_or_else(|e| e.into_inner());
-                    if *n >= missing.len() || failed.lock().map(|f| f.is_some()).unwrap_or(true) {
-                        return;
-                    }
-                    *n += 1;
-                    *n - 1
-                };
-                let (d, size) = missing[i];
-                let bar = bars.add(progress.bytes(format!("pull {}", &d[7..19]), *size));
-                match client.fetch_blob(d, store, Some(&bar)) {
-                    Ok(()) => bar.finish_and_clear(),
-                    Err(e) => {
-                        bar.abandon();
-                        let mut f = failed.lock().unwrap_or_else(|e| e.into_inner());
-                        f.get_or_insert(e);
-                        return;
-                    }
-                }
-            });
+    super::in_parallel(&missing, |_, (d, size)| {
+        let bar = bars.add(progress.bytes(format!("pull {}", &d[7..19]), *size));
+        let r = client.fetch_blob(d, store, Some(&bar));
+        match &r {
+            Ok(()) => bar.finish_and_clear(),
+            Err(_) => bar.abandon(),
         }
-    });
-    if let Some(e) = failed.into_inner().unwrap_or_else(|e| e.into_inner()) {
-        return Err(e.context(format!("pulling {reference}")));
-    }
+        r
+    })
+    .with_context(|| format!("pulling {reference}"))?;
     let repo_key = reference.repo_key();
     for (d, _) in &blobs {
         record_location(cache, d, &repo_key);

@@ -143,48 +143,26 @@ pub fn push(
 
     let bars = indicatif::MultiProgress::new();
     let results: Mutex<Vec<Option<PushedBlob>>> = Mutex::new(vec![None; blobs.len()]);
-    let next = Mutex::new(0usize);
-    let first_error: Mutex<Option<anyhow::Error>> = Mutex::new(None);
-    std::thread::scope(|s| {
-        for _ in 0..blobs.len().min(3) {
-            s.spawn(|| loop {
-                let i = {
-                    let mut n = next.lock().unwrap_or_else(|e| e.into_inner());
-                    if *n >= blobs.len() || first_error.lock().map(|e| e.is_some()).unwrap_or(true)
-                    {
-                        return;
-                    }
-                    *n += 1;
-                    *n - 1
-                };
-                let (digest, size, kind) = &blobs[i];
-                let bar = bars.add(progress.bytes(format!("{kind} {}", &digest[7..19]), *size));
-                match push_blob(&client, store, digest, *size, &sources[i], &bar) {
-                    Ok(action) => {
-                        bar.finish_and_clear();
-                        record_location(cache, digest, &repo_key);
-                        results.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(PushedBlob {
-                            digest: digest.clone(),
-                            kind,
-                            size: *size,
-                            action,
-                        });
-                    }
-                    Err(e) => {
-                        bar.abandon();
-                        let mut f = first_error.lock().unwrap_or_else(|e| e.into_inner());
-                        if f.is_none() {
-                            *f = Some(e.context(format!("pushing {kind} {digest} to {repo_key}")));
-                        }
-                        return;
-                    }
-                }
-            });
+    super::in_parallel(&blobs, |i, (digest, size, kind)| {
+        let bar = bars.add(progress.bytes(format!("{kind} {}", &digest[7..19]), *size));
+        match push_blob(&client, store, digest, *size, &sources[i], &bar) {
+            Ok(action) => {
+                bar.finish_and_clear();
+                record_location(cache, digest, &repo_key);
+                results.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(PushedBlob {
+                    digest: digest.clone(),
+                    kind,
+                    size: *size,
+                    action,
+                });
+                Ok(())
+            }
+            Err(e) => {
+                bar.abandon();
+                Err(e.context(format!("pushing {kind} {digest} to {repo_key}")))
+            }
         }
-    });
-    if let Some(e) = first_error.into_inner().unwrap_or_else(|e| e.into_inner()) {
-        return Err(e);
-    }
+    })?;
     let pushed: Vec<PushedBlob> = results
         .into_inner()
         .unwrap_or_else(|e| e.into_inner())
