@@ -38,6 +38,9 @@ pub fn registry_base(base: Option<&str>) -> Result<Option<crate::registry::Refer
     if !b.contains('/') && !b.contains(':') {
         bail!("unknown base {b:?}: use debian:trixie (Python 3.13), debian:bookworm (Python 3.11), or a registry image such as python:3.12-slim");
     }
+    if b.starts_with("debian:") {
+        bail!("{b:?} is not a Debian release slimpack builds from (trixie, bookworm); for the Docker Hub image write docker.io/library/{b}");
+    }
     crate::registry::Reference::parse(b)
         .map(Some)
         .with_context(|| format!("base {b:?}"))
@@ -147,6 +150,34 @@ mod tests {
 
     fn req(s: &str) -> (String, String) {
         (s.to_string(), "pyproject.toml".to_string())
+    }
+
+    #[test]
+    fn registry_bases_are_told_from_debian_ones() {
+        for debian in [
+            None,
+            Some("debian"),
+            Some("debian:trixie"),
+            Some("bookworm"),
+        ] {
+            assert!(registry_base(debian).unwrap().is_none(), "{debian:?}");
+        }
+        let r = registry_base(Some("python:3.12-slim")).unwrap().unwrap();
+        assert_eq!(r.to_string(), "docker.io/library/python:3.12-slim");
+        let r = registry_base(Some("gcr.io/distroless/python3-debian12"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.registry, "gcr.io");
+        let e = registry_base(Some("ubuntu")).unwrap_err().to_string();
+        assert!(
+            e.contains("unknown base") && e.contains("python:3.12-slim"),
+            "{e}"
+        );
+        assert!(registry_base(Some("Bad/Name:x")).is_err());
+        let e = registry_base(Some("debian:sid")).unwrap_err().to_string();
+        assert!(e.contains("docker.io/library/debian:sid"), "{e}");
+        assert_eq!(suite_for_python("3.11"), Suite::Bookworm);
+        assert_eq!(suite_for_python("3.12"), Suite::Trixie);
     }
 
     #[test]
