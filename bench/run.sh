@@ -153,6 +153,8 @@ oc=$(median "${cold[@]}"); ow=$(median "${warm[@]}"); oe=$(median "${edit[@]}");
 pr=""; [ ${#peer_r[@]} -gt 0 ] && pr=$(median "${peer_r[@]}")
 oce=$(median "${ours_c[@]}"); pce=""; [ ${#peer_c[@]} -gt 0 ] && pce=$(median "${peer_c[@]}")
 echo "Machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(. /etc/os-release; echo "$PRETTY_NAME"); $(date -u +%F); slimpack $($bin --version | cut -d' ' -f2); runs: $RUNS"
+uvbin=$(ls -d "$SLIMPACK_CACHE"/tools/uv-*/uv 2>/dev/null | head -1); [ -n "$uvbin" ] || uvbin=$(command -v uv || true)
+echo "Versions: $(buildah --version 2>/dev/null | cut -d' ' -f1-3 || echo 'buildah: none'); $([ -n "$uvbin" ] && "$uvbin" --version | cut -d' ' -f1-2); $(bwrap --version); docker-registry $(dpkg-query -W -f='${Version}' docker-registry 2>/dev/null); slirp4netns $(dpkg-query -W -f='${Version}' slirp4netns 2>/dev/null); $(rustc --version | cut -d' ' -f1-2)"
 echo
 echo "| examples/$example vs ${peer:-(no peer)} | slimpack | peer | ours/peer |"
 echo "|---|---|---|---|"
