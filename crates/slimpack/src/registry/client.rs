@@ -429,8 +429,12 @@ impl Client {
             }
             return Ok(reply);
         }
-        Err(last.unwrap_or_else(|| anyhow!("{method} {url} failed")))
-            .with_context(|| format!("gave up after {ATTEMPTS} attempts"))
+        Err(last.unwrap_or_else(|| anyhow!("{method} {url} failed"))).with_context(|| {
+            format!(
+                "{} kept failing after {ATTEMPTS} attempts (the last error follows): check that the registry is up, the host and port of the reference, and the proxy variables",
+                self.base
+            )
+        })
     }
 
     /// One attempt: the request sent and the whole reply read.
