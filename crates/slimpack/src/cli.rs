@@ -28,6 +28,23 @@ enum Cmd {
     Push(PushArgs),
     /// Pull an image from a registry into the cache (and an OCI layout).
     Pull(PullArgs),
+    /// Lint a Dockerfile: hadolint's core rules, Docker's build checks, and
+    /// Python/Cloud Run rules, each with a fix.
+    Lint(LintArgs),
+}
+
+#[derive(clap::Args)]
+struct LintArgs {
+    /// The Dockerfile (its directory's .dockerignore is read too).
+    #[arg(default_value = "Dockerfile")]
+    file: PathBuf,
+    /// human, json, or sarif (SARIF 2.1.0, for code scanning).
+    #[arg(long, default_value = "human")]
+    format: String,
+    /// Exit non-zero when a finding at or above this level exists:
+    /// error, warning, info, or none.
+    #[arg(long, default_value = "warning")]
+    fail_level: String,
 }
 
 #[derive(clap::Args)]
@@ -231,6 +248,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Cmd::Run(a) => run_cmd(a),
         Cmd::Push(a) => push_cmd(a),
         Cmd::Pull(a) => pull_cmd(a),
+        Cmd::Lint(a) => lint_cmd(a),
     }
 }
 
@@ -574,6 +592,61 @@ fn pull_cmd(a: PullArgs) -> Result<()> {
         );
         if let Some(o) = &a.output {
             println!("  output  {o}");
+        }
+    }
+    Ok(())
+}
+
+fn lint_cmd(a: LintArgs) -> Result<()> {
+    use crate::dockerfile::{self, lint};
+    let fail = lint::Severity::parse_level(&a.fail_level).ok_or_else(|| {
+        anyhow!(
+            "--fail-level {:?}: expected error, warning, info or none",
+            a.fail_level
+        )
+    })?;
+    if !matches!(a.format.as_str(), "human" | "json" | "sarif") {
+        anyhow::bail!("--format {:?}: expected human, json or sarif", a.format);
+    }
+    let shown = a.file.display().to_string();
+    let text = std::fs::read_to_string(&a.file).map_err(|e| anyhow!("{shown}: {e}"))?;
+    let df = dockerfile::parse(&text).map_err(|e| anyhow!("{shown}:{}: {}", e.line, e.message))?;
+    let ignore = a
+        .file
+        .parent()
+        .map(|d| {
+            if d.as_os_str().is_empty() {
+                std::path::Path::new(".")
+            } else {
+                d
+            }
+        })
+        .map(|d| d.join(".dockerignore"));
+    let ctx = lint::Context {
+        dockerignore: ignore.and_then(|p| std::fs::read_to_string(p).ok()),
+    };
+    let findings = lint::lint(&df, &ctx);
+    match a.format.as_str() {
+        "json" => println!(
+            "{}",
+            serde_json::to_string_pretty(&lint::to_json(&findings))?
+        ),
+        "sarif" => println!(
+            "{}",
+            serde_json::to_string_pretty(&lint::to_sarif(&findings, &shown))?
+        ),
+        _ => {
+            use std::io::IsTerminal;
+            print!(
+                "{}",
+                lint::to_human(&findings, &shown, std::io::stdout().is_terminal())
+            );
+        }
+    }
+    if let Some(level) = fail {
+        let n = findings.iter().filter(|f| f.severity >= level).count();
+        if n > 0 {
+            anyhow::bail!("{n} finding(s) at or above {} in {shown}", level.as_str());
         }
     }
     Ok(())

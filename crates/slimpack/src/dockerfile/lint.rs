@@ -1,0 +1,935 @@
+//! Lint rules for Dockerfiles: hadolint's core set where it applies (same
+//! IDs), Docker's build checks (same names), and rules of our own for
+//! Python images on Cloud Run (`SP...`). Each finding says why and how to
+//! fix it.
+
+use super::parse::{Args, Dockerfile, Instruction, Source};
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Info,
+    Warning,
+    Error,
+}
+
+impl Severity {
+    pub fn parse_level(s: &str) -> Option<Option<Severity>> {
+        match s {
+            "error" => Some(Some(Severity::Error)),
+            "warning" => Some(Some(Severity::Warning)),
+            "info" => Some(Some(Severity::Info)),
+            "none" => Some(None),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Error => "error",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    pub rule: &'static str,
+    pub severity: Severity,
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+    pub fix: String,
+}
+
+/// What the linter knows beside the Dockerfile.
+#[derive(Debug, Clone, Default)]
+pub struct Context {
+    /// The `.dockerignore` next to it, if any.
+    pub dockerignore: Option<String>,
+}
+
+const BUILD_TOOLS: &[&str] = &[
+    "gcc",
+    "g++",
+    "make",
+    "build-essential",
+    "clang",
+    "cmake",
+    "python3-dev",
+    "musl-dev",
+    "cargo",
+    "rustc",
+];
+
+const SECRET_WORDS: &[&str] = &[
+    "PASSWORD",
+    "PASSWD",
+    "SECRET",
+    "TOKEN",
+    "API_KEY",
+    "APIKEY",
+    "PRIVATE_KEY",
+    "CREDENTIAL",
+    "ACCESS_KEY",
+];
+
+fn find(
+    rule: &'static str,
+    sev: Severity,
+    ins: &Instruction,
+    message: String,
+    fix: &str,
+) -> Finding {
+    Finding {
+        rule,
+        severity: sev,
+        line: ins.line,
+        column: 1,
+        message,
+        fix: fix.to_string(),
+    }
+}
+
+/// The shell commands of a RUN: its text and its heredoc bodies, split on
+/// `&&`, `||`, `;`, `|` and newlines.
+fn commands(ins: &Instruction) -> Vec<Vec<String>> {
+    let mut text = ins.text();
+    for h in &ins.heredocs {
+        text.push('\n');
+        text.push_str(&h.body);
+    }
+    text.split(['\n', ';', '|', '&'])
+        .map(|c| {
+            shell_words::split(c)
+                .unwrap_or_else(|_| c.split_whitespace().map(str::to_string).collect())
+        })
+        .filter(|w| !w.is_empty())
+        .collect()
+}
+
+/// `apt-get install` packages (not flags) in a RUN.
+fn apt_installs(ins: &Instruction) -> Vec<(Vec<String>, Vec<String>)> {
+    commands(ins)
+        .into_iter()
+        .filter_map(|w| {
+            let pos = w.iter().position(|x| x == "apt-get" || x == "apt")?;
+            let sub = w.iter().skip(pos + 1).position(|x| x == "install")?;
+            let rest: Vec<String> = w[pos + 2 + sub..].to_vec();
+            let (flags, pkgs): (Vec<String>, Vec<String>) =
+                rest.into_iter().partition(|x| x.starts_with('-'));
+            Some((flags, pkgs))
+        })
+        .collect()
+}
+
+fn pip_installs(ins: &Instruction) -> Vec<Vec<String>> {
+    commands(ins)
+        .into_iter()
+        .filter_map(|w| {
+            let pos = w.iter().position(|x| {
+                x == "pip" || x == "pip3" || x.ends_with("/pip") || x.ends_with("/pip3")
+            });
+            let pos = match pos {
+                Some(p) if w.get(p + 1).map(String::as_str) == Some("install") => p + 2,
+                _ => {
+                    // python -m pip install
+                    let m = w
+                        .windows(3)
+                        .position(|x| x[0] == "-m" && x[1] == "pip" && x[2] == "install")?;
+                    m + 3
+                }
+            };
+            Some(w[pos..].to_vec())
+        })
+        .collect()
+}
+
+fn installs_dependencies(ins: &Instruction) -> bool {
+    ins.keyword == "RUN"
+        && (!pip_installs(ins).is_empty()
+            || commands(ins).iter().any(|w| {
+                w.windows(2).any(|x| {
+                    matches!(
+                        (x[0].as_str(), x[1].as_str()),
+                        ("uv", "sync")
+                            | ("poetry", "install")
+                            | ("pipenv", "install")
+                            | ("pdm", "install")
+                    ) || (x[0] == "uv" && x[1] == "pip")
+                })
+            }))
+}
+
+fn image_name_and_tag(base: &str) -> (String, Option<String>, bool) {
+    let (name, digest) = match base.split_once('@') {
+        Some((n, _)) => (n, true),
+        None => (base, false),
+    };
+    let last = name.rsplit('/').next().unwrap_or(name);
+    match last.split_once(':') {
+        Some((_, t)) => (
+            name[..name.len() - t.len() - 1].to_string(),
+            Some(t.to_string()),
+            digest,
+        ),
+        None => (name.to_string(), None, digest),
+    }
+}
+
+pub fn lint(df: &Dockerfile, ctx: &Context) -> Vec<Finding> {
+    use Severity::*;
+    let mut out = Vec::new();
+    let last_stage = df.stages.len() - 1;
+
+    // Stages: aliases, tags, bases.
+    let mut aliases: Vec<String> = Vec::new();
+    for st in &df.stages {
+        let from = &df.instructions[st.first];
+        if let Some(n) = &st.name {
+            if aliases.iter().any(|a| a.eq_ignore_ascii_case(n)) {
+                out.push(find(
+                    "DL3024",
+                    Error,
+                    from,
+                    format!("FROM alias {n:?} is used twice"),
+                    "give each stage its own name",
+                ));
+            }
+            aliases.push(n.clone());
+        }
+        if let Source::Image(img) = &st.from {
+            if img != "scratch" && !img.contains('$') {
+                let (name, tag, digest) = image_name_and_tag(img);
+                match tag.as_deref() {
+                    _ if digest => {}
+                    None => out.push(find(
+                        "DL3006",
+                        Warning,
+                        from,
+                        format!("{img} has no tag: the build gets whatever `latest` is that day"),
+                        "pin a version tag (python:3.12-slim-bookworm), or better a digest",
+                    )),
+                    Some("latest") => out.push(find(
+                        "DL3007",
+                        Warning,
+                        from,
+                        format!("{img} uses the `latest` tag"),
+                        "pin a version tag, e.g. python:3.12-slim-bookworm",
+                    )),
+                    _ => {}
+                }
+                if name.contains("alpine") || tag.as_deref().is_some_and(|t| t.contains("alpine")) {
+                    let pip = df
+                        .stage_instructions(st.index)
+                        .any(|i| !pip_installs(i).is_empty());
+                    if pip {
+                        out.push(find("SP011", Warning, from, format!("{img} is musl-based: PyPI's manylinux wheels do not install, so numpy, psycopg2, pydantic-core and friends compile from source (slow builds, bigger images)"), "use a Debian-based slim image (python:3.12-slim-bookworm)"));
+                    }
+                }
+            }
+        }
+    }
+
+    let mut workdir_set = vec![false; df.stages.len()];
+    let mut prev_run: Option<usize> = None;
+    let mut copied_all: Vec<Option<usize>> = vec![None; df.stages.len()];
+    let mut pipefail = vec![false; df.stages.len()];
+    for ins in &df.instructions {
+        let Some(si) = ins.stage else { continue };
+        let text = ins.text();
+        match ins.keyword.as_str() {
+            "WORKDIR" => {
+                workdir_set[si] = true;
+                let w = text.trim().trim_matches('"');
+                // Absolute, a variable, or a Windows drive (C:\app).
+                let absolute = w.starts_with('/')
+                    || w.starts_with('$')
+                    || (w.len() > 1 && w.as_bytes()[1] == b':');
+                if !absolute {
+                    out.push(find(
+                        "DL3000",
+                        Error,
+                        ins,
+                        format!("WORKDIR {w:?} is relative"),
+                        "use an absolute path (WORKDIR /app)",
+                    ));
+                }
+            }
+            "SHELL" => pipefail[si] = text.contains("pipefail"),
+            "RUN" => {
+                if let Some(p) = prev_run {
+                    if df.instructions[p].stage == Some(si) {
+                        out.push(find(
+                            "DL3059",
+                            Info,
+                            ins,
+                            "consecutive RUN instructions: each is a layer".into(),
+                            "join them with && where they belong together",
+                        ));
+                    }
+                }
+                let installs = apt_installs(ins);
+                for (flags, pkgs) in &installs {
+                    let unpinned: Vec<&String> = pkgs
+                        .iter()
+                        .filter(|p| !p.contains('=') && !p.starts_with('$'))
+                        .collect();
+                    if !unpinned.is_empty() {
+                        out.push(find(
+                            "DL3008",
+                            Warning,
+                            ins,
+                            format!(
+                                "apt-get install without versions: {}",
+                                unpinned
+                                    .iter()
+                                    .map(|s| s.as_str())
+                                    .collect::<Vec<_>>()
+                                    .join(" ")
+                            ),
+                            "pin versions (pkg=1.2.3-1), or accept that rebuilds differ",
+                        ));
+                    }
+                    if !flags.iter().any(|f| f == "--no-install-recommends") {
+                        out.push(find("DL3015", Info, ins, "apt-get install without --no-install-recommends pulls in packages nothing asked for".into(), "add --no-install-recommends"));
+                    }
+                    if si == last_stage || df.stages.len() == 1 {
+                        let tools: Vec<&String> = pkgs
+                            .iter()
+                            .filter(|p| {
+                                let n = p.split('=').next().unwrap_or(p);
+                                BUILD_TOOLS.contains(&n) || n.ends_with("-dev")
+                            })
+                            .collect();
+                        if !tools.is_empty() {
+                            let (rule, msg) = if df.stages.len() == 1 {
+                                ("SP002", format!("single-stage build installs {}: compilers and headers ship in the image", tools.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ")))
+                            } else {
+                                ("SP001", format!("the final stage installs build tools or headers ({}): they ship in the image", tools.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ")))
+                            };
+                            out.push(find(rule, Warning, ins, msg, "compile in a builder stage, copy the venv over, and install only runtime libraries (libpq5, not libpq-dev) in the final stage"));
+                        }
+                    }
+                }
+                if !installs.is_empty()
+                    && !text.contains("/var/lib/apt/lists")
+                    && ins.flag("mount").is_none()
+                {
+                    out.push(find(
+                        "DL3009",
+                        Info,
+                        ins,
+                        "apt lists are left in the layer".into(),
+                        "end the RUN with && rm -rf /var/lib/apt/lists/*",
+                    ));
+                }
+                let cache_mount = ins.flags.iter().any(|f| {
+                    f.name == "mount"
+                        && f.value.as_deref().is_some_and(|v| v.contains("type=cache"))
+                });
+                for args in pip_installs(ins) {
+                    let pkgs: Vec<&String> = args
+                        .iter()
+                        .filter(|a| !a.starts_with('-') && !a.starts_with('.') && !a.contains('/'))
+                        .collect();
+                    let from_file = args
+                        .iter()
+                        .any(|a| a == "-r" || a.starts_with("--requirement") || a == "-e");
+                    let unpinned: Vec<&&String> = pkgs
+                        .iter()
+                        .filter(|p| !p.contains("==") && !p.contains('@'))
+                        .collect();
+                    if !from_file && !unpinned.is_empty() {
+                        out.push(find(
+                            "DL3013",
+                            Warning,
+                            ins,
+                            format!(
+                                "pip install without versions: {}",
+                                unpinned
+                                    .iter()
+                                    .map(|s| s.as_str())
+                                    .collect::<Vec<_>>()
+                                    .join(" ")
+                            ),
+                            "pin versions (pkg==1.2.3), or install from a locked requirements file",
+                        ));
+                    }
+                    if !args.iter().any(|a| a == "--no-cache-dir") && !cache_mount {
+                        out.push(find("DL3042", Warning, ins, "pip keeps its download cache in the layer".into(), "add --no-cache-dir, or use RUN --mount=type=cache,target=/root/.cache/pip"));
+                    }
+                }
+                if !pipefail[si]
+                    && ins.heredocs.is_empty()
+                    && matches!(ins.args, Args::Shell(_))
+                    && text.split("||").collect::<String>().contains('|')
+                {
+                    out.push(find(
+                        "DL4006",
+                        Warning,
+                        ins,
+                        "a pipe in RUN hides a failing command on its left".into(),
+                        "SHELL [\"/bin/bash\", \"-o\", \"pipefail\", \"-c\"] before it",
+                    ));
+                }
+                if let Some(c) = copied_all[si] {
+                    if installs_dependencies(ins) {
+                        out.push(Finding {
+                            rule: "SP003",
+                            severity: Warning,
+                            line: c,
+                            column: 1,
+                            message: format!("the whole context is copied (line {c}) before dependencies are installed (line {}): every code edit reinstalls them", ins.line),
+                            fix: "copy only the dependency files (requirements.txt, pyproject.toml, uv.lock) first, install, then COPY . .".into(),
+                        });
+                        copied_all[si] = None;
+                    }
+                }
+                prev_run = Some(
+                    df.instructions
+                        .iter()
+                        .position(|x| std::ptr::eq(x, ins))
+                        .unwrap_or(0),
+                );
+                continue;
+            }
+            "ADD" => {
+                let srcs = src_args(ins);
+                if srcs.iter().all(|s| !s.contains("://") && !is_archive(s)) && !srcs.is_empty() {
+                    out.push(find("DL3020", Error, ins, "ADD for local files".into(), "use COPY: ADD also fetches URLs and unpacks archives, which COPY makes explicit"));
+                }
+                copy_checks(df, ins, si, &workdir_set, &mut copied_all, &mut out);
+            }
+            "COPY" => copy_checks(df, ins, si, &workdir_set, &mut copied_all, &mut out),
+            "CMD" | "ENTRYPOINT" => {
+                if matches!(ins.args, Args::Shell(_)) && !text.is_empty() {
+                    out.push(find("DL3025", Warning, ins, format!("{} in shell form: /bin/sh -c becomes PID 1 and SIGTERM never reaches the app (Cloud Run stops it the hard way after 10 s); Docker's check JSONArgsRecommended", ins.keyword), "use the JSON form: CMD [\"gunicorn\", \"--bind\", \"0.0.0.0:8080\", \"main:app\"]"));
+                }
+                server_binding(ins, &mut out);
+            }
+            "ARG" | "ENV" => {
+                for name in declared_names(ins) {
+                    let up = name.to_ascii_uppercase();
+                    if SECRET_WORDS.iter().any(|w| up.contains(w)) {
+                        out.push(find("SecretsUsedInArgOrEnv", Warning, ins, format!("{} {name} looks like a secret: it stays in the image's config and history", ins.keyword), "pass secrets at run time (Cloud Run: Secret Manager references) or with RUN --mount=type=secret"));
+                    }
+                }
+            }
+            _ => {}
+        }
+        prev_run = None;
+    }
+
+    // Per stage: repeated CMD/ENTRYPOINT.
+    for st in &df.stages {
+        for kw in ["CMD", "ENTRYPOINT"] {
+            let all: Vec<&Instruction> = df
+                .stage_instructions(st.index)
+                .filter(|i| i.keyword == kw)
+                .collect();
+            if all.len() > 1 {
+                let rule = if kw == "CMD" { "DL4003" } else { "DL4004" };
+                out.push(find(
+                    rule,
+                    Warning,
+                    all[all.len() - 1],
+                    format!(
+                        "{} {kw} instructions in one stage: only the last counts",
+                        all.len()
+                    ),
+                    "keep one",
+                ));
+            }
+        }
+    }
+
+    // The final stage's user.
+    let last_user = df
+        .stage_instructions(last_stage)
+        .filter(|i| i.keyword == "USER")
+        .last();
+    match last_user {
+        Some(u) => {
+            let who = u.text();
+            let who = who.trim();
+            if who == "root" || who == "0" || who.starts_with("root:") || who.starts_with("0:") {
+                out.push(find(
+                    "DL3002",
+                    Warning,
+                    u,
+                    "the last USER is root".into(),
+                    "switch to a non-root user (USER 65532:65532) after the steps that need root",
+                ));
+            }
+        }
+        None => {
+            let from = &df.instructions[df.stages[last_stage].first];
+            out.push(find("SP007", Warning, from, "no USER in the final stage: the app runs as root".into(), "create a user and switch to it (RUN useradd -r -u 10001 app … USER app), or USER 65532:65532"));
+        }
+    }
+
+    // HEALTHCHECK with curl installed for it (seed 000): Cloud Run ignores it.
+    for h in df
+        .instructions
+        .iter()
+        .filter(|i| i.keyword == "HEALTHCHECK" && i.stage == Some(last_stage))
+    {
+        let text = h.text();
+        if text.contains("curl") {
+            out.push(find("SP014", Info, h, "HEALTHCHECK with curl: Cloud Run ignores HEALTHCHECK, and curl (with its libraries) is in the image only for it".into(), "drop it and configure a startup probe on the service (slimpack deploy sets one on the detected health path)"));
+        }
+    }
+
+    // .dockerignore.
+    let copies_all = df.instructions.iter().any(|i| {
+        (i.keyword == "COPY" || i.keyword == "ADD")
+            && i.flag("from").is_none()
+            && src_args(i).iter().any(|s| s == "." || s == "./")
+    });
+    if copies_all {
+        let first = &df.instructions[0];
+        match &ctx.dockerignore {
+            None => out.push(find("SP010", Warning, first, "no .dockerignore while the whole context is copied: .git, .venv, __pycache__ and .env go into the image".into(), "add a .dockerignore (slimpack dockerfile writes one)")),
+            Some(text) => {
+                let pats: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).collect();
+                let covers = |p: &str| pats.iter().any(|x| x.trim_start_matches("**/").trim_start_matches('/') == p || *x == format!("{p}*") || *x == "*");
+                let missing: Vec<&str> = [".env", ".git"].into_iter().filter(|p| !covers(p)).collect();
+                if !missing.is_empty() {
+                    out.push(find("SP009", Warning, first, format!(".dockerignore does not exclude {}: secrets and history can end up in a layer", missing.join(", ")), "add them to .dockerignore"));
+                }
+            }
+        }
+    }
+
+    // Suppressions.
+    out.retain(|f| {
+        !df.ignores
+            .get(&f.line)
+            .is_some_and(|rules| rules.iter().any(|r| r == f.rule))
+    });
+    out.sort_by(|a, b| (a.line, a.rule).cmp(&(b.line, b.rule)));
+    out
+}
+
+fn declared_names(ins: &Instruction) -> Vec<String> {
+    let text = ins.text();
+    if ins.keyword == "ENV" && !text.contains('=') {
+        // Legacy `ENV KEY value`.
+        return text
+            .split_whitespace()
+            .next()
+            .map(|k| vec![k.to_string()])
+            .unwrap_or_default();
+    }
+    shell_words::split(&text)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|d| d.split('=').next().unwrap_or("").to_string())
+        .filter(|n| !n.is_empty())
+        .collect()
+}
+
+fn src_args(ins: &Instruction) -> Vec<String> {
+    let words: Vec<String> = match &ins.args {
+        Args::Exec(v) => v.clone(),
+        Args::Shell(s) => s.split_whitespace().map(str::to_string).collect(),
+    };
+    if words.len() < 2 {
+        return Vec::new();
+    }
+    words[..words.len() - 1]
+        .iter()
+        .filter(|w| !w.starts_with("<<"))
+        .cloned()
+        .collect()
+}
+
+fn dest_arg(ins: &Instruction) -> Option<String> {
+    match &ins.args {
+        Args::Exec(v) => v.last().cloned(),
+        Args::Shell(s) => s.split_whitespace().last().map(str::to_string),
+    }
+}
+
+fn is_archive(s: &str) -> bool {
+    [".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".txz"]
+        .iter()
+        .any(|e| s.ends_with(e))
+}
+
+fn copy_checks(
+    df: &Dockerfile,
+    ins: &Instruction,
+    si: usize,
+    workdir_set: &[bool],
+    copied_all: &mut [Option<usize>],
+    out: &mut Vec<Finding>,
+) {
+    use Severity::*;
+    if let Some(from) = ins.flag("from").and_then(|f| f.value.as_deref()) {
+        match df.resolve_from(from, si + 1) {
+            Source::Stage(s) if s == si => out.push(find(
+                "DL3023",
+                Error,
+                ins,
+                format!("COPY --from={from} names its own stage"),
+                "copy from an earlier stage",
+            )),
+            Source::Stage(s) => venv_across_pythons(df, ins, s, si, out),
+            Source::Image(img) => {
+                if !img.contains(':') && !img.contains('/') && !img.contains('$') {
+                    out.push(find("DL3022", Warning, ins, format!("COPY --from={img}: no earlier stage has that name, so it is pulled as an image"), "name the stage (FROM ... AS {img}) before this COPY, or write the image in full"));
+                }
+            }
+        }
+    } else {
+        if src_args(ins).iter().any(|s| s == "." || s == "./") && copied_all[si].is_none() {
+            copied_all[si] = Some(ins.line);
+        }
+    }
+    if let Some(dest) = dest_arg(ins) {
+        if !dest.starts_with('/') && !dest.starts_with('$') && !workdir_set[si] {
+            out.push(find(
+                "DL3045",
+                Warning,
+                ins,
+                format!("COPY to the relative path {dest:?} with no WORKDIR set in this stage"),
+                "set WORKDIR first, or copy to an absolute path",
+            ));
+        }
+    }
+}
+
+/// Seed 004's warning: a venv or site-packages built for one Python copied
+/// into an image with another.
+fn venv_across_pythons(
+    df: &Dockerfile,
+    ins: &Instruction,
+    from: usize,
+    to: usize,
+    out: &mut Vec<Finding>,
+) {
+    let srcs = src_args(ins);
+    let is_env = srcs
+        .iter()
+        .any(|s| s.contains("venv") || s.contains("site-packages") || s.contains("/install"));
+    if !is_env {
+        return;
+    }
+    let py = |base: &str| -> Option<String> {
+        let (name, tag, _) = image_name_and_tag(base);
+        if !name.ends_with("python") {
+            return None;
+        }
+        let t = tag?;
+        let mut parts = t.split(['.', '-']);
+        Some(format!("{}.{}", parts.next()?, parts.next()?))
+    };
+    let (a, b) = (&df.stages[from].base, &df.stages[to].base);
+    let differs = match (py(a), py(b)) {
+        (Some(x), Some(y)) => x != y,
+        _ => {
+            let alpine = |s: &str| s.contains("alpine");
+            alpine(a) != alpine(b)
+        }
+    };
+    if differs {
+        out.push(find(
+            "SP004",
+            Severity::Error,
+            ins,
+            format!("{} is copied from a stage on {a} into one on {b}: compiled extensions and the venv's interpreter path are for the other Python", srcs.join(" ")),
+            "build both stages on the same Python image and version (one ARG for the tag)",
+        ));
+    }
+}
+
+fn server_binding(ins: &Instruction, out: &mut Vec<Finding>) {
+    use Severity::*;
+    let words: Vec<String> = match &ins.args {
+        Args::Exec(v) => v.clone(),
+        Args::Shell(s) => shell_words::split(s).unwrap_or_default(),
+    };
+    let joined = words.join(" ");
+    let loopback = ["127.0.0.1", "localhost"].iter().any(|h| {
+        words
+            .windows(2)
+            .any(|w| (w[0] == "--host" || w[0] == "-b" || w[0] == "--bind") && w[1].starts_with(h))
+            || words.iter().any(|w| {
+                w.starts_with(&format!("--bind={h}")) || w.starts_with(&format!("--host={h}"))
+            })
+    });
+    if loopback {
+        out.push(find("SP006", Error, ins, "the server binds to loopback: Cloud Run's requests arrive on the container's interface and never reach it".into(), "bind 0.0.0.0 (--host 0.0.0.0, --bind 0.0.0.0:$PORT)"));
+        return;
+    }
+    let fixed_port = words
+        .windows(2)
+        .any(|w| (w[0] == "--port" || w[0] == "-p") && w[1].chars().all(|c| c.is_ascii_digit()))
+        || words.iter().any(|w| {
+            w.rsplit_once(':').is_some_and(|(h, p)| {
+                (h == "0.0.0.0" || h.is_empty() || h.ends_with("=0.0.0.0"))
+                    && !p.is_empty()
+                    && p.chars().all(|c| c.is_ascii_digit())
+            })
+        });
+    if fixed_port && !joined.contains("PORT") {
+        out.push(find("SP008", Warning, ins, "the server's port is fixed: Cloud Run tells the container which port to listen on in $PORT".into(), "listen on $PORT (JSON form has no shell: [\"sh\", \"-c\", \"exec uvicorn main:app --host 0.0.0.0 --port $PORT\"], or a server that reads PORT, like gunicorn)"));
+    }
+}
+
+/// `{"findings": [{"rule", "severity", "line", "column", "message", "fix"}]}`.
+pub fn to_json(findings: &[Finding]) -> serde_json::Value {
+    serde_json::json!({ "findings": findings })
+}
+
+/// SARIF 2.1.0, for code-scanning upload.
+pub fn to_sarif(findings: &[Finding], uri: &str) -> serde_json::Value {
+    let mut rules: Vec<&str> = findings.iter().map(|f| f.rule).collect();
+    rules.sort();
+    rules.dedup();
+    let level = |s: Severity| match s {
+        Severity::Error => "error",
+        Severity::Warning => "warning",
+        Severity::Info => "note",
+    };
+    serde_json::json!({
+        "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
+        "version": "2.1.0",
+        "runs": [{
+            "tool": {"driver": {
+                "name": "slimpack",
+                "version": env!("CARGO_PKG_VERSION"),
+                "rules": rules.iter().map(|r| {
+                    let help = if r.starts_with("DL") {
+                        format!("https://github.com/hadolint/hadolint/wiki/{r}")
+                    } else if r.starts_with("SP") {
+                        "slimpack lint rule".to_string()
+                    } else {
+                        format!("https://docs.docker.com/reference/build-checks/{}/", kebab(r))
+                    };
+                    serde_json::json!({"id": r, "helpUri": help})
+                }).collect::<Vec<_>>(),
+            }},
+            "results": findings.iter().map(|f| serde_json::json!({
+                "ruleId": f.rule,
+                "level": level(f.severity),
+                "message": {"text": format!("{} Fix: {}", f.message, f.fix)},
+                "locations": [{"physicalLocation": {
+                    "artifactLocation": {"uri": uri},
+                    "region": {"startLine": f.line, "startColumn": f.column},
+                }}],
+            })).collect::<Vec<_>>(),
+        }],
+    })
+}
+
+fn kebab(s: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            out.push('-');
+        }
+        out.push(c.to_ascii_lowercase());
+    }
+    out
+}
+
+/// For people: grouped by line, colored when `color`.
+pub fn to_human(findings: &[Finding], path: &str, color: bool) -> String {
+    let paint = |code: &str, s: &str| {
+        if color {
+            format!("\x1b[{code}m{s}\x1b[0m")
+        } else {
+            s.to_string()
+        }
+    };
+    let mut out = String::new();
+    let mut last_line = 0;
+    for f in findings {
+        if f.line != last_line {
+            out.push_str(&paint("1", &format!("{path}:{}\n", f.line)));
+            last_line = f.line;
+        }
+        let sev = match f.severity {
+            Severity::Error => paint("31", "error"),
+            Severity::Warning => paint("33", "warning"),
+            Severity::Info => paint("36", "info"),
+        };
+        out.push_str(&format!(
+            "  {sev} {}: {}\n      fix: {}\n",
+            f.rule, f.message, f.fix
+        ));
+    }
+    if findings.is_empty() {
+        out.push_str(&format!("{path}: no findings\n"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dockerfile::parse;
+
+    fn rules(src: &str, ctx: &Context) -> Vec<(&'static str, usize)> {
+        lint(&parse(src).unwrap(), ctx)
+            .into_iter()
+            .map(|f| (f.rule, f.line))
+            .collect()
+    }
+
+    fn has(src: &str, rule: &str) -> bool {
+        rules(
+            src,
+            &Context {
+                dockerignore: Some(".git\n.env\n".into()),
+            },
+        )
+        .iter()
+        .any(|r| r.0 == rule)
+    }
+
+    #[test]
+    fn each_rule_fires_and_stays_quiet() {
+        let clean = "FROM python:3.12-slim AS b\nWORKDIR /app\nCOPY requirements.txt .\nRUN pip install --no-cache-dir -r requirements.txt\nFROM python:3.12-slim\nWORKDIR /app\nCOPY --from=b /opt/venv /opt/venv\nCOPY . .\nUSER 65532\nCMD [\"gunicorn\", \"main:app\"]\n";
+        assert_eq!(
+            rules(
+                clean,
+                &Context {
+                    dockerignore: Some(".git\n.env\n".into())
+                }
+            ),
+            vec![]
+        );
+        for (src, rule) in [
+            ("FROM python\nUSER 1\n", "DL3006"),
+            ("FROM python:latest\nUSER 1\n", "DL3007"),
+            ("FROM a:1\nWORKDIR app\nUSER 1\n", "DL3000"),
+            ("FROM a:1\nUSER root\n", "DL3002"),
+            ("FROM a:1\n", "SP007"),
+            ("FROM a:1\nRUN apt-get update && apt-get install -y curl\nUSER 1\n", "DL3008"),
+            ("FROM a:1\nRUN apt-get update && apt-get install -y curl\nUSER 1\n", "DL3009"),
+            ("FROM a:1\nRUN apt-get update && apt-get install -y curl\nUSER 1\n", "DL3015"),
+            ("FROM a:1\nRUN pip install --no-cache-dir flask\nUSER 1\n", "DL3013"),
+            ("FROM a:1\nRUN pip install flask==3.0\nUSER 1\n", "DL3042"),
+            ("FROM a:1\nADD app.py /app/\nUSER 1\n", "DL3020"),
+            ("FROM a:1\nCOPY --from=builder /x /y\nUSER 1\n", "DL3022"),
+            ("FROM a:1 AS x\nCOPY --from=x /x /y\nUSER 1\n", "DL3023"),
+            ("FROM a:1 AS x\nFROM a:1 AS x\nUSER 1\n", "DL3024"),
+            ("FROM a:1\nUSER 1\nCMD gunicorn main:app\n", "DL3025"),
+            ("FROM a:1\nCOPY x y\nUSER 1\n", "DL3045"),
+            ("FROM a:1\nRUN a\nRUN b\nUSER 1\n", "DL3059"),
+            ("FROM a:1\nUSER 1\nCMD [\"a\"]\nCMD [\"b\"]\n", "DL4003"),
+            ("FROM a:1\nUSER 1\nENTRYPOINT [\"a\"]\nENTRYPOINT [\"b\"]\n", "DL4004"),
+            ("FROM a:1\nRUN curl x | sh\nUSER 1\n", "DL4006"),
+            ("FROM a:1\nENV DB_PASSWORD=x\nUSER 1\n", "SecretsUsedInArgOrEnv"),
+            ("FROM a:1 AS b\nFROM a:1\nRUN apt-get install -y --no-install-recommends libpq-dev gcc && rm -rf /var/lib/apt/lists/*\nUSER 1\n", "SP001"),
+            ("FROM a:1\nRUN apt-get install -y --no-install-recommends gcc && rm -rf /var/lib/apt/lists/*\nUSER 1\n", "SP002"),
+            ("FROM a:1\nWORKDIR /app\nCOPY . .\nRUN pip install --no-cache-dir -r requirements.txt\nUSER 1\n", "SP003"),
+            ("FROM python:3.12-slim AS b\nFROM python:3.11-slim\nCOPY --from=b /opt/venv /opt/venv\nUSER 1\n", "SP004"),
+            ("FROM a:1\nUSER 1\nCMD [\"uvicorn\", \"main:app\", \"--host\", \"127.0.0.1\"]\n", "SP006"),
+            ("FROM a:1\nUSER 1\nCMD [\"uvicorn\", \"main:app\", \"--host\", \"0.0.0.0\", \"--port\", \"8000\"]\n", "SP008"),
+            ("FROM python:3.12-alpine\nRUN pip install --no-cache-dir -r r.txt\nUSER 1\n", "SP011"),
+            ("FROM a:1\nUSER 1\nHEALTHCHECK CMD curl -f http://localhost:8080/ || exit 1\n", "SP014"),
+        ] {
+            assert!(has(src, rule), "{rule} should fire on:\n{src}\ngot {:?}", rules(src, &Context::default()));
+        }
+        // Not fired where the fix is in place.
+        assert!(!has("FROM a:1\nRUN --mount=type=cache,target=/root/.cache/pip pip install -r r.txt\nUSER 1\n", "DL3042"));
+        assert!(!has("FROM a:1\nSHELL [\"/bin/bash\", \"-o\", \"pipefail\", \"-c\"]\nRUN curl x | sh\nUSER 1\n", "DL4006"));
+        assert!(!has("FROM a:1\nUSER 1\nCMD [\"sh\", \"-c\", \"exec uvicorn main:app --host 0.0.0.0 --port $PORT\"]\n", "SP008"));
+        assert!(!has("FROM python:3.12-slim AS b\nFROM python:3.12-slim\nCOPY --from=b /opt/venv /opt/venv\nUSER 1\n", "SP004"));
+    }
+
+    #[test]
+    fn dockerignore_and_suppressions() {
+        let src = "FROM a:1\nWORKDIR /app\nCOPY . .\nRUN a\n# hadolint ignore=DL3059\nRUN b\nRUN c\nUSER 1\n";
+        let none = rules(src, &Context::default());
+        assert!(none.contains(&("SP010", 1)), "{none:?}");
+        assert!(!none.contains(&("DL3059", 6)), "suppressed: {none:?}");
+        assert!(none.contains(&("DL3059", 7)), "not suppressed: {none:?}");
+        let partial = rules(
+            src,
+            &Context {
+                dockerignore: Some(".git\n".into()),
+            },
+        );
+        assert!(partial.contains(&("SP009", 1)), "{partial:?}");
+        let full = rules(
+            src,
+            &Context {
+                dockerignore: Some("**/.git\n.env*\n".into()),
+            },
+        );
+        assert!(
+            !full.iter().any(|r| r.0 == "SP009" || r.0 == "SP010"),
+            "{full:?}"
+        );
+        let src = "FROM a:1\nRUN a\n# slimpack-ignore DL3059\nRUN b\nUSER 1\n";
+        assert!(!rules(src, &Context::default())
+            .iter()
+            .any(|r| r.0 == "DL3059"));
+    }
+
+    #[test]
+    fn the_seeds_dockerfiles() {
+        let ctx = Context { dockerignore: None };
+        let flask = rules(
+            include_str!("../../tests/fixtures/dockerfiles/seed000-flask.Dockerfile"),
+            &ctx,
+        );
+        let fastapi = rules(
+            include_str!("../../tests/fixtures/dockerfiles/seed003-fastapi.Dockerfile"),
+            &ctx,
+        );
+        let ids = |v: &[(&'static str, usize)]| {
+            let mut r: Vec<&str> = v.iter().map(|x| x.0).collect();
+            r.sort();
+            r.dedup();
+            r
+        };
+        // Seed 003: apt without pinning/--no-install-recommends, a CMD with a
+        // fixed port, no USER, no .dockerignore.
+        let f3 = ids(&fastapi);
+        for r in ["DL3008", "DL3015", "SP007", "SP008", "SP010"] {
+            assert!(f3.contains(&r), "seed003 should have {r}: {f3:?}");
+        }
+        assert!(
+            !f3.contains(&"SP001"),
+            "seed003's final stage installs libpq5 only: {f3:?}"
+        );
+        // Seed 000: curl kept in the runtime for a HEALTHCHECK Cloud Run
+        // ignores, a fixed port in --bind, a relative COPY before WORKDIR in
+        // the builder, unpinned apt packages.
+        let f0 = ids(&flask);
+        for r in ["SP014", "SP008", "DL3045", "DL3008", "SP010"] {
+            assert!(f0.contains(&r), "seed000 should have {r}: {f0:?}");
+        }
+        for r in ["SP001", "SP007", "DL3025", "DL3002"] {
+            assert!(!f0.contains(&r), "seed000 should not have {r}: {f0:?}");
+        }
+    }
+
+    #[test]
+    fn outputs() {
+        let f = lint(&parse("FROM a\nUSER 1\n").unwrap(), &Context::default());
+        let j = to_json(&f);
+        assert_eq!(j["findings"][0]["rule"], "DL3006");
+        assert_eq!(j["findings"][0]["severity"], "warning");
+        assert_eq!(j["findings"][0]["line"], 1);
+        let s = to_sarif(&f, "Dockerfile");
+        assert_eq!(s["version"], "2.1.0");
+        assert_eq!(s["runs"][0]["results"][0]["ruleId"], "DL3006");
+        assert_eq!(
+            s["runs"][0]["results"][0]["locations"][0]["physicalLocation"]["region"]["startLine"],
+            1
+        );
+        assert_eq!(kebab("SecretsUsedInArgOrEnv"), "secrets-used-in-arg-or-env");
+        let h = to_human(&f, "Dockerfile", false);
+        assert!(h.starts_with("Dockerfile:1\n  warning DL3006"), "{h}");
+    }
+}
