@@ -52,6 +52,30 @@ impl BlobStore {
         Ok(digest)
     }
 
+    /// Streams `reader` into the store. With `expected`, the blob is kept
+    /// only if its digest matches ([`Error::DigestMismatch`] otherwise, and
+    /// nothing is stored). Returns the digest.
+    pub fn put_reader(
+        &self,
+        mut reader: impl std::io::Read,
+        expected: Option<&str>,
+    ) -> Result<String> {
+        let mut w = crate::HashingWriter::new(self.temp_file()?);
+        std::io::copy(&mut reader, &mut w).ctx(|| "copying a blob into the store".into())?;
+        let (tmp, digest, _) = w.finish();
+        if let Some(e) = expected.filter(|e| *e != digest) {
+            return Err(Error::DigestMismatch {
+                path: self.root.display().to_string(),
+                expected: e.to_string(),
+                actual: digest,
+            });
+        }
+        if !self.contains(&digest) {
+            self.commit(tmp, &digest)?;
+        }
+        Ok(digest)
+    }
+
     /// Moves a finished temporary file to its content address.
     pub fn commit(&self, tmp: tempfile::NamedTempFile, digest: &str) -> Result<PathBuf> {
         let dest = self.path(digest)?;

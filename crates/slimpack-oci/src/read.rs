@@ -4,9 +4,8 @@
 
 use crate::{BlobStore, Error, IoContext, Layer, Result};
 use serde_json::Value;
-use sha2::{Digest as _, Sha256};
 use std::fs::File;
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, BufReader, Read};
 use std::path::Path;
 
 /// An image found in some place: its config and its layers, with the blobs
@@ -183,21 +182,7 @@ pub fn import_docker_archive(file: &Path, store: &BlobStore) -> Result<LoadedIma
             );
             continue;
         }
-        let mut tmp = store.temp_file()?;
-        let mut hasher = Sha256::new();
-        let mut buf = vec![0u8; 1 << 16];
-        loop {
-            let n = e.read(&mut buf).ctx(|| format!("reading {name}"))?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-            tmp.write_all(&buf[..n]).ctx(|| "writing blob".into())?;
-        }
-        let digest = format!("sha256:{}", hex::encode(hasher.finalize()));
-        if !store.contains(&digest) {
-            store.commit(tmp, &digest)?;
-        }
+        let digest = store.put_reader(&mut e, None)?;
         by_name.insert(name, digest);
     }
     let manifest = manifest.ok_or_else(|| {

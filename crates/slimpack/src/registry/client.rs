@@ -154,6 +154,12 @@ pub fn parse_challenge(h: &str) -> Option<Challenge> {
     })
 }
 
+/// An upload URL with the `digest` query parameter that closes it.
+fn with_digest(location: &str, digest: &str) -> String {
+    let sep = if location.contains('?') { '&' } else { '?' };
+    format!("{location}{sep}digest={digest}")
+}
+
 fn retriable(status: u16) -> bool {
     status == 429 || status == 408 || (500..=599).contains(&status) && status != 501
 }
@@ -164,6 +170,9 @@ fn backoff(attempt: u32, retry_after: Option<&str>) -> Duration {
         .map(|s| Duration::from_secs(s.min(10)));
     hinted.unwrap_or_else(|| Duration::from_millis(250 * 2u64.pow(attempt.min(4))))
 }
+
+/// Where a streamed reply body goes.
+type Sink<'a> = dyn FnMut(&mut dyn Read) -> std::io::Result<()> + 'a;
 
 /// A reader that moves a progress bar.
 struct Counted<'a, R> {
@@ -385,6 +394,19 @@ impl Client {
         headers: &[(&str, &str)],
         body: Body,
     ) -> Result<Reply> {
+        self.request_into(method, url, headers, body, None)
+    }
+
+    /// [`Client::request`], with a 200 reply's body streamed into `sink`
+    /// instead of memory. A sink's I/O error counts as a failed attempt.
+    fn request_into(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: Body,
+        mut sink: Option<&mut Sink>,
+    ) -> Result<Reply> {
         let mut last = None;
         let mut reauthed = false;
         let mut attempt = 0;
@@ -397,7 +419,7 @@ impl Client {
                     p.set_position(0);
                 }
             }
-            let reply = match self.send_once(method, url, headers, &body) {
+            let reply = match self.send_once(method, url, headers, &body, sink.as_deref_mut()) {
                 Ok(r) => r,
                 Err(e) => {
                     last = Some(e);
@@ -444,6 +466,7 @@ impl Client {
         url: &str,
         headers: &[(&str, &str)],
         body: &Body,
+        sink: Option<&mut Sink>,
     ) -> Result<Reply> {
         let mut req = http::Request::builder().method(method).uri(url);
         for (k, v) in headers {
@@ -489,6 +512,10 @@ impl Client {
         let (parts, body_in) = resp.into_parts();
         let body = if method == "HEAD" {
             Vec::new()
+        } else if let (200, Some(sink)) = (status, sink) {
+            sink(&mut body_in.into_reader())
+                .map_err(|e| anyhow!("{method} {url}: reading the reply: {e}"))?;
+            Vec::new()
         } else {
             body_in
                 .into_with_config()
@@ -521,11 +548,12 @@ impl Client {
         }
     }
 
-    fn check(&self, r: &Reply, what: &str) -> Result<()> {
+    /// The error for a reply that did not do `what`.
+    fn failure(&self, r: &Reply, what: &str) -> anyhow::Error {
         if r.status == 403 {
-            return Err(self.denied(&format!("{what}: HTTP 403 {}", r.error_text())));
+            return self.denied(&format!("{what}: HTTP 403 {}", r.error_text()));
         }
-        bail!("{what}: HTTP {} {}", r.status, r.error_text())
+        anyhow!("{what}: HTTP {} {}", r.status, r.error_text())
     }
 
     /// Asks the registry to mount `digest` from `from` (another repository
@@ -540,10 +568,7 @@ impl Client {
                     || anyhow!("POST {url}: 202 without a Location"),
                 )?)))
             }
-            _ => {
-                self.check(&r, &format!("mounting {digest} from {from}"))?;
-                unreachable!()
-            }
+            _ => Err(self.failure(&r, &format!("mounting {digest} from {from}"))),
         }
     }
 
@@ -552,10 +577,10 @@ impl Client {
         let url = self.url("blobs/uploads/");
         let r = self.request("POST", &url, &[], Body::Empty)?;
         if r.status != 202 {
-            self.check(
+            return Err(self.failure(
                 &r,
                 &format!("starting an upload to {}", self.reference.repo_key()),
-            )?;
+            ));
         }
         Ok(self.absolute(
             r.header("Location")
@@ -578,11 +603,9 @@ impl Client {
         if let Some(chunk) = chunk_size()? {
             return self.upload_chunked(location, digest, path, size, progress, chunk);
         }
-        let sep = if location.contains('?') { '&' } else { '?' };
-        let url = format!("{location}{sep}digest={digest}");
         let r = self.request(
             "PUT",
-            &url,
+            &with_digest(location, digest),
             &[("Content-Type", "application/octet-stream")],
             Body::File {
                 path,
@@ -597,10 +620,7 @@ impl Client {
                 let location = self.start_upload()?;
                 self.upload_chunked(&location, digest, path, size, progress, DEFAULT_CHUNK)
             }
-            _ => {
-                self.check(&r, &format!("uploading blob {digest}"))?;
-                unreachable!()
-            }
+            _ => Err(self.failure(&r, &format!("uploading blob {digest}"))),
         }
     }
 
@@ -636,7 +656,7 @@ impl Client {
                 },
             )?;
             if r.status != 202 {
-                self.check(&r, &format!("uploading chunk {range} of {digest}"))?;
+                return Err(self.failure(&r, &format!("uploading chunk {range} of {digest}")));
             }
             if let Some(l) = r.header("Location") {
                 location = self.absolute(l);
@@ -646,15 +666,9 @@ impl Client {
                 p.set_position(offset);
             }
         }
-        let sep = if location.contains('?') { '&' } else { '?' };
-        let r = self.request(
-            "PUT",
-            &format!("{location}{sep}digest={digest}"),
-            &[],
-            Body::Empty,
-        )?;
+        let r = self.request("PUT", &with_digest(&location, digest), &[], Body::Empty)?;
         if r.status != 201 && r.status != 204 {
-            self.check(&r, &format!("closing the chunked upload of {digest}"))?;
+            return Err(self.failure(&r, &format!("closing the chunked upload of {digest}")));
         }
         Ok(())
     }
@@ -675,10 +689,10 @@ impl Client {
             Body::Bytes(bytes),
         )?;
         if r.status != 201 && r.status != 200 && r.status != 202 {
-            self.check(
+            return Err(self.failure(
                 &r,
                 &format!("PUT manifest {}:{reference}", self.reference.repo_key()),
-            )?;
+            ));
         }
         Ok(r.header("Docker-Content-Digest").map(str::to_string))
     }
@@ -695,10 +709,10 @@ impl Client {
             );
         }
         if r.status != 200 {
-            self.check(
+            return Err(self.failure(
                 &r,
                 &format!("GET manifest {}:{reference}", self.reference.repo_key()),
-            )?;
+            ));
         }
         let media_type = r
             .header("Content-Type")
@@ -714,82 +728,43 @@ impl Client {
         store: &slimpack_oci::BlobStore,
         progress: Option<&ProgressBar>,
     ) -> Result<()> {
-        use sha2::Digest as _;
-        use std::io::Write;
         let url = self.url(&format!("blobs/{digest}"));
-        let mut last = None;
-        for attempt in 0..ATTEMPTS {
-            if attempt > 0 {
-                std::thread::sleep(backoff(attempt, None));
-            }
-            let mut req = self.agent.get(&url);
-            if let Some(a) = self.auth_header() {
-                req = req.header("Authorization", a);
-            }
-            let resp = match req.call() {
-                Ok(r) => r,
-                Err(e) => {
-                    last = Some(anyhow!("GET {url}: {e}"));
-                    continue;
-                }
-            };
-            let status = resp.status().as_u16();
-            if status == 401 && attempt == 0 {
-                if let Some(ch) = resp
-                    .headers()
-                    .get("WWW-Authenticate")
-                    .and_then(|v| v.to_str().ok())
-                {
-                    self.authenticate(ch)?;
-                    continue;
-                }
-            }
-            if retriable(status) {
-                last = Some(anyhow!("GET {url}: HTTP {status}"));
-                continue;
-            }
-            if status != 200 {
-                bail!(
-                    "GET blob {digest} from {}: HTTP {status}",
-                    self.reference.repo_key()
-                );
-            }
-            let mut tmp = store.temp_file()?;
-            let mut hasher = sha2::Sha256::new();
-            let mut reader = resp.into_body().into_reader();
-            let mut buf = vec![0u8; 256 * 1024];
-            if let Some(p) = progress {
-                p.set_position(0);
-            }
-            let copied: std::io::Result<()> = (|| loop {
-                let n = reader.read(&mut buf)?;
-                if n == 0 {
-                    return Ok(());
-                }
-                hasher.update(&buf[..n]);
-                tmp.write_all(&buf[..n])?;
+        let mut mismatch = None;
+        let mut stored = false;
+        let r = self.request_into(
+            "GET",
+            &url,
+            &[],
+            Body::Empty,
+            Some(&mut |body: &mut dyn Read| {
                 if let Some(p) = progress {
-                    p.inc(n as u64);
+                    p.set_position(0);
                 }
-            })();
-            if let Err(e) = copied {
-                last = Some(anyhow!("GET {url}: {e}"));
-                continue;
-            }
-            let actual = format!("sha256:{}", hex::encode(hasher.finalize()));
-            if actual != digest {
-                // Never kept: a corrupt or substituted blob is not retried
-                // into the cache either.
-                bail!(
-                    "blob {digest} from {} does not match its digest (got {actual}); nothing was stored",
-                    self.reference.repo_key()
-                );
-            }
-            store.commit(tmp, digest)?;
-            return Ok(());
+                let counted = Counted {
+                    inner: body,
+                    progress,
+                };
+                match store.put_reader(counted, Some(digest)) {
+                    Ok(_) => stored = true,
+                    // Not retried: a corrupt or substituted blob is refused.
+                    Err(slimpack_oci::Error::DigestMismatch { actual, .. }) => {
+                        mismatch = Some(actual)
+                    }
+                    Err(e) => return Err(std::io::Error::other(e)),
+                }
+                Ok(())
+            }),
+        )?;
+        if let Some(actual) = mismatch {
+            bail!(
+                "blob {digest} from {} does not match its digest (got {actual}); nothing was stored",
+                self.reference.repo_key()
+            );
         }
-        Err(last.unwrap_or_else(|| anyhow!("GET {url} failed")))
-            .with_context(|| format!("gave up after {ATTEMPTS} attempts"))
+        if r.status != 200 || !stored {
+            return Err(self.failure(&r, &format!("GET blob {digest}")));
+        }
+        Ok(())
     }
 }
 
