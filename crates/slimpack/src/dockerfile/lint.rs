@@ -110,10 +110,9 @@ fn commands(ins: &Instruction) -> Vec<Vec<String>> {
         .collect()
 }
 
-/// `apt-get install` packages (not flags) in a RUN.
-fn apt_installs(ins: &Instruction) -> Vec<(Vec<String>, Vec<String>)> {
-    commands(ins)
-        .into_iter()
+/// `apt-get install` flags and packages in a RUN's [`commands`].
+fn apt_installs(cmds: &[Vec<String>]) -> Vec<(Vec<String>, Vec<String>)> {
+    cmds.iter()
         .filter_map(|w| {
             let pos = w.iter().position(|x| x == "apt-get" || x == "apt")?;
             let sub = w.iter().skip(pos + 1).position(|x| x == "install")?;
@@ -125,9 +124,9 @@ fn apt_installs(ins: &Instruction) -> Vec<(Vec<String>, Vec<String>)> {
         .collect()
 }
 
-fn pip_installs(ins: &Instruction) -> Vec<Vec<String>> {
-    commands(ins)
-        .into_iter()
+/// The arguments of each `pip install` in a RUN's [`commands`].
+fn pip_installs(cmds: &[Vec<String>]) -> Vec<Vec<String>> {
+    cmds.iter()
         .filter_map(|w| {
             let pos = w.iter().position(|x| {
                 x == "pip" || x == "pip3" || x.ends_with("/pip") || x.ends_with("/pip3")
@@ -147,20 +146,19 @@ fn pip_installs(ins: &Instruction) -> Vec<Vec<String>> {
         .collect()
 }
 
-fn installs_dependencies(ins: &Instruction) -> bool {
-    ins.keyword == "RUN"
-        && (!pip_installs(ins).is_empty()
-            || commands(ins).iter().any(|w| {
-                w.windows(2).any(|x| {
-                    matches!(
-                        (x[0].as_str(), x[1].as_str()),
-                        ("uv", "sync")
-                            | ("poetry", "install")
-                            | ("pipenv", "install")
-                            | ("pdm", "install")
-                    ) || (x[0] == "uv" && x[1] == "pip")
-                })
-            }))
+fn installs_dependencies(cmds: &[Vec<String>]) -> bool {
+    !pip_installs(cmds).is_empty()
+        || cmds.iter().any(|w| {
+            w.windows(2).any(|x| {
+                matches!(
+                    (x[0].as_str(), x[1].as_str()),
+                    ("uv", "sync")
+                        | ("poetry", "install")
+                        | ("pipenv", "install")
+                        | ("pdm", "install")
+                ) || (x[0] == "uv" && x[1] == "pip")
+            })
+        })
 }
 
 fn image_name_and_tag(base: &str) -> (String, Option<String>, bool) {
@@ -224,7 +222,7 @@ pub fn lint(df: &Dockerfile, ctx: &Context) -> Vec<Finding> {
                 if name.contains("alpine") || tag.as_deref().is_some_and(|t| t.contains("alpine")) {
                     let pip = df
                         .stage_instructions(st.index)
-                        .any(|i| !pip_installs(i).is_empty());
+                        .any(|i| !pip_installs(&commands(i)).is_empty());
                     if pip {
                         out.push(find("SP011", Warning, from, format!("{img} is musl-based: PyPI's manylinux wheels do not install, so numpy, psycopg2, pydantic-core and friends compile from source (slow builds, bigger images)"), "use a Debian-based slim image (python:3.12-slim-bookworm)"));
                     }
@@ -234,6 +232,7 @@ pub fn lint(df: &Dockerfile, ctx: &Context) -> Vec<Finding> {
     }
 
     let mut workdir_set = vec![false; df.stages.len()];
+    // The stage of the instruction before, when it was a RUN.
     let mut prev_run: Option<usize> = None;
     let mut copied_all: Vec<Option<usize>> = vec![None; df.stages.len()];
     let mut pipefail = vec![false; df.stages.len()];
@@ -260,18 +259,17 @@ pub fn lint(df: &Dockerfile, ctx: &Context) -> Vec<Finding> {
             }
             "SHELL" => pipefail[si] = text.contains("pipefail"),
             "RUN" => {
-                if let Some(p) = prev_run {
-                    if df.instructions[p].stage == Some(si) {
-                        out.push(find(
-                            "DL3059",
-                            Info,
-                            ins,
-                            "consecutive RUN instructions: each is a layer".into(),
-                            "join them with && where they belong together",
-                        ));
-                    }
+                let cmds = commands(ins);
+                if prev_run == Some(si) {
+                    out.push(find(
+                        "DL3059",
+                        Info,
+                        ins,
+                        "consecutive RUN instructions: each is a layer".into(),
+                        "join them with && where they belong together",
+                    ));
                 }
-                let installs = apt_installs(ins);
+                let installs = apt_installs(&cmds);
                 for (flags, pkgs) in &installs {
                     let unpinned: Vec<&String> = pkgs
                         .iter()
@@ -330,7 +328,7 @@ pub fn lint(df: &Dockerfile, ctx: &Context) -> Vec<Finding> {
                     f.name == "mount"
                         && f.value.as_deref().is_some_and(|v| v.contains("type=cache"))
                 });
-                for args in pip_installs(ins) {
+                for args in pip_installs(&cmds) {
                     let pkgs: Vec<&String> = args
                         .iter()
                         .filter(|a| !a.starts_with('-') && !a.starts_with('.') && !a.contains('/'))
@@ -376,7 +374,7 @@ pub fn lint(df: &Dockerfile, ctx: &Context) -> Vec<Finding> {
                     ));
                 }
                 if let Some(c) = copied_all[si] {
-                    if installs_dependencies(ins) {
+                    if installs_dependencies(&cmds) {
                         out.push(Finding {
                             rule: "SP003",
                             severity: Warning,
@@ -388,12 +386,7 @@ pub fn lint(df: &Dockerfile, ctx: &Context) -> Vec<Finding> {
                         copied_all[si] = None;
                     }
                 }
-                prev_run = Some(
-                    df.instructions
-                        .iter()
-                        .position(|x| std::ptr::eq(x, ins))
-                        .unwrap_or(0),
-                );
+                prev_run = Some(si);
                 continue;
             }
             "ADD" => {
