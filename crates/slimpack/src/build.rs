@@ -426,7 +426,7 @@ pub fn build(opts: &BuildOptions) -> Result<Outcome> {
     let cfg = project.config.clone().overlay(opts.overrides.clone());
     let mut warnings = Vec::new();
 
-    let cache = Cache::open(&opts.cache_dir.clone().unwrap_or_else(Cache::default_dir))?;
+    let cache = Cache::open_or_default(opts.cache_dir.as_deref())?;
     let registry_base = match base::registry_base(cfg.base.as_deref())? {
         Some(r) => {
             let insecure = crate::registry::is_insecure(&r, &opts.insecure_registries);

@@ -26,6 +26,14 @@ impl Cache {
         PathBuf::from(home).join(".cache/slimpack")
     }
 
+    /// The cache at `dir`, else at [`Cache::default_dir`].
+    pub fn open_or_default(dir: Option<&Path>) -> Result<Self> {
+        match dir {
+            Some(d) => Self::open(d),
+            None => Self::open(&Self::default_dir()),
+        }
+    }
+
     pub fn open(root: &Path) -> Result<Self> {
         std::fs::create_dir_all(root)
             .with_context(|| format!("creating cache directory {}", root.display()))?;

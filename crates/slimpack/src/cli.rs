@@ -357,7 +357,7 @@ fn secs(s: f64, flag: &str) -> Result<std::time::Duration> {
 
 fn run_cmd(a: RunArgs) -> Result<()> {
     use crate::run::{self, Probe, RunOptions};
-    let cache = open_cache(&a.cache_dir)?;
+    let cache = crate::cache::Cache::open_or_default(a.cache_dir.as_deref())?;
     let mut reference = a.image.clone();
     if let Some(r) = build_if_project(&a.image, a.cache_dir.clone(), a.json)? {
         reference = r.outputs[0].clone();
@@ -514,7 +514,7 @@ fn local_image(
     cache_dir: Option<PathBuf>,
     quiet: bool,
 ) -> Result<(crate::cache::Cache, slimpack_oci::BlobStore, String)> {
-    let cache = open_cache(&cache_dir)?;
+    let cache = crate::cache::Cache::open_or_default(cache_dir.as_deref())?;
     if let Some(r) = build_if_project(image, cache_dir, quiet)? {
         let store = cache.blobs.clone();
         return Ok((cache, store, r.digest));
@@ -527,10 +527,6 @@ fn local_image(
     })?;
     let (store, img) = slimpack_oci::read_layout(&dir, tag.as_deref())?;
     Ok((cache, store, img.manifest_digest))
-}
-
-fn open_cache(dir: &Option<PathBuf>) -> Result<crate::cache::Cache> {
-    crate::cache::Cache::open(&dir.clone().unwrap_or_else(crate::cache::Cache::default_dir))
 }
 
 fn push_cmd(a: PushArgs) -> Result<()> {
@@ -555,7 +551,7 @@ fn push_cmd(a: PushArgs) -> Result<()> {
 
 fn pull_cmd(a: PullArgs) -> Result<()> {
     let r = crate::registry::Reference::parse(&a.reference)?;
-    let cache = open_cache(&a.common.cache_dir)?;
+    let cache = crate::cache::Cache::open_or_default(a.common.cache_dir.as_deref())?;
     let (image, report) = crate::registry::pull(
         &r,
         crate::registry::is_insecure(&r, &a.common.insecure),

@@ -83,6 +83,28 @@ pub fn prepare(
         .find_map(|e| e.strip_prefix("PATH="))
         .unwrap_or("/usr/local/bin:/usr/bin:/bin")
         .to_string();
+    // The interpreter is a property of the image: asked once per digest.
+    let target = match cache.get::<Target>("base-python", &report.digest) {
+        Some(t) => t,
+        None => {
+            let t = probe_python(reference, &root, &path)?;
+            cache.put("base-python", &report.digest, &t)?;
+            t
+        }
+    };
+    Ok(RegistryBase {
+        reference: reference.clone(),
+        pinned: reference.with_digest(&report.digest),
+        image,
+        root,
+        target,
+        env,
+    })
+}
+
+/// Runs the image's first `python3` on `path` and asks it for its version,
+/// real path, stdlib and C library.
+fn probe_python(reference: &Reference, root: &std::path::Path, path: &str) -> Result<Target> {
     let python = path
         .split(':')
         .chain(["/usr/local/bin", "/usr/bin"])
@@ -94,8 +116,8 @@ pub fn prepare(
         .ok_or_else(|| {
             anyhow!("the base image {reference} has no python3 on its PATH ({path}); use an image with Python (python:3.12-slim, gcr.io/distroless/python3-debian12) or a Debian base (debian:trixie)")
         })?;
-    let out = Sandbox::new(&root)
-        .env("PATH", &path)
+    let out = Sandbox::new(root)
+        .env("PATH", path)
         .env("HOME", "/tmp")
         .run(&[&python, "-c", PROBE], Duration::from_secs(60))?;
     if out.status != 0 {
@@ -118,20 +140,12 @@ pub fn prepare(
             probe.libc.0
         );
     }
-    let target = Target {
+    Ok(Target {
         minor: probe.minor,
         version: probe.version,
         platform: python::platform_for_glibc(&probe.libc.1),
         interpreter: probe.executable,
         stdlib: probe.stdlib,
-    };
-    Ok(RegistryBase {
-        reference: reference.clone(),
-        pinned: reference.with_digest(&report.digest),
-        image,
-        root,
-        target,
-        env,
     })
 }
 

@@ -39,34 +39,29 @@ pub fn pull(
     let client = Client::connect(reference, "pull", &[], insecure)?;
     let store = &cache.blobs;
     let (bytes, _media) = client.get_manifest(reference.manifest_ref())?;
-    let top = match &reference.digest {
-        Some(d) => {
-            checked(&bytes, d, &reference.to_string())?;
-            d.clone()
-        }
-        None => slimpack_oci::sha256_digest(&bytes),
-    };
-    store.put_bytes(&bytes)?;
-    let mut digest = top.clone();
+    if let Some(d) = &reference.digest {
+        checked(&bytes, d, &reference.to_string())?;
+    }
+    let mut digest = store.put_bytes(&bytes)?;
     let mut doc: serde_json::Value = serde_json::from_slice(&bytes)
         .with_context(|| format!("{reference}: the manifest is not JSON"))?;
     for _ in 0..4 {
         if !slimpack_oci::is_index_document(&doc) {
             break;
         }
-        let platforms: Vec<String> = doc["manifests"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|m| {
-                format!(
-                    "{}/{}",
-                    m["platform"]["os"].as_str().unwrap_or("?"),
-                    m["platform"]["architecture"].as_str().unwrap_or("?")
-                )
-            })
-            .collect();
         let m = slimpack_oci::pick_platform(&doc).ok_or_else(|| {
+            let platforms: Vec<String> = doc["manifests"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|m| {
+                    format!(
+                        "{}/{}",
+                        m["platform"]["os"].as_str().unwrap_or("?"),
+                        m["platform"]["architecture"].as_str().unwrap_or("?")
+                    )
+                })
+                .collect();
             anyhow!(
                 "{reference} has no linux/amd64 image (it has {})",
                 platforms.join(", ")
