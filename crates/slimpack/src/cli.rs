@@ -108,9 +108,10 @@ struct RunArgs {
     #[arg(long)]
     probe: Option<String>,
     /// Host port: the container's $PORT is published on 127.0.0.1:PORT
-    /// (on the host network, $PORT itself).
-    #[arg(long, default_value_t = 8080)]
-    port: u16,
+    /// (on the host network, $PORT itself). Default 8080; a command after
+    /// `--` publishes nothing unless --port is given.
+    #[arg(long)]
+    port: Option<u16>,
     /// $PORT inside the container (isolated network), as Cloud Run's
     /// containerPort.
     #[arg(long, default_value_t = 8080)]
@@ -380,7 +381,8 @@ fn run_cmd(a: RunArgs) -> Result<()> {
         probe.failure_threshold = 1;
     }
     let opts = RunOptions {
-        port: a.port,
+        port: a.port.unwrap_or(8080),
+        publish: a.port.is_some() || a.command.is_empty(),
         container_port: a.container_port,
         network: run::Network::parse(&a.network)?,
         probe,
@@ -406,7 +408,7 @@ fn run_cmd(a: RunArgs) -> Result<()> {
     let root = run::rootfs(&store, &image, &cache, a.keep_setuid)?;
     let prepare_ms = preparing.elapsed().as_millis() as u64;
     let json = a.json;
-    let port = a.port;
+    let port = opts.port;
     let check = a.check;
     let on_ready = move |ms: u64| {
         if !json && !check {

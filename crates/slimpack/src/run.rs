@@ -113,6 +113,10 @@ impl Network {
 pub struct RunOptions {
     /// Where the container is reached on the host (127.0.0.1).
     pub port: u16,
+    /// Publish `container_port` on `port` (isolated network). A one-off
+    /// command publishes nothing unless asked, like `docker run` without -p,
+    /// so several can run at once.
+    pub publish: bool,
     /// `$PORT` inside the container (the same as `port` on the host network).
     pub container_port: u16,
     pub network: Network,
@@ -690,6 +694,9 @@ fn slirp(pid: u32, opts: &RunOptions) -> Result<Child> {
             .unwrap_or_default();
         bail!("slirp4netns did not bring the network up: {}", err.trim());
     }
+    if !opts.publish {
+        return Ok(child);
+    }
     let request = serde_json::json!({
         "execute": "add_hostfwd",
         "arguments": {"proto": "tcp", "host_addr": "127.0.0.1", "host_port": opts.port, "guest_port": opts.container_port}
@@ -851,6 +858,7 @@ pub fn run(
         eprintln!("note: {n}");
     }
     report.network = match network {
+        Network::Isolated if !opts.publish => "isolated: nothing published".to_string(),
         Network::Isolated => format!(
             "isolated: 127.0.0.1:{} → container port {}",
             opts.port, opts.container_port
@@ -871,6 +879,12 @@ pub fn run(
         return Ok(report);
     }
     let ready = wait_ready(&mut c, opts, network);
+    if ready.is_err() && !opts.check && INTERRUPTED.load(Ordering::SeqCst) {
+        // Ctrl-C or SIGTERM before the app was ready: forwarded as after,
+        // not a failed start (it once became SIGKILL and a failed check).
+        report.exit_code = until_exit(&mut c, opts);
+        return Ok(report);
+    }
     let mut check = |name: &str, pass: bool, detail: String| {
         report.checks.push(CheckResult {
             name: name.into(),
