@@ -66,6 +66,10 @@ pub struct BuildOptions {
     pub overrides: Config,
     pub outputs: Vec<Output>,
     pub plan_only: bool,
+    /// With `plan_only`: build the venv (or reuse it from the cache) so the
+    /// plan names the system libraries its compiled code needs and the
+    /// build packages finally used.
+    pub plan_with_venv: bool,
     pub locked: bool,
     pub refresh: bool,
     pub cache_dir: Option<PathBuf>,
@@ -790,7 +794,7 @@ pub fn build(opts: &BuildOptions) -> Result<Outcome> {
         ],
         warnings: warnings.clone(),
     };
-    if opts.plan_only {
+    if opts.plan_only && !opts.plan_with_venv {
         return Ok(Outcome::Plan(Box::new(plan)));
     }
     let venv_req = builder::Request {
@@ -817,6 +821,14 @@ pub fn build(opts: &BuildOptions) -> Result<Outcome> {
             built
         }
     };
+    if opts.plan_only {
+        let mut plan = plan;
+        plan.dependencies.runtime_libraries = Some(record.runtime_additions.clone());
+        if let Some(b) = &record.builder {
+            plan.dependencies.build_packages = b.build_packages.clone();
+        }
+        return Ok(Outcome::Plan(Box::new(plan)));
+    }
     // (name, layer, cached) of each runtime layer, and how to describe it.
     let (runtime_layers, base_desc, os_packages): (Vec<(String, Layer, bool)>, String, usize) =
         match &runtime_base {

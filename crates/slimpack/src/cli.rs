@@ -31,6 +31,9 @@ enum Cmd {
     /// Lint a Dockerfile: hadolint's core rules, Docker's build checks, and
     /// Python/Cloud Run rules, each with a fix.
     Lint(LintArgs),
+    /// Write a multi-stage Dockerfile, .dockerignore and cloudbuild.yaml for
+    /// the project in DIR (for teams that keep Docker or Cloud Build).
+    Dockerfile(DockerfileArgs),
 }
 
 #[derive(clap::Args)]
@@ -174,6 +177,23 @@ struct BuildArgs {
     /// Machine-readable report on stdout.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    project: ProjectFlags,
+    /// Refuse to build unless the dependencies are locked.
+    #[arg(long)]
+    locked: bool,
+    /// Push the image to this registry reference after building
+    /// (`REGISTRY/REPO[:TAG]`); the outputs are written too.
+    #[arg(long)]
+    push: Option<String>,
+    /// Speak plain HTTP to this registry (loopback ones always are). Repeatable.
+    #[arg(long = "insecure-registry")]
+    insecure: Vec<String>,
+}
+
+/// What `build` and `dockerfile` share: how the project is read and planned.
+#[derive(clap::Args)]
+struct ProjectFlags {
     /// Python version (3.13 → Debian trixie, 3.11 → Debian bookworm).
     #[arg(long)]
     python: Option<String>,
@@ -214,22 +234,60 @@ struct BuildArgs {
     /// Debian mirror for the runtime packages.
     #[arg(long)]
     mirror: Option<String>,
-    /// Refuse to build unless the dependencies are locked.
-    #[arg(long)]
-    locked: bool,
     /// Ask the Debian archive and PyPI again instead of reusing cached resolutions.
     #[arg(long)]
     refresh: bool,
     /// Cache directory (default $SLIMPACK_CACHE or ~/.cache/slimpack).
     #[arg(long, env = "SLIMPACK_CACHE")]
     cache_dir: Option<PathBuf>,
-    /// Push the image to this registry reference after building
-    /// (`REGISTRY/REPO[:TAG]`); the outputs are written too.
+}
+
+impl ProjectFlags {
+    /// The flags as a configuration laid over the project's own.
+    fn overrides(&self) -> Result<Config> {
+        Ok(Config {
+            base: self.base.clone(),
+            python: self.python.clone(),
+            command: self.command.clone().map(CfgCommand::Line),
+            port: self.port,
+            packages: self.packages.clone(),
+            build_packages: self.build_packages.clone(),
+            no_binary: self.no_binary.clone(),
+            env: pairs(&self.env, "--env")?,
+            labels: pairs(&self.labels, "--label")?,
+            user: self.user.clone(),
+            with: self.with.clone(),
+            bytecode: self.bytecode.clone(),
+            mirror: self.mirror.clone(),
+            security_mirror: None,
+        })
+    }
+}
+
+#[derive(clap::Args)]
+struct DockerfileArgs {
+    /// The project directory; the files are written into it.
+    #[arg(default_value = ".")]
+    dir: PathBuf,
+    /// Runtime stage: slim (the builder's python image) or distroless.
+    #[arg(long, default_value = "slim")]
+    runtime: String,
+    /// The Python image for the stages (default python:X.Y-slim-RELEASE from
+    /// the plan); a digest-pinned reference is best.
     #[arg(long)]
-    push: Option<String>,
-    /// Speak plain HTTP to this registry (loopback ones always are). Repeatable.
-    #[arg(long = "insecure-registry")]
-    insecure: Vec<String>,
+    python_image: Option<String>,
+    /// The uv image the builder copies uv from (default
+    /// ghcr.io/astral-sh/uv:VERSION, the uv slimpack uses).
+    #[arg(long)]
+    uv_image: Option<String>,
+    /// Overwrite existing files without asking.
+    #[arg(long)]
+    force: bool,
+    /// Print the Dockerfile on stdout and write nothing.
+    #[arg(long)]
+    stdout: bool,
+    #[command(flatten)]
+    project: ProjectFlags,
 }
 
 fn pairs(items: &[String], flag: &str) -> Result<std::collections::BTreeMap<String, String>> {
@@ -250,26 +308,12 @@ pub fn run(cli: Cli) -> Result<()> {
         Cmd::Push(a) => push_cmd(a),
         Cmd::Pull(a) => pull_cmd(a),
         Cmd::Lint(a) => lint_cmd(a),
+        Cmd::Dockerfile(a) => dockerfile_cmd(a),
     }
 }
 
 fn build_cmd(a: BuildArgs) -> Result<()> {
-    let overrides = Config {
-        base: a.base,
-        python: a.python,
-        command: a.command.map(CfgCommand::Line),
-        port: a.port,
-        packages: a.packages,
-        build_packages: a.build_packages,
-        no_binary: a.no_binary,
-        env: pairs(&a.env, "--env")?,
-        labels: pairs(&a.labels, "--label")?,
-        user: a.user,
-        with: a.with,
-        bytecode: a.bytecode,
-        mirror: a.mirror,
-        security_mirror: None,
-    };
+    let overrides = a.project.overrides()?;
     let outputs = a
         .output
         .iter()
@@ -280,9 +324,10 @@ fn build_cmd(a: BuildArgs) -> Result<()> {
         overrides,
         outputs,
         plan_only: a.plan,
+        plan_with_venv: false,
         locked: a.locked,
-        refresh: a.refresh,
-        cache_dir: a.cache_dir,
+        refresh: a.project.refresh,
+        cache_dir: a.project.cache_dir,
         progress: !a.json && !a.plan,
         push: a.push,
         insecure_registries: a.insecure,
@@ -646,6 +691,55 @@ fn lint_cmd(a: LintArgs) -> Result<()> {
         if n > 0 {
             anyhow::bail!("{n} finding(s) at or above {} in {shown}", level.as_str());
         }
+    }
+    Ok(())
+}
+
+fn dockerfile_cmd(a: DockerfileArgs) -> Result<()> {
+    use crate::dockerfile::emit;
+    use std::io::{BufRead, IsTerminal, Write};
+    let opts = emit::GenerateOptions {
+        build: BuildOptions {
+            dir: a.dir.clone(),
+            overrides: a.project.overrides()?,
+            refresh: a.project.refresh,
+            cache_dir: a.project.cache_dir.clone(),
+            progress: !a.stdout || std::io::stderr().is_terminal(),
+            ..Default::default()
+        },
+        runtime: emit::Runtime::parse(&a.runtime)?,
+        python_image: a.python_image.clone(),
+        uv_image: a.uv_image.clone(),
+    };
+    let (_, files) = emit::generate(&opts)?;
+    if a.stdout {
+        print!("{}", files.dockerfile);
+        return Ok(());
+    }
+    let interactive = std::io::stdin().is_terminal();
+    let written = emit::write(&a.dir, &files, |path| {
+        if a.force {
+            return Ok(true);
+        }
+        if !interactive {
+            return Ok(false);
+        }
+        eprint!(
+            "{} exists and would change. Overwrite? [y/N] ",
+            path.display()
+        );
+        std::io::stderr().flush()?;
+        let mut answer = String::new();
+        std::io::stdin().lock().read_line(&mut answer)?;
+        Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
+    })?;
+    for (name, what) in written {
+        let verb = match what {
+            emit::Written::Created => "wrote",
+            emit::Written::Replaced => "replaced",
+            emit::Written::Unchanged => "unchanged",
+        };
+        println!("{verb:>9}  {}", a.dir.join(name).display());
     }
     Ok(())
 }

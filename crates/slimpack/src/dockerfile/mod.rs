@@ -1,6 +1,7 @@
 //! The Docker path, beside the daemonless one: Dockerfiles parsed for real
 //! (the base of the emitter and linter of issue 7).
 
+pub mod emit;
 pub mod lint;
 pub mod parse;
 

@@ -96,7 +96,7 @@ fn parse_locked(text: &str) -> Vec<LockedPackage> {
 }
 
 /// Extra requirement files for `--with GROUP` in a requirements.txt project.
-fn group_requirements(dir: &Path, group: &str) -> Result<PathBuf> {
+pub(crate) fn group_requirements(dir: &Path, group: &str) -> Result<PathBuf> {
     for cand in [
         format!("requirements-{group}.txt"),
         format!("requirements_{group}.txt"),

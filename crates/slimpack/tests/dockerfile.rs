@@ -1,0 +1,205 @@
+//! The Docker path end to end: `slimpack dockerfile` writes the files for
+//! examples/flask, buildah (daemonless, chroot isolation, vfs storage) builds
+//! them against a python:3.11-slim stand-in like the peer harness's, and the
+//! image passes `slimpack run --check`. `./test.sh` installs buildah,
+//! debootstrap, umoci, skopeo and docker-registry.
+
+mod common;
+use common::*;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn slimpack(args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_slimpack"));
+    c.args(args)
+        .env("SLIMPACK_CACHE", shared_cache())
+        .env_remove("SOURCE_DATE_EPOCH");
+    c
+}
+
+/// The stand-in for Docker Hub's python:3.11-slim (unreachable here): Debian
+/// bookworm minbase with python3, as an OCI layout with the tag `slim`. The
+/// peer harness's copy is used when it exists; otherwise one is made once
+/// per target directory.
+fn python_base() -> PathBuf {
+    let peer = Path::new("/var/tmp/peer-cache/base.oci");
+    if peer.join("index.json").is_file() {
+        return peer.to_path_buf();
+    }
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("python-base");
+    let layout = dir.join("base.oci");
+    if layout.join("index.json").is_file() {
+        return layout;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let rootfs = dir.join("rootfs");
+    run_ok(
+        Command::new("debootstrap")
+            .args([
+                "--variant=minbase",
+                "--include=python3,ca-certificates",
+                "bookworm",
+            ])
+            .arg(&rootfs)
+            .arg("http://deb.debian.org/debian"),
+    );
+    for junk in [
+        "var/cache/apt/archives",
+        "var/lib/apt/lists",
+        "usr/share/doc",
+        "usr/share/man",
+    ] {
+        let _ = std::fs::remove_dir_all(rootfs.join(junk));
+    }
+    let tmp = dir.join("base.oci.tmp");
+    let image = format!("{}:slim", tmp.display());
+    run_ok(Command::new("umoci").args(["init", "--layout"]).arg(&tmp));
+    run_ok(Command::new("umoci").args(["new", "--image", &image]));
+    run_ok(
+        Command::new("umoci")
+            .args(["insert", "--image", &image])
+            .arg(&rootfs)
+            .arg("/"),
+    );
+    run_ok(Command::new("umoci").args([
+        "config",
+        "--image",
+        &image,
+        "--config.env",
+        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "--config.cmd",
+        "python3",
+    ]));
+    std::fs::rename(&tmp, &layout).unwrap();
+    let _ = std::fs::remove_dir_all(&rootfs);
+    layout
+}
+
+/// An image holding only /uv (as ghcr.io/astral-sh/uv does), from the uv
+/// slimpack itself fetched into the cache.
+fn uv_image(work: &Path) -> (PathBuf, String) {
+    let tools = shared_cache().join("tools");
+    let dir = std::fs::read_dir(&tools)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .find(|e| e.file_name().to_string_lossy().starts_with("uv-"))
+        .expect("slimpack fetched uv into the cache");
+    let version = dir.file_name().to_string_lossy()[3..].to_string();
+    let layout = work.join("uv.oci");
+    let image = format!("{}:{version}", layout.display());
+    run_ok(
+        Command::new("umoci")
+            .args(["init", "--layout"])
+            .arg(&layout),
+    );
+    run_ok(Command::new("umoci").args(["new", "--image", &image]));
+    run_ok(
+        Command::new("umoci")
+            .args(["insert", "--image", &image])
+            .arg(dir.path().join("uv"))
+            .arg("/uv"),
+    );
+    (layout, version)
+}
+
+fn skopeo_copy(from: &str, to: &str) {
+    run_ok(Command::new("skopeo").args(["copy", "-q", "--dest-tls-verify=false", from, to]));
+}
+
+#[test]
+fn emitted_dockerfile_builds_with_buildah_and_passes_the_contract_check() {
+    let app = copy_example("flask");
+    let out = run_ok(slimpack(&["dockerfile", "--force"]).arg(app.path()));
+    assert!(out.contains("Dockerfile"), "{out}");
+    for f in ["Dockerfile", ".dockerignore", "cloudbuild.yaml"] {
+        assert!(app.path().join(f).is_file(), "{f} was not written");
+    }
+    // The emitted file lints clean: not even an info finding.
+    run_ok(slimpack(&["lint", "--fail-level", "info"]).arg(app.path().join("Dockerfile")));
+
+    let work = tempfile::tempdir().unwrap();
+    let registry = Registry::start(None);
+    let host = registry.host();
+    let base = python_base();
+    skopeo_copy(
+        &format!("oci:{}:slim", base.display()),
+        &format!("docker://{host}/library/python:3.11-slim"),
+    );
+    let (uv, version) = uv_image(work.path());
+    skopeo_copy(
+        &format!("oci:{}:{version}", uv.display()),
+        &format!("docker://{host}/astral-sh/uv:{version}"),
+    );
+    let conf = work.path().join("registries.conf");
+    std::fs::write(
+        &conf,
+        format!("[[registry]]\nlocation = \"{host}\"\ninsecure = true\n"),
+    )
+    .unwrap();
+    let buildah = |args: &[&str]| {
+        let mut c = Command::new("buildah");
+        c.arg("--root")
+            .arg(work.path().join("storage"))
+            .arg("--runroot")
+            .arg(work.path().join("run"))
+            .arg("--registries-conf")
+            .arg(&conf)
+            .args(args)
+            .env("STORAGE_DRIVER", "vfs")
+            .env("BUILDAH_ISOLATION", "chroot");
+        c
+    };
+    // The proxy's CA goes in as a build secret, never into a layer.
+    run_ok(
+        buildah(&[
+            "bud",
+            "-q",
+            "--tls-verify=false",
+            "--secret",
+            "id=ca,src=/etc/ssl/certs/ca-certificates.crt",
+            "--build-arg",
+            &format!("PYTHON_IMAGE={host}/library/python:3.11-slim"),
+            "--build-arg",
+            &format!("UV_IMAGE={host}/astral-sh/uv:{version}"),
+            "-t",
+            "emitted-flask",
+        ])
+        .arg(app.path()),
+    );
+    let layout = work.path().join("emitted.oci");
+    run_ok(
+        buildah(&["push", "-q", "emitted-flask"]).arg(format!("oci:{}:latest", layout.display())),
+    );
+    let image = format!("oci:{}:latest", layout.display());
+
+    let config: serde_json::Value = serde_json::from_str(&run_ok(
+        Command::new("skopeo").args(["inspect", "--config", &image]),
+    ))
+    .unwrap();
+    assert_eq!(config["config"]["User"], "65532:65532", "{config}");
+    assert_eq!(
+        config["config"]["ExposedPorts"]["8080/tcp"],
+        serde_json::json!({})
+    );
+
+    let check = run_ok(&mut slimpack(&["run", "--check", &image]));
+    assert!(check.contains("pass request"), "{check}");
+    assert!(check.contains("pass SIGTERM"), "{check}");
+    // What the builder needed stays there; the proxy's CA was never copied.
+    let inside = run_ok(&mut slimpack(&[
+        "run",
+        &image,
+        "--",
+        "/bin/sh",
+        "-c",
+        "command -v uv || echo no-uv; ls /run/secrets 2>/dev/null || echo no-secrets; ls /app",
+    ]));
+    assert!(inside.contains("no-uv"), "{inside}");
+    assert!(inside.contains("no-secrets"), "{inside}");
+    assert!(inside.contains("main.py"), "{inside}");
+    assert!(
+        !inside.contains("Dockerfile"),
+        ".dockerignore keeps the build files out: {inside}"
+    );
+}
