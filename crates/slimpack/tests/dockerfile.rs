@@ -115,6 +115,25 @@ fn emitted_dockerfile_builds_with_buildah_and_passes_the_contract_check() {
     for f in ["Dockerfile", ".dockerignore", "cloudbuild.yaml"] {
         assert!(app.path().join(f).is_file(), "{f} was not written");
     }
+    // A file that exists and would change is not replaced without asking,
+    // and with no terminal to ask on, nothing is written.
+    std::fs::write(app.path().join("Dockerfile"), "FROM mine:1\n").unwrap();
+    let refused = slimpack(&["dockerfile"])
+        .arg(app.path())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains("Dockerfile") && err.contains("--force"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(app.path().join("Dockerfile")).unwrap(),
+        "FROM mine:1\n"
+    );
+    run_ok(slimpack(&["dockerfile", "--force"]).arg(app.path()));
     // The emitted file lints clean: not even an info finding.
     run_ok(slimpack(&["lint", "--fail-level", "info"]).arg(app.path().join("Dockerfile")));
 
