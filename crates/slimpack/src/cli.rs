@@ -665,8 +665,16 @@ fn lint_cmd(a: LintArgs) -> Result<()> {
             }
         })
         .map(|d| d.join(".dockerignore"));
+    let dockerignore = ignore
+        .as_ref()
+        .and_then(|p| std::fs::read_to_string(p).ok());
+    let context_secrets = match ignore.as_ref().and_then(|p| p.parent()) {
+        Some(dir) => lint::context_secrets(dir, dockerignore.as_deref()),
+        None => Vec::new(),
+    };
     let ctx = lint::Context {
-        dockerignore: ignore.and_then(|p| std::fs::read_to_string(p).ok()),
+        dockerignore,
+        context_secrets,
     };
     let findings = lint::lint(&df, &ctx);
     match a.format.as_str() {

@@ -902,6 +902,7 @@ mod tests {
                 &df,
                 &lint::Context {
                     dockerignore: Some(e.dockerignore.clone()),
+                    ..Default::default()
                 },
             );
             assert!(

@@ -49,6 +49,18 @@ pub struct Finding {
 pub struct Context {
     /// The `.dockerignore` next to it, if any.
     pub dockerignore: Option<String>,
+    /// Files in the build context that look like secrets (`.env`, private
+    /// keys, service-account JSON) and that `.dockerignore` lets through.
+    pub context_secrets: Vec<String>,
+}
+
+/// The secret-looking files of the build context `dir` that the
+/// `.dockerignore` text does not exclude.
+pub fn context_secrets(dir: &std::path::Path, dockerignore: Option<&str>) -> Vec<String> {
+    let rules = crate::project::ignore::IgnoreRules::from_lines(dockerignore.unwrap_or("").lines());
+    crate::project::ignore::collect(dir, &rules)
+        .map(|(_, secrets)| secrets)
+        .unwrap_or_default()
 }
 
 const BUILD_TOOLS: &[&str] = &[
@@ -537,6 +549,15 @@ pub fn lint(df: &Dockerfile, ctx: &Context) -> Vec<Finding> {
                     out.push(find("SP009", Warning, first, format!(".dockerignore does not exclude {}: secrets and history can end up in a layer", missing.join(", ")), "add them to .dockerignore"));
                 }
             }
+        }
+        if !ctx.context_secrets.is_empty() {
+            let shown: Vec<&str> = ctx
+                .context_secrets
+                .iter()
+                .take(5)
+                .map(String::as_str)
+                .collect();
+            out.push(find("SP009", Error, first, format!("the build context holds {}{}, which .dockerignore does not exclude: the whole-context COPY puts it in a layer", shown.join(", "), if ctx.context_secrets.len() > 5 { " and more" } else { "" }), "add them to .dockerignore (and rotate anything already pushed in an image)"));
         }
     }
 
@@ -1027,6 +1048,7 @@ mod tests {
             src,
             &Context {
                 dockerignore: Some(".git\n.env\n".into()),
+                ..Default::default()
             },
         )
         .iter()
@@ -1040,7 +1062,8 @@ mod tests {
             rules(
                 clean,
                 &Context {
-                    dockerignore: Some(".git\n.env\n".into())
+                    dockerignore: Some(".git\n.env\n".into()),
+                    ..Default::default()
                 }
             ),
             vec![]
@@ -1126,6 +1149,7 @@ mod tests {
             src,
             &Context {
                 dockerignore: Some(".git\n".into()),
+                ..Default::default()
             },
         );
         assert!(partial.contains(&("SP009", 1)), "{partial:?}");
@@ -1133,12 +1157,39 @@ mod tests {
             src,
             &Context {
                 dockerignore: Some("**/.git\n.env*\n".into()),
+                ..Default::default()
             },
         );
         assert!(
             !full.iter().any(|r| r.0 == "SP009" || r.0 == "SP010"),
             "{full:?}"
         );
+        // Keys in the context that the .dockerignore lets through.
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("deploy")).unwrap();
+        std::fs::write(
+            d.path().join("deploy/server.key"),
+            "-----BEGIN PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        std::fs::write(d.path().join("main.py"), "print()\n").unwrap();
+        let found = context_secrets(d.path(), Some("**/.git\n.env*\n"));
+        assert_eq!(found, vec!["deploy/server.key"]);
+        let leaky = lint(
+            &parse(src).unwrap(),
+            &Context {
+                dockerignore: Some("**/.git\n.env*\n".into()),
+                context_secrets: found,
+            },
+        );
+        let sp009 = leaky.iter().find(|f| f.rule == "SP009").expect("SP009");
+        assert!(
+            sp009.message.contains("deploy/server.key"),
+            "{}",
+            sp009.message
+        );
+        assert_eq!(sp009.severity, Severity::Error);
+        assert!(context_secrets(d.path(), Some("**/.git\n.env*\n*.key\n**/*.key\n")).is_empty());
         let src = "FROM a:1\nRUN a\n# slimpack-ignore DL3059\nRUN b\nUSER 1\n";
         assert!(!rules(src, &Context::default())
             .iter()
