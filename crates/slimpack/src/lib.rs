@@ -12,6 +12,7 @@ pub mod build;
 pub mod cache;
 pub mod cli;
 pub mod config;
+pub mod deploy;
 pub mod dockerfile;
 pub mod google;
 pub mod http;
