@@ -36,7 +36,7 @@ impl SecretRef {
 }
 
 /// What the user chose; `None` leaves Cloud Run's default.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct DeploySettings {
     pub project: String,
     pub region: String,
@@ -57,26 +57,14 @@ pub struct DeploySettings {
     pub startup_cpu_boost: Option<bool>,
 }
 
-/// The service to deploy.
+/// The service to deploy: the settings, and what the build decided.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ServiceSpec {
-    pub name: String,
+    pub settings: DeploySettings,
     /// By digest: `REGION-docker.pkg.dev/P/REPO/IMAGE@sha256:...`.
     pub image: String,
     pub port: u16,
     pub health_path: Option<String>,
-    pub invoker_iam_disabled: bool,
-    pub memory: Option<String>,
-    pub cpu: Option<String>,
-    pub min_instances: Option<u32>,
-    pub max_instances: Option<u32>,
-    pub concurrency: Option<u32>,
-    pub timeout: Option<u32>,
-    pub env: BTreeMap<String, String>,
-    pub secrets: BTreeMap<String, SecretRef>,
-    pub labels: BTreeMap<String, String>,
-    pub service_account: Option<String>,
-    pub startup_cpu_boost: bool,
 }
 
 /// One API call, as `--dry-run` prints it (one JSON object per line).
@@ -165,44 +153,33 @@ impl ServiceSpec {
             bail!("{image}: Cloud Run is deployed by digest (IMAGE@sha256:...), never by a tag that can move");
         }
         Ok(ServiceSpec {
-            name: settings.service.clone(),
+            settings: settings.clone(),
             image: image.into(),
             port,
             health_path: health_path.map(str::to_string),
-            invoker_iam_disabled: settings.allow_unauthenticated,
-            memory: settings.memory.clone(),
-            cpu: settings.cpu.clone(),
-            min_instances: settings.min_instances,
-            max_instances: settings.max_instances,
-            concurrency: settings.concurrency,
-            timeout: settings.timeout,
-            env: settings.env.clone(),
-            secrets: settings.secrets.clone(),
-            labels: settings.labels.clone(),
-            service_account: settings.service_account.clone(),
-            startup_cpu_boost: settings.startup_cpu_boost.unwrap_or(true),
         })
     }
 
     /// The `Service` body of the Admin API v2 (only fields a client may
     /// set; the name travels in the URL).
     pub fn to_v2(&self) -> Value {
-        let mut env: Vec<Value> = self
+        let s = &self.settings;
+        let mut env: Vec<Value> = s
             .env
             .iter()
             .map(|(k, v)| json!({"name": k, "value": v}))
             .collect();
-        env.extend(self.secrets.iter().map(|(k, s)| {
-            json!({"name": k, "valueSource": {"secretKeyRef": {"secret": s.secret, "version": s.version}}})
+        env.extend(s.secrets.iter().map(|(k, r)| {
+            json!({"name": k, "valueSource": {"secretKeyRef": {"secret": r.secret, "version": r.version}}})
         }));
         let mut limits = Map::new();
-        if let Some(c) = &self.cpu {
+        if let Some(c) = &s.cpu {
             limits.insert("cpu".into(), json!(c));
         }
-        if let Some(m) = &self.memory {
+        if let Some(m) = &s.memory {
             limits.insert("memory".into(), json!(m));
         }
-        let mut resources = json!({"startupCpuBoost": self.startup_cpu_boost});
+        let mut resources = json!({"startupCpuBoost": s.startup_cpu_boost.unwrap_or(true)});
         if !limits.is_empty() {
             resources["limits"] = Value::Object(limits);
         }
@@ -227,46 +204,49 @@ impl ServiceSpec {
         }
         let mut template = json!({"containers": [container]});
         let mut scaling = Map::new();
-        if let Some(n) = self.min_instances {
+        if let Some(n) = s.min_instances {
             scaling.insert("minInstanceCount".into(), json!(n));
         }
-        if let Some(n) = self.max_instances {
+        if let Some(n) = s.max_instances {
             scaling.insert("maxInstanceCount".into(), json!(n));
         }
         if !scaling.is_empty() {
             template["scaling"] = Value::Object(scaling);
         }
-        if let Some(c) = self.concurrency {
+        if let Some(c) = s.concurrency {
             template["maxInstanceRequestConcurrency"] = json!(c);
         }
-        if let Some(t) = self.timeout {
+        if let Some(t) = s.timeout {
             template["timeout"] = json!(format!("{t}s"));
         }
-        if let Some(sa) = &self.service_account {
+        if let Some(sa) = &s.service_account {
             template["serviceAccount"] = json!(sa);
         }
         let mut body = json!({
             "ingress": "INGRESS_TRAFFIC_ALL",
             "template": template,
         });
-        if self.invoker_iam_disabled {
+        if s.allow_unauthenticated {
             body["invokerIamDisabled"] = json!(true);
         }
-        if !self.labels.is_empty() {
-            body["labels"] = json!(self.labels);
+        if !s.labels.is_empty() {
+            body["labels"] = json!(s.labels);
         }
         body
     }
 
     /// Create or update in one call: `allowMissing=true` creates the service
     /// when it does not exist.
-    pub fn patch_request(&self, api_base: &str, project: &str, region: &str) -> ApiRequest {
+    pub fn patch_request(&self, api_base: &str) -> ApiRequest {
+        let s = &self.settings;
         ApiRequest {
             method: "PATCH".into(),
             url: format!(
-                "{}/v2/projects/{project}/locations/{region}/services/{}?allowMissing=true",
+                "{}/v2/projects/{}/locations/{}/services/{}?allowMissing=true",
                 api_base.trim_end_matches('/'),
-                self.name
+                s.project,
+                s.region,
+                s.service
             ),
             body: self.to_v2(),
         }
@@ -424,7 +404,7 @@ mod tests {
         assert_eq!(body["template"]["timeout"], "300s");
         assert_eq!(body["invokerIamDisabled"], true);
 
-        let r = full.patch_request("https://run.googleapis.com/", "my-project", "us-central1");
+        let r = full.patch_request("https://run.googleapis.com/");
         assert_eq!(r.method, "PATCH");
         assert_eq!(
             r.url,
@@ -440,12 +420,7 @@ mod tests {
         // Stable: the same spec, the same bytes (what --dry-run prints).
         assert_eq!(
             serde_json::to_string(&r).unwrap(),
-            serde_json::to_string(&full.patch_request(
-                "https://run.googleapis.com",
-                "my-project",
-                "us-central1"
-            ))
-            .unwrap()
+            serde_json::to_string(&full.patch_request("https://run.googleapis.com")).unwrap()
         );
     }
 
