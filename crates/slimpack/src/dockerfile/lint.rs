@@ -267,6 +267,8 @@ pub fn lint(df: &Dockerfile, ctx: &Context) -> Vec<Finding> {
         }
     }
 
+    // Where each stage installed Python packages, read once.
+    let envs: Vec<Vec<EnvDir>> = (0..df.stages.len()).map(|s| env_dirs(df, s)).collect();
     let mut workdir_set = vec![false; df.stages.len()];
     // The stage of the instruction before, when it was a RUN.
     let mut prev_run: Option<usize> = None;
@@ -444,9 +446,9 @@ pub fn lint(df: &Dockerfile, ctx: &Context) -> Vec<Finding> {
                 if srcs.iter().all(|s| !s.contains("://") && !is_archive(s)) && !srcs.is_empty() {
                     out.push(find("DL3020", Error, ins, "ADD for local files".into(), "use COPY: ADD also fetches URLs and unpacks archives, which COPY makes explicit"));
                 }
-                copy_checks(df, ins, si, &workdir_set, &mut copied_all, &mut out);
+                copy_checks(df, ins, si, &envs, &workdir_set, &mut copied_all, &mut out);
             }
-            "COPY" => copy_checks(df, ins, si, &workdir_set, &mut copied_all, &mut out),
+            "COPY" => copy_checks(df, ins, si, &envs, &workdir_set, &mut copied_all, &mut out),
             "CMD" | "ENTRYPOINT" => {
                 if matches!(ins.args, Args::Shell(_)) && !text.is_empty() {
                     out.push(find("DL3025", Warning, ins, format!("{} in shell form: /bin/sh -c becomes PID 1 and SIGTERM never reaches the app (Cloud Run stops it the hard way after 10 s); Docker's check JSONArgsRecommended", ins.keyword), "use the JSON form: CMD [\"gunicorn\", \"--bind\", \"0.0.0.0:8080\", \"main:app\"]"));
@@ -589,6 +591,25 @@ fn declared_names(ins: &Instruction) -> Vec<String> {
         .collect()
 }
 
+/// The words of a CMD/ENTRYPOINT/RUN as the shell would split them.
+fn words(ins: &Instruction) -> Vec<String> {
+    match &ins.args {
+        Args::Exec(v) => v.clone(),
+        Args::Shell(s) => shell_words::split(s).unwrap_or_default(),
+    }
+}
+
+/// `(major, minor)` of a `python:` image's tag (`3.12-slim` → 3, 12).
+fn python_version(name: &str, tag: Option<&str>) -> Option<(u32, u32)> {
+    if !name.ends_with("python") {
+        return None;
+    }
+    let mut parts = tag?.split(['.', '-']);
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next().and_then(|m| m.parse().ok()).unwrap_or(0);
+    Some((major, minor))
+}
+
 fn src_args(ins: &Instruction) -> Vec<String> {
     let words: Vec<String> = match &ins.args {
         Args::Exec(v) => v.clone(),
@@ -621,6 +642,7 @@ fn copy_checks(
     df: &Dockerfile,
     ins: &Instruction,
     si: usize,
+    envs: &[Vec<EnvDir>],
     workdir_set: &[bool],
     copied_all: &mut [Option<usize>],
     out: &mut Vec<Finding>,
@@ -637,7 +659,7 @@ fn copy_checks(
             )),
             Source::Stage(s) => {
                 venv_across_pythons(df, ins, s, si, out);
-                env_moved(df, ins, s, out);
+                env_moved(ins, &envs[s], out);
             }
             Source::Image(img) => {
                 if !img.contains(':') && !img.contains('/') && !img.contains('$') {
@@ -650,14 +672,15 @@ fn copy_checks(
         if srcs.iter().any(|s| s == "." || s == "./") && copied_all[si].is_none() {
             copied_all[si] = Some(ins.line);
         }
-        let built: Vec<String> = (0..si)
-            .flat_map(|s| env_dirs(df, s))
+        let built: Vec<&String> = envs[..si]
+            .iter()
+            .flatten()
             .map(|d| match d {
                 EnvDir::Venv(p) | EnvDir::Prefix(p) => p,
             })
             .collect();
         for src in srcs.iter().map(|s| s.trim_end_matches('/')) {
-            let from_stage = built.iter().any(|b| b == src)
+            let from_stage = built.iter().any(|b| *b == src)
                 || (src.starts_with('/')
                     && (src.contains("venv") || src.contains("site-packages")));
             if from_stage {
@@ -700,14 +723,9 @@ fn venv_across_pythons(
     if !is_env {
         return;
     }
-    let py = |base: &str| -> Option<String> {
+    let py = |base: &str| {
         let (name, tag, _) = image_name_and_tag(base);
-        if !name.ends_with("python") {
-            return None;
-        }
-        let t = tag?;
-        let mut parts = t.split(['.', '-']);
-        Some(format!("{}.{}", parts.next()?, parts.next()?))
+        python_version(&name, tag.as_deref())
     };
     let (a, b) = (&df.stages[from].base, &df.stages[to].base);
     let differs = match (py(a), py(b)) {
@@ -766,19 +784,13 @@ fn dev_install(cmds: &[Vec<String>]) -> Option<String> {
 /// Why a base image is past its end of life, if it is: CPython 3.9 and
 /// older (3.9 ended in October 2025), Debian 10 (buster) and older.
 fn end_of_life(name: &str, tag: Option<&str>) -> Option<String> {
-    let tag = tag?;
     let mut why = Vec::new();
-    if name.ends_with("python") {
-        let mut parts = tag.split(['.', '-']);
-        let (major, minor) = (parts.next()?, parts.next().unwrap_or(""));
-        if let (Ok(3), Ok(m)) = (major.parse::<u32>(), minor.parse::<u32>()) {
-            if m <= 9 {
-                why.push(format!("Python 3.{m}"));
-            }
-        } else if major == "2" {
-            why.push("Python 2".to_string());
-        }
+    match python_version(name, tag) {
+        Some((2, _)) => why.push("Python 2".to_string()),
+        Some((3, m)) if m <= 9 => why.push(format!("Python 3.{m}")),
+        _ => {}
     }
+    let tag = tag?;
     for (codename, number) in [("buster", 10), ("stretch", 9), ("jessie", 8)] {
         if tag.split('-').any(|t| t == codename) {
             why.push(format!("Debian {number} ({codename})"));
@@ -830,22 +842,22 @@ fn env_dirs(df: &Dockerfile, stage: usize) -> Vec<EnvDir> {
 
 /// A venv copied to another path (its scripts and pyvenv.cfg name the old
 /// one), or a `--prefix` tree copied anywhere but the interpreter's prefix.
-fn env_moved(df: &Dockerfile, ins: &Instruction, from: usize, out: &mut Vec<Finding>) {
+fn env_moved(ins: &Instruction, dirs: &[EnvDir], out: &mut Vec<Finding>) {
     let (srcs, Some(dest)) = (src_args(ins), dest_arg(ins)) else {
         return;
     };
     let dest = dest.trim_end_matches('/').to_string();
     for src in srcs.iter().map(|s| s.trim_end_matches('/')) {
-        for dir in env_dirs(df, from) {
+        for dir in dirs {
             match dir {
-                EnvDir::Venv(v) if v == src && dest != v => out.push(find(
+                EnvDir::Venv(v) if v == src && dest != *v => out.push(find(
                     "SP004",
                     Severity::Error,
                     ins,
                     format!("the venv built at {v} is copied to {dest}: its scripts' #! lines and pyvenv.cfg still point at {v}"),
                     &format!("copy it to the same path (COPY --from=... {v} {v}), or create it at {dest} in the builder"),
                 )),
-                EnvDir::Prefix(p) if p == src && dest != p && dest != "/usr/local" && dest != "/usr" => out.push(find(
+                EnvDir::Prefix(p) if p == src && dest != *p && dest != "/usr/local" && dest != "/usr" => out.push(find(
                     "SP004",
                     Severity::Error,
                     ins,
@@ -886,10 +898,7 @@ fn scripts_left_behind(df: &Dockerfile, last: usize, out: &mut Vec<Finding>) {
     else {
         return;
     };
-    let words: Vec<String> = match &cmd.args {
-        Args::Exec(v) => v.clone(),
-        Args::Shell(s) => shell_words::split(s).unwrap_or_default(),
-    };
+    let words = words(cmd);
     let Some(first) = words.first() else { return };
     let is_script = !first.contains('/')
         && !first.starts_with("python")
@@ -907,10 +916,7 @@ fn scripts_left_behind(df: &Dockerfile, last: usize, out: &mut Vec<Finding>) {
 
 fn server_binding(ins: &Instruction, out: &mut Vec<Finding>) {
     use Severity::*;
-    let words: Vec<String> = match &ins.args {
-        Args::Exec(v) => v.clone(),
-        Args::Shell(s) => shell_words::split(s).unwrap_or_default(),
-    };
+    let words = words(ins);
     let joined = words.join(" ");
     let loopback = ["127.0.0.1", "localhost"].iter().any(|h| {
         words
