@@ -18,6 +18,23 @@ pub struct LoadedImage {
     pub layers: Vec<Layer>,
 }
 
+impl LoadedImage {
+    /// The image as one to write to another place (a layout, a registry):
+    /// its manifest's size read from `store`, where its blobs are.
+    pub fn to_image(&self, store: &BlobStore) -> Result<crate::Image> {
+        let path = store.path(&self.manifest_digest)?;
+        let manifest_size = std::fs::metadata(&path)
+            .ctx(|| format!("reading {}", path.display()))?
+            .len();
+        Ok(crate::Image {
+            manifest_digest: self.manifest_digest.clone(),
+            manifest_size,
+            config_digest: self.config_digest.clone(),
+            layers: self.layers.clone(),
+        })
+    }
+}
+
 fn spec(msg: impl Into<String>) -> Error {
     Error::Spec(msg.into())
 }

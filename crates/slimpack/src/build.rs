@@ -394,12 +394,11 @@ fn native_additions(
         .into_iter()
         .filter(|n| !native::in_root(&base_root, &n.soname))
         .collect();
-    let additions = if needs.is_empty() {
-        Vec::new()
-    } else {
-        let contents = debian::contents(req.spec, cache, progress)?;
-        native::packages_for(&needs, &contents, req.spec.suite.codename())?
-    };
+    if needs.is_empty() {
+        return Ok((base_root, Vec::new()));
+    }
+    let contents = debian::contents(req.spec, cache, progress)?;
+    let additions = native::packages_for(&needs, &contents, req.spec.suite.codename())?;
     let (runtime, _) = runtime_with(req, resolved, &additions)?;
     let root = bytecode::ensure_rootfs(cache, &runtime)?;
     let still: Vec<String> = needs
@@ -736,6 +735,7 @@ pub fn build(opts: &BuildOptions) -> Result<Outcome> {
         },
         dependencies: DependencyPlan {
             how: lock.how.clone(),
+            uv: uv.version.clone(),
             groups: groups.clone(),
             packages: lock.packages.clone(),
             lock: lock.text.clone(),

@@ -607,17 +607,12 @@ fn pull_cmd(a: PullArgs) -> Result<()> {
     )?;
     if let Some(o) = &a.output {
         match Output::parse(o)? {
-            Output::Oci { path, tag } => {
-                let manifest_size =
-                    std::fs::metadata(cache.blobs.path(&image.manifest_digest)?)?.len();
-                let image = slimpack_oci::Image {
-                    manifest_digest: image.manifest_digest.clone(),
-                    manifest_size,
-                    config_digest: image.config_digest.clone(),
-                    layers: image.layers.clone(),
-                };
-                slimpack_oci::write_layout(&cache.blobs, &image, &path, &tag)?
-            }
+            Output::Oci { path, tag } => slimpack_oci::write_layout(
+                &cache.blobs,
+                &image.to_image(&cache.blobs)?,
+                &path,
+                &tag,
+            )?,
             Output::DockerArchive { .. } => {
                 anyhow::bail!("--output {o}: pull writes OCI layouts only (oci:DIR[:TAG])")
             }

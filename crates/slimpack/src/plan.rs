@@ -53,6 +53,8 @@ pub struct BasePlan {
 #[derive(Debug, Clone, Serialize)]
 pub struct DependencyPlan {
     pub how: String,
+    /// The uv version that resolves and installs them.
+    pub uv: String,
     pub groups: Vec<String>,
     pub packages: Vec<LockedPackage>,
     /// The exact hash-pinned requirements that will be installed.

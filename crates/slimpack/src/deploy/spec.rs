@@ -185,11 +185,10 @@ impl ServiceSpec {
         }
         // A startup probe on the health path the source serves, else on the
         // port: traffic only once the app answers.
-        let startup = match &self.health_path {
+        let mut startup = match &self.health_path {
             Some(p) => json!({"httpGet": {"path": p, "port": self.port}}),
             None => json!({"tcpSocket": {"port": self.port}}),
         };
-        let mut startup = startup;
         startup["periodSeconds"] = json!(2);
         startup["timeoutSeconds"] = json!(1);
         startup["failureThreshold"] = json!(30);

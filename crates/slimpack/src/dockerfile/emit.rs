@@ -35,7 +35,10 @@ impl Runtime {
 pub enum Install {
     /// requirements.txt (and the files it includes, and group files).
     Requirements {
-        files: Vec<String>,
+        /// Every file the install reads, includes too.
+        copy: Vec<String>,
+        /// The top-level files: requirements.txt and the groups' files.
+        install: Vec<String>,
         /// Every requirement pinned with hashes: installed exactly.
         locked: bool,
     },
@@ -113,8 +116,6 @@ pub fn generate(opts: &GenerateOptions) -> Result<(Recipe, Emitted)> {
         crate::build::Outcome::Built(_) => bail!("internal: a plan was asked for"),
     };
     let project = Project::detect(&b.dir)?;
-    let cache = crate::cache::Cache::open_or_default(b.cache_dir.as_deref())?;
-    let uv = crate::python::uv::Uv::locate(&cache)?;
     let cfg = project.config.clone().overlay(b.overrides.clone());
     let recipe = from_plan(
         &project,
@@ -123,7 +124,6 @@ pub fn generate(opts: &GenerateOptions) -> Result<(Recipe, Emitted)> {
         opts.runtime,
         opts.python_image.as_deref(),
         opts.uv_image.as_deref(),
-        &uv.version,
     )?;
     let emitted = emit(&recipe)?;
     Ok((recipe, emitted))
@@ -141,7 +141,6 @@ pub fn from_plan(
     runtime: Runtime,
     python_image: Option<&str>,
     uv_image: Option<&str>,
-    uv_version: &str,
 ) -> Result<Recipe> {
     let rel = |p: &Path| -> Result<String> {
         match p.strip_prefix(&project.dir) {
@@ -167,16 +166,21 @@ pub fn from_plan(
     };
     let install = match &project.deps {
         DepSource::Requirements { files, .. } => {
-            let mut all = Vec::new();
+            // Included files (-r, -c) are copied; uv follows the includes of
+            // the top-level files itself.
+            let mut copy = Vec::new();
             for f in files {
-                all.push(rel(f)?);
+                copy.push(rel(f)?);
             }
+            let mut install = vec![copy[0].clone()];
             for g in &plan.dependencies.groups {
-                let f = crate::python::group_requirements(&project.dir, g)?;
-                all.push(rel(&f)?);
+                let f = rel(&crate::python::group_requirements(&project.dir, g)?)?;
+                copy.push(f.clone());
+                install.push(f);
             }
             Install::Requirements {
-                files: all,
+                copy,
+                install,
                 locked: plan.project.locked,
             }
         }
@@ -196,16 +200,8 @@ pub fn from_plan(
             Install::Pyproject
         }
     };
-    let codename = plan
-        .base
-        .name
-        .strip_prefix("debian:")
-        .unwrap_or(match plan.python.target.minor.as_str() {
-            "3.11" => "bookworm",
-            _ => "trixie",
-        })
-        .to_string();
     let minor = plan.python.target.minor.clone();
+    let codename = crate::base::suite_for_python(&minor).codename().to_string();
     let registry_base = !plan.base.name.starts_with("debian:");
     let python_image = match (python_image, runtime) {
         (Some(i), _) => i.to_string(),
@@ -261,7 +257,7 @@ pub fn from_plan(
         python_image,
         uv_image: uv_image
             .map(str::to_string)
-            .unwrap_or_else(|| format!("ghcr.io/astral-sh/uv:{uv_version}")),
+            .unwrap_or_else(|| format!("ghcr.io/astral-sh/uv:{}", plan.dependencies.uv)),
         runtime,
         install,
         extras,
@@ -277,11 +273,13 @@ pub fn from_plan(
         cmd_why: plan.start.source.clone(),
         health_path: plan.start.health_path.clone(),
         secrets: plan.project.left_out_secrets.clone(),
-        optional_dirs: {
+        optional_dirs: if OPTIONAL_DIRS.iter().any(|c| project.dir.join(c).is_dir()) {
             let rules = crate::project::ignore::IgnoreRules::for_project(&project.dir)?;
             let (files, _) = crate::project::ignore::collect(&project.dir, &rules)?;
             let rels: Vec<String> = files.into_iter().map(|f| f.rel).collect();
             optional_dirs(&project.dir, &rels)
+        } else {
+            Vec::new()
         },
         kept_ignores: std::fs::read_to_string(project.dir.join(".dockerignore"))
             .map(|t| {
@@ -449,8 +447,12 @@ fn dockerfile(r: &Recipe) -> Result<String> {
                  --mount=type=secret,id=ca \\\n    \
                  if [ -f /run/secrets/ca ]; then export SSL_CERT_FILE=/run/secrets/ca; fi \\\n";
     match &r.install {
-        Install::Requirements { files, locked } => {
-            let _ = writeln!(d, "COPY {} ./", files.join(" "));
+        Install::Requirements {
+            copy,
+            install,
+            locked,
+        } => {
+            let _ = writeln!(d, "COPY {} ./", copy.join(" "));
             if !locked {
                 d.push_str(
                     "# Not every requirement is pinned with a hash: a rebuild may get newer\n",
@@ -459,26 +461,18 @@ fn dockerfile(r: &Recipe) -> Result<String> {
             }
             d.push_str(cache);
             let _ = writeln!(d, " && uv venv{python} /opt/venv \\");
-            let files_args: Vec<String> = files
-                .iter()
-                .filter(|f| !is_constraints(f))
-                .map(|f| format!("-r {f}"))
-                .collect();
             if *locked {
                 let _ = writeln!(
                     d,
                     " && uv pip sync --python /opt/venv/bin/python --require-hashes{no_binary} {}",
-                    files_args
-                        .iter()
-                        .map(|a| a.trim_start_matches("-r "))
-                        .collect::<Vec<_>>()
-                        .join(" ")
+                    install.join(" ")
                 );
             } else {
+                let args: Vec<String> = install.iter().map(|f| format!("-r {f}")).collect();
                 let _ = writeln!(
                     d,
                     " && uv pip install --python /opt/venv/bin/python{no_binary} {}",
-                    files_args.join(" ")
+                    args.join(" ")
                 );
             }
         }
@@ -486,14 +480,11 @@ fn dockerfile(r: &Recipe) -> Result<String> {
             d.push_str("COPY pyproject.toml uv.lock ./\n");
             d.push_str("# --frozen: exactly uv.lock, which must match pyproject.toml.\n");
             d.push_str(cache);
-            let mut args = String::from("--frozen --no-install-project --no-default-groups");
-            for e in &r.extras {
-                let _ = write!(args, " --extra {e}");
-            }
-            for g in &r.groups {
-                let _ = write!(args, " --group {g}");
-            }
-            let _ = writeln!(d, " && uv sync{python} {args}{no_binary}");
+            let _ = writeln!(
+                d,
+                " && uv sync{python} --frozen --no-install-project --no-default-groups{}{no_binary}",
+                selection(r)
+            );
         }
         Install::PoetryLock => {
             d.push_str("COPY pyproject.toml poetry.lock ./\n");
@@ -521,16 +512,10 @@ fn dockerfile(r: &Recipe) -> Result<String> {
             d.push_str("# No lock: a rebuild may get newer versions. `uv lock` makes one.\n");
             d.push_str(cache);
             let _ = writeln!(d, " && uv venv{python} /opt/venv \\");
-            let mut args = String::new();
-            for e in &r.extras {
-                let _ = write!(args, " --extra {e}");
-            }
-            for g in &r.groups {
-                let _ = write!(args, " --group {g}");
-            }
             let _ = writeln!(
                 d,
-                " && uv pip install --python /opt/venv/bin/python{no_binary} -r pyproject.toml{args}"
+                " && uv pip install --python /opt/venv/bin/python{no_binary} -r pyproject.toml{}",
+                selection(r)
             );
         }
     }
@@ -597,9 +582,12 @@ fn dockerfile(r: &Recipe) -> Result<String> {
     Ok(d)
 }
 
-/// `-c constraints.txt` includes constrain, they are not installed.
-fn is_constraints(f: &str) -> bool {
-    f.contains("constraint")
+/// uv's ` --extra E --group G` for the recipe's optional dependencies.
+fn selection(r: &Recipe) -> String {
+    let extras = r.extras.iter().map(|e| format!(" --extra {e}"));
+    extras
+        .chain(r.groups.iter().map(|g| format!(" --group {g}")))
+        .collect()
 }
 
 /// `.dockerignore`: what never belongs in the build context. `secrets` are
@@ -668,30 +656,45 @@ pub fn dockerignore(secrets: &[String], optional: &[String], kept: &[String]) ->
     d
 }
 
-/// Directories that look like tests or docs and that no app module imports
+/// Directories that may hold tests or docs rather than the app.
+const OPTIONAL_DIRS: [&str; 4] = ["tests", "test", "docs", "doc"];
+
+/// Those of [`OPTIONAL_DIRS`] that exist and that no app module imports
 /// from: safe to leave out of the context.
 pub fn optional_dirs(dir: &Path, app_files: &[String]) -> Vec<String> {
-    let candidates = ["tests", "test", "docs", "doc"];
-    let imports_from = |name: &str| {
-        app_files
-            .iter()
-            .filter(|f| {
-                f.ends_with(".py") && !candidates.iter().any(|c| f.starts_with(&format!("{c}/")))
-            })
-            .any(|f| {
-                std::fs::read_to_string(dir.join(f)).is_ok_and(|t| {
-                    t.lines().any(|l| {
-                        let l = l.trim();
-                        l.starts_with(&format!("from {name}"))
-                            || l.starts_with(&format!("import {name}"))
-                    })
-                })
-            })
-    };
-    candidates
-        .iter()
-        .filter(|c| dir.join(c).is_dir() && !imports_from(c))
-        .map(|c| c.to_string())
+    let present: Vec<&str> = OPTIONAL_DIRS
+        .into_iter()
+        .filter(|c| dir.join(c).is_dir())
+        .collect();
+    let mut imported: Vec<&str> = Vec::new();
+    let app_modules = app_files.iter().filter(|f| {
+        f.ends_with(".py")
+            && !OPTIONAL_DIRS
+                .iter()
+                .any(|c| f.starts_with(&format!("{c}/")))
+    });
+    for f in app_modules {
+        let Ok(text) = std::fs::read_to_string(dir.join(f)) else {
+            continue;
+        };
+        for l in text.lines().map(str::trim) {
+            let name = l
+                .strip_prefix("from ")
+                .or_else(|| l.strip_prefix("import "))
+                .map(|rest| {
+                    rest.split(|c: char| !c.is_alphanumeric() && c != '_')
+                        .next()
+                        .unwrap_or("")
+                });
+            if let Some(c) = present.iter().find(|c| Some(**c) == name) {
+                imported.push(c);
+            }
+        }
+    }
+    present
+        .into_iter()
+        .filter(|c| !imported.contains(c))
+        .map(str::to_string)
         .collect()
 }
 
@@ -827,7 +830,8 @@ mod tests {
             uv_image: "ghcr.io/astral-sh/uv:0.13.9".into(),
             runtime: Runtime::Slim,
             install: Install::Requirements {
-                files: vec!["requirements.txt".into()],
+                copy: vec!["requirements.txt".into()],
+                install: vec!["requirements.txt".into()],
                 locked: false,
             },
             extras: vec![],
@@ -852,7 +856,8 @@ mod tests {
         let mut out = vec![recipe()];
         let mut r = recipe();
         r.install = Install::Requirements {
-            files: vec!["requirements.txt".into(), "requirements-prod.txt".into()],
+            copy: vec!["requirements.txt".into(), "requirements-prod.txt".into()],
+            install: vec!["requirements.txt".into(), "requirements-prod.txt".into()],
             locked: true,
         };
         r.no_binary = vec!["psycopg2".into()];
@@ -934,6 +939,23 @@ mod tests {
         );
         // Dependencies before code: the install RUN comes before COPY . .
         assert!(plain.find("uv pip install").unwrap() < plain.find("COPY . .").unwrap());
+
+        // An included file is copied for uv to read, and not installed twice.
+        let mut r = recipe();
+        r.install = Install::Requirements {
+            copy: vec!["requirements.txt".into(), "constraints.txt".into()],
+            install: vec!["requirements.txt".into()],
+            locked: false,
+        };
+        let inc = emit(&r).unwrap().dockerfile;
+        assert!(
+            inc.contains("COPY requirements.txt constraints.txt ./"),
+            "{inc}"
+        );
+        assert!(
+            inc.contains("/opt/venv/bin/python -r requirements.txt\n"),
+            "{inc}"
+        );
 
         let locked = df(1);
         assert!(locked.contains("COPY requirements.txt requirements-prod.txt ./"));
