@@ -111,6 +111,10 @@ pub struct BuildReport {
     /// Set when the dependencies were resolved by this build (not reused).
     pub resolved: Option<Vec<String>>,
     pub cmd: Vec<String>,
+    /// The port the app listens on ($PORT).
+    pub port: u16,
+    /// A health endpoint seen in the source, for startup probes.
+    pub health_path: Option<String>,
     /// What `--push` sent, when asked.
     pub push: Option<crate::registry::PushReport>,
     pub warnings: Vec<String>,
@@ -155,7 +159,7 @@ pub fn rfc3339(t: u64) -> String {
     )
 }
 
-fn git(dir: &Path, args: &[&str]) -> Option<String> {
+pub(crate) fn git(dir: &Path, args: &[&str]) -> Option<String> {
     let out = std::process::Command::new("git")
         .arg("-C")
         .arg(dir)
@@ -964,6 +968,8 @@ pub fn build(opts: &BuildOptions) -> Result<Outcome> {
                 .collect()
         }),
         cmd: start.argv.clone(),
+        port,
+        health_path: start.health_path.clone(),
         push,
         warnings,
         seconds: started.elapsed().as_secs_f64(),

@@ -34,6 +34,9 @@ enum Cmd {
     /// Write a multi-stage Dockerfile, .dockerignore and cloudbuild.yaml for
     /// the project in DIR (for teams that keep Docker or Cloud Build).
     Dockerfile(DockerfileArgs),
+    /// Build, push by digest to Artifact Registry, and create or update the
+    /// Cloud Run service (or print the requests, or write the manifests).
+    Deploy(Box<DeployArgs>),
 }
 
 #[derive(clap::Args)]
@@ -179,6 +182,8 @@ struct BuildArgs {
     json: bool,
     #[command(flatten)]
     project: ProjectFlags,
+    #[command(flatten)]
+    image: ImageFlags,
     /// Refuse to build unless the dependencies are locked.
     #[arg(long)]
     locked: bool,
@@ -191,7 +196,20 @@ struct BuildArgs {
     insecure: Vec<String>,
 }
 
-/// What `build` and `dockerfile` share: how the project is read and planned.
+/// The image's own environment and labels (`deploy` has its own --env
+/// and --label, for the service).
+#[derive(clap::Args)]
+struct ImageFlags {
+    /// KEY=VALUE environment for the image. Repeatable.
+    #[arg(long = "env")]
+    env: Vec<String>,
+    /// KEY=VALUE label. Repeatable.
+    #[arg(long = "label")]
+    labels: Vec<String>,
+}
+
+/// What `build`, `dockerfile` and `deploy` share: how the project is read
+/// and planned.
 #[derive(clap::Args)]
 struct ProjectFlags {
     /// Python version (3.13 → Debian trixie, 3.11 → Debian bookworm).
@@ -216,12 +234,6 @@ struct ProjectFlags {
     /// wheel exists. Repeatable.
     #[arg(long = "no-binary")]
     no_binary: Vec<String>,
-    /// KEY=VALUE environment for the image. Repeatable.
-    #[arg(long = "env")]
-    env: Vec<String>,
-    /// KEY=VALUE label. Repeatable.
-    #[arg(long = "label")]
-    labels: Vec<String>,
     /// User to run as (default 65532:65532).
     #[arg(long)]
     user: Option<String>,
@@ -244,7 +256,9 @@ struct ProjectFlags {
 
 impl ProjectFlags {
     /// The flags as a configuration laid over the project's own.
-    fn overrides(&self) -> Result<Config> {
+    fn overrides(&self, image: Option<&ImageFlags>) -> Result<Config> {
+        let none = Vec::new();
+        let (env, labels) = image.map_or((&none, &none), |i| (&i.env, &i.labels));
         Ok(Config {
             base: self.base.clone(),
             python: self.python.clone(),
@@ -253,13 +267,14 @@ impl ProjectFlags {
             packages: self.packages.clone(),
             build_packages: self.build_packages.clone(),
             no_binary: self.no_binary.clone(),
-            env: pairs(&self.env, "--env")?,
-            labels: pairs(&self.labels, "--label")?,
+            env: pairs(env, "--env")?,
+            labels: pairs(labels, "--label")?,
             user: self.user.clone(),
             with: self.with.clone(),
             bytecode: self.bytecode.clone(),
             mirror: self.mirror.clone(),
             security_mirror: None,
+            deploy: Default::default(),
         })
     }
 }
@@ -288,6 +303,144 @@ struct DockerfileArgs {
     stdout: bool,
     #[command(flatten)]
     project: ProjectFlags,
+    #[command(flatten)]
+    image: ImageFlags,
+}
+
+#[derive(clap::Args)]
+struct DeployArgs {
+    /// The project directory.
+    #[arg(default_value = ".")]
+    dir: PathBuf,
+    /// Google Cloud project ID (default: CLOUDSDK_CORE_PROJECT, then gcloud's).
+    #[arg(long)]
+    project: Option<String>,
+    /// Cloud Run region, e.g. us-central1 (default: CLOUDSDK_RUN_REGION, then gcloud's run/region).
+    #[arg(long)]
+    region: Option<String>,
+    /// Service name (default: the project's name).
+    #[arg(long)]
+    service: Option<String>,
+    /// Artifact Registry repository (default cloud-run-source-deploy, as gcloud).
+    #[arg(long)]
+    repo: Option<String>,
+    /// Registry host to push to (default REGION-docker.pkg.dev).
+    #[arg(long)]
+    registry: Option<String>,
+    /// Create the Artifact Registry repository (format DOCKER) if it is missing.
+    #[arg(long)]
+    create_repo: bool,
+    /// Let anyone call the service (`=false` to turn a configured `true` off).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    allow_unauthenticated: Option<bool>,
+    /// How --allow-unauthenticated opens the service: invoker-iam-disabled
+    /// (default, Google's recommendation) or iam-binding (roles/run.invoker
+    /// for allUsers merged into the service's IAM policy).
+    #[arg(long)]
+    public_access: Option<String>,
+    /// Memory per instance, e.g. 512Mi or 2Gi.
+    #[arg(long)]
+    memory: Option<String>,
+    /// CPUs per instance, e.g. 1, 2 or 500m.
+    #[arg(long)]
+    cpu: Option<String>,
+    #[arg(long)]
+    min_instances: Option<u32>,
+    #[arg(long)]
+    max_instances: Option<u32>,
+    /// Requests per instance at once (1-1000).
+    #[arg(long)]
+    concurrency: Option<u32>,
+    /// Request timeout: seconds, or 90s, 5m, 1h.
+    #[arg(long, value_parser = parse_timeout)]
+    timeout: Option<u32>,
+    /// KEY=VALUE environment for the service. Repeatable.
+    #[arg(long = "env")]
+    env: Vec<String>,
+    /// NAME=SECRET[:VERSION] from Secret Manager, as an environment
+    /// variable. Repeatable.
+    #[arg(long = "secret")]
+    secrets: Vec<String>,
+    /// KEY=VALUE label on the service. Repeatable.
+    #[arg(long = "label")]
+    labels: Vec<String>,
+    /// The service's runtime service account (email).
+    #[arg(long)]
+    service_account: Option<String>,
+    /// Startup CPU boost (default on; `=false` turns it off).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    startup_cpu_boost: Option<bool>,
+    /// Tag to push besides the digest (default: latest and the git commit). Repeatable.
+    #[arg(long = "tag")]
+    tags: Vec<String>,
+    /// Build, send nothing, print the API requests that change something,
+    /// one JSON object per line: {"method", "url", "body"}.
+    #[arg(long)]
+    dry_run: bool,
+    /// Instead of deploying, write the service as service.yaml (Knative, for
+    /// `gcloud run services replace`), terraform, or cloudbuild.
+    #[arg(long, conflicts_with = "dry_run")]
+    emit: Option<String>,
+    /// With --emit: write to this file instead of stdout.
+    #[arg(long, requires = "emit")]
+    out: Option<PathBuf>,
+    /// Seconds to wait for each long-running operation.
+    #[arg(long, default_value_t = 600)]
+    wait: u64,
+    /// Cloud Run Admin API base URL (private endpoints, tests).
+    #[arg(long, env = "SLIMPACK_RUN_API", default_value = crate::deploy::api::RUN_API)]
+    run_api: String,
+    /// Artifact Registry API base URL.
+    #[arg(long, env = "SLIMPACK_ARTIFACT_REGISTRY_API", default_value = crate::deploy::api::ARTIFACT_REGISTRY_API)]
+    artifact_registry_api: String,
+    /// Speak plain HTTP to this registry (loopback ones always are). Repeatable.
+    #[arg(long = "insecure-registry")]
+    insecure: Vec<String>,
+    /// Machine-readable report on stdout.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    project_flags: ProjectFlags,
+}
+
+/// `300`, `300s`, `5m`, `1h` as seconds.
+fn parse_timeout(s: &str) -> Result<u32, String> {
+    let (n, mult) = match s.chars().last() {
+        Some('s') => (&s[..s.len() - 1], 1),
+        Some('m') => (&s[..s.len() - 1], 60),
+        Some('h') => (&s[..s.len() - 1], 3600),
+        _ => (s, 1),
+    };
+    n.parse::<u32>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| format!("{s:?}: expected seconds, or a duration like 90s, 5m, 1h"))
+}
+
+impl DeployArgs {
+    fn config(&self) -> Result<crate::deploy::DeployConfig> {
+        Ok(crate::deploy::DeployConfig {
+            project: self.project.clone(),
+            region: self.region.clone(),
+            service: self.service.clone(),
+            repo: self.repo.clone(),
+            registry: self.registry.clone(),
+            allow_unauthenticated: self.allow_unauthenticated,
+            public_access: self.public_access.clone(),
+            memory: self.memory.clone(),
+            cpu: self.cpu.clone(),
+            min_instances: self.min_instances,
+            max_instances: self.max_instances,
+            concurrency: self.concurrency,
+            timeout: self.timeout,
+            env: pairs(&self.env, "--env")?,
+            secrets: pairs(&self.secrets, "--secret")?,
+            labels: pairs(&self.labels, "--label")?,
+            service_account: self.service_account.clone(),
+            startup_cpu_boost: self.startup_cpu_boost,
+            tags: self.tags.clone(),
+        })
+    }
 }
 
 fn pairs(items: &[String], flag: &str) -> Result<std::collections::BTreeMap<String, String>> {
@@ -309,11 +462,12 @@ pub fn run(cli: Cli) -> Result<()> {
         Cmd::Pull(a) => pull_cmd(a),
         Cmd::Lint(a) => lint_cmd(a),
         Cmd::Dockerfile(a) => dockerfile_cmd(a),
+        Cmd::Deploy(a) => deploy_cmd(*a),
     }
 }
 
 fn build_cmd(a: BuildArgs) -> Result<()> {
-    let overrides = a.project.overrides()?;
+    let overrides = a.project.overrides(Some(&a.image))?;
     let outputs = a
         .output
         .iter()
@@ -704,7 +858,7 @@ fn dockerfile_cmd(a: DockerfileArgs) -> Result<()> {
     let opts = emit::GenerateOptions {
         build: BuildOptions {
             dir: a.dir.clone(),
-            overrides: a.project.overrides()?,
+            overrides: a.project.overrides(Some(&a.image))?,
             refresh: a.project.refresh,
             cache_dir: a.project.cache_dir.clone(),
             progress: !a.stdout || std::io::stderr().is_terminal(),
@@ -743,6 +897,77 @@ fn dockerfile_cmd(a: DockerfileArgs) -> Result<()> {
             emit::Written::Unchanged => "unchanged",
         };
         println!("{verb:>9}  {}", a.dir.join(name).display());
+    }
+    Ok(())
+}
+
+fn deploy_cmd(a: DeployArgs) -> Result<()> {
+    use crate::deploy::{self, emit, DeployOutcome};
+    let mut overrides = a.project_flags.overrides(None)?;
+    overrides.deploy = a.config()?;
+    let quiet = a.json || a.dry_run || (a.emit.is_some() && a.out.is_none());
+    let opts = deploy::DeployOptions {
+        build: BuildOptions {
+            dir: a.dir.clone(),
+            overrides,
+            refresh: a.project_flags.refresh,
+            cache_dir: a.project_flags.cache_dir.clone(),
+            progress: !quiet,
+            insecure_registries: a.insecure.clone(),
+            ..Default::default()
+        },
+        endpoints: deploy::Endpoints {
+            run: a.run_api.clone(),
+            artifact_registry: a.artifact_registry_api.clone(),
+        },
+        create_repo: a.create_repo,
+        dry_run: a.dry_run,
+        emit: a.emit.as_deref().map(emit::Format::parse).transpose()?,
+        wait: std::time::Duration::from_secs(a.wait),
+    };
+    match deploy::deploy(&opts)? {
+        DeployOutcome::DryRun(requests) => {
+            for r in &requests {
+                println!("{}", serde_json::to_string(r)?);
+            }
+        }
+        DeployOutcome::Emitted(text) => match &a.out {
+            Some(path) => {
+                crate::cache::write_atomic(path, text.as_bytes())
+                    .map_err(|e| anyhow!("writing {}: {e}", path.display()))?;
+                eprintln!("wrote {}", path.display());
+            }
+            None => print!("{text}"),
+        },
+        DeployOutcome::Deployed(r) if a.json => println!("{}", serde_json::to_string_pretty(&r)?),
+        DeployOutcome::Deployed(r) => {
+            println!(
+                "{} {} (revision {}) in {:.1}s",
+                if r.created { "Created" } else { "Updated" },
+                r.name,
+                r.revision.as_deref().unwrap_or("?"),
+                r.seconds
+            );
+            println!("  image   {}", r.image);
+            println!("  push    {}", r.push.summary());
+            if r.repository_created {
+                println!("  repo    created");
+            }
+            println!(
+                "  access  {}",
+                match r.public {
+                    Some(deploy::PublicAccess::InvokerIamDisabled) =>
+                        "public (invoker IAM check disabled)",
+                    Some(deploy::PublicAccess::IamBinding) =>
+                        "public (roles/run.invoker for allUsers)",
+                    None => "authenticated callers only",
+                }
+            );
+            println!(
+                "  url     {}",
+                r.url.as_deref().unwrap_or("(none reported)")
+            );
+        }
     }
     Ok(())
 }

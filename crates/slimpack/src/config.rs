@@ -38,6 +38,13 @@ pub struct Config {
     pub bytecode: Option<String>,
     pub mirror: Option<String>,
     pub security_mirror: Option<String>,
+    /// `[tool.slimpack.deploy]`: where `slimpack deploy` runs the app.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub deploy: crate::deploy::DeployConfig,
+}
+
+fn is_default(d: &crate::deploy::DeployConfig) -> bool {
+    *d == crate::deploy::DeployConfig::default()
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -92,6 +99,7 @@ impl Config {
         self.env.extend(over.env);
         self.labels.extend(over.labels);
         self.with.extend(over.with);
+        self.deploy = self.deploy.overlay(over.deploy);
         self
     }
 }
@@ -111,6 +119,11 @@ mod tests {
         assert_eq!(c.port, Some(9000));
         assert_eq!(c.command, Some(Command::Line("gunicorn app:app".into())));
         assert!(origin.unwrap().contains("[tool.slimpack]"));
+        let t: toml::Value =
+            toml::from_str("[deploy]\nregion = 'europe-west1'\nmax-instances = 3\n").unwrap();
+        let (c, _) = Config::load(d.path(), Some(&t)).unwrap();
+        assert_eq!(c.deploy.region.as_deref(), Some("europe-west1"));
+        assert_eq!(c.deploy.max_instances, Some(3));
         let t: toml::Value = toml::from_str("prot = 9000\n").unwrap();
         let e = Config::load(d.path(), Some(&t)).unwrap_err().to_string();
         assert!(e.contains("prot"), "{e}");

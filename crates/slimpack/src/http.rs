@@ -125,6 +125,20 @@ pub fn agent_for(url: &str) -> &'static ureq::Agent {
     }
 }
 
+/// Statuses worth another attempt: rate limits, timeouts, server errors.
+pub fn retriable(status: u16) -> bool {
+    status == 429 || status == 408 || (500..=599).contains(&status) && status != 501
+}
+
+/// How long to wait before attempt `attempt + 1`: the server's
+/// Retry-After (up to 10 s), else exponential from 250 ms.
+pub fn backoff(attempt: u32, retry_after: Option<&str>) -> Duration {
+    let hinted = retry_after
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(|s| Duration::from_secs(s.min(10)));
+    hinted.unwrap_or_else(|| Duration::from_millis(250 * 2u64.pow(attempt.min(4))))
+}
+
 /// GETs `url` into memory, retrying connection failures and 5xx/429 with
 /// backoff. A 404 is returned as an error naming the URL at once.
 pub fn get(url: &str, progress: Option<&ProgressBar>) -> Result<Vec<u8>> {

@@ -1,8 +1,291 @@
-//! `slimpack deploy` (issue 8), first part: the Cloud Run service the plan
-//! describes, as the Admin API v2 request that creates or updates it. The
-//! HTTP flow (operation polling, IAM, repository creation) and the CLI are
-//! not written yet.
+//! `slimpack deploy`: build, push by digest to Artifact Registry, and create
+//! or update the Cloud Run service through the Admin API v2, waiting for
+//! the rollout; or print the requests (`--dry-run`), or write the service
+//! as YAML, Terraform or Cloud Build config (`--emit`).
+//!
+//! [`settings`] resolves flags and `[tool.slimpack.deploy]`, [`spec`] turns
+//! them and the build into the service, [`api`] holds every request and
+//! the client, [`emit`] writes the manifests.
 
+pub mod api;
+pub mod emit;
+pub mod settings;
 pub mod spec;
 
-pub use spec::{ApiRequest, DeploySettings, SecretRef, ServiceSpec};
+#[cfg(test)]
+#[path = "../../tests/common/schemas.rs"]
+mod schemas;
+
+pub use api::{Client, Endpoints, GoogleError};
+pub use settings::{DeployConfig, DeploySettings, PublicAccess, SecretRef};
+pub use spec::{ApiRequest, ServiceSpec};
+
+use crate::build::{self, BuildOptions, Outcome};
+use crate::report::Progress;
+use anyhow::{anyhow, bail, Result};
+use serde::Serialize;
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+/// Names Cloud Run reserves for itself in the container's environment.
+pub const RESERVED_ENV: &[&str] = &["PORT", "K_SERVICE", "K_REVISION", "K_CONFIGURATION"];
+
+pub struct DeployOptions {
+    /// The project and how to build it; `overrides.deploy` holds the
+    /// deploy flags.
+    pub build: BuildOptions,
+    pub endpoints: Endpoints,
+    /// Create the Artifact Registry repository when it is missing.
+    pub create_repo: bool,
+    pub dry_run: bool,
+    pub emit: Option<emit::Format>,
+    /// How long to wait for each long-running operation.
+    pub wait: Duration,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DeployReport {
+    pub service: String,
+    /// `projects/P/locations/R/services/S`.
+    pub name: String,
+    pub url: Option<String>,
+    pub revision: Option<String>,
+    /// What runs: the image by digest.
+    pub image: String,
+    /// The service did not exist before.
+    pub created: bool,
+    pub repository_created: bool,
+    /// How the service was made public, if it was.
+    pub public: Option<PublicAccess>,
+    pub push: crate::registry::PushReport,
+    pub seconds: f64,
+}
+
+pub enum DeployOutcome {
+    /// `--dry-run`: the requests that change something, in order.
+    DryRun(Vec<ApiRequest>),
+    /// `--emit`: the file's text.
+    Emitted(String),
+    Deployed(Box<DeployReport>),
+}
+
+/// The built image and the service it makes.
+struct Prepared {
+    settings: DeploySettings,
+    spec: ServiceSpec,
+    digest: String,
+    cache: crate::cache::Cache,
+}
+
+fn prepare(opts: &DeployOptions) -> Result<Prepared> {
+    let project = crate::project::Project::detect(&opts.build.dir)?;
+    let cfg = project.config.clone().overlay(opts.build.overrides.clone());
+    let fallbacks = settings::Fallbacks::from_environment(
+        &project.name,
+        build::git(&project.dir, &["rev-parse", "HEAD"]),
+    );
+    // Settings first: a missing --project fails before a build, not after.
+    let settings = DeploySettings::resolve(&cfg.deploy, &fallbacks)?;
+    let report = match build::build(&opts.build)? {
+        Outcome::Built(r) => r,
+        Outcome::Plan(_) => bail!("deploy needs an image, not a plan"),
+    };
+    let image = format!("{}@{}", settings.image_repository(), report.digest);
+    let spec = ServiceSpec::new(
+        &settings,
+        &image,
+        report.port,
+        report.health_path.as_deref(),
+    )?;
+    Ok(Prepared {
+        settings,
+        spec,
+        digest: report.digest.clone(),
+        cache: crate::cache::Cache::open_or_default(opts.build.cache_dir.as_deref())?,
+    })
+}
+
+/// What a deploy sends that changes something, in order, for a project
+/// where the repository is missing (with `--create-repo`) and the
+/// service's IAM policy is empty: what `--dry-run` prints. A real run
+/// skips the repository when it exists and merges the invoker binding
+/// into the policy it reads.
+pub fn planned_requests(
+    spec: &ServiceSpec,
+    endpoints: &Endpoints,
+    create_repo: bool,
+) -> Vec<ApiRequest> {
+    let s = &spec.settings;
+    let mut out = Vec::new();
+    if create_repo {
+        out.push(endpoints.create_repository(s));
+    }
+    out.push(spec.patch_request(&endpoints.run));
+    if s.allow_unauthenticated && s.public_access == PublicAccess::IamBinding {
+        if let Some(p) = api::with_public_invoker(&Value::Null) {
+            out.push(endpoints.set_iam_policy(s, p));
+        }
+    }
+    out
+}
+
+/// A Google API error with its hint on the next line.
+fn explained(e: anyhow::Error, s: &DeploySettings) -> anyhow::Error {
+    match e.downcast_ref::<GoogleError>() {
+        Some(g) => match g.hint(s) {
+            Some(h) => anyhow!("{g}\n  hint: {h}"),
+            None => e,
+        },
+        None => e,
+    }
+}
+
+fn logs_hint(s: &DeploySettings) -> String {
+    format!(
+        "the revision did not become ready. Run it locally under Cloud Run's contract with `slimpack run --check DIR`; its logs: https://console.cloud.google.com/run/detail/{}/{}/logs?project={}",
+        s.region, s.service, s.project
+    )
+}
+
+pub fn deploy(opts: &DeployOptions) -> Result<DeployOutcome> {
+    let started = Instant::now();
+    let progress = Progress::new(opts.build.progress);
+    let say = |m: String| {
+        if opts.build.progress {
+            eprintln!("{m}");
+        }
+    };
+    let p = prepare(opts)?;
+    if let Some(f) = opts.emit {
+        return Ok(DeployOutcome::Emitted(emit::emit(&p.spec, f)?));
+    }
+    if opts.dry_run {
+        return Ok(DeployOutcome::DryRun(planned_requests(
+            &p.spec,
+            &opts.endpoints,
+            opts.create_repo,
+        )));
+    }
+    let s = &p.settings;
+    let (token, _) = crate::google::access_token()?;
+    let api = Client::new(token, opts.endpoints.clone());
+    let e = &opts.endpoints;
+    let wrap = |e: anyhow::Error| explained(e, s);
+
+    // The repository, before anything is pushed into it.
+    let mut repository_created = false;
+    if api
+        .send_optional(&e.get_repository(s))
+        .map_err(wrap)?
+        .is_none()
+    {
+        if !opts.create_repo {
+            bail!(
+                "Artifact Registry repository {} does not exist.\n  hint: pass --create-repo, or create it: gcloud artifacts repositories create {} --repository-format=docker --location={} --project={}",
+                s.repository_name(),
+                s.repo,
+                s.region,
+                s.project
+            );
+        }
+        say(format!(
+            "Creating Artifact Registry repository {}",
+            s.repository_name()
+        ));
+        match api.send(&e.create_repository(s)) {
+            Ok(op) => {
+                api.wait(
+                    op,
+                    &e.artifact_registry,
+                    "v1",
+                    "creating the repository",
+                    opts.wait,
+                    &progress,
+                )
+                .map_err(wrap)?;
+                repository_created = true;
+            }
+            // Made meanwhile by someone else: as good.
+            Err(err)
+                if err
+                    .downcast_ref::<GoogleError>()
+                    .is_some_and(|g| g.http == 409) => {}
+            Err(err) => return Err(wrap(err)),
+        }
+    }
+
+    let mut tags = s.tags.clone();
+    let first = tags.remove(0);
+    let target = crate::registry::Reference::parse(&format!("{}:{first}", s.image_repository()))?;
+    let push = crate::registry::push(
+        &p.cache.blobs,
+        &p.digest,
+        &target,
+        &tags,
+        crate::registry::is_insecure(&target, &opts.build.insecure_registries),
+        &p.cache,
+        &progress,
+    )?;
+
+    let existing = api.send_optional(&e.get_service(s)).map_err(wrap)?;
+    say(format!(
+        "{} Cloud Run service {} in {}",
+        if existing.is_some() {
+            "Updating"
+        } else {
+            "Creating"
+        },
+        s.service,
+        s.region
+    ));
+    let op = api.send(&p.spec.patch_request(&e.run)).map_err(wrap)?;
+    api.wait(
+        op,
+        &e.run,
+        "v2",
+        "rolling out the revision",
+        opts.wait,
+        &progress,
+    )
+    .map_err(|err| match err.downcast_ref::<GoogleError>() {
+        Some(g) if g.method == "operation" => anyhow!("{g}\n  hint: {}", logs_hint(s)),
+        _ => wrap(err),
+    })?;
+    let svc = api.send(&e.get_service(s)).map_err(wrap)?;
+    let cond = &svc["terminalCondition"];
+    if cond["state"] != "CONDITION_SUCCEEDED" {
+        bail!(
+            "Cloud Run service {}: {} {}: {}\n  hint: {}",
+            s.service,
+            cond["type"].as_str().unwrap_or("Ready"),
+            cond["state"].as_str().unwrap_or("unknown"),
+            cond["message"].as_str().unwrap_or("no message"),
+            logs_hint(s)
+        );
+    }
+
+    let mut public = None;
+    if s.allow_unauthenticated {
+        public = Some(s.public_access);
+        if s.public_access == PublicAccess::IamBinding {
+            let policy = api.send(&e.get_iam_policy(s)).map_err(wrap)?;
+            if let Some(merged) = api::with_public_invoker(&policy) {
+                api.send(&e.set_iam_policy(s, merged)).map_err(wrap)?;
+            }
+        }
+    }
+    Ok(DeployOutcome::Deployed(Box::new(DeployReport {
+        service: s.service.clone(),
+        name: s.service_name(),
+        url: svc["uri"].as_str().map(str::to_string),
+        revision: svc["latestReadyRevision"]
+            .as_str()
+            .map(|r| r.rsplit('/').next().unwrap_or(r).to_string()),
+        image: p.spec.image.clone(),
+        created: existing.is_none(),
+        repository_created,
+        public,
+        push,
+        seconds: started.elapsed().as_secs_f64(),
+    })))
+}

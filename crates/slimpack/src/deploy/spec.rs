@@ -1,61 +1,14 @@
 //! The service spec: what the plan knows (port, health path, name), laid
-//! under the deploy settings (flags and `[tool.slimpack.deploy]`), turned into
-//! the body of `PATCH v2/projects/P/locations/R/services/S?allowMissing=true`.
+//! under the deploy settings, in the two shapes Cloud Run takes: the Admin
+//! API v2 `Service` (what `slimpack deploy` sends) and the Knative
+//! `serving.knative.dev/v1` Service (what `gcloud run services replace`
+//! reads). Both come from the same fields here, so they cannot drift.
 
+use super::settings::{DeploySettings, PublicAccess};
 use anyhow::{bail, Result};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
-
-/// An environment variable read from Secret Manager.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct SecretRef {
-    pub secret: String,
-    pub version: String,
-}
-
-impl SecretRef {
-    /// `SECRET[:VERSION]` (default `latest`), as `gcloud --set-secrets` takes it.
-    pub fn parse(s: &str) -> Result<SecretRef> {
-        let (secret, version) = s.split_once(':').unwrap_or((s, "latest"));
-        let ok = |x: &str| {
-            !x.is_empty()
-                && x.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_/".contains(c))
-        };
-        if !ok(secret) || !ok(version) {
-            bail!(
-                "secret {s:?}: expected SECRET[:VERSION], e.g. db-password:latest or db-password:3"
-            );
-        }
-        Ok(SecretRef {
-            secret: secret.into(),
-            version: version.into(),
-        })
-    }
-}
-
-/// What the user chose; `None` leaves Cloud Run's default.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct DeploySettings {
-    pub project: String,
-    pub region: String,
-    pub service: String,
-    pub allow_unauthenticated: bool,
-    pub memory: Option<String>,
-    pub cpu: Option<String>,
-    pub min_instances: Option<u32>,
-    pub max_instances: Option<u32>,
-    pub concurrency: Option<u32>,
-    /// Seconds.
-    pub timeout: Option<u32>,
-    pub env: BTreeMap<String, String>,
-    pub secrets: BTreeMap<String, SecretRef>,
-    pub labels: BTreeMap<String, String>,
-    pub service_account: Option<String>,
-    /// Default on: Cloud Run gives the container more CPU while it starts.
-    pub startup_cpu_boost: Option<bool>,
-}
 
 /// The service to deploy: the settings, and what the build decided.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -75,69 +28,11 @@ pub struct ApiRequest {
     pub body: Value,
 }
 
-/// Names Cloud Run reserves for itself in the container's environment.
-const RESERVED_ENV: &[&str] = &["PORT", "K_SERVICE", "K_REVISION", "K_CONFIGURATION"];
-
-/// Cloud Run's limits, checked before a request is sent so that the error
-/// names the flag rather than a field path.
-fn check(s: &DeploySettings) -> Result<()> {
-    let name_ok = |n: &str| {
-        !n.is_empty()
-            && n.len() <= 49
-            && n.starts_with(|c: char| c.is_ascii_lowercase())
-            && !n.ends_with('-')
-            && n.chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-    };
-    if !name_ok(&s.service) {
-        bail!(
-            "--service {:?}: Cloud Run service names are 1-49 lowercase letters, digits and hyphens, starting with a letter and not ending with a hyphen",
-            s.service
-        );
-    }
-    for k in s.env.keys().chain(s.secrets.keys()) {
-        if RESERVED_ENV.contains(&k.as_str()) {
-            bail!("--env {k}: Cloud Run sets {k} itself; it cannot be set");
-        }
-        if k.is_empty() || k.contains('=') {
-            bail!("--env {k:?}: not a variable name");
-        }
-    }
-    if let Some(k) = s.env.keys().find(|k| s.secrets.contains_key(*k)) {
-        bail!("{k} is given both as --env and as --secret; keep one");
-    }
-    if let Some(m) = &s.memory {
-        let digits = m.trim_end_matches(|c: char| c.is_ascii_alphabetic());
-        let unit = &m[digits.len()..];
-        if digits.parse::<u64>().is_err() || !["Mi", "Gi", "M", "G"].contains(&unit) {
-            bail!("--memory {m:?}: expected a size like 512Mi or 2Gi");
-        }
-    }
-    if let Some(c) = &s.cpu {
-        let valid = c.parse::<f64>().is_ok_and(|v| v > 0.0)
-            || c.strip_suffix('m')
-                .is_some_and(|v| v.parse::<u32>().is_ok_and(|v| v > 0));
-        if !valid {
-            bail!("--cpu {c:?}: expected a number of CPUs (1, 2, 0.5) or millicores (500m)");
-        }
-    }
-    if let (Some(a), Some(b)) = (s.min_instances, s.max_instances) {
-        if a > b {
-            bail!("--min-instances {a} is above --max-instances {b}");
-        }
-    }
-    if let Some(c) = s.concurrency {
-        if !(1..=1000).contains(&c) {
-            bail!("--concurrency {c}: Cloud Run allows 1 to 1000 requests per instance");
-        }
-    }
-    if let Some(t) = s.timeout {
-        if !(1..=3600).contains(&t) {
-            bail!("--timeout {t}: Cloud Run allows 1 to 3600 seconds");
-        }
-    }
-    Ok(())
-}
+/// Startup probe timing: every 2 s for up to a minute, so a slow first
+/// import does not fail the revision while a broken one fails in time.
+const PROBE_PERIOD: u32 = 2;
+const PROBE_TIMEOUT: u32 = 1;
+const PROBE_FAILURES: u32 = 30;
 
 impl ServiceSpec {
     /// The spec for `image` (by digest) from the plan's port and health
@@ -148,7 +43,7 @@ impl ServiceSpec {
         port: u16,
         health_path: Option<&str>,
     ) -> Result<ServiceSpec> {
-        check(settings)?;
+        settings.check()?;
         if !image.contains("@sha256:") {
             bail!("{image}: Cloud Run is deployed by digest (IMAGE@sha256:...), never by a tag that can move");
         }
@@ -160,18 +55,27 @@ impl ServiceSpec {
         })
     }
 
-    /// The `Service` body of the Admin API v2 (only fields a client may
-    /// set; the name travels in the URL).
-    pub fn to_v2(&self) -> Value {
+    /// Public through the service's own flag (not an IAM binding).
+    pub fn invoker_iam_disabled(&self) -> bool {
+        self.settings.allow_unauthenticated
+            && self.settings.public_access == PublicAccess::InvokerIamDisabled
+    }
+
+    /// A startup probe on the health path the source serves, else on the
+    /// port: traffic only once the app answers. Same fields in both APIs.
+    fn startup_probe(&self) -> Value {
+        let mut probe = match &self.health_path {
+            Some(p) => json!({"httpGet": {"path": p, "port": self.port}}),
+            None => json!({"tcpSocket": {"port": self.port}}),
+        };
+        probe["periodSeconds"] = json!(PROBE_PERIOD);
+        probe["timeoutSeconds"] = json!(PROBE_TIMEOUT);
+        probe["failureThreshold"] = json!(PROBE_FAILURES);
+        probe
+    }
+
+    fn limits(&self) -> Option<Value> {
         let s = &self.settings;
-        let mut env: Vec<Value> = s
-            .env
-            .iter()
-            .map(|(k, v)| json!({"name": k, "value": v}))
-            .collect();
-        env.extend(s.secrets.iter().map(|(k, r)| {
-            json!({"name": k, "valueSource": {"secretKeyRef": {"secret": r.secret, "version": r.version}}})
-        }));
         let mut limits = Map::new();
         if let Some(c) = &s.cpu {
             limits.insert("cpu".into(), json!(c));
@@ -179,24 +83,40 @@ impl ServiceSpec {
         if let Some(m) = &s.memory {
             limits.insert("memory".into(), json!(m));
         }
+        (!limits.is_empty()).then_some(Value::Object(limits))
+    }
+
+    /// Plain variables, then Secret Manager references, each as `secret`
+    /// makes it from (name, secret, version).
+    fn env(&self, secret: impl Fn(&str, &str, &str) -> Value) -> Vec<Value> {
+        let s = &self.settings;
+        s.env
+            .iter()
+            .map(|(k, v)| json!({"name": k, "value": v}))
+            .chain(
+                s.secrets
+                    .iter()
+                    .map(|(k, r)| secret(k, &r.secret, &r.version)),
+            )
+            .collect()
+    }
+
+    /// The `Service` body of the Admin API v2 (only fields a client may
+    /// set; the name travels in the URL).
+    pub fn to_v2(&self) -> Value {
+        let s = &self.settings;
         let mut resources = json!({"startupCpuBoost": s.startup_cpu_boost.unwrap_or(true)});
-        if !limits.is_empty() {
-            resources["limits"] = Value::Object(limits);
+        if let Some(l) = self.limits() {
+            resources["limits"] = l;
         }
-        // A startup probe on the health path the source serves, else on the
-        // port: traffic only once the app answers.
-        let mut startup = match &self.health_path {
-            Some(p) => json!({"httpGet": {"path": p, "port": self.port}}),
-            None => json!({"tcpSocket": {"port": self.port}}),
-        };
-        startup["periodSeconds"] = json!(2);
-        startup["timeoutSeconds"] = json!(1);
-        startup["failureThreshold"] = json!(30);
         let mut container = json!({
             "image": self.image,
             "ports": [{"name": "http1", "containerPort": self.port}],
             "resources": resources,
-            "startupProbe": startup,
+            "startupProbe": self.startup_probe(),
+        });
+        let env = self.env(|name, secret, version| {
+            json!({"name": name, "valueSource": {"secretKeyRef": {"secret": secret, "version": version}}})
         });
         if !env.is_empty() {
             container["env"] = Value::Array(env);
@@ -225,7 +145,7 @@ impl ServiceSpec {
             "ingress": "INGRESS_TRAFFIC_ALL",
             "template": template,
         });
-        if s.allow_unauthenticated {
+        if self.invoker_iam_disabled() {
             body["invokerIamDisabled"] = json!(true);
         }
         if !s.labels.is_empty() {
@@ -234,18 +154,71 @@ impl ServiceSpec {
         body
     }
 
+    /// The same service as a Knative `serving.knative.dev/v1` Service, with
+    /// only the annotations Cloud Run documents for its YAML.
+    pub fn to_knative(&self) -> Value {
+        let s = &self.settings;
+        let mut labels = s.labels.clone();
+        labels.insert("cloud.googleapis.com/location".into(), s.region.clone());
+        let mut annotations =
+            BTreeMap::from([("run.googleapis.com/ingress".to_string(), "all".to_string())]);
+        if self.invoker_iam_disabled() {
+            annotations.insert(
+                "run.googleapis.com/invoker-iam-disabled".into(),
+                "true".into(),
+            );
+        }
+        let mut revision = BTreeMap::from([(
+            "run.googleapis.com/startup-cpu-boost".to_string(),
+            s.startup_cpu_boost.unwrap_or(true).to_string(),
+        )]);
+        if let Some(n) = s.min_instances {
+            revision.insert("autoscaling.knative.dev/minScale".into(), n.to_string());
+        }
+        if let Some(n) = s.max_instances {
+            revision.insert("autoscaling.knative.dev/maxScale".into(), n.to_string());
+        }
+        let mut container = json!({
+            "image": self.image,
+            "ports": [{"name": "http1", "containerPort": self.port}],
+            "startupProbe": self.startup_probe(),
+        });
+        if let Some(l) = self.limits() {
+            container["resources"] = json!({"limits": l});
+        }
+        let env = self.env(|name, secret, version| {
+            json!({"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": version}}})
+        });
+        if !env.is_empty() {
+            container["env"] = Value::Array(env);
+        }
+        let mut spec = json!({"containers": [container]});
+        if let Some(c) = s.concurrency {
+            spec["containerConcurrency"] = json!(c);
+        }
+        if let Some(t) = s.timeout {
+            spec["timeoutSeconds"] = json!(t);
+        }
+        if let Some(sa) = &s.service_account {
+            spec["serviceAccountName"] = json!(sa);
+        }
+        json!({
+            "apiVersion": "serving.knative.dev/v1",
+            "kind": "Service",
+            "metadata": {"name": s.service, "labels": labels, "annotations": annotations},
+            "spec": {"template": {"metadata": {"annotations": revision}, "spec": spec}},
+        })
+    }
+
     /// Create or update in one call: `allowMissing=true` creates the service
     /// when it does not exist.
     pub fn patch_request(&self, api_base: &str) -> ApiRequest {
-        let s = &self.settings;
         ApiRequest {
             method: "PATCH".into(),
             url: format!(
-                "{}/v2/projects/{}/locations/{}/services/{}?allowMissing=true",
+                "{}/v2/{}?allowMissing=true",
                 api_base.trim_end_matches('/'),
-                s.project,
-                s.region,
-                s.service
+                self.settings.service_name()
             ),
             body: self.to_v2(),
         }
@@ -253,93 +226,49 @@ impl ServiceSpec {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use crate::deploy::schemas;
+    use crate::deploy::settings::SecretRef;
 
-    fn settings() -> DeploySettings {
+    pub(crate) fn settings() -> DeploySettings {
         DeploySettings {
             project: "my-project".into(),
             region: "us-central1".into(),
             service: "my-app".into(),
+            repo: "backend".into(),
+            registry: "us-central1-docker.pkg.dev".into(),
             ..Default::default()
         }
     }
 
-    const IMAGE: &str = "us-central1-docker.pkg.dev/my-project/backend/my-app@sha256:0000000000000000000000000000000000000000000000000000000000000000";
+    pub(crate) const IMAGE: &str = "us-central1-docker.pkg.dev/my-project/backend/my-app@sha256:0000000000000000000000000000000000000000000000000000000000000000";
 
-    /// The discovery document's schemas, for checking bodies.
-    fn discovery() -> Value {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/cloudrun/run-v2-discovery.json"
+    /// Everything set that can be set.
+    pub(crate) fn full() -> ServiceSpec {
+        let mut s = settings();
+        s.allow_unauthenticated = true;
+        s.memory = Some("512Mi".into());
+        s.cpu = Some("1".into());
+        s.min_instances = Some(0);
+        s.max_instances = Some(10);
+        s.concurrency = Some(80);
+        s.timeout = Some(300);
+        s.env.insert("APP_MODE".into(), "production".into());
+        s.env
+            .insert("GREETING".into(), "yes: no # \"quoted\"\nline".into());
+        s.secrets.insert(
+            "DB_PASSWORD".into(),
+            SecretRef::parse("db-password:3").unwrap(),
         );
-        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-    }
-
-    /// Problems of `v` against the discovery schema `schema`: unknown
-    /// fields, output-only fields, wrong JSON types, values outside an enum.
-    fn validate(doc: &Value, v: &Value, schema: &Value, at: &str, out: &mut Vec<String>) {
-        let schema = match schema.get("$ref").and_then(Value::as_str) {
-            Some(r) => &doc["schemas"][r],
-            None => schema,
-        };
-        if schema.get("readOnly") == Some(&Value::Bool(true))
-            || schema["description"]
-                .as_str()
-                .is_some_and(|d| d.starts_with("Output only."))
-        {
-            out.push(format!("{at}: output only"));
-        }
-        let ty = schema["type"].as_str().unwrap_or("object");
-        match (ty, v) {
-            ("object", Value::Object(m)) => {
-                if let Some(props) = schema["properties"].as_object() {
-                    for (k, x) in m {
-                        match props.get(k) {
-                            Some(p) => validate(doc, x, p, &format!("{at}.{k}"), out),
-                            None => out.push(format!("{at}.{k}: no such field")),
-                        }
-                    }
-                } else if let Some(ap) = schema.get("additionalProperties") {
-                    for (k, x) in m {
-                        validate(doc, x, ap, &format!("{at}.{k}"), out);
-                    }
-                }
-            }
-            ("array", Value::Array(items)) => {
-                for (i, x) in items.iter().enumerate() {
-                    validate(doc, x, &schema["items"], &format!("{at}[{i}]"), out);
-                }
-            }
-            ("string", Value::String(s)) => {
-                if let Some(e) = schema["enum"].as_array() {
-                    if !e.iter().any(|x| x == s) {
-                        out.push(format!("{at}: {s:?} is not one of {e:?}"));
-                    }
-                }
-                if schema["format"] == "google-duration"
-                    && !(s.ends_with('s') && s[..s.len() - 1].parse::<f64>().is_ok())
-                {
-                    out.push(format!("{at}: {s:?} is not a duration"));
-                }
-            }
-            // int64 travels as a string in Google's JSON; int32 as a number.
-            ("integer", Value::Number(n)) if schema["format"] != "int64" => {
-                if !n.is_i64() {
-                    out.push(format!("{at}: {n} is not an integer"));
-                }
-            }
-            ("number", Value::Number(_)) | ("boolean", Value::Bool(_)) | ("any", _) => {}
-            _ => out.push(format!("{at}: {v} is not of type {ty}")),
-        }
+        s.labels.insert("team".into(), "web".into());
+        s.service_account = Some("app@my-project.iam.gserviceaccount.com".into());
+        ServiceSpec::new(&s, IMAGE, 8080, Some("/health")).unwrap()
     }
 
     fn problems(body: &Value) -> Vec<String> {
-        let doc = discovery();
-        let mut out = Vec::new();
-        let schema = json!({"$ref": "GoogleCloudRunV2Service"});
-        validate(&doc, body, &schema, "Service", &mut out);
-        out
+        let doc = schemas::load("run-v2-discovery.json");
+        schemas::problems(&doc, "GoogleCloudRunV2Service", body)
     }
 
     #[test]
@@ -352,18 +281,37 @@ mod tests {
         });
         let p = problems(&bad);
         for needle in [
-            "Service.uri: output only",
-            "Service.ingress: \"EVERYONE\"",
-            "Service.template.timeout: \"5 minutes\" is not a duration",
-            "Service.template.containers[0].image: 1 is not of type string",
-            "Service.template.containers[0].colour: no such field",
-            "Service.template.scaling.maxInstanceCount: \"ten\" is not of type integer",
+            "GoogleCloudRunV2Service.uri: output only",
+            "GoogleCloudRunV2Service.ingress: \"EVERYONE\"",
+            "GoogleCloudRunV2Service.template.timeout: \"5 minutes\" is not a duration",
+            "GoogleCloudRunV2Service.template.containers[0].image: 1 is not of type string",
+            "GoogleCloudRunV2Service.template.containers[0].colour: no such field",
+            "GoogleCloudRunV2Service.template.scaling.maxInstanceCount: \"ten\" is not of type integer",
         ] {
             assert!(
                 p.iter().any(|x| x.starts_with(needle)),
                 "{needle} not in {p:#?}"
             );
         }
+        let doc = schemas::load("run-v2-discovery.json");
+        let (_, p) = schemas::check_request(
+            &doc,
+            "PATCH",
+            "v2/projects/p/locations/r/services/s?allowMisssing=true",
+            &json!({}),
+        );
+        assert!(
+            p.iter()
+                .any(|x| x.contains("no query parameter allowMisssing")),
+            "{p:?}"
+        );
+        let (_, p) = schemas::check_request(
+            &doc,
+            "PUT",
+            "v2/projects/p/locations/r/services/s",
+            &json!({}),
+        );
+        assert!(p[0].contains("no such method"), "{p:?}");
     }
 
     #[test]
@@ -377,31 +325,22 @@ mod tests {
         );
         assert!(body.get("invokerIamDisabled").is_none());
 
-        let mut s = settings();
-        s.allow_unauthenticated = true;
-        s.memory = Some("512Mi".into());
-        s.cpu = Some("1".into());
-        s.min_instances = Some(0);
-        s.max_instances = Some(10);
-        s.concurrency = Some(80);
-        s.timeout = Some(300);
-        s.env.insert("APP_MODE".into(), "production".into());
-        s.secrets.insert(
-            "DB_PASSWORD".into(),
-            SecretRef::parse("db-password:3").unwrap(),
-        );
-        s.labels.insert("team".into(), "web".into());
-        s.service_account = Some("app@my-project.iam.gserviceaccount.com".into());
-        let full = ServiceSpec::new(&s, IMAGE, 8080, Some("/health")).unwrap();
+        let full = full();
         let body = full.to_v2();
         assert_eq!(problems(&body), Vec::<String>::new(), "{body:#}");
         let c = &body["template"]["containers"][0];
         assert_eq!(c["image"], IMAGE);
         assert_eq!(c["startupProbe"]["httpGet"]["path"], "/health");
         assert_eq!(c["resources"]["limits"]["memory"], "512Mi");
-        assert_eq!(c["env"][1]["valueSource"]["secretKeyRef"]["version"], "3");
+        assert_eq!(c["env"][2]["valueSource"]["secretKeyRef"]["version"], "3");
         assert_eq!(body["template"]["timeout"], "300s");
         assert_eq!(body["invokerIamDisabled"], true);
+
+        // Public through IAM instead: the service itself keeps the check.
+        let mut s = full.settings.clone();
+        s.public_access = PublicAccess::IamBinding;
+        let iam = ServiceSpec::new(&s, IMAGE, 8080, None).unwrap();
+        assert!(iam.to_v2().get("invokerIamDisabled").is_none());
 
         let r = full.patch_request("https://run.googleapis.com/");
         assert_eq!(r.method, "PATCH");
@@ -409,13 +348,15 @@ mod tests {
             r.url,
             "https://run.googleapis.com/v2/projects/my-project/locations/us-central1/services/my-app?allowMissing=true"
         );
-        // The URL's path is the discovery document's patch path.
-        let doc = discovery();
-        let patch = &doc["resources"]["projects"]["resources"]["locations"]["resources"]
-            ["services"]["methods"]["patch"];
-        assert_eq!(patch["httpMethod"], "PATCH");
-        assert_eq!(patch["path"], "v2/{+name}");
-        assert!(patch["parameters"]["allowMissing"].is_object());
+        let doc = schemas::load("run-v2-discovery.json");
+        let (id, p) = schemas::check_request(
+            &doc,
+            &r.method,
+            r.url.strip_prefix("https://run.googleapis.com/").unwrap(),
+            &r.body,
+        );
+        assert_eq!(id, "projects.locations.services.patch");
+        assert_eq!(p, Vec::<String>::new());
         // Stable: the same spec, the same bytes (what --dry-run prints).
         assert_eq!(
             serde_json::to_string(&r).unwrap(),
@@ -424,30 +365,48 @@ mod tests {
     }
 
     #[test]
-    fn bad_settings_name_the_flag() {
-        let with = |f: &dyn Fn(&mut DeploySettings)| {
-            let mut s = settings();
-            f(&mut s);
-            ServiceSpec::new(&s, IMAGE, 8080, None)
-                .unwrap_err()
-                .to_string()
-        };
-        assert!(with(&|s| s.service = "My_App".into()).contains("--service"));
-        assert!(with(&|s| {
-            s.env.insert("PORT".into(), "1".into());
-        })
-        .contains("Cloud Run sets PORT"));
-        assert!(with(&|s| s.memory = Some("lots".into())).contains("--memory"));
-        assert!(with(&|s| s.cpu = Some("-1".into())).contains("--cpu"));
-        assert!(with(&|s| {
-            s.min_instances = Some(3);
-            s.max_instances = Some(1);
-        })
-        .contains("--min-instances 3"));
-        assert!(with(&|s| s.timeout = Some(7200)).contains("--timeout"));
+    fn the_knative_service_matches_the_crd_and_the_api_request() {
+        let schema = schemas::knative_service_schema();
+        for spec in [
+            full(),
+            ServiceSpec::new(&settings(), IMAGE, 8080, None).unwrap(),
+        ] {
+            let k = spec.to_knative();
+            let mut out = Vec::new();
+            schemas::validate_openapi(&k, &schema, "Service", &mut out);
+            assert_eq!(out, Vec::<String>::new(), "{k:#}");
+            // The same container as the API request, field by field where
+            // the two APIs name them alike.
+            let (kc, vc) = (
+                &k["spec"]["template"]["spec"]["containers"][0],
+                &spec.to_v2()["template"]["containers"][0],
+            );
+            for f in ["image", "ports", "startupProbe"] {
+                assert_eq!(kc[f], vc[f], "{f}");
+            }
+            assert_eq!(kc["resources"]["limits"], vc["resources"]["limits"]);
+        }
+        let k = full().to_knative();
+        let t = &k["spec"]["template"];
+        assert_eq!(
+            t["metadata"]["annotations"]["autoscaling.knative.dev/maxScale"],
+            "10"
+        );
+        assert_eq!(t["spec"]["containerConcurrency"], 80);
+        assert_eq!(t["spec"]["timeoutSeconds"], 300);
+        assert_eq!(
+            t["spec"]["containers"][0]["env"][2]["valueFrom"]["secretKeyRef"]["key"],
+            "3"
+        );
+        assert_eq!(
+            k["metadata"]["annotations"]["run.googleapis.com/invoker-iam-disabled"],
+            "true"
+        );
+    }
+
+    #[test]
+    fn a_tag_is_refused() {
         let tag = ServiceSpec::new(&settings(), "r/p/i:latest", 8080, None).unwrap_err();
         assert!(tag.to_string().contains("by digest"), "{tag}");
-        assert!(SecretRef::parse("db:pass:word").is_err());
-        assert_eq!(SecretRef::parse("db").unwrap().version, "latest");
     }
 }

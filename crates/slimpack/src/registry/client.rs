@@ -6,6 +6,7 @@
 
 use super::auth::{Credential, Secret};
 use super::reference::Reference;
+use crate::http::{backoff, retriable};
 use anyhow::{anyhow, bail, Context, Result};
 use indicatif::ProgressBar;
 use std::fs::File;
@@ -158,17 +159,6 @@ pub fn parse_challenge(h: &str) -> Option<Challenge> {
 fn with_digest(location: &str, digest: &str) -> String {
     let sep = if location.contains('?') { '&' } else { '?' };
     format!("{location}{sep}digest={digest}")
-}
-
-fn retriable(status: u16) -> bool {
-    status == 429 || status == 408 || (500..=599).contains(&status) && status != 501
-}
-
-fn backoff(attempt: u32, retry_after: Option<&str>) -> Duration {
-    let hinted = retry_after
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(|s| Duration::from_secs(s.min(10)));
-    hinted.unwrap_or_else(|| Duration::from_millis(250 * 2u64.pow(attempt.min(4))))
 }
 
 /// Where a streamed reply body goes.
