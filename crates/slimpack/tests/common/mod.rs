@@ -1,6 +1,8 @@
 //! Helpers the integration tests share.
 #![allow(dead_code)]
 
+pub mod schemas;
+
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
