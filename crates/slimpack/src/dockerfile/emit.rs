@@ -611,6 +611,8 @@ pub fn dockerignore(secrets: &[String], optional: &[String], kept: &[String]) ->
          **/id_ed25519*\n\
          **/.netrc\n\
          **/.pypirc\n\
+         **/*.tfstate*\n\
+         **/.terraform\n\
          .aws\n\
          .config/gcloud\n\
          # Tool caches and build output\n\

@@ -46,6 +46,7 @@ const DEFAULTS: &[&str] = &[
     ".vscode",
     "**/.DS_Store",
     ".slimpack",
+    ".terraform",
 ];
 
 /// Converts one Docker ignore pattern to an anchored regex.
@@ -168,7 +169,10 @@ pub fn is_secret(rel: &str, head: &[u8]) -> bool {
         || lower.starts_with("id_ecdsa")
         || lower.starts_with("id_ed25519")
         || lower == ".netrc"
-        || lower == ".pypirc";
+        || lower == ".pypirc"
+        // Terraform state holds every attribute in clear, secrets included.
+        || lower.ends_with(".tfstate")
+        || lower.ends_with(".tfstate.backup");
     if by_name {
         return true;
     }
@@ -301,6 +305,8 @@ mod tests {
             ".git/HEAD",
             "sa.json",
             "deploy/key.pem",
+            "infra/terraform.tfstate",
+            ".terraform/providers/x",
             "notes.md",
         ] {
             let p = root.join(f);
@@ -320,6 +326,14 @@ mod tests {
         let (files, secrets) = collect(root, &rules).unwrap();
         let rels: Vec<_> = files.iter().map(|f| f.rel.as_str()).collect();
         assert_eq!(rels, vec![".dockerignore", ".env.example", "main.py"]);
-        assert_eq!(secrets, vec![".env", "deploy/key.pem", "sa.json"]);
+        assert_eq!(
+            secrets,
+            vec![
+                ".env",
+                "deploy/key.pem",
+                "infra/terraform.tfstate",
+                "sa.json"
+            ]
+        );
     }
 }
