@@ -303,7 +303,9 @@ impl GoogleError {
                     Some(p) if p.starts_with("artifactregistry.") => "roles/artifactregistry.writer",
                     Some(p) if p.ends_with("setIamPolicy") => "roles/run.admin (setting IAM policies needs it; or use --public-access invoker-iam-disabled)",
                     _ if api.starts_with("artifactregistry") => "roles/artifactregistry.writer",
-                    _ => "roles/run.developer (roles/run.admin for --allow-unauthenticated)",
+                    // Turning the invoker check off needs setIamPolicy too.
+                    _ if s.allow_unauthenticated => "roles/run.admin",
+                    _ => "roles/run.developer",
                 };
                 let what = permission.map(|p| format!("{p} is missing; ")).unwrap_or_default();
                 let role_id = role.split(' ').next().unwrap_or(role);
@@ -454,9 +456,10 @@ impl Client {
         }
         pb.finish_and_clear();
         if op["error"].is_object() {
+            // The operation's URL tells the hint which API failed.
             return Err(anyhow::Error::new(GoogleError::from_status(
                 "operation",
-                &name,
+                &Endpoints::get_operation(base, version, &name).url,
                 0,
                 &op["error"],
             )));
@@ -582,6 +585,12 @@ mod tests {
                 && h.contains("--role=roles/run.developer"),
             "{h}"
         );
+        let mut public = s.clone();
+        public.allow_unauthenticated = true;
+        let h = GoogleError::from_reply("PATCH", "https://run.googleapis.com/v2/x", 403, denied)
+            .hint(&public)
+            .unwrap();
+        assert!(h.contains("--role=roles/run.admin"), "{h}");
 
         let act_as = br#"{"error": {"code": 403, "status": "PERMISSION_DENIED",
             "message": "Permission 'iam.serviceaccounts.actAs' denied on service account app@p.iam.gserviceaccount.com"}}"#;
