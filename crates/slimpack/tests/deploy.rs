@@ -201,7 +201,9 @@ fn handle(
             st.services.insert(name.into(), svc);
             st.counter += 1;
             let op = format!("{parent}/operations/run-{}", st.counter);
-            st.operations.insert(op.clone(), (1, outcome));
+            // "slow" never finishes: the wait must be bounded.
+            let polls = if name == "slow" { u32::MAX } else { 1 };
+            st.operations.insert(op.clone(), (polls, outcome));
             (200, json!({"name": op, "done": false}))
         }
         _ => {
@@ -567,6 +569,13 @@ fn api_errors_come_with_the_apis_message_and_a_hint() {
         e.contains(
             "console.cloud.google.com/run/detail/us-central1/broken/logs?project=my-project"
         ),
+        "{e}"
+    );
+
+    // An operation that does not finish: bounded by --wait, and said so.
+    let e = failed(&s.deploy("slow", &["--wait", "2"]));
+    assert!(
+        e.contains("still running after 2s") && e.contains("--wait"),
         "{e}"
     );
 
