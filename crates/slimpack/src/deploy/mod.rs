@@ -81,6 +81,7 @@ fn prepare(opts: &DeployOptions) -> Result<Prepared> {
     let project = crate::project::Project::detect(&opts.build.dir)?;
     let cfg = project.config.clone().overlay(opts.build.overrides.clone());
     let fallbacks = settings::Fallbacks::from_environment(
+        &cfg.deploy,
         &project.name,
         build::git(&project.dir, &["rev-parse", "HEAD"]),
     );

@@ -166,8 +166,13 @@ pub struct Fallbacks {
 }
 
 impl Fallbacks {
-    /// From the environment and, when it is installed, gcloud's config.
-    pub fn from_environment(app_name: &str, commit: Option<String>) -> Fallbacks {
+    /// From the environment and, when it is installed, gcloud's config;
+    /// only what `cfg` lacks is looked up (gcloud takes a second a call).
+    pub fn from_environment(
+        cfg: &DeployConfig,
+        app_name: &str,
+        commit: Option<String>,
+    ) -> Fallbacks {
         let env = |names: &[&str]| {
             names
                 .iter()
@@ -185,9 +190,19 @@ impl Fallbacks {
         };
         Fallbacks {
             app_name: app_name.into(),
-            project: env(&["CLOUDSDK_CORE_PROJECT", "GOOGLE_CLOUD_PROJECT"])
-                .or_else(|| gcloud("project")),
-            region: env(&["CLOUDSDK_RUN_REGION"]).or_else(|| gcloud("run/region")),
+            project: cfg
+                .project
+                .is_none()
+                .then(|| {
+                    env(&["CLOUDSDK_CORE_PROJECT", "GOOGLE_CLOUD_PROJECT"])
+                        .or_else(|| gcloud("project"))
+                })
+                .flatten(),
+            region: cfg
+                .region
+                .is_none()
+                .then(|| env(&["CLOUDSDK_RUN_REGION"]).or_else(|| gcloud("run/region")))
+                .flatten(),
             commit,
         }
     }
