@@ -35,6 +35,14 @@ pub fn emit(spec: &ServiceSpec, format: Format) -> Result<String> {
     }
 }
 
+/// YAML with long single-line values (image references) on one line, not
+/// folded: a reader greps for the digest. Multi-line strings stay literal.
+fn yaml(v: &Value) -> Result<String> {
+    let mut o = serde_saphyr::SerializerOptions::default();
+    o.folded_wrap_chars = usize::MAX;
+    Ok(serde_saphyr::to_string_with_options(v, o)?)
+}
+
 fn header(spec: &ServiceSpec, apply: &str) -> String {
     format!(
         "# Written by slimpack deploy: Cloud Run service {} in {}/{}, image by digest.\n# {apply}\n",
@@ -51,7 +59,7 @@ pub fn service_yaml(spec: &ServiceSpec) -> Result<String> {
     if let Some(iam) = iam_binding_command(spec) {
         apply.push_str(&format!("\n# then: {iam}"));
     }
-    Ok(header(spec, &apply) + &serde_saphyr::to_string(&spec.to_knative())?)
+    Ok(header(spec, &apply) + &yaml(&spec.to_knative())?)
 }
 
 /// The additive IAM change `--public-access iam-binding` makes, as gcloud.
@@ -67,10 +75,10 @@ fn iam_binding_command(spec: &ServiceSpec) -> Option<String> {
 
 pub fn cloudbuild(spec: &ServiceSpec) -> Result<String> {
     let s = &spec.settings;
-    let yaml = serde_saphyr::to_string(&spec.to_knative())?;
+    let service = yaml(&spec.to_knative())?;
     // A quoted heredoc: nothing in the YAML is expanded by the shell.
     let mut script = format!(
-        "cat > /workspace/service.yaml <<'SLIMPACK_EOF'\n{yaml}SLIMPACK_EOF\ngcloud run services replace /workspace/service.yaml --project {} --region {}\n",
+        "cat > /workspace/service.yaml <<'SLIMPACK_EOF'\n{service}SLIMPACK_EOF\ngcloud run services replace /workspace/service.yaml --project {} --region {}\n",
         s.project, s.region
     );
     if let Some(iam) = iam_binding_command(spec) {
@@ -87,7 +95,7 @@ pub fn cloudbuild(spec: &ServiceSpec) -> Result<String> {
     Ok(header(
         spec,
         "The image is built and pushed by slimpack; this build only deploys it.\n# Run: gcloud builds submit --no-source --config cloudbuild.yaml",
-    ) + &serde_saphyr::to_string(&doc)?)
+    ) + &yaml(&doc)?)
 }
 
 /// Objects that are Terraform map attributes (`x = {...}`), not blocks.
@@ -240,6 +248,8 @@ mod tests {
             text.contains("autoscaling.knative.dev/maxScale: \"10\""),
             "{text}"
         );
+        // The digest on one line, where grep finds it.
+        assert!(text.contains(&format!("image: {IMAGE}\n")), "{text}");
     }
 
     /// Only annotations Cloud Run documents for service YAML.
