@@ -344,8 +344,10 @@ struct DeployArgs {
     /// CPUs per instance, e.g. 1, 2 or 500m.
     #[arg(long)]
     cpu: Option<String>,
+    /// Instances kept warm (0: scale to zero).
     #[arg(long)]
     min_instances: Option<u32>,
+    /// Most instances at once.
     #[arg(long)]
     max_instances: Option<u32>,
     /// Requests per instance at once (1-1000).
