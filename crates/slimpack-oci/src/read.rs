@@ -52,7 +52,8 @@ fn json_blob(store: &BlobStore, digest: &str) -> Result<Value> {
     serde_json::from_slice(&bytes).map_err(|e| spec(format!("blob {digest}: {e}")))
 }
 
-fn is_index(v: &Value) -> bool {
+/// Whether a manifest document is an index (or a Docker manifest list).
+pub fn is_index(v: &Value) -> bool {
     v.get("manifests").is_some()
 }
 
@@ -111,11 +112,6 @@ pub fn pick_platform(index: &Value) -> Option<&Value> {
             && m["platform"]["architecture"] == "amd64"
             && m["annotations"]["vnd.docker.reference.type"] != "attestation-manifest"
     })
-}
-
-/// Whether a manifest document is an index (or a Docker manifest list).
-pub fn is_index_document(v: &Value) -> bool {
-    is_index(v)
 }
 
 /// The image whose manifest (or index, then its linux/amd64 manifest) is

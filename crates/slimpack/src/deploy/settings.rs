@@ -209,7 +209,7 @@ impl Fallbacks {
 }
 
 /// A Cloud Run service name from a project name: `my_app` → `my-app`.
-fn service_name(app: &str) -> String {
+fn cloud_run_name(app: &str) -> String {
     let mut s: String = app
         .to_ascii_lowercase()
         .chars()
@@ -232,7 +232,7 @@ impl DeploySettings {
         let service = cfg
             .service
             .clone()
-            .unwrap_or_else(|| service_name(&fb.app_name));
+            .unwrap_or_else(|| cloud_run_name(&fb.app_name));
         let secrets = cfg
             .secrets
             .iter()
@@ -403,12 +403,7 @@ impl DeploySettings {
             }
         }
         for t in &self.tags {
-            let ok = !t.is_empty()
-                && t.len() <= 128
-                && t.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
-                && t.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
-            if !ok {
+            if !crate::registry::reference::valid_tag(t) {
                 bail!("--tag {t:?}: not a valid image tag (letters, digits, _ . -; up to 128)");
             }
         }
@@ -525,6 +520,6 @@ mod tests {
         })
         .contains("SECRET[:VERSION]"));
         assert_eq!(SecretRef::parse("db").unwrap().version, "latest");
-        assert_eq!(service_name("--Weird__Name!--"), "weird--name");
+        assert_eq!(cloud_run_name("--Weird__Name!--"), "weird--name");
     }
 }

@@ -64,6 +64,22 @@ pub fn is_insecure(reference: &Reference, flagged: &[String]) -> bool {
         .any(|h| !h.is_empty() && h == reference.registry)
 }
 
+/// The blobs an image manifest names: its config first, then each layer
+/// once, as (digest, size). `what` names the image in errors.
+fn manifest_blobs(doc: &serde_json::Value, what: &str) -> anyhow::Result<Vec<(String, u64)>> {
+    let mut blobs: Vec<(String, u64)> = Vec::new();
+    for d in std::iter::once(&doc["config"]).chain(doc["layers"].as_array().into_iter().flatten()) {
+        let digest = d["digest"]
+            .as_str()
+            .filter(|x| reference::valid_digest(x))
+            .ok_or_else(|| anyhow::anyhow!("{what}: a descriptor without a sha256 digest"))?;
+        if !blobs.iter().any(|b| b.0 == digest) {
+            blobs.push((digest.to_string(), d["size"].as_u64().unwrap_or(0)));
+        }
+    }
+    Ok(blobs)
+}
+
 const LOCATIONS: &str = "blob-locations";
 
 /// Repositories (`registry/repo`) known to hold `digest`: where a push can

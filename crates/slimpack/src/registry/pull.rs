@@ -46,7 +46,7 @@ pub fn pull(
     let mut doc: serde_json::Value = serde_json::from_slice(&bytes)
         .with_context(|| format!("{reference}: the manifest is not JSON"))?;
     for _ in 0..4 {
-        if !slimpack_oci::is_index_document(&doc) {
+        if !slimpack_oci::is_index(&doc) {
             break;
         }
         let m = slimpack_oci::pick_platform(&doc).ok_or_else(|| {
@@ -76,16 +76,7 @@ pub fn pull(
         store.put_bytes(&b)?;
         doc = serde_json::from_slice(&b)?;
     }
-    let mut blobs: Vec<(String, u64)> = Vec::new();
-    for d in std::iter::once(&doc["config"]).chain(doc["layers"].as_array().into_iter().flatten()) {
-        let digest = d["digest"]
-            .as_str()
-            .filter(|x| super::reference::valid_digest(x))
-            .ok_or_else(|| anyhow!("{reference}: a descriptor without a sha256 digest"))?;
-        if !blobs.iter().any(|b| b.0 == digest) {
-            blobs.push((digest.to_string(), d["size"].as_u64().unwrap_or(0)));
-        }
-    }
+    let blobs = super::manifest_blobs(&doc, &reference.to_string())?;
     let (have, missing): (Vec<_>, Vec<_>) = blobs.iter().partition(|(d, _)| store.contains(d));
     let bars = indicatif::MultiProgress::new();
     super::in_parallel(&missing, |_, (d, size)| {

@@ -86,7 +86,7 @@ pub fn push(
     }
     let doc: serde_json::Value = serde_json::from_slice(&manifest)
         .with_context(|| format!("manifest {manifest_digest} is not JSON"))?;
-    if slimpack_oci::is_index_document(&doc) {
+    if slimpack_oci::is_index(&doc) {
         bail!("{manifest_digest} is an image index; pushing indexes is not supported yet (push one image of it)");
     }
     if let Some(d) = &target.digest {
@@ -98,24 +98,12 @@ pub fn push(
         .as_str()
         .unwrap_or(slimpack_oci::MEDIA_TYPE_MANIFEST)
         .to_string();
-    let mut blobs: Vec<(String, u64, &'static str)> = Vec::new();
-    let desc = |d: &serde_json::Value| -> Result<(String, u64)> {
-        let digest = d["digest"]
-            .as_str()
-            .filter(|x| super::reference::valid_digest(x))
-            .ok_or_else(|| {
-                anyhow!("manifest {manifest_digest}: a descriptor without a sha256 digest")
-            })?;
-        Ok((digest.to_string(), d["size"].as_u64().unwrap_or(0)))
-    };
-    let (c, s) = desc(&doc["config"])?;
-    blobs.push((c, s, "config"));
-    for l in doc["layers"].as_array().into_iter().flatten() {
-        let (d, s) = desc(l)?;
-        if !blobs.iter().any(|b| b.0 == d) {
-            blobs.push((d, s, "layer"));
-        }
-    }
+    let blobs: Vec<(String, u64, &'static str)> =
+        super::manifest_blobs(&doc, &format!("manifest {manifest_digest}"))?
+            .into_iter()
+            .enumerate()
+            .map(|(i, (d, s))| (d, s, if i == 0 { "config" } else { "layer" }))
+            .collect();
     for (d, _, _) in &blobs {
         if !store.contains(d) {
             bail!(
