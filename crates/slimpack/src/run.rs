@@ -219,7 +219,7 @@ pub fn rootfs(
     cache: &Cache,
     keep_setuid: bool,
 ) -> Result<PathBuf> {
-    let (dir, skipped) = sandbox::cached_rootfs_with(cache, store, &image.layers, keep_setuid)?;
+    let (dir, skipped) = sandbox::cached_rootfs(cache, store, &image.layers, keep_setuid)?;
     // Mount points for the network files a container runtime provides (as
     // Docker creates them): images rarely ship them, and the root is
     // mounted read-only.

@@ -10,7 +10,7 @@ use crate::registry::{self, Reference};
 use crate::report::Progress;
 use crate::sandbox::{self, Sandbox};
 use anyhow::{anyhow, bail, Context, Result};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use slimpack_oci::{Layer, LoadedImage};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -46,9 +46,6 @@ print(json.dumps({
 }))
 "#;
 
-#[derive(Serialize, Deserialize)]
-struct Sizes(Vec<u64>);
-
 /// Pulls and unpacks `reference`, and finds its Python.
 pub fn prepare(
     reference: &Reference,
@@ -69,7 +66,7 @@ pub fn prepare(
     }
     fill_uncompressed_sizes(cache, &mut image.layers)?;
     let sp = progress.spinner(format!("Unpacking {reference}"));
-    let (root, _) = sandbox::cached_rootfs(cache, &cache.blobs, &image.layers)?;
+    let (root, _) = sandbox::cached_rootfs(cache, &cache.blobs, &image.layers, false)?;
     sp.finish_and_clear();
     let config = &image.config["config"];
     let env: Vec<String> = config["Env"]
@@ -153,15 +150,15 @@ fn probe_python(reference: &Reference, root: &std::path::Path, path: &str) -> Re
 /// per layer and remember them by digest.
 fn fill_uncompressed_sizes(cache: &Cache, layers: &mut [Layer]) -> Result<()> {
     for l in layers.iter_mut().filter(|l| l.uncompressed_size == 0) {
-        if let Some(Sizes(v)) = cache.get::<Sizes>("layer-size", &l.digest) {
-            l.uncompressed_size = v.first().copied().unwrap_or(0);
+        if let Some(n) = cache.get::<u64>("layer-size", &l.digest) {
+            l.uncompressed_size = n;
             continue;
         }
         let mut r = slimpack_oci::open_layer(&cache.blobs, l)?;
         let n = std::io::copy(&mut r, &mut std::io::sink())
             .with_context(|| format!("reading layer {}", l.digest))?;
         l.uncompressed_size = n;
-        cache.put("layer-size", &l.digest, &Sizes(vec![n]))?;
+        cache.put("layer-size", &l.digest, &n)?;
     }
     Ok(())
 }

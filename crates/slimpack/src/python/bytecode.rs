@@ -164,7 +164,13 @@ print(ns, n - ns)
 
 /// The runtime layer unpacked once per runtime, for the sandbox.
 pub fn ensure_rootfs(cache: &Cache, runtime: &Runtime) -> Result<PathBuf> {
-    Ok(sandbox::cached_rootfs(cache, &cache.blobs, std::slice::from_ref(&runtime.layer))?.0)
+    Ok(sandbox::cached_rootfs(
+        cache,
+        &cache.blobs,
+        std::slice::from_ref(&runtime.layer),
+        false,
+    )?
+    .0)
 }
 
 /// Top-level importable names in a site-packages directory.

@@ -175,12 +175,8 @@ impl Unpacker<'_> {
 /// rename, so a failure leaves nothing behind. `dest` must be named by its
 /// content (a cache key): when it already exists it is kept as it is.
 /// Returns the device nodes and fifos that were skipped.
-pub fn unpack(store: &BlobStore, layers: &[Layer], dest: &Path) -> Result<Vec<String>> {
-    unpack_with(store, layers, dest, false)
-}
-
-/// [`unpack`], keeping setuid and setgid bits when `keep_setuid`.
-pub fn unpack_with(
+/// `keep_setuid` keeps setuid and setgid bits (cleared otherwise).
+pub fn unpack(
     store: &BlobStore,
     layers: &[Layer],
     dest: &Path,
@@ -252,16 +248,8 @@ fn unpack_into(
 /// reused: named by the layer digests (and the unpacker's version, bumped
 /// when what it writes changes: v2 keeps file times). Returns the device
 /// nodes and fifos that were skipped when it was unpacked now.
+/// `keep_setuid` keeps setuid and setgid bits (a separate tree).
 pub fn cached_rootfs(
-    cache: &Cache,
-    store: &BlobStore,
-    layers: &[Layer],
-) -> Result<(PathBuf, Vec<String>)> {
-    cached_rootfs_with(cache, store, layers, false)
-}
-
-/// [`cached_rootfs`], keeping setuid and setgid bits when `keep_setuid`.
-pub fn cached_rootfs_with(
     cache: &Cache,
     store: &BlobStore,
     layers: &[Layer],
@@ -279,7 +267,7 @@ pub fn cached_rootfs_with(
     let skipped = if dir.is_dir() {
         Vec::new()
     } else {
-        unpack_with(store, layers, &dir, keep_setuid).context("unpacking the image")?
+        unpack(store, layers, &dir, keep_setuid).context("unpacking the image")?
     };
     Ok((dir, skipped))
 }
@@ -472,7 +460,7 @@ mod tests {
             let layer = raw_layer(&store, c);
             let dest = d.path().join(format!("root{i}"));
             assert!(
-                unpack(&store, &[layer], &dest).is_err(),
+                unpack(&store, &[layer], &dest, false).is_err(),
                 "case {i} must be refused"
             );
             assert!(!dest.exists(), "case {i} left a partial root");
@@ -494,7 +482,7 @@ mod tests {
             ],
         );
         let dest = d.path().join("root");
-        let skipped = unpack(&store, &[layer], &dest).unwrap();
+        let skipped = unpack(&store, &[layer], &dest, false).unwrap();
         assert_eq!(skipped, vec!["dev/sda", "dev/console", "p"]);
         assert!(!dest.join("dev/sda").exists() && !dest.join("p").exists());
         assert!(dest.join("ok").is_file());
@@ -511,7 +499,7 @@ mod tests {
         let l2 = raw_layer(&store, &[(".wh.a", tar::EntryType::Regular, "")]);
         let l3 = raw_layer(&store, &[("a/new", tar::EntryType::Regular, "")]);
         let dest = d.path().join("root");
-        unpack(&store, &[l1, l2, l3], &dest).unwrap();
+        unpack(&store, &[l1, l2, l3], &dest, false).unwrap();
         assert!(
             !dest.join("a/b").exists(),
             "the whiteout removed a/ and all below"
@@ -545,7 +533,7 @@ mod tests {
             ],
         );
         let dest = d.path().join("root");
-        unpack(&store, &[l1, l2], &dest).unwrap();
+        unpack(&store, &[l1, l2], &dest, false).unwrap();
         assert!(dest.join("a/keep").exists());
         assert!(!dest.join("a/gone").exists());
         assert!(!dest.join("o/old").exists());
@@ -565,7 +553,7 @@ mod tests {
         );
         let l3 = raw_layer(&store, &[("o/new", tar::EntryType::Regular, "")]);
         let kept = d.path().join("kept");
-        unpack_with(&store, &[l3], &kept, true).unwrap();
+        unpack(&store, &[l3], &kept, true).unwrap();
         let m = fs::metadata(kept.join("o/new"))
             .unwrap()
             .permissions()
@@ -617,7 +605,7 @@ mod tests {
                 })
                 .collect();
             let layer = raw_layer(&store, &typed);
-            let _ = unpack(&store, &[layer], &d.path().join("root").join("r"));
+            let _ = unpack(&store, &[layer], &d.path().join("root").join("r"), false);
             let names: Vec<_> = fs::read_dir(&outside).unwrap().map(|e| e.unwrap().file_name()).collect();
             proptest::prop_assert_eq!(names, vec![std::ffi::OsString::from("keep")]);
             proptest::prop_assert_eq!(fs::read_to_string(outside.join("keep")).unwrap(), "original");
