@@ -152,9 +152,10 @@ pub fn get_accept(
     progress: Option<&ProgressBar>,
 ) -> Result<Vec<u8>> {
     let mut last = None;
+    let mut retry_after: Option<String> = None;
     for attempt in 0..4u32 {
         if attempt > 0 {
-            std::thread::sleep(Duration::from_millis(400 * 2u64.pow(attempt)));
+            std::thread::sleep(backoff(attempt, retry_after.take().as_deref()));
         }
         let mut req = agent().get(url);
         if let Some(a) = accept {
@@ -189,7 +190,12 @@ pub fn get_accept(
                         }
                     }
                 }
-                if status == 429 || status >= 500 {
+                if retriable(status) {
+                    retry_after = resp
+                        .headers()
+                        .get("Retry-After")
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_string);
                     last = Some(anyhow::anyhow!("GET {url}: HTTP {status}"));
                     continue;
                 }
@@ -200,4 +206,22 @@ pub fn get_accept(
     }
     Err(last.unwrap_or_else(|| anyhow::anyhow!("GET {url} failed")))
         .context("the network request failed after 4 attempts (check connectivity, proxy variables and SSL_CERT_FILE)")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_only_what_may_pass_later() {
+        for s in [429, 500, 502, 503, 504, 408] {
+            assert!(retriable(s), "{s}");
+        }
+        for s in [200, 201, 400, 401, 403, 404, 413, 501] {
+            assert!(!retriable(s), "{s}");
+        }
+        assert_eq!(backoff(1, Some("2")), Duration::from_secs(2));
+        assert_eq!(backoff(2, None), Duration::from_millis(1000));
+        assert!(backoff(9, None) <= Duration::from_secs(4));
+    }
 }

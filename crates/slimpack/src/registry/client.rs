@@ -791,19 +791,6 @@ mod tests {
     }
 
     #[test]
-    fn retries_only_what_may_pass_later() {
-        for s in [429, 500, 502, 503, 504, 408] {
-            assert!(retriable(s), "{s}");
-        }
-        for s in [200, 201, 400, 401, 403, 404, 413, 501] {
-            assert!(!retriable(s), "{s}");
-        }
-        assert_eq!(backoff(1, Some("2")), Duration::from_secs(2));
-        assert_eq!(backoff(2, None), Duration::from_millis(1000));
-        assert!(backoff(9, None) <= Duration::from_secs(4));
-    }
-
-    #[test]
     fn registry_errors_are_quoted() {
         let r = Reply {
             status: 400,
