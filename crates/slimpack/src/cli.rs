@@ -68,7 +68,7 @@ struct PushArgs {
     common: RegistryFlags,
 }
 
-/// What push and pull share.
+/// What push, pull and run share.
 #[derive(clap::Args)]
 struct RegistryFlags {
     /// Speak plain HTTP to this registry (loopback ones always are). Repeatable.
@@ -99,9 +99,6 @@ struct RunArgs {
     /// registry reference (`docker://REF` or `HOST/REPO:TAG`), or a project
     /// directory (built first).
     image: String,
-    /// Speak plain HTTP to this registry (loopback ones always are). Repeatable.
-    #[arg(long = "insecure-registry")]
-    insecure: Vec<String>,
     /// Keep setuid/setgid bits when unpacking (cleared by default; they
     /// never grant privileges in the sandbox either way).
     #[arg(long)]
@@ -153,12 +150,8 @@ struct RunArgs {
     /// KEY=VALUE environment for the app. Repeatable.
     #[arg(long = "env")]
     env: Vec<String>,
-    /// Machine-readable report on stdout.
-    #[arg(long)]
-    json: bool,
-    /// Cache directory (default $SLIMPACK_CACHE or ~/.cache/slimpack).
-    #[arg(long, env = "SLIMPACK_CACHE")]
-    cache_dir: Option<PathBuf>,
+    #[command(flatten)]
+    common: RegistryFlags,
     /// Run this command in the image instead of its own (after `--`), and
     /// exit with its exit code.
     #[arg(last = true)]
@@ -559,9 +552,9 @@ fn secs(s: f64, flag: &str) -> Result<std::time::Duration> {
 
 fn run_cmd(a: RunArgs) -> Result<()> {
     use crate::run::{self, Probe, RunOptions};
-    let cache = crate::cache::Cache::open_or_default(a.cache_dir.as_deref())?;
+    let cache = crate::cache::Cache::open_or_default(a.common.cache_dir.as_deref())?;
     let mut reference = a.image.clone();
-    if let Some(r) = build_if_project(&a.image, a.cache_dir.clone(), a.json)? {
+    if let Some(r) = build_if_project(&a.image, a.common.cache_dir.clone(), a.common.json)? {
         reference = r.outputs[0].clone();
     }
     let mut probe = Probe::cloud_run_default(a.probe.clone());
@@ -603,12 +596,12 @@ fn run_cmd(a: RunArgs) -> Result<()> {
     let (store, image) = run::load(
         &reference,
         &cache,
-        &a.insecure,
-        &crate::report::Progress::new(!a.json),
+        &a.common.insecure,
+        &crate::report::Progress::new(!a.common.json),
     )?;
     let root = run::rootfs(&store, &image, &cache, a.keep_setuid)?;
     let prepare_ms = preparing.elapsed().as_millis() as u64;
-    let json = a.json;
+    let json = a.common.json;
     let port = opts.port;
     let check = a.check;
     let on_ready = move |ms: u64| {
@@ -621,7 +614,7 @@ fn run_cmd(a: RunArgs) -> Result<()> {
     if opts.command.is_some() {
         std::process::exit(report.exit_code.unwrap_or(1));
     }
-    if a.json {
+    if a.common.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else if a.check {
         println!("Checked {}", report.image);

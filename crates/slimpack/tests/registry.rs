@@ -37,6 +37,14 @@ fn ok_json(out: Output, what: &str) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// `slimpack push DIR TARGET --json`, which must succeed; its report.
+fn push_json(dir: &str, target: &str, cache: &Path, env: &[(&str, &str)], what: &str) -> Value {
+    ok_json(
+        slimpack_env(&["push", dir, target, "--json"], cache, env),
+        what,
+    )
+}
+
 fn skopeo_digest(image: &str, extra: &[&str]) -> String {
     let out = Command::new("skopeo")
         .arg("inspect")
@@ -108,10 +116,7 @@ fn push_skips_what_exists_mounts_across_repositories_and_pulls_back() {
     );
 
     // Nothing changed: no blob bytes move.
-    let again = ok_json(
-        slimpack_env(&["push", dir, &target, "--json"], &cache, &[]),
-        "second push",
-    );
+    let again = push_json(dir, &target, &cache, &[], "second push");
     assert_eq!(again["uploaded_bytes"], 0, "{again}");
     assert_eq!(blobs_by_action(&again, "skipped").len(), 4);
 
@@ -374,12 +379,11 @@ fn basic_auth_from_config_json_and_credential_helpers_never_prints_secrets() {
     );
     let target = format!("{}/private/flask:v1", reg.host());
 
-    let r = ok_json(
-        slimpack_env(
-            &["push", dir, &target, "--json"],
-            &cache,
-            &[("DOCKER_CONFIG", &good)],
-        ),
+    let r = push_json(
+        dir,
+        &target,
+        &cache,
+        &[("DOCKER_CONFIG", &good)],
         "push with config.json credentials",
     );
     let digest = r["digest"].as_str().unwrap().to_string();
@@ -415,17 +419,11 @@ fn basic_auth_from_config_json_and_credential_helpers_never_prints_secrets() {
         helper_dir.display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    let r = ok_json(
-        slimpack_env(
-            &[
-                "push",
-                dir,
-                &format!("{}/helped/flask:v1", reg.host()),
-                "--json",
-            ],
-            &cache,
-            &[("DOCKER_CONFIG", &helped), ("PATH", &path)],
-        ),
+    let r = push_json(
+        dir,
+        &format!("{}/helped/flask:v1", reg.host()),
+        &cache,
+        &[("DOCKER_CONFIG", &helped), ("PATH", &path)],
         "push with a credential helper",
     );
     assert_eq!(r["digest"], digest.as_str());
@@ -575,10 +573,7 @@ fn faults_are_retried_and_an_interrupted_push_resumes() {
         u64::MAX,
     );
     let via = format!("127.0.0.1:{}/faults/flask:v1", proxy.port);
-    let r = ok_json(
-        slimpack_env(&["push", dir, &via, "--json"], &cache, &[]),
-        "push through faults",
-    );
+    let r = push_json(dir, &via, &cache, &[], "push through faults");
     let digest = r["digest"].as_str().unwrap().to_string();
     assert_eq!(
         skopeo_digest(
@@ -599,17 +594,11 @@ fn faults_are_retried_and_an_interrupted_push_resumes() {
         "the proxy cut an upload"
     );
     drop(proxy);
-    let r = ok_json(
-        slimpack_env(
-            &[
-                "push",
-                dir,
-                &format!("{}/cut/flask:v1", reg.host()),
-                "--json",
-            ],
-            &cache,
-            &[],
-        ),
+    let r = push_json(
+        dir,
+        &format!("{}/cut/flask:v1", reg.host()),
+        &cache,
+        &[],
         "resumed push",
     );
     let skipped = r["skipped_bytes"].as_u64().unwrap();
@@ -625,12 +614,11 @@ fn faults_are_retried_and_an_interrupted_push_resumes() {
     // registries that cap a request's size.
     let fresh = Registry::start(None);
     let chunked = format!("{}/chunked/flask:v1", fresh.host());
-    let r = ok_json(
-        slimpack_env(
-            &["push", dir, &chunked, "--json"],
-            &cache,
-            &[("SLIMPACK_CHUNK_SIZE", "1048576")],
-        ),
+    let r = push_json(
+        dir,
+        &chunked,
+        &cache,
+        &[("SLIMPACK_CHUNK_SIZE", "1048576")],
         "chunked push",
     );
     assert!(r["uploaded_bytes"].as_u64().unwrap() > 19_000_000, "{r}");
@@ -795,28 +783,21 @@ fn bearer_tokens_from_the_registrys_token_service() {
     let dir_s = app.path().to_str().unwrap();
     let conf_s = conf.to_str().unwrap();
     let target = format!("{}/tokens/flask:v1", reg.host());
-    let r = ok_json(
-        slimpack_env(
-            &["push", dir_s, &target, "--json"],
-            &cache,
-            &[("DOCKER_CONFIG", conf_s)],
-        ),
+    let r = push_json(
+        dir_s,
+        &target,
+        &cache,
+        &[("DOCKER_CONFIG", conf_s)],
         "push with a Bearer token",
     );
     assert!(issued.load(Ordering::SeqCst) >= 1);
     // Mounting from the first repository needs pull access to it: asked in
     // the same token.
-    let r2 = ok_json(
-        slimpack_env(
-            &[
-                "push",
-                dir_s,
-                &format!("{}/tokens2/flask:v1", reg.host()),
-                "--json",
-            ],
-            &cache,
-            &[("DOCKER_CONFIG", conf_s)],
-        ),
+    let r2 = push_json(
+        dir_s,
+        &format!("{}/tokens2/flask:v1", reg.host()),
+        &cache,
+        &[("DOCKER_CONFIG", conf_s)],
         "second repository with a Bearer token",
     );
     assert_eq!(r2["digest"], r["digest"]);
