@@ -1,33 +1,26 @@
 //! slimpack: a Python web app into a small, reproducible OCI image, with no
 //! Docker daemon.
 //!
-//! The pipeline is the architecture: [`project`] detects the app, [`plan`]
-//! decides what goes in which layer, [`base`] builds the runtime from signed
-//! Debian packages, [`python`] installs dependencies with uv into a venv,
-//! [`sandbox`] runs the image's own interpreter under bwrap, and
-//! [`build`] assembles the OCI image (through `slimpack-oci`).
+//! The pipeline is the architecture (ARCHITECTURE.md draws it): [`project`]
+//! reads the app, [`base`] makes the runtime from signed Debian packages or
+//! a registry image, [`python`] installs the dependencies with uv into a
+//! venv, [`builder`] compiles what has no wheel, [`build`] plans and
+//! assembles the image, [`image`] says where images live; [`run`],
+//! [`deploy`] and [`dockerfile`] use the result, and [`cli`] is the thin
+//! layer on top. Modules import only modules below them
+//! (`tests/architecture.rs` enforces it).
 
 pub mod base;
 pub mod build;
-pub mod cache;
+pub mod builder;
 pub mod cli;
-pub mod config;
+pub mod core;
 pub mod deploy;
 pub mod dockerfile;
-pub mod google;
-pub mod http;
-pub mod plan;
+pub mod image;
 pub mod project;
 pub mod python;
 pub mod registry;
-pub mod report;
 pub mod run;
 pub mod sandbox;
-
-/// The first executable file called `name` on PATH.
-pub(crate) fn which(name: &str) -> Option<std::path::PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-}
+pub mod settings;

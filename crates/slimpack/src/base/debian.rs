@@ -2,9 +2,9 @@
 //! extracted without dpkg or maintainer scripts, trimmed to what a Python
 //! app can use.
 
-use crate::cache::{Cache, KeyHasher};
-use crate::http;
-use crate::report::Progress;
+use crate::core::cache::{Cache, KeyHasher};
+use crate::core::http;
+use crate::core::progress::Progress;
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use slimpack_debian::{
@@ -207,6 +207,19 @@ pub struct Runtime {
     pub key: String,
 }
 
+impl Runtime {
+    /// The runtime layer unpacked once per runtime, for the sandbox.
+    pub fn rootfs(&self, cache: &Cache) -> Result<std::path::PathBuf> {
+        Ok(crate::sandbox::cached_rootfs(
+            cache,
+            &cache.blobs,
+            std::slice::from_ref(&self.layer),
+            false,
+        )?
+        .0)
+    }
+}
+
 fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -344,7 +357,7 @@ fn fetch_index(
     }
     let bytes = http::get(&url, None)?;
     check_sha256(&url, &bytes, &entry.sha256)?;
-    crate::cache::write_atomic(&cached, &bytes)?;
+    crate::core::fs::write_atomic(&cached, &bytes)?;
     Ok(bytes)
 }
 
@@ -368,7 +381,7 @@ pub fn contents(spec: &BaseSpec, cache: &Cache, progress: &Progress) -> Result<C
         gz.as_slice(),
     )))
     .with_context(|| format!("reading {url}"))?;
-    crate::cache::write_atomic(&reduced, idx.to_text().as_bytes())?;
+    crate::core::fs::write_atomic(&reduced, idx.to_text().as_bytes())?;
     sp.finish_and_clear();
     Ok(idx)
 }
@@ -423,7 +436,10 @@ fn fetch_debs(
                     let url = format!("{}/{}", p.mirror, p.filename);
                     let result = http::get(&url, Some(&pb)).and_then(|bytes| {
                         check_sha256(&url, &bytes, &p.sha256)?;
-                        crate::cache::write_atomic(&dir.join(format!("{}.deb", p.sha256)), &bytes)
+                        crate::core::fs::write_atomic(
+                            &dir.join(format!("{}.deb", p.sha256)),
+                            &bytes,
+                        )
                     });
                     if let Err(e) = result {
                         failure.lock().unwrap().get_or_insert(e);
@@ -684,7 +700,10 @@ pub fn builder_rootfs(
     let sp = progress.spinner("Unpacking the builder".into());
     let (reader, writer) = std::io::pipe()?;
     let result = std::thread::scope(|s| {
-        let w = s.spawn(move || b.write_tar(writer, crate::build::DEFAULT_EPOCH).map(drop));
+        let w = s.spawn(move || {
+            b.write_tar(writer, crate::core::time::DEFAULT_EPOCH)
+                .map(drop)
+        });
         let unpacked = crate::sandbox::unpack_stream(reader, &dir);
         let written = w
             .join()

@@ -4,10 +4,10 @@
 //! Python found and asked for its version, paths and C library, so the venv
 //! is built for exactly that interpreter.
 
-use crate::cache::Cache;
+use crate::core::cache::Cache;
+use crate::core::progress::Progress;
 use crate::python::{self, Target};
 use crate::registry::{self, Reference};
-use crate::report::Progress;
 use crate::sandbox::{self, Sandbox};
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;

@@ -6,7 +6,7 @@
 
 use super::settings::DeploySettings;
 use super::spec::ApiRequest;
-use crate::report::Progress;
+use crate::core::progress::Progress;
 use anyhow::{anyhow, bail, Result};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -345,7 +345,7 @@ impl Client {
     /// Sends `req`; a 2xx reply's JSON, or a [`GoogleError`] (inside the
     /// anyhow error, for `downcast_ref`).
     pub fn send(&self, req: &ApiRequest) -> Result<Value> {
-        let agent = crate::http::agent_for(&req.url);
+        let agent = crate::core::http::agent_for(&req.url);
         let body = if req.body.is_null() {
             Vec::new()
         } else {
@@ -366,7 +366,7 @@ impl Client {
                 Ok(r) => r,
                 Err(e) => {
                     last = Some(anyhow!("{} {}: {e}", req.method, req.url));
-                    std::thread::sleep(crate::http::backoff(attempt, None));
+                    std::thread::sleep(crate::core::http::backoff(attempt, None));
                     continue;
                 }
             };
@@ -394,8 +394,8 @@ impl Client {
             let err = GoogleError::from_reply(&req.method, &req.url, status, &bytes);
             // A quota error that is a rate limit passes; one that is a
             // hard limit does not, and is reported after the attempts.
-            if crate::http::retriable(status) && attempt < 3 {
-                std::thread::sleep(crate::http::backoff(attempt, retry_after.as_deref()));
+            if crate::core::http::retriable(status) && attempt < 3 {
+                std::thread::sleep(crate::core::http::backoff(attempt, retry_after.as_deref()));
                 last = Some(anyhow::Error::new(err));
                 continue;
             }

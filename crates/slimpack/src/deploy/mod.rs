@@ -21,7 +21,7 @@ pub use settings::{DeployConfig, DeploySettings, PublicAccess, SecretRef};
 pub use spec::{ApiRequest, ServiceSpec};
 
 use crate::build::{self, BuildOptions, Outcome};
-use crate::report::Progress;
+use crate::core::progress::Progress;
 use anyhow::{anyhow, bail, Result};
 use serde::Serialize;
 use serde_json::Value;
@@ -74,7 +74,7 @@ struct Prepared {
     settings: DeploySettings,
     spec: ServiceSpec,
     digest: String,
-    cache: crate::cache::Cache,
+    cache: crate::core::cache::Cache,
 }
 
 fn prepare(opts: &DeployOptions) -> Result<Prepared> {
@@ -83,7 +83,7 @@ fn prepare(opts: &DeployOptions) -> Result<Prepared> {
     let fallbacks = settings::Fallbacks::from_environment(
         &cfg.deploy,
         &project.name,
-        build::git(&project.dir, &["rev-parse", "HEAD"]),
+        crate::core::git::git(&project.dir, &["rev-parse", "HEAD"]),
     );
     // Settings first: a missing --project fails before a build, not after.
     let settings = DeploySettings::resolve(&cfg.deploy, &fallbacks)?;
@@ -102,7 +102,7 @@ fn prepare(opts: &DeployOptions) -> Result<Prepared> {
         settings,
         spec,
         digest: report.digest.clone(),
-        cache: crate::cache::Cache::open_or_default(opts.build.cache_dir.as_deref())?,
+        cache: crate::core::cache::Cache::open_or_default(opts.build.cache_dir.as_deref())?,
     })
 }
 
@@ -168,7 +168,7 @@ pub fn deploy(opts: &DeployOptions) -> Result<DeployOutcome> {
         )));
     }
     let s = &p.settings;
-    let (token, _) = crate::google::access_token()?;
+    let (token, _) = crate::registry::google::access_token()?;
     let api = Client::new(token, opts.endpoints.clone());
     let e = &opts.endpoints;
     let wrap = |e: anyhow::Error| explained(e, s);

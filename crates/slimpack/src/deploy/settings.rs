@@ -3,78 +3,13 @@
 //! limits so that a mistake names the flag, not an API field path.
 
 use anyhow::{anyhow, bail, Result};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::collections::BTreeMap;
 
 /// The repository `gcloud run deploy --source` creates and uses.
 pub const DEFAULT_REPO: &str = "cloud-run-source-deploy";
 
-/// The deploy settings as written: every field optional. Flags arrive in
-/// the same shape and are laid over the file's.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
-pub struct DeployConfig {
-    pub project: Option<String>,
-    pub region: Option<String>,
-    pub service: Option<String>,
-    /// Artifact Registry repository (default cloud-run-source-deploy).
-    pub repo: Option<String>,
-    /// Registry host (default REGION-docker.pkg.dev).
-    pub registry: Option<String>,
-    pub allow_unauthenticated: Option<bool>,
-    /// `invoker-iam-disabled` (default) or `iam-binding`.
-    pub public_access: Option<String>,
-    pub memory: Option<String>,
-    pub cpu: Option<String>,
-    pub min_instances: Option<u32>,
-    pub max_instances: Option<u32>,
-    pub concurrency: Option<u32>,
-    /// Request timeout in seconds.
-    pub timeout: Option<u32>,
-    #[serde(default)]
-    pub env: BTreeMap<String, String>,
-    /// NAME = "SECRET[:VERSION]" from Secret Manager.
-    #[serde(default)]
-    pub secrets: BTreeMap<String, String>,
-    #[serde(default)]
-    pub labels: BTreeMap<String, String>,
-    pub service_account: Option<String>,
-    pub startup_cpu_boost: Option<bool>,
-    /// Tags pushed besides the digest (default: latest and the git commit).
-    #[serde(default)]
-    pub tags: Vec<String>,
-}
-
-impl DeployConfig {
-    /// `over` on top of `self`: set scalars replace, maps and lists extend.
-    pub fn overlay(mut self, over: DeployConfig) -> DeployConfig {
-        macro_rules! take {
-            ($($f:ident),*) => { $( if over.$f.is_some() { self.$f = over.$f; } )* };
-        }
-        take!(
-            project,
-            region,
-            service,
-            repo,
-            registry,
-            allow_unauthenticated,
-            public_access,
-            memory,
-            cpu,
-            min_instances,
-            max_instances,
-            concurrency,
-            timeout,
-            service_account,
-            startup_cpu_boost
-        );
-        self.env.extend(over.env);
-        self.secrets.extend(over.secrets);
-        self.labels.extend(over.labels);
-        self.tags.extend(over.tags);
-        self
-    }
-}
+pub use crate::settings::DeployConfig;
 
 /// An environment variable read from Secret Manager.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -179,7 +114,7 @@ impl Fallbacks {
                 .find_map(|n| std::env::var(n).ok().filter(|v| !v.trim().is_empty()))
         };
         let gcloud = |key: &str| {
-            crate::which("gcloud")?;
+            crate::core::which("gcloud")?;
             let out = std::process::Command::new("gcloud")
                 .args(["config", "get-value", key])
                 .stderr(std::process::Stdio::null())

@@ -3,7 +3,7 @@
 //! `.dockerignore` and a `cloudbuild.yaml`; every choice is commented in the
 //! output so a reviewer can see why it is there.
 
-use crate::plan::Plan;
+use crate::build::plan::Plan;
 use crate::project::{DepSource, Project};
 use anyhow::{bail, Result};
 use std::fmt::Write as _;
@@ -136,7 +136,7 @@ pub const POETRY_EXPORT: &str = "poetry-plugin-export==1.9.0";
 /// runtime libraries are known).
 pub fn from_plan(
     project: &Project,
-    cfg: &crate::config::Config,
+    cfg: &crate::settings::Config,
     plan: &Plan,
     runtime: Runtime,
     python_image: Option<&str>,

@@ -6,7 +6,7 @@ pub mod ignore;
 pub mod pyproject;
 pub mod requirements;
 
-use crate::config::Config;
+use crate::settings::Config;
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use std::path::{Path, PathBuf};

@@ -30,25 +30,7 @@ pub enum Style {
     Poetry,
 }
 
-/// Parses TOML, turning a syntax error into `file:line:col: message`.
-pub fn parse_toml(path: &Path, text: &str) -> Result<Value> {
-    text.parse::<toml::Table>().map(Value::Table).map_err(|e| {
-        let (line, col) = e
-            .span()
-            .map(|s| {
-                let before = &text[..s.start.min(text.len())];
-                let line = before.matches('\n').count() + 1;
-                let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-                (line, col)
-            })
-            .unwrap_or((1, 1));
-        anyhow!(
-            "{}:{line}:{col}: TOML syntax error: {}",
-            path.display(),
-            e.message()
-        )
-    })
-}
+pub use crate::core::fs::parse_toml;
 
 fn strings(v: Option<&Value>, what: &str, path: &Path) -> Result<Vec<String>> {
     match v {

@@ -11,12 +11,10 @@
 //! content depends only on the dependency set and the runtime: an app edit
 //! never rebuilds it, and two machines give the same bytes.
 
-use crate::base::debian::Runtime;
-use crate::cache::Cache;
-use crate::sandbox::{self, Sandbox};
+use crate::sandbox::Sandbox;
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -161,17 +159,6 @@ for src in walk(site):
     comp(src, importlib.util.cache_from_source(src))
 print(ns, n - ns)
 "#;
-
-/// The runtime layer unpacked once per runtime, for the sandbox.
-pub fn ensure_rootfs(cache: &Cache, runtime: &Runtime) -> Result<PathBuf> {
-    Ok(sandbox::cached_rootfs(
-        cache,
-        &cache.blobs,
-        std::slice::from_ref(&runtime.layer),
-        false,
-    )?
-    .0)
-}
 
 /// Top-level importable names in a site-packages directory.
 fn top_level_modules(site: &Path) -> Vec<String> {

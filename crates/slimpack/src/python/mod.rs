@@ -6,7 +6,7 @@ pub mod bytecode;
 pub mod native;
 pub mod uv;
 
-use crate::cache::{Cache, KeyHasher};
+use crate::core::cache::{Cache, KeyHasher};
 use crate::project::{normalize_name, DepSource, Project};
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -344,7 +344,7 @@ pub fn resolve(
 /// `name==version` for every package of a poetry.lock.
 fn poetry_pins(lock: &Path) -> Result<String> {
     let text = std::fs::read_to_string(lock)?;
-    let doc = crate::project::pyproject::parse_toml(lock, &text)?;
+    let doc = crate::core::fs::parse_toml(lock, &text)?;
     let mut out = String::new();
     for p in doc
         .get("package")

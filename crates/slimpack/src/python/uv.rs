@@ -1,8 +1,8 @@
 //! Finding uv: the one on PATH, else a pinned wheel from PyPI, checked by
 //! hash and unpacked into the cache.
 
-use crate::cache::Cache;
-use crate::http;
+use crate::core::cache::Cache;
+use crate::core::http;
 use anyhow::{anyhow, bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -54,7 +54,7 @@ impl Uv {
         let cache_dir = cache.dir("uv-cache")?;
         if let Some(p) = std::env::var_os("SLIMPACK_UV")
             .map(PathBuf::from)
-            .or_else(|| crate::which("uv"))
+            .or_else(|| crate::core::which("uv"))
         {
             let version = version_of(&p)?;
             return Ok(Uv {
@@ -93,7 +93,7 @@ impl Uv {
                 .context("the uv wheel has no uv binary")?;
             let mut bytes = Vec::new();
             std::io::Read::read_to_end(&mut f, &mut bytes)?;
-            crate::cache::write_atomic(&bin, &bytes)?;
+            crate::core::fs::write_atomic(&bin, &bytes)?;
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755))?;
         }

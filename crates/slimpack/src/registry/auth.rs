@@ -3,7 +3,7 @@
 //! `auth.json` of podman/skopeo, and for Google's registries the Google
 //! credential chain. A secret is never part of a `Debug` or error string.
 
-use crate::google;
+use crate::registry::google;
 use anyhow::{anyhow, bail, Context, Result};
 use base64::Engine as _;
 use serde::Deserialize;

@@ -6,7 +6,7 @@
 
 use super::auth::{Credential, Secret};
 use super::reference::Reference;
-use crate::http::{backoff, retriable};
+use crate::core::http::{backoff, retriable};
 use anyhow::{anyhow, bail, Context, Result};
 use indicatif::ProgressBar;
 use std::fs::File;
@@ -206,7 +206,7 @@ impl Client {
         );
         let client = Client {
             reference: reference.clone(),
-            agent: crate::http::agent_for(&base),
+            agent: crate::core::http::agent_for(&base),
             base,
             cred,
             scopes,
@@ -248,7 +248,7 @@ impl Client {
 
     fn denied(&self, what: &str) -> anyhow::Error {
         let how = match &self.cred.secret {
-            None if crate::google::is_google_registry(&self.reference.registry) => format!(
+            None if crate::registry::google::is_google_registry(&self.reference.registry) => format!(
                 "no credentials were found for {0}; run `gcloud auth configure-docker {0}` or `gcloud auth application-default login`",
                 self.reference.registry
             ),
@@ -310,7 +310,7 @@ impl Client {
         service: Option<&str>,
         scopes: &[String],
     ) -> Result<(String, u64)> {
-        let agent = crate::http::agent_for(realm);
+        let agent = crate::core::http::agent_for(realm);
         let mut last = None;
         for attempt in 0..ATTEMPTS {
             if attempt > 0 {

@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod client;
+pub mod google;
 mod pull;
 mod push;
 pub mod reference;
@@ -13,7 +14,7 @@ pub use pull::{pull, PullReport};
 pub use push::{push, BlobAction, PushReport, PushedBlob};
 pub use reference::Reference;
 
-use crate::cache::Cache;
+use crate::core::cache::Cache;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 

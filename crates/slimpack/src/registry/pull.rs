@@ -3,8 +3,8 @@
 
 use super::client::Client;
 use super::{record_location, Reference};
-use crate::cache::Cache;
-use crate::report::Progress;
+use crate::core::cache::Cache;
+use crate::core::progress::Progress;
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Serialize;
 use slimpack_oci::LoadedImage;

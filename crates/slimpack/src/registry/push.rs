@@ -2,8 +2,8 @@
 
 use super::client::Client;
 use super::{known_locations, record_location, Reference};
-use crate::cache::Cache;
-use crate::report::{human, Progress};
+use crate::core::cache::Cache;
+use crate::core::progress::{human, Progress};
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Serialize;
 use slimpack_oci::BlobStore;

@@ -2,9 +2,7 @@
 //! unpacked safely into a root directory, and `bwrap` to run in it; the
 //! builder stage that compiles source-only packages is one such run.
 
-pub mod builder;
-
-use crate::cache::{Cache, KeyHasher};
+use crate::core::cache::{Cache, KeyHasher};
 use anyhow::{anyhow, bail, Context, Result};
 use slimpack_oci::{BlobStore, Layer};
 use std::collections::HashSet;
@@ -274,7 +272,7 @@ pub fn cached_rootfs(
 
 /// Is bubblewrap there, and does it work here?
 pub fn bwrap_path() -> Result<PathBuf> {
-    if let Some(p) = crate::which("bwrap") {
+    if let Some(p) = crate::core::which("bwrap") {
         return Ok(p);
     }
     bail!("bwrap (bubblewrap) is needed to run the image's interpreter at build time; install it (Debian/Ubuntu: apt-get install bubblewrap), or build with --bytecode none")

@@ -1,8 +1,8 @@
 //! The command line: parses flags, calls the library, prints the result.
 
 use crate::build::{self, BuildOptions, Outcome, Output};
-use crate::config::{Command as CfgCommand, Config};
-use crate::report::human;
+use crate::core::progress::human;
+use crate::settings::{Command as CfgCommand, Config};
 use anyhow::{anyhow, Result};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -552,7 +552,7 @@ fn secs(s: f64, flag: &str) -> Result<std::time::Duration> {
 
 fn run_cmd(a: RunArgs) -> Result<()> {
     use crate::run::{self, Probe, RunOptions};
-    let cache = crate::cache::Cache::open_or_default(a.common.cache_dir.as_deref())?;
+    let cache = crate::core::cache::Cache::open_or_default(a.common.cache_dir.as_deref())?;
     let mut reference = a.image.clone();
     if let Some(r) = build_if_project(&a.image, a.common.cache_dir.clone(), a.common.json)? {
         reference = r.outputs[0].clone();
@@ -597,7 +597,7 @@ fn run_cmd(a: RunArgs) -> Result<()> {
         &reference,
         &cache,
         &a.common.insecure,
-        &crate::report::Progress::new(!a.common.json),
+        &crate::core::progress::Progress::new(!a.common.json),
     )?;
     let root = run::rootfs(&store, &image, &cache, a.keep_setuid)?;
     let prepare_ms = preparing.elapsed().as_millis() as u64;
@@ -709,8 +709,8 @@ fn local_image(
     image: &str,
     cache_dir: Option<PathBuf>,
     quiet: bool,
-) -> Result<(crate::cache::Cache, slimpack_oci::BlobStore, String)> {
-    let cache = crate::cache::Cache::open_or_default(cache_dir.as_deref())?;
+) -> Result<(crate::core::cache::Cache, slimpack_oci::BlobStore, String)> {
+    let cache = crate::core::cache::Cache::open_or_default(cache_dir.as_deref())?;
     if let Some(r) = build_if_project(image, cache_dir, quiet)? {
         let store = cache.blobs.clone();
         return Ok((cache, store, r.digest));
@@ -735,7 +735,7 @@ fn push_cmd(a: PushArgs) -> Result<()> {
         &a.tags,
         crate::registry::is_insecure(&target, &a.common.insecure),
         &cache,
-        &crate::report::Progress::new(!a.common.json),
+        &crate::core::progress::Progress::new(!a.common.json),
     )?;
     if a.common.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -747,12 +747,12 @@ fn push_cmd(a: PushArgs) -> Result<()> {
 
 fn pull_cmd(a: PullArgs) -> Result<()> {
     let r = crate::registry::Reference::parse(&a.reference)?;
-    let cache = crate::cache::Cache::open_or_default(a.common.cache_dir.as_deref())?;
+    let cache = crate::core::cache::Cache::open_or_default(a.common.cache_dir.as_deref())?;
     let (image, report) = crate::registry::pull(
         &r,
         crate::registry::is_insecure(&r, &a.common.insecure),
         &cache,
-        &crate::report::Progress::new(!a.common.json),
+        &crate::core::progress::Progress::new(!a.common.json),
     )?;
     if let Some(o) = &a.output {
         match Output::parse(o)? {
@@ -928,7 +928,7 @@ fn deploy_cmd(a: DeployArgs) -> Result<()> {
         }
         DeployOutcome::Emitted(text) => match &a.out {
             Some(path) => {
-                crate::cache::write_atomic(path, text.as_bytes())
+                crate::core::fs::write_atomic(path, text.as_bytes())
                     .map_err(|e| anyhow!("writing {}: {e}", path.display()))?;
                 eprintln!("wrote {}", path.display());
             }

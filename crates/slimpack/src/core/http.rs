@@ -115,7 +115,7 @@ pub fn agent_for(url: &str) -> &'static ureq::Agent {
         .next()
         .unwrap_or("");
     let metadata = std::env::var("GCE_METADATA_HOST").ok();
-    if crate::registry::reference::is_loopback_host(host)
+    if is_loopback_host(host)
         || host == "metadata.google.internal"
         || metadata.as_deref() == Some(host)
     {
@@ -123,6 +123,20 @@ pub fn agent_for(url: &str) -> &'static ureq::Agent {
     } else {
         agent()
     }
+}
+
+/// `localhost`, `127.x.x.x` or `[::1]`, with or without a port.
+pub fn is_loopback_host(registry: &str) -> bool {
+    let host = if let Some(rest) = registry.strip_prefix('[') {
+        rest.split(']').next().unwrap_or("")
+    } else {
+        registry.rsplit_once(':').map_or(registry, |(h, _)| h)
+    };
+    host == "localhost"
+        || host == "::1"
+        || host
+            .parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Statuses worth another attempt: rate limits, timeouts, server errors.

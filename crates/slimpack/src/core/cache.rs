@@ -69,20 +69,8 @@ impl Cache {
 
     pub fn put<T: Serialize>(&self, kind: &str, key: &str, value: &T) -> Result<()> {
         let path = self.record_path(kind, key);
-        write_atomic(&path, &serde_json::to_vec_pretty(value)?)
+        crate::core::fs::write_atomic(&path, &serde_json::to_vec_pretty(value)?)
     }
-}
-
-/// Writes a file through a temporary sibling and a rename.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)
-        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
-    std::io::Write::write_all(&mut tmp, bytes)?;
-    tmp.persist(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
 }
 
 /// Hashes labelled parts into a cache key; labels keep `("a","bc")` and

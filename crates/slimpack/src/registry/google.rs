@@ -160,7 +160,7 @@ fn from_file(path: &std::path::Path) -> Result<(String, u64)> {
 }
 
 fn post_token(uri: &str, form: &[(&str, &str)]) -> Result<TokenReply> {
-    let resp = crate::http::agent_for(uri)
+    let resp = crate::core::http::agent_for(uri)
         .post(uri)
         .send_form(form.iter().copied())
         .map_err(|e| anyhow!("POST {uri}: {e}"))?;
@@ -235,7 +235,7 @@ fn from_metadata_server() -> Result<Option<(String, u64)>> {
         return Ok(None);
     }
     let url = format!("http://{host}/computeMetadata/v1/instance/service-accounts/default/token");
-    let resp = match crate::http::agent_for(&url)
+    let resp = match crate::core::http::agent_for(&url)
         .get(&url)
         .header("Metadata-Flavor", "Google")
         .call()
@@ -252,7 +252,7 @@ fn from_metadata_server() -> Result<Option<(String, u64)>> {
 }
 
 fn from_gcloud() -> Result<Option<String>> {
-    if crate::which("gcloud").is_none() {
+    if crate::core::which("gcloud").is_none() {
         return Ok(None);
     }
     let out = std::process::Command::new("gcloud")
@@ -286,7 +286,7 @@ mod tests {
     fn service_account_assertion_is_a_verifiable_rs256_jwt() {
         // A throwaway 2048-bit key made for this test with
         // `openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048`.
-        let pem = include_str!("../tests/fixtures/test-rsa-key.pem");
+        let pem = include_str!("../../tests/fixtures/test-rsa-key.pem");
         let jwt = service_account_jwt(
             "sa@p.iam.gserviceaccount.com",
             Some("kid1"),
@@ -388,7 +388,7 @@ mod tests {
         std::fs::write(
             &f,
             serde_json::json!({"type": "service_account", "client_email": "sa@p.iam.gserviceaccount.com",
-                "private_key": include_str!("../tests/fixtures/test-rsa-key.pem"),
+                "private_key": include_str!("../../tests/fixtures/test-rsa-key.pem"),
                 "private_key_id": "k1", "token_uri": url})
             .to_string(),
         )

@@ -2,24 +2,25 @@
 //! → outputs. Each layer is keyed by the hash of its inputs and reused from
 //! the cache when they did not change.
 
+pub mod plan;
+
 use crate::base::{self, debian};
-use crate::cache::{Cache, KeyHasher};
-use crate::config::{Command as CfgCommand, Config};
-use crate::plan::*;
+use crate::builder;
+use crate::core::cache::{Cache, KeyHasher};
+use crate::core::git::{git, public_url};
+use crate::core::progress::Progress;
+use crate::core::time::{epoch, rfc3339};
 use crate::project::{entrypoint, ignore, normalize_name, Project};
 use crate::python::{self, bytecode, native, uv::Uv, Target};
-use crate::report::Progress;
-use crate::sandbox::builder;
-use anyhow::{anyhow, bail, Context, Result};
+use crate::settings::{Command as CfgCommand, Config};
+use anyhow::{bail, Context, Result};
+use plan::*;
 use serde::Serialize;
 use slimpack_oci::{add_tree, Entry, Image, ImageSpec, Layer, LayerBuilder};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-/// 1980-01-01T00:00:00Z: the fixed time of every file when SOURCE_DATE_EPOCH
-/// is not set (zip-based tools reject earlier dates).
-pub const DEFAULT_EPOCH: u64 = 315_532_800;
 const VENV_POLICY: &str = "venv-v4";
 const APP_POLICY: &str = "app-v1";
 const OPAQUE_APP: &str = "app/.wh..wh..opq";
@@ -125,60 +126,6 @@ pub struct BuildReport {
 pub enum Outcome {
     Plan(Box<Plan>),
     Built(Box<BuildReport>),
-}
-
-fn epoch() -> Result<u64> {
-    match std::env::var("SOURCE_DATE_EPOCH") {
-        Ok(v) if !v.trim().is_empty() => v
-            .trim()
-            .parse()
-            .map_err(|_| anyhow!("SOURCE_DATE_EPOCH={v:?} is not a number of seconds")),
-        _ => Ok(DEFAULT_EPOCH),
-    }
-}
-
-/// RFC 3339 for a Unix time (UTC).
-pub fn rfc3339(t: u64) -> String {
-    let days = (t / 86400) as i64;
-    let secs = t % 86400;
-    // Civil from days (Howard Hinnant).
-    let z = days + 719468;
-    let era = z.div_euclid(146097);
-    let doe = z - era * 146097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    )
-}
-
-pub(crate) fn git(dir: &Path, args: &[&str]) -> Option<String> {
-    let out = std::process::Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .stderr(std::process::Stdio::null())
-        .output()
-        .ok()?;
-    let s = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    (out.status.success() && !s.is_empty()).then_some(s)
-}
-
-/// The repository URL without any credentials in it.
-fn public_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    format!("{scheme}://{host}{path}")
 }
 
 struct AppLayerInput {
@@ -393,7 +340,7 @@ fn native_additions(
 ) -> Result<(PathBuf, Vec<native::Addition>)> {
     let (cache, progress) = (req.cache, req.progress);
     let (base_runtime, _) = runtime_with(req, resolved, &[])?;
-    let base_root = bytecode::ensure_rootfs(cache, &base_runtime)?;
+    let base_root = base_runtime.rootfs(cache)?;
     let needs: Vec<native::Needed> = native::unbundled(site)?
         .into_iter()
         .filter(|n| !native::in_root(&base_root, &n.soname))
@@ -404,7 +351,7 @@ fn native_additions(
     let contents = debian::contents(req.spec, cache, progress)?;
     let additions = native::packages_for(&needs, &contents, req.spec.suite.codename())?;
     let (runtime, _) = runtime_with(req, resolved, &additions)?;
-    let root = bytecode::ensure_rootfs(cache, &runtime)?;
+    let root = runtime.rootfs(cache)?;
     let still: Vec<String> = needs
         .iter()
         .filter(|n| !native::in_root(&root, &n.soname))
@@ -981,13 +928,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn rfc3339_dates() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(DEFAULT_EPOCH), "1980-01-01T00:00:00Z");
-        assert_eq!(rfc3339(1_795_827_182), "2026-11-28T00:53:02Z");
-    }
-
-    #[test]
     fn outputs_parse() {
         assert!(matches!(
             Output::parse("docker-archive:app.tar").unwrap(),
@@ -1005,21 +945,5 @@ mod tests {
             _ => panic!(),
         }
         assert!(Output::parse("docker-archive:").is_err());
-    }
-
-    #[test]
-    fn credentials_never_reach_labels() {
-        assert_eq!(
-            public_url("https://user:token@github.com/a/b.git"),
-            "https://github.com/a/b.git"
-        );
-        assert_eq!(
-            public_url("git@github.com:a/b.git"),
-            "git@github.com:a/b.git"
-        );
-        assert_eq!(
-            public_url("https://github.com/a/b"),
-            "https://github.com/a/b"
-        );
     }
 }

@@ -1,6 +1,10 @@
 //! Settings from `[tool.slimpack]` in `pyproject.toml` or a `slimpack.toml`,
 //! with command-line flags laid over them.
 
+mod deploy;
+
+pub use deploy::DeployConfig;
+
 use anyhow::{anyhow, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -40,11 +44,11 @@ pub struct Config {
     pub security_mirror: Option<String>,
     /// `[tool.slimpack.deploy]`: where `slimpack deploy` runs the app.
     #[serde(default, skip_serializing_if = "is_default")]
-    pub deploy: crate::deploy::DeployConfig,
+    pub deploy: DeployConfig,
 }
 
-fn is_default(d: &crate::deploy::DeployConfig) -> bool {
-    *d == crate::deploy::DeployConfig::default()
+fn is_default(d: &DeployConfig) -> bool {
+    *d == DeployConfig::default()
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -61,7 +65,7 @@ impl Config {
         let file = dir.join("slimpack.toml");
         if file.is_file() {
             let text = std::fs::read_to_string(&file)?;
-            let value = crate::project::pyproject::parse_toml(&file, &text)?;
+            let value = crate::core::fs::parse_toml(&file, &text)?;
             let cfg = value
                 .try_into()
                 .map_err(|e: toml::de::Error| anyhow!("{}: {}", file.display(), e.message()))?;

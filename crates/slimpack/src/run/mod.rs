@@ -15,7 +15,7 @@
 //! loopback, so an app bound to 127.0.0.1 fails as it would on Cloud Run.
 //! Otherwise it shares the host's network (`--network host`).
 
-use crate::cache::Cache;
+use crate::core::cache::Cache;
 use crate::sandbox;
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Serialize;
@@ -92,7 +92,7 @@ impl Network {
     fn resolve(self) -> Result<(Network, Option<String>)> {
         let why_not = if unsafe { libc::geteuid() } != 0 {
             Some("isolated networking needs root here")
-        } else if crate::which("slirp4netns").is_none() {
+        } else if crate::core::which("slirp4netns").is_none() {
             Some("slirp4netns is not installed (Debian/Ubuntu: apt-get install slirp4netns)")
         } else {
             None
@@ -170,7 +170,7 @@ pub fn load(
     reference: &str,
     cache: &Cache,
     insecure: &[String],
-    progress: &crate::report::Progress,
+    progress: &crate::core::progress::Progress,
 ) -> Result<(BlobStore, LoadedImage)> {
     if let Some(file) = reference.strip_prefix("docker-archive:") {
         let img = slimpack_oci::import_docker_archive(Path::new(file), &cache.blobs)?;

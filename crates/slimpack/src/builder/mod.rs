@@ -9,11 +9,11 @@
 //! module, the package that ships it is looked up in the archive's Contents
 //! index, added, and the build retried.
 
-use super::Sandbox;
 use crate::base::debian::{self, BaseSpec};
-use crate::cache::Cache;
+use crate::core::cache::Cache;
+use crate::core::progress::Progress;
 use crate::python::{uv, uv::Uv, Lock, Target};
-use crate::report::Progress;
+use crate::sandbox::{self, Sandbox};
 use anyhow::{bail, Context, Result};
 use regex::Regex;
 use serde::Serialize;
@@ -175,7 +175,7 @@ fn run_uv(
     root: &Path,
     site: &Path,
     from_source: &[String],
-) -> Result<super::Output> {
+) -> Result<sandbox::Output> {
     let work = tempfile::tempdir()?;
     let lock_file = work.path().join("lock.txt");
     std::fs::write(&lock_file, &req.lock.text)?;
@@ -205,7 +205,7 @@ fn run_uv(
             sb = sb.ro_bind(Path::new(f), f);
         }
     }
-    if let Some(ca) = crate::http::host_ca_bundle() {
+    if let Some(ca) = crate::core::http::host_ca_bundle() {
         sb = sb
             .ro_bind(&ca, &format!("{TOOLS}/ca.crt"))
             .env("SSL_CERT_FILE", &format!("{TOOLS}/ca.crt"));
