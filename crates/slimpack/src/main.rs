@@ -1,9 +1,5 @@
 use clap::Parser;
 
 fn main() {
-    let cli = slimpack::cli::Cli::parse();
-    if let Err(e) = slimpack::cli::run(cli) {
-        eprintln!("error: {e:#}");
-        std::process::exit(1);
-    }
+    std::process::exit(slimpack::cli::main(slimpack::cli::Cli::parse()));
 }

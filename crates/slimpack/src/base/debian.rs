@@ -2,7 +2,7 @@
 //! extracted without dpkg or maintainer scripts, trimmed to what a Python
 //! app can use.
 
-use crate::core::cache::{Cache, KeyHasher};
+use crate::core::cache::{Cache, CacheDir, KeyHasher, RecordKind};
 use crate::core::http;
 use crate::core::progress::Progress;
 use anyhow::{anyhow, bail, Context, Result};
@@ -159,7 +159,7 @@ impl BaseSpec {
     }
 
     fn key(&self) -> String {
-        let mut h = KeyHasher::new("debian-resolution");
+        let mut h = KeyHasher::new(RecordKind::DebianResolution.as_str());
         h.part("suite", self.suite.codename())
             .part("mirror", &self.mirror)
             .part("security", &self.security_mirror)
@@ -236,7 +236,7 @@ pub fn resolve(
 ) -> Result<Resolved> {
     let key = spec.key();
     if !refresh {
-        if let Some(r) = cache.get::<Resolved>("debian-resolution", &key) {
+        if let Some(r) = cache.get::<Resolved>(RecordKind::DebianResolution, &key) {
             if now().saturating_sub(r.fetched_at) < RESOLUTION_TTL_SECS {
                 return Ok(r);
             }
@@ -296,7 +296,7 @@ pub fn resolve(
         packages: res.packages.iter().map(record).collect(),
         skipped: res.skipped,
     };
-    cache.put("debian-resolution", &key, &resolved)?;
+    cache.put(RecordKind::DebianResolution, &key, &resolved)?;
     Ok(resolved)
 }
 
@@ -349,7 +349,7 @@ fn fetch_index(
     path: &str,
 ) -> Result<Vec<u8>> {
     let (url, entry) = index_entry(mirror, dist, release, path)?;
-    let cached = cache.dir("indexes")?.join(&entry.sha256);
+    let cached = cache.dir(CacheDir::Indexes)?.join(&entry.sha256);
     if let Ok(bytes) = std::fs::read(&cached) {
         if check_sha256(&url, &bytes, &entry.sha256).is_ok() {
             return Ok(bytes);
@@ -370,7 +370,9 @@ pub fn contents(spec: &BaseSpec, cache: &Cache, progress: &Progress) -> Result<C
     let code = spec.suite.codename();
     let (release, _) = fetch_release(spec, &spec.mirror, code)?;
     let (url, entry) = index_entry(&spec.mirror, code, &release, "main/Contents-amd64.gz")?;
-    let reduced = cache.dir("contents")?.join(format!("{}.txt", entry.sha256));
+    let reduced = cache
+        .dir(CacheDir::Contents)?
+        .join(format!("{}.txt", entry.sha256));
     if let Ok(text) = std::fs::read_to_string(&reduced) {
         return Ok(ContentsIndex::from_text(&text));
     }
@@ -413,7 +415,7 @@ fn fetch_debs(
     cache: &Cache,
     progress: &Progress,
 ) -> Result<Vec<(String, Vec<u8>)>> {
-    let dir = cache.dir("debs")?;
+    let dir = cache.dir(CacheDir::Debs)?;
     let missing: Vec<&PackageRecord> = resolved
         .packages
         .iter()
@@ -555,7 +557,7 @@ pub fn build(
     mtime: u64,
     progress: &Progress,
 ) -> Result<(Runtime, bool)> {
-    let mut h = KeyHasher::new("runtime-layer");
+    let mut h = KeyHasher::new(RecordKind::RuntimeLayer.as_str());
     h.part("policy", POLICY_VERSION)
         .part("suite", spec.suite.codename())
         .part("release", &resolved.release_version)
@@ -564,7 +566,7 @@ pub fn build(
         h.part("pkg", &p.name).part("sha", &p.sha256);
     }
     let key = h.finish();
-    if let Some(layer) = cache.get::<Layer>("runtime-layer", &key) {
+    if let Some(layer) = cache.get::<Layer>(RecordKind::RuntimeLayer, &key) {
         if cache.blobs.contains(&layer.digest) {
             return Ok((
                 Runtime {
@@ -580,7 +582,7 @@ pub fn build(
     let b = assemble(spec, &resolved, cache, progress)?;
     let sp = progress.spinner("Writing the runtime layer".into());
     let layer = b.write(&cache.blobs, mtime)?;
-    cache.put("runtime-layer", &key, &layer)?;
+    cache.put(RecordKind::RuntimeLayer, &key, &layer)?;
     sp.finish_and_clear();
     Ok((
         Runtime {
@@ -691,7 +693,7 @@ pub fn builder_rootfs(
         h.part("pkg", &p.name).part("sha", &p.sha256);
     }
     let dir = cache
-        .dir("rootfs")?
+        .dir(CacheDir::Rootfs)?
         .join(format!("builder-{}", &h.finish()[..32]));
     if dir.is_dir() {
         return Ok(dir);

@@ -4,7 +4,7 @@
 //! Python found and asked for its version, paths and C library, so the venv
 //! is built for exactly that interpreter.
 
-use crate::core::cache::Cache;
+use crate::core::cache::{Cache, RecordKind};
 use crate::core::progress::Progress;
 use crate::python::{self, Target};
 use crate::registry::{self, Reference};
@@ -81,11 +81,11 @@ pub fn prepare(
         .unwrap_or("/usr/local/bin:/usr/bin:/bin")
         .to_string();
     // The interpreter is a property of the image: asked once per digest.
-    let target = match cache.get::<Target>("base-python", &report.digest) {
+    let target = match cache.get::<Target>(RecordKind::BasePython, &report.digest) {
         Some(t) => t,
         None => {
             let t = probe_python(reference, &root, &path)?;
-            cache.put("base-python", &report.digest, &t)?;
+            cache.put(RecordKind::BasePython, &report.digest, &t)?;
             t
         }
     };
@@ -150,7 +150,7 @@ fn probe_python(reference: &Reference, root: &std::path::Path, path: &str) -> Re
 /// per layer and remember them by digest.
 fn fill_uncompressed_sizes(cache: &Cache, layers: &mut [Layer]) -> Result<()> {
     for l in layers.iter_mut().filter(|l| l.uncompressed_size == 0) {
-        if let Some(n) = cache.get::<u64>("layer-size", &l.digest) {
+        if let Some(n) = cache.get::<u64>(RecordKind::LayerSize, &l.digest) {
             l.uncompressed_size = n;
             continue;
         }
@@ -158,7 +158,7 @@ fn fill_uncompressed_sizes(cache: &Cache, layers: &mut [Layer]) -> Result<()> {
         let n = std::io::copy(&mut r, &mut std::io::sink())
             .with_context(|| format!("reading layer {}", l.digest))?;
         l.uncompressed_size = n;
-        cache.put("layer-size", &l.digest, &n)?;
+        cache.put(RecordKind::LayerSize, &l.digest, &n)?;
     }
     Ok(())
 }

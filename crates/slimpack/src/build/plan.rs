@@ -4,6 +4,7 @@
 use crate::project::entrypoint::StartCommand;
 use crate::python::{LockedPackage, Target};
 use serde::Serialize;
+use slimpack_oci::ImageSpec;
 use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, Serialize)]
@@ -13,7 +14,7 @@ pub struct Plan {
     pub base: BasePlan,
     pub dependencies: DependencyPlan,
     pub start: StartCommand,
-    pub image: ImagePlan,
+    pub image: ImageConfig,
     pub layers: Vec<LayerPlan>,
     pub warnings: Vec<String>,
 }
@@ -71,8 +72,10 @@ pub struct DependencyPlan {
     pub runtime_libraries: Option<Vec<crate::python::native::Addition>>,
 }
 
+/// The image's configuration, decided once: the plan shows it and the
+/// image is made from it.
 #[derive(Debug, Clone, Serialize)]
-pub struct ImagePlan {
+pub struct ImageConfig {
     pub user: String,
     pub workdir: String,
     pub env: Vec<String>,
@@ -80,6 +83,29 @@ pub struct ImagePlan {
     pub cmd: Vec<String>,
     pub labels: BTreeMap<String, String>,
     pub created: String,
+}
+
+impl ImageConfig {
+    /// The OCI configuration, with one history line per layer.
+    pub fn spec(&self, history: Vec<String>) -> ImageSpec {
+        ImageSpec {
+            user: Some(self.user.clone()),
+            workdir: Some(self.workdir.clone()),
+            env: self.env.clone(),
+            entrypoint: Vec::new(),
+            cmd: self.cmd.clone(),
+            exposed_ports: vec![format!("{}/tcp", self.port)],
+            labels: self.labels.clone(),
+            annotations: self
+                .labels
+                .iter()
+                .filter(|(k, _)| k.starts_with("org.opencontainers.image."))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            created: Some(self.created.clone()),
+            history,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -8,6 +8,73 @@ use sha2::{Digest, Sha256};
 use slimpack_oci::BlobStore;
 use std::path::{Path, PathBuf};
 
+/// The kinds of small JSON record, each in `records/KIND/`. The names are
+/// part of every existing cache: never rename one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordKind {
+    /// A Debian resolution, by mirror, suite and packages asked for.
+    DebianResolution,
+    /// uv's resolution, by the content of the dependency files.
+    Resolution,
+    RuntimeLayer,
+    VenvLayer,
+    AppLayer,
+    /// A registry base's Python, by image digest.
+    BasePython,
+    /// A compressed layer's uncompressed size, by digest.
+    LayerSize,
+    /// Repositories of a registry known to hold a blob (for mounts).
+    BlobLocations,
+}
+
+impl RecordKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordKind::DebianResolution => "debian-resolution",
+            RecordKind::Resolution => "resolution",
+            RecordKind::RuntimeLayer => "runtime-layer",
+            RecordKind::VenvLayer => "venv-layer",
+            RecordKind::AppLayer => "app-layer",
+            RecordKind::BasePython => "base-python",
+            RecordKind::LayerSize => "layer-size",
+            RecordKind::BlobLocations => "blob-locations",
+        }
+    }
+}
+
+/// The cache's directories besides records and blobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheDir {
+    /// Unpacked root file systems (builders, images for `run`).
+    Rootfs,
+    /// `.deb` files by SHA-256.
+    Debs,
+    /// Debian indexes by SHA-256.
+    Indexes,
+    /// Reduced `Contents` indexes.
+    Contents,
+    /// uv's own cache.
+    UvCache,
+    /// Tools slimpack fetched (uv).
+    Tools,
+    /// Scratch space of one build, removed after it.
+    Work,
+}
+
+impl CacheDir {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheDir::Rootfs => "rootfs",
+            CacheDir::Debs => "debs",
+            CacheDir::Indexes => "indexes",
+            CacheDir::Contents => "contents",
+            CacheDir::UvCache => "uv-cache",
+            CacheDir::Tools => "tools",
+            CacheDir::Work => "work",
+        }
+    }
+}
+
 pub struct Cache {
     root: PathBuf,
     pub blobs: BlobStore,
@@ -48,26 +115,26 @@ impl Cache {
         &self.root
     }
 
-    /// A directory for one kind of thing (`debs`, `rootfs`, ...).
-    pub fn dir(&self, kind: &str) -> Result<PathBuf> {
-        let d = self.root.join(kind);
+    /// The directory for one kind of thing.
+    pub fn dir(&self, kind: CacheDir) -> Result<PathBuf> {
+        let d = self.root.join(kind.as_str());
         std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
         Ok(d)
     }
 
-    fn record_path(&self, kind: &str, key: &str) -> PathBuf {
+    fn record_path(&self, kind: RecordKind, key: &str) -> PathBuf {
         self.root
             .join("records")
-            .join(kind)
+            .join(kind.as_str())
             .join(format!("{key}.json"))
     }
 
-    pub fn get<T: DeserializeOwned>(&self, kind: &str, key: &str) -> Option<T> {
+    pub fn get<T: DeserializeOwned>(&self, kind: RecordKind, key: &str) -> Option<T> {
         let bytes = std::fs::read(self.record_path(kind, key)).ok()?;
         serde_json::from_slice(&bytes).ok()
     }
 
-    pub fn put<T: Serialize>(&self, kind: &str, key: &str, value: &T) -> Result<()> {
+    pub fn put<T: Serialize>(&self, kind: RecordKind, key: &str, value: &T) -> Result<()> {
         let path = self.record_path(kind, key);
         crate::core::fs::write_atomic(&path, &serde_json::to_vec_pretty(value)?)
     }

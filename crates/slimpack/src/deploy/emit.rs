@@ -6,25 +6,20 @@
 
 use super::settings::PublicAccess;
 use super::spec::ServiceSpec;
-use anyhow::{bail, Result};
+use anyhow::Result;
 use serde_json::{json, Value};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
+    /// Knative YAML for `gcloud run services replace`.
+    #[value(name = "service.yaml", alias = "yaml", alias = "knative")]
     ServiceYaml,
+    /// A `google_cloud_run_v2_service` resource.
+    #[value(alias = "tf")]
     Terraform,
+    /// A Cloud Build step that applies the YAML.
+    #[value(alias = "cloudbuild.yaml")]
     Cloudbuild,
-}
-
-impl Format {
-    pub fn parse(s: &str) -> Result<Format> {
-        match s {
-            "service.yaml" | "yaml" | "knative" => Ok(Format::ServiceYaml),
-            "terraform" | "tf" => Ok(Format::Terraform),
-            "cloudbuild" | "cloudbuild.yaml" => Ok(Format::Cloudbuild),
-            _ => bail!("--emit {s:?}: expected service.yaml, terraform or cloudbuild"),
-        }
-    }
 }
 
 pub fn emit(spec: &ServiceSpec, format: Format) -> Result<String> {
@@ -329,10 +324,12 @@ mod tests {
         assert!(script.contains(
             "gcloud run services replace /workspace/service.yaml --project my-project --region us-central1"
         ));
-        assert_eq!(Format::parse("tf").unwrap(), Format::Terraform);
-        assert!(Format::parse("helm")
-            .unwrap_err()
-            .to_string()
-            .contains("--emit"));
+        use clap::ValueEnum;
+        assert_eq!(Format::from_str("tf", false).unwrap(), Format::Terraform);
+        assert_eq!(
+            Format::from_str("service.yaml", false).unwrap(),
+            Format::ServiceYaml
+        );
+        assert!(Format::from_str("helm", false).is_err());
     }
 }

@@ -20,8 +20,7 @@ pub use api::{Client, Endpoints, GoogleError};
 pub use settings::{DeployConfig, DeploySettings, PublicAccess, SecretRef};
 pub use spec::{ApiRequest, ServiceSpec};
 
-use crate::build::{self, BuildOptions, Outcome};
-use crate::core::progress::Progress;
+use crate::build::{self, Context};
 use anyhow::{anyhow, bail, Result};
 use serde::Serialize;
 use serde_json::Value;
@@ -33,7 +32,7 @@ pub const RESERVED_ENV: &[&str] = &["PORT", "K_SERVICE", "K_REVISION", "K_CONFIG
 pub struct DeployOptions {
     /// The project and how to build it; `overrides.deploy` holds the
     /// deploy flags.
-    pub build: BuildOptions,
+    pub build: build::Request,
     pub endpoints: Endpoints,
     /// Create the Artifact Registry repository when it is missing.
     pub create_repo: bool,
@@ -74,12 +73,11 @@ struct Prepared {
     settings: DeploySettings,
     spec: ServiceSpec,
     digest: String,
-    cache: crate::core::cache::Cache,
 }
 
-fn prepare(opts: &DeployOptions) -> Result<Prepared> {
-    let project = crate::project::Project::detect(&opts.build.dir)?;
-    let cfg = project.config.clone().overlay(opts.build.overrides.clone());
+fn prepare(ctx: &Context, opts: &DeployOptions) -> Result<Prepared> {
+    let inputs = build::Inputs::read(&opts.build)?;
+    let (project, cfg) = (&inputs.project, &inputs.cfg);
     let fallbacks = settings::Fallbacks::from_environment(
         &cfg.deploy,
         &project.name,
@@ -87,10 +85,9 @@ fn prepare(opts: &DeployOptions) -> Result<Prepared> {
     );
     // Settings first: a missing --project fails before a build, not after.
     let settings = DeploySettings::resolve(&cfg.deploy, &fallbacks)?;
-    let report = match build::build(&opts.build)? {
-        Outcome::Built(r) => r,
-        Outcome::Plan(_) => bail!("deploy needs an image, not a plan"),
-    };
+    let planned = build::plan(ctx, inputs)?;
+    let built = build::build(ctx, &planned)?;
+    let report = build::deliver(ctx, &planned, built, &[])?;
     let image = format!("{}@{}", settings.image_repository(), report.digest);
     let spec = ServiceSpec::new(
         &settings,
@@ -102,7 +99,6 @@ fn prepare(opts: &DeployOptions) -> Result<Prepared> {
         settings,
         spec,
         digest: report.digest.clone(),
-        cache: crate::core::cache::Cache::open_or_default(opts.build.cache_dir.as_deref())?,
     })
 }
 
@@ -148,15 +144,16 @@ fn logs_hint(s: &DeploySettings) -> String {
     )
 }
 
-pub fn deploy(opts: &DeployOptions) -> Result<DeployOutcome> {
+/// `say`: print each step on stderr.
+pub fn deploy(ctx: &Context, opts: &DeployOptions, say: bool) -> Result<DeployOutcome> {
     let started = Instant::now();
-    let progress = Progress::new(opts.build.progress);
+    let progress = &ctx.progress;
     let say = |m: String| {
-        if opts.build.progress {
+        if say {
             eprintln!("{m}");
         }
     };
-    let p = prepare(opts)?;
+    let p = prepare(ctx, opts)?;
     if let Some(f) = opts.emit {
         return Ok(DeployOutcome::Emitted(emit::emit(&p.spec, f)?));
     }
@@ -201,7 +198,7 @@ pub fn deploy(opts: &DeployOptions) -> Result<DeployOutcome> {
                     "v1",
                     "creating the repository",
                     opts.wait,
-                    &progress,
+                    progress,
                 )
                 .map_err(wrap)?;
                 repository_created = true;
@@ -219,13 +216,13 @@ pub fn deploy(opts: &DeployOptions) -> Result<DeployOutcome> {
     let first = tags.remove(0);
     let target = crate::registry::Reference::parse(&format!("{}:{first}", s.image_repository()))?;
     let push = crate::registry::push(
-        &p.cache.blobs,
+        &ctx.cache.blobs,
         &p.digest,
         &target,
         &tags,
-        crate::registry::is_insecure(&target, &opts.build.insecure_registries),
-        &p.cache,
-        &progress,
+        crate::registry::is_insecure(&target, &ctx.insecure_registries),
+        &ctx.cache,
+        progress,
     )?;
 
     let existing = api.send_optional(&e.get_service(s)).map_err(wrap)?;
@@ -246,7 +243,7 @@ pub fn deploy(opts: &DeployOptions) -> Result<DeployOutcome> {
         "v2",
         "rolling out the revision",
         opts.wait,
-        &progress,
+        progress,
     )
     .map_err(|err| match err.downcast_ref::<GoogleError>() {
         Some(g) if g.method == "operation" => anyhow!("{g}\n  hint: {}", logs_hint(s)),

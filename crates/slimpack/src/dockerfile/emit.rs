@@ -3,31 +3,22 @@
 //! `.dockerignore` and a `cloudbuild.yaml`; every choice is commented in the
 //! output so a reviewer can see why it is there.
 
-use crate::build::plan::Plan;
+use crate::build::{self, plan::Plan};
 use crate::project::{DepSource, Project};
 use anyhow::{bail, Result};
 use std::fmt::Write as _;
 use std::path::Path;
 
 /// Where the runtime stage starts from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Runtime {
     /// The builder's own Python image: the venv's interpreter path and ABI
     /// match by construction.
+    #[value(alias = "python")]
     Slim,
     /// Google's distroless Python: no shell, no package manager. The builder
     /// is then Debian with Debian's python3, the interpreter distroless has.
     Distroless,
-}
-
-impl Runtime {
-    pub fn parse(s: &str) -> Result<Runtime> {
-        match s {
-            "slim" | "python" => Ok(Runtime::Slim),
-            "distroless" => Ok(Runtime::Distroless),
-            _ => bail!("--runtime {s:?}: expected slim or distroless"),
-        }
-    }
 }
 
 /// How the builder installs the dependencies.
@@ -98,7 +89,7 @@ pub struct Emitted {
 /// What `slimpack dockerfile` needs beside the build's options.
 #[derive(Debug, Clone)]
 pub struct GenerateOptions {
-    pub build: crate::build::BuildOptions,
+    pub build: crate::build::Request,
     pub runtime: Runtime,
     pub python_image: Option<String>,
     pub uv_image: Option<String>,
@@ -107,19 +98,13 @@ pub struct GenerateOptions {
 /// Plans the project as `build` does (building the venv, or reusing it, to
 /// learn which system libraries its compiled code needs) and writes the
 /// recipe for it.
-pub fn generate(opts: &GenerateOptions) -> Result<(Recipe, Emitted)> {
-    let mut b = opts.build.clone();
-    b.plan_only = true;
-    b.plan_with_venv = true;
-    let plan = match crate::build::build(&b)? {
-        crate::build::Outcome::Plan(p) => p,
-        crate::build::Outcome::Built(_) => bail!("internal: a plan was asked for"),
-    };
-    let project = Project::detect(&b.dir)?;
-    let cfg = project.config.clone().overlay(b.overrides.clone());
+pub fn generate(ctx: &build::Context, opts: &GenerateOptions) -> Result<(Recipe, Emitted)> {
+    let planned = build::plan(ctx, build::Inputs::read(&opts.build)?)?;
+    let (venv, _) = build::venv(ctx, &planned)?;
+    let plan = planned.plan_with_venv(&venv);
     let recipe = from_plan(
-        &project,
-        &cfg,
+        &planned.project,
+        &planned.cfg,
         &plan,
         opts.runtime,
         opts.python_image.as_deref(),

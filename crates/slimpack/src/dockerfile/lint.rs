@@ -15,16 +15,6 @@ pub enum Severity {
 }
 
 impl Severity {
-    pub fn parse_level(s: &str) -> Option<Option<Severity>> {
-        match s {
-            "error" => Some(Some(Severity::Error)),
-            "warning" => Some(Some(Severity::Warning)),
-            "info" => Some(Some(Severity::Info)),
-            "none" => Some(None),
-            _ => None,
-        }
-    }
-
     pub fn as_str(self) -> &'static str {
         match self {
             Severity::Info => "info",

@@ -6,7 +6,7 @@ pub mod bytecode;
 pub mod native;
 pub mod uv;
 
-use crate::core::cache::{Cache, KeyHasher};
+use crate::core::cache::{Cache, KeyHasher, RecordKind};
 use crate::project::{normalize_name, DepSource, Project};
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -114,30 +114,8 @@ pub(crate) fn group_requirements(dir: &Path, group: &str) -> Result<PathBuf> {
     )
 }
 
-/// Packages uv says have no usable wheel (so must be built from source), in
-/// a resolution's or an install's error.
-pub fn wheels_required(stderr: &str) -> Vec<String> {
-    let mut out: Vec<String> = stderr
-        .split("Wheels are required for `")
-        .skip(1)
-        .filter_map(|rest| rest.split('`').next())
-        .map(normalize_name)
-        .collect();
-    out.sort();
-    out.dedup();
-    out
-}
-
-/// Does uv's message say a package has no wheel for the target?
-fn says_no_wheels(message: &str) -> bool {
-    message.contains("has no usable wheels")
-        || message.contains("Wheels are required")
-        || message.contains("doesn't have a source distribution or wheel")
-        || message.contains("no wheels with a matching")
-}
-
 fn wheel_hint(stderr: &str, target: &Target) -> String {
-    if says_no_wheels(stderr) {
+    if uv::says_no_wheels(stderr) {
         format!(
             "\nhint: the package above has neither a wheel for CPython {} on {} nor a source distribution slimpack could build. Pin another version, or choose another --python.",
             target.minor, target.platform
@@ -168,7 +146,7 @@ pub fn resolve(
             inputs.push(group_requirements(&project.dir, g)?);
         }
     }
-    let mut h = KeyHasher::new("resolution");
+    let mut h = KeyHasher::new(RecordKind::Resolution.as_str());
     h.part("policy", "resolve-v2")
         .part("python", &target.minor)
         .part("platform", &target.platform)
@@ -197,7 +175,7 @@ pub fn resolve(
     }
     let key = h.finish();
     if !refresh {
-        if let Some(lock) = cache.get::<Lock>("resolution", &key) {
+        if let Some(lock) = cache.get::<Lock>(RecordKind::Resolution, &key) {
             return Ok((lock, true));
         }
     }
@@ -235,7 +213,7 @@ pub fn resolve(
                 return Ok(());
             }
             let stderr = String::from_utf8_lossy(&output.stderr);
-            let new: Vec<String> = wheels_required(&stderr)
+            let new: Vec<String> = uv::wheels_required(&stderr)
                 .into_iter()
                 .filter(|n| !source_builds.contains(n))
                 .collect();
@@ -337,7 +315,7 @@ pub fn resolve(
         key: key.clone(),
         source_builds,
     };
-    cache.put("resolution", &key, &lock)?;
+    cache.put(RecordKind::Resolution, &key, &lock)?;
     Ok((lock, false))
 }
 
@@ -402,12 +380,6 @@ pub fn install_wheels(lock: &Lock, target: &Target, uv: &Uv, site: &Path) -> Res
     .arg(&req);
     uv.run(c, "installing dependencies")?;
     Ok(())
-}
-
-/// Did a wheels-only install fail because a package has no wheel (so the
-/// builder stage must compile it)?
-pub fn lacks_wheels(err: &anyhow::Error) -> bool {
-    says_no_wheels(&format!("{err:#}"))
 }
 
 /// Turns an installed `site-packages` into the venv at /opt/venv:
@@ -530,15 +502,6 @@ mod tests {
             rewrite_shebang(b"#!/bin/bash\necho\n"),
             b"#!/bin/bash\necho\n"
         );
-    }
-
-    #[test]
-    fn packages_without_wheels_are_named() {
-        let e = "  cause: Because psycopg2==2.9.9 has no usable wheels and you require psycopg2==2.9.9, we can conclude that your requirements are unsatisfiable.\n\nhint: Wheels are required for `psycopg2` because building from source is disabled for all packages (i.e., with `--no-build`)\nhint: Wheels are required for `My_Pkg` because ...";
-        assert_eq!(wheels_required(e), vec!["my-pkg", "psycopg2"]);
-        assert!(wheels_required("error: No solution found: foo>=9 is not available").is_empty());
-        assert!(lacks_wheels(&anyhow!("installing failed:\n{e}")));
-        assert!(!lacks_wheels(&anyhow!("connection reset")));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Finding uv: the one on PATH, else a pinned wheel from PyPI, checked by
 //! hash and unpacked into the cache.
 
-use crate::core::cache::Cache;
+use crate::core::cache::{Cache, CacheDir};
 use crate::core::http;
 use anyhow::{anyhow, bail, Context, Result};
 use std::path::{Path, PathBuf};
@@ -51,7 +51,7 @@ fn version_of(path: &Path) -> Result<String> {
 
 impl Uv {
     pub fn locate(cache: &Cache) -> Result<Uv> {
-        let cache_dir = cache.dir("uv-cache")?;
+        let cache_dir = cache.dir(CacheDir::UvCache)?;
         if let Some(p) = std::env::var_os("SLIMPACK_UV")
             .map(PathBuf::from)
             .or_else(|| crate::core::which("uv"))
@@ -63,7 +63,7 @@ impl Uv {
                 cache_dir,
             });
         }
-        let dir = cache.dir("tools")?.join(format!("uv-{UV_VERSION}"));
+        let dir = cache.dir(CacheDir::Tools)?.join(format!("uv-{UV_VERSION}"));
         let bin = dir.join("uv");
         if !bin.is_file() {
             let index = std::env::var("UV_INDEX_URL")
@@ -126,8 +126,84 @@ impl Uv {
             .with_context(|| format!("running {}", self.path.display()))?;
         if !out.status.success() {
             let stderr = String::from_utf8_lossy(&out.stderr);
-            bail!("{what} failed:\n{}", stderr.trim_end());
+            return Err(failure(what, stderr.trim_end()));
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}
+
+/// uv failed; its own message, as it printed it.
+#[derive(Debug, thiserror::Error)]
+#[error("{what} failed:\n{stderr}")]
+pub struct UvFailed {
+    pub what: String,
+    pub stderr: String,
+}
+
+/// A wheels-only run failed because packages have no wheel for the
+/// target: the builder stage compiles them.
+#[derive(Debug, thiserror::Error)]
+#[error("{failed}")]
+pub struct MissingWheels {
+    /// The packages uv named (it does not always name them).
+    pub packages: Vec<String>,
+    pub failed: UvFailed,
+}
+
+/// uv's failure, read once into what the caller acts on.
+fn failure(what: &str, stderr: &str) -> anyhow::Error {
+    let failed = UvFailed {
+        what: what.to_string(),
+        stderr: stderr.to_string(),
+    };
+    if says_no_wheels(stderr) {
+        MissingWheels {
+            packages: wheels_required(stderr),
+            failed,
+        }
+        .into()
+    } else {
+        failed.into()
+    }
+}
+
+/// Packages uv says have no usable wheel (so must be built from source), in
+/// a resolution's or an install's error.
+pub fn wheels_required(stderr: &str) -> Vec<String> {
+    let mut out: Vec<String> = stderr
+        .split("Wheels are required for `")
+        .skip(1)
+        .filter_map(|rest| rest.split('`').next())
+        .map(crate::project::normalize_name)
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Does uv's message say a package has no wheel for the target?
+pub(super) fn says_no_wheels(message: &str) -> bool {
+    message.contains("has no usable wheels")
+        || message.contains("Wheels are required")
+        || message.contains("doesn't have a source distribution or wheel")
+        || message.contains("no wheels with a matching")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packages_without_wheels_are_named() {
+        let e = "  cause: Because psycopg2==2.9.9 has no usable wheels and you require psycopg2==2.9.9, we can conclude that your requirements are unsatisfiable.\n\nhint: Wheels are required for `psycopg2` because building from source is disabled for all packages (i.e., with `--no-build`)\nhint: Wheels are required for `My_Pkg` because ...";
+        assert_eq!(wheels_required(e), vec!["my-pkg", "psycopg2"]);
+        assert!(wheels_required("error: No solution found: foo>=9 is not available").is_empty());
+        let missing = failure("installing", e);
+        let m = missing.downcast_ref::<MissingWheels>().unwrap();
+        assert_eq!(m.packages, vec!["my-pkg", "psycopg2"]);
+        assert_eq!(missing.to_string(), format!("installing failed:\n{e}"));
+        let other = failure("installing", "connection reset");
+        assert!(other.downcast_ref::<MissingWheels>().is_none());
+        assert_eq!(other.to_string(), "installing failed:\nconnection reset");
     }
 }

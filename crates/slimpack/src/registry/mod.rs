@@ -14,7 +14,7 @@ pub use pull::{pull, PullReport};
 pub use push::{push, BlobAction, PushReport, PushedBlob};
 pub use reference::Reference;
 
-use crate::core::cache::Cache;
+use crate::core::cache::{Cache, RecordKind};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
@@ -81,7 +81,7 @@ fn manifest_blobs(doc: &serde_json::Value, what: &str) -> anyhow::Result<Vec<(St
     Ok(blobs)
 }
 
-const LOCATIONS: &str = "blob-locations";
+const LOCATIONS: RecordKind = RecordKind::BlobLocations;
 
 /// Repositories (`registry/repo`) known to hold `digest`: where a push can
 /// mount it from.

@@ -69,7 +69,7 @@ impl Probe {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Network {
     /// Isolated when possible, else the host's.
     Auto,
@@ -78,15 +78,6 @@ pub enum Network {
 }
 
 impl Network {
-    pub fn parse(s: &str) -> Result<Network> {
-        match s {
-            "auto" => Ok(Network::Auto),
-            "isolated" => Ok(Network::Isolated),
-            "host" => Ok(Network::Host),
-            _ => bail!("--network {s:?}: use auto, isolated or host"),
-        }
-    }
-
     /// What this machine can do: isolated needs root (to create the network
     /// namespace outside bwrap's user namespace) and slirp4netns.
     fn resolve(self) -> Result<(Network, Option<String>)> {

@@ -2,7 +2,7 @@
 //! unpacked safely into a root directory, and `bwrap` to run in it; the
 //! builder stage that compiles source-only packages is one such run.
 
-use crate::core::cache::{Cache, KeyHasher};
+use crate::core::cache::{Cache, CacheDir, KeyHasher};
 use anyhow::{anyhow, bail, Context, Result};
 use slimpack_oci::{BlobStore, Layer};
 use std::collections::HashSet;
@@ -261,7 +261,7 @@ pub fn cached_rootfs(
     for l in layers {
         h.part("layer", &l.digest);
     }
-    let dir = cache.dir("rootfs")?.join(&h.finish()[..32]);
+    let dir = cache.dir(CacheDir::Rootfs)?.join(&h.finish()[..32]);
     let skipped = if dir.is_dir() {
         Vec::new()
     } else {

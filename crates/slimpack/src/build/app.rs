@@ -1,0 +1,93 @@
+//! The app stage: the project's files (as `.dockerignore` and the secret
+//! rules leave them) in /app, the only layer a code edit rebuilds.
+
+use crate::core::cache::{Cache, KeyHasher, RecordKind};
+use crate::project::ignore::AppFile;
+use anyhow::{Context, Result};
+use slimpack_oci::{Entry, Layer, LayerBuilder};
+
+const APP_POLICY: &str = "app-v1";
+const OPAQUE_APP: &str = "app/.wh..wh..opq";
+
+/// The app layer's inputs, hashed.
+pub struct AppInput {
+    pub files: Vec<AppFile>,
+    pub key: String,
+    /// The base image has an /app of its own, which ours replaces (an OCI
+    /// opaque whiteout) instead of merging with.
+    opaque: bool,
+    /// Symlinks that point outside /app: hashed (the key is as it always
+    /// was) but left out of the layer, with a warning each.
+    pub left_out: Vec<String>,
+}
+
+/// A link that leaves /app means nothing in the image.
+fn escapes(f: &AppFile, target: &str) -> bool {
+    let depth = f.rel.matches('/').count();
+    let ups = target.split('/').filter(|c| *c == "..").count();
+    target.starts_with('/') || ups > depth
+}
+
+pub fn input(files: Vec<AppFile>, mtime: u64, opaque: bool) -> Result<AppInput> {
+    let mut h = KeyHasher::new(RecordKind::AppLayer.as_str());
+    h.part("policy", APP_POLICY)
+        .part("mtime", mtime.to_string());
+    if opaque {
+        h.part("opaque", "app");
+    }
+    let mut left_out = Vec::new();
+    for f in &files {
+        h.part("path", &f.rel);
+        match &f.symlink {
+            Some(t) => {
+                h.part("symlink", t);
+                if escapes(f, t) {
+                    left_out.push(format!(
+                        "left out symlink {} → {t}: it points outside the app",
+                        f.rel
+                    ));
+                }
+            }
+            None => {
+                let bytes = std::fs::read(&f.path)
+                    .with_context(|| format!("reading {}", f.path.display()))?;
+                h.part("mode", if f.executable { "755" } else { "644" })
+                    .part("content", bytes);
+            }
+        }
+    }
+    Ok(AppInput {
+        files,
+        key: h.finish(),
+        opaque,
+        left_out,
+    })
+}
+
+/// The layer for `input`, and whether it came from the cache.
+pub fn layer(cache: &Cache, input: &AppInput, mtime: u64) -> Result<(Layer, bool)> {
+    if let Some(l) = cache.get::<Layer>(RecordKind::AppLayer, &input.key) {
+        if cache.blobs.contains(&l.digest) {
+            return Ok((l, true));
+        }
+    }
+    let mut b = LayerBuilder::new();
+    b.add("app", Entry::dir(0o755))?;
+    if input.opaque {
+        b.add(OPAQUE_APP, Entry::bytes(0o644, Vec::new()))?;
+    }
+    for f in &input.files {
+        let dest = format!("app/{}", f.rel);
+        match &f.symlink {
+            Some(t) if escapes(f, t) => {}
+            Some(t) => b.add(&dest, Entry::symlink(t.clone()))?,
+            None => b.add(
+                &dest,
+                Entry::file(if f.executable { 0o755 } else { 0o644 }, f.path.clone()),
+            )?,
+        }
+    }
+    let layer = b.write(&cache.blobs, mtime)?;
+    cache.put(RecordKind::AppLayer, &input.key, &layer)?;
+    Ok((layer, false))
+}

@@ -1,0 +1,212 @@
+//! The venv stage: the lock installed into /opt/venv (from wheels, or in
+//! the builder), the system libraries its compiled code links added to the
+//! runtime, bytecode compiled by the image's own interpreter. Its record is
+//! cached by [`key`]: same lock, Python, platform and runtime, no rebuild.
+
+use super::runtime::RuntimeBase;
+use crate::base::debian;
+use crate::builder;
+use crate::core::cache::{CacheDir, KeyHasher, RecordKind};
+use crate::python::{self, bytecode, native};
+use anyhow::{bail, Result};
+use serde::{Deserialize, Serialize};
+use slimpack_oci::{add_tree, Entry, LayerBuilder};
+use std::path::{Path, PathBuf};
+
+const VENV_POLICY: &str = "venv-v4";
+const OPAQUE_VENV: &str = "opt/venv/.wh..wh..opq";
+
+/// The venv layer and what building it decided about the rest.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VenvRecord {
+    pub layer: slimpack_oci::Layer,
+    pub runtime_additions: Vec<native::Addition>,
+    pub builder: Option<builder::Built>,
+    pub bytecode: Option<bytecode::Compiled>,
+}
+
+/// Everything the venv layer is made from.
+pub fn key(req: &builder::Request, runtime: &RuntimeBase, mode: bytecode::Mode) -> String {
+    let mut h = KeyHasher::new(RecordKind::VenvLayer.as_str());
+    h.part("policy", VENV_POLICY)
+        .part("lock", &req.lock.text)
+        .part("python", &req.target.version)
+        .part("platform", &req.target.platform)
+        .part("bytecode", mode.as_str())
+        .part("uv", &req.uv.version)
+        .part("mtime", req.mtime.to_string());
+    for p in req.no_binary {
+        h.part("no-binary", p);
+    }
+    for p in req.build_packages {
+        h.part("build-package", p);
+    }
+    runtime.key_part(&mut h);
+    h.finish()
+}
+
+/// The cached record for `key`, if its layer's blob is still there.
+pub fn cached(req: &builder::Request, key: &str) -> Option<VenvRecord> {
+    req.cache
+        .get::<VenvRecord>(RecordKind::VenvLayer, key)
+        .filter(|r| req.cache.blobs.contains(&r.layer.digest))
+}
+
+/// The runtime layer for the base packages plus `additions`.
+pub fn runtime_with(
+    req: &builder::Request,
+    resolved: &debian::Resolved,
+    additions: &[native::Addition],
+) -> Result<(debian::Runtime, bool)> {
+    let (cache, progress) = (req.cache, req.progress);
+    if additions.is_empty() {
+        return debian::build(req.spec, resolved.clone(), cache, req.mtime, progress);
+    }
+    let spec = req.spec.with_packages(&native::package_names(additions));
+    let resolved = debian::resolve(&spec, cache, req.refresh, progress)?;
+    debian::build(&spec, resolved, cache, req.mtime, progress)
+}
+
+/// Builds the venv layer: installs the lock (from wheels, or in the builder),
+/// adds to the runtime the libraries its compiled code links, and compiles
+/// bytecode with that runtime's interpreter.
+pub fn build(
+    req: &builder::Request,
+    runtime: &RuntimeBase,
+    mode: bytecode::Mode,
+) -> Result<VenvRecord> {
+    let work = tempfile::tempdir_in(req.cache.dir(CacheDir::Work)?)?;
+    let venv_dir = work.path().join("venv");
+    let site = python::site_dir(&venv_dir, req.target);
+    let built = install(req, runtime, &site)?;
+    python::finish_venv(&venv_dir, req.target)?;
+    let (root, additions) = match runtime {
+        RuntimeBase::Debian(resolved) => native_additions(req, resolved, &site)?,
+        RuntimeBase::Registry(b) => {
+            registry_base_has_libraries(req, b, &site)?;
+            (b.root.clone(), Vec::new())
+        }
+    };
+    let pyc_dir = work.path().join("pyc");
+    let compiled = if mode == bytecode::Mode::None {
+        None
+    } else {
+        let sp = req
+            .progress
+            .spinner("Compiling bytecode with the image's interpreter".into());
+        let c = bytecode::compile(&root, &venv_dir, &pyc_dir, req.target, mode)?;
+        sp.finish_and_clear();
+        Some(c)
+    };
+    let mut b = LayerBuilder::new();
+    add_tree(&mut b, &venv_dir, "opt/venv")?;
+    if root.join("opt/venv").exists() {
+        // The base's own venv must not show through ours.
+        b.add(OPAQUE_VENV, Entry::bytes(0o644, Vec::new()))?;
+    }
+    if pyc_dir.join("usr").is_dir() {
+        add_tree(&mut b, &pyc_dir.join("usr"), "usr")?;
+    }
+    Ok(VenvRecord {
+        layer: b.write(&req.cache.blobs, req.mtime)?,
+        runtime_additions: additions,
+        builder: built,
+        bytecode: compiled,
+    })
+}
+
+/// Installs the lock into `site`: from wheels, or in the builder for what
+/// has none. Returns what the builder did, when it ran.
+fn install(
+    req: &builder::Request,
+    runtime: &RuntimeBase,
+    site: &Path,
+) -> Result<Option<builder::Built>> {
+    let compile_in_builder = |names: &[String]| -> Result<builder::Built> {
+        if let RuntimeBase::Registry(b) = runtime {
+            bail!(
+                "{} must be compiled from source (no wheel for {}), and compiling on a registry base ({}) is not supported yet; use a Debian base (debian:trixie, debian:bookworm) or a version with wheels",
+                names.join(", "),
+                req.target.platform,
+                b.reference
+            );
+        }
+        builder::install(req, site, names)
+    };
+    if !req.lock.source_builds.is_empty() {
+        return compile_in_builder(&req.lock.source_builds).map(Some);
+    }
+    let sp = req.progress.spinner(format!(
+        "Installing {} Python packages",
+        req.lock.packages.len()
+    ));
+    let r = python::install_wheels(req.lock, req.target, req.uv, site);
+    sp.finish_and_clear();
+    match r {
+        Ok(()) => Ok(None),
+        // A lock exported from uv.lock can name a package with no wheel:
+        // the builder compiles it.
+        Err(e) => match e.downcast_ref::<python::uv::MissingWheels>() {
+            Some(missing) => compile_in_builder(&missing.packages).map(Some),
+            None => Err(e),
+        },
+    }
+}
+
+/// A registry base gets no packages added: it must have every library.
+fn registry_base_has_libraries(
+    req: &builder::Request,
+    b: &crate::base::registry::RegistryBase,
+    site: &Path,
+) -> Result<()> {
+    let missing: Vec<String> = native::unbundled(site)?
+        .into_iter()
+        .filter(|n| !native::in_root(&b.root, &n.soname))
+        .map(|n| format!("{} (needed by {})", n.soname, n.needed_by))
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "the base image {} lacks {}; slimpack adds system libraries only to Debian bases: use debian:{} or a base image that has them",
+            b.reference,
+            missing.join(", "),
+            req.spec.suite.codename()
+        );
+    }
+    Ok(())
+}
+
+/// The Debian packages the venv's compiled code needs beyond the runtime,
+/// and the root of the runtime with them.
+fn native_additions(
+    req: &builder::Request,
+    resolved: &debian::Resolved,
+    site: &Path,
+) -> Result<(PathBuf, Vec<native::Addition>)> {
+    let (cache, progress) = (req.cache, req.progress);
+    let (base_runtime, _) = runtime_with(req, resolved, &[])?;
+    let base_root = base_runtime.rootfs(cache)?;
+    let needs: Vec<native::Needed> = native::unbundled(site)?
+        .into_iter()
+        .filter(|n| !native::in_root(&base_root, &n.soname))
+        .collect();
+    if needs.is_empty() {
+        return Ok((base_root, Vec::new()));
+    }
+    let contents = debian::contents(req.spec, cache, progress)?;
+    let additions = native::packages_for(&needs, &contents, req.spec.suite.codename())?;
+    let (runtime, _) = runtime_with(req, resolved, &additions)?;
+    let root = runtime.rootfs(cache)?;
+    let still: Vec<String> = needs
+        .iter()
+        .filter(|n| !native::in_root(&root, &n.soname))
+        .map(|n| format!("{} (needed by {})", n.soname, n.needed_by))
+        .collect();
+    if !still.is_empty() {
+        bail!(
+            "the runtime still lacks {} after adding {}; add the package that provides it under `packages`",
+            still.join(", "),
+            native::package_names(&additions).join(", ")
+        );
+    }
+    Ok((root, additions))
+}

@@ -1,0 +1,213 @@
+//! `slimpack deploy`.
+
+use super::{pairs, print_json, ProjectFlags};
+use crate::build;
+use crate::deploy::{self, api, emit, DeployConfig, DeployOutcome};
+use anyhow::{anyhow, Result};
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+pub(super) struct DeployArgs {
+    /// The project directory.
+    #[arg(default_value = ".")]
+    dir: PathBuf,
+    /// Google Cloud project ID (default: CLOUDSDK_CORE_PROJECT, then gcloud's).
+    #[arg(long)]
+    project: Option<String>,
+    /// Cloud Run region, e.g. us-central1 (default: CLOUDSDK_RUN_REGION, then gcloud's run/region).
+    #[arg(long)]
+    region: Option<String>,
+    /// Service name (default: the project's name).
+    #[arg(long)]
+    service: Option<String>,
+    /// Artifact Registry repository (default cloud-run-source-deploy, as gcloud).
+    #[arg(long)]
+    repo: Option<String>,
+    /// Registry host to push to (default REGION-docker.pkg.dev).
+    #[arg(long)]
+    registry: Option<String>,
+    /// Create the Artifact Registry repository (format DOCKER) if it is missing.
+    #[arg(long)]
+    create_repo: bool,
+    /// Let anyone call the service (`=false` to turn a configured `true` off).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    allow_unauthenticated: Option<bool>,
+    /// How --allow-unauthenticated opens the service: invoker-iam-disabled
+    /// (default, Google's recommendation) or iam-binding (roles/run.invoker
+    /// for allUsers merged into the service's IAM policy).
+    #[arg(long)]
+    public_access: Option<String>,
+    /// Memory per instance, e.g. 512Mi or 2Gi.
+    #[arg(long)]
+    memory: Option<String>,
+    /// CPUs per instance, e.g. 1, 2 or 500m.
+    #[arg(long)]
+    cpu: Option<String>,
+    /// Instances kept warm (0: scale to zero).
+    #[arg(long)]
+    min_instances: Option<u32>,
+    /// Most instances at once.
+    #[arg(long)]
+    max_instances: Option<u32>,
+    /// Requests per instance at once (1-1000).
+    #[arg(long)]
+    concurrency: Option<u32>,
+    /// Request timeout: seconds, or 90s, 5m, 1h.
+    #[arg(long, value_parser = parse_timeout)]
+    timeout: Option<u32>,
+    /// KEY=VALUE environment for the service. Repeatable.
+    #[arg(long = "env")]
+    env: Vec<String>,
+    /// NAME=SECRET[:VERSION] from Secret Manager, as an environment
+    /// variable. Repeatable.
+    #[arg(long = "secret")]
+    secrets: Vec<String>,
+    /// KEY=VALUE label on the service. Repeatable.
+    #[arg(long = "label")]
+    labels: Vec<String>,
+    /// The service's runtime service account (email).
+    #[arg(long)]
+    service_account: Option<String>,
+    /// Startup CPU boost (default on; `=false` turns it off).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    startup_cpu_boost: Option<bool>,
+    /// Tag to push besides the digest (default: latest and the git commit). Repeatable.
+    #[arg(long = "tag")]
+    tags: Vec<String>,
+    /// Build, send nothing, print the API requests that change something,
+    /// one JSON object per line: {"method", "url", "body"}.
+    #[arg(long)]
+    dry_run: bool,
+    /// Instead of deploying, write the service as service.yaml (Knative, for
+    /// `gcloud run services replace`), terraform, or cloudbuild.
+    #[arg(long, value_enum, conflicts_with = "dry_run")]
+    emit: Option<emit::Format>,
+    /// With --emit: write to this file instead of stdout.
+    #[arg(long, requires = "emit")]
+    out: Option<PathBuf>,
+    /// Seconds to wait for each long-running operation.
+    #[arg(long, default_value_t = 600)]
+    wait: u64,
+    /// Cloud Run Admin API base URL (private endpoints, tests).
+    #[arg(long, env = "SLIMPACK_RUN_API", default_value = api::RUN_API)]
+    run_api: String,
+    /// Artifact Registry API base URL.
+    #[arg(long, env = "SLIMPACK_ARTIFACT_REGISTRY_API", default_value = api::ARTIFACT_REGISTRY_API)]
+    artifact_registry_api: String,
+    /// Speak plain HTTP to this registry (loopback ones always are). Repeatable.
+    #[arg(long = "insecure-registry")]
+    insecure: Vec<String>,
+    /// Machine-readable report on stdout.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    project_flags: ProjectFlags,
+}
+
+/// `300`, `300s`, `5m`, `1h` as seconds.
+fn parse_timeout(s: &str) -> Result<u32, String> {
+    let (n, mult) = match s.chars().last() {
+        Some('s') => (&s[..s.len() - 1], 1),
+        Some('m') => (&s[..s.len() - 1], 60),
+        Some('h') => (&s[..s.len() - 1], 3600),
+        _ => (s, 1),
+    };
+    n.parse::<u32>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| format!("{s:?}: expected seconds, or a duration like 90s, 5m, 1h"))
+}
+
+impl DeployArgs {
+    fn config(&self) -> Result<DeployConfig> {
+        Ok(DeployConfig {
+            project: self.project.clone(),
+            region: self.region.clone(),
+            service: self.service.clone(),
+            repo: self.repo.clone(),
+            registry: self.registry.clone(),
+            allow_unauthenticated: self.allow_unauthenticated,
+            public_access: self.public_access.clone(),
+            memory: self.memory.clone(),
+            cpu: self.cpu.clone(),
+            min_instances: self.min_instances,
+            max_instances: self.max_instances,
+            concurrency: self.concurrency,
+            timeout: self.timeout,
+            env: pairs(&self.env, "--env")?,
+            secrets: pairs(&self.secrets, "--secret")?,
+            labels: pairs(&self.labels, "--label")?,
+            service_account: self.service_account.clone(),
+            startup_cpu_boost: self.startup_cpu_boost,
+            tags: self.tags.clone(),
+        })
+    }
+}
+
+pub(super) fn run(a: DeployArgs) -> Result<i32> {
+    let mut overrides = a.project_flags.overrides(None)?;
+    overrides.deploy = a.config()?;
+    let quiet = a.json || a.dry_run || (a.emit.is_some() && a.out.is_none());
+    let mut ctx = a.project_flags.context(!quiet)?;
+    ctx.insecure_registries = a.insecure.clone();
+    let opts = deploy::DeployOptions {
+        build: build::Request {
+            dir: a.dir.clone(),
+            overrides,
+            locked: false,
+        },
+        endpoints: deploy::Endpoints {
+            run: a.run_api.clone(),
+            artifact_registry: a.artifact_registry_api.clone(),
+        },
+        create_repo: a.create_repo,
+        dry_run: a.dry_run,
+        emit: a.emit,
+        wait: std::time::Duration::from_secs(a.wait),
+    };
+    match deploy::deploy(&ctx, &opts, !quiet)? {
+        DeployOutcome::DryRun(requests) => {
+            for r in &requests {
+                println!("{}", serde_json::to_string(r)?);
+            }
+        }
+        DeployOutcome::Emitted(text) => match &a.out {
+            Some(path) => {
+                crate::core::fs::write_atomic(path, text.as_bytes())
+                    .map_err(|e| anyhow!("writing {}: {e}", path.display()))?;
+                eprintln!("wrote {}", path.display());
+            }
+            None => print!("{text}"),
+        },
+        DeployOutcome::Deployed(r) if a.json => print_json(&r)?,
+        DeployOutcome::Deployed(r) => print_report(&r),
+    }
+    Ok(0)
+}
+
+fn print_report(r: &deploy::DeployReport) {
+    println!(
+        "{} {} (revision {}) in {:.1}s",
+        if r.created { "Created" } else { "Updated" },
+        r.name,
+        r.revision.as_deref().unwrap_or("?"),
+        r.seconds
+    );
+    println!("  image   {}", r.image);
+    println!("  push    {}", r.push.summary());
+    if r.repository_created {
+        println!("  repo    created");
+    }
+    println!(
+        "  access  {}",
+        match r.public {
+            Some(deploy::PublicAccess::InvokerIamDisabled) => "public (invoker IAM check disabled)",
+            Some(deploy::PublicAccess::IamBinding) => "public (roles/run.invoker for allUsers)",
+            None => "authenticated callers only",
+        }
+    );
+    println!(
+        "  url     {}",
+        r.url.as_deref().unwrap_or("(none reported)")
+    );
+}

@@ -1,0 +1,119 @@
+//! `slimpack push` and `slimpack pull`.
+
+use super::build::{print_push, project_image};
+use super::{print_json, RegistryFlags};
+use crate::core::progress::human;
+use crate::image::{Sink, Source};
+use crate::registry::{self, Reference};
+use anyhow::{bail, Result};
+
+#[derive(clap::Args)]
+pub(super) struct PushArgs {
+    /// `oci:DIR[:TAG]`, an OCI layout directory, or a project directory
+    /// (built first).
+    image: String,
+    /// Where to: `REGISTRY/REPO[:TAG]`, e.g.
+    /// us-central1-docker.pkg.dev/my-project/backend/my-app:v1.
+    reference: String,
+    /// Also tag the pushed image with this tag. Repeatable.
+    #[arg(long = "tag")]
+    tags: Vec<String>,
+    #[command(flatten)]
+    common: RegistryFlags,
+}
+
+#[derive(clap::Args)]
+pub(super) struct PullArgs {
+    /// `REGISTRY/REPO[:TAG][@DIGEST]`.
+    reference: String,
+    /// Also write the image as an OCI layout: `oci:DIR[:TAG]`.
+    #[arg(long, short)]
+    output: Option<String>,
+    #[command(flatten)]
+    common: RegistryFlags,
+}
+
+pub(super) fn push(a: PushArgs) -> Result<i32> {
+    let target = Reference::parse(&a.reference)?;
+    let ctx = a.common.context()?;
+    let not_pushable = || {
+        anyhow::anyhow!(
+            "{}: not an OCI image layout (no index.json) or a project directory",
+            a.image
+        )
+    };
+    let source = match Source::parse(&a.image) {
+        Ok(s) => s,
+        Err(_) => return Err(not_pushable()),
+    };
+    let (store, digest) = match &source {
+        Source::Project(dir) => {
+            let r = project_image(&ctx, dir, a.common.json)?;
+            (ctx.cache.blobs.clone(), r.digest)
+        }
+        Source::Layout { dir, tag } => {
+            let (store, img) = slimpack_oci::read_layout(dir, tag.as_deref())?;
+            (store, img.manifest_digest)
+        }
+        Source::DockerArchive(_) => bail!(
+            "{}: push an OCI layout (`slimpack build -o oci:DIR`); a docker-archive holds no manifest to push",
+            a.image
+        ),
+        Source::Registry(_) => return Err(not_pushable()),
+    };
+    let report = registry::push(
+        &store,
+        &digest,
+        &target,
+        &a.tags,
+        registry::is_insecure(&target, &a.common.insecure),
+        &ctx.cache,
+        &ctx.progress,
+    )?;
+    if a.common.json {
+        print_json(&report)?;
+    } else {
+        print_push(&report);
+    }
+    Ok(0)
+}
+
+pub(super) fn pull(a: PullArgs) -> Result<i32> {
+    let r = Reference::parse(&a.reference)?;
+    let output = a.output.as_deref().map(Sink::parse_output).transpose()?;
+    let ctx = a.common.context()?;
+    let (image, report) = registry::pull(
+        &r,
+        registry::is_insecure(&r, &a.common.insecure),
+        &ctx.cache,
+        &ctx.progress,
+    )?;
+    match &output {
+        Some(Sink::Layout { path, tag }) => slimpack_oci::write_layout(
+            &ctx.cache.blobs,
+            &image.to_image(&ctx.cache.blobs)?,
+            path,
+            tag,
+        )?,
+        Some(_) => bail!(
+            "--output {}: pull writes OCI layouts only (oci:DIR[:TAG])",
+            a.output.as_deref().unwrap_or_default()
+        ),
+        None => {}
+    }
+    if a.common.json {
+        print_json(&report)?;
+    } else {
+        println!("Pulled {}", report.reference);
+        println!(
+            "  downloaded {}, {} from the cache, in {:.2}s",
+            human(report.downloaded_bytes),
+            human(report.cached_bytes),
+            report.seconds
+        );
+        if let Some(o) = &a.output {
+            println!("  output  {o}");
+        }
+    }
+    Ok(0)
+}
