@@ -127,16 +127,6 @@ pub fn from_plan(
     python_image: Option<&str>,
     uv_image: Option<&str>,
 ) -> Result<Recipe> {
-    let rel = |p: &Path| -> Result<String> {
-        match p.strip_prefix(&project.dir) {
-            Ok(r) => Ok(r.to_string_lossy().into_owned()),
-            Err(_) => bail!(
-                "{} is outside {}: a Dockerfile can only COPY from its build context; move it into the project",
-                p.display(),
-                project.dir.display()
-            ),
-        }
-    };
     let (extras, groups): (Vec<String>, Vec<String>) = {
         let pp_extras: Vec<String> = project
             .pyproject
@@ -149,42 +139,7 @@ pub fn from_plan(
             .cloned()
             .partition(|g| pp_extras.contains(g))
     };
-    let install = match &project.deps {
-        DepSource::Requirements { files, .. } => {
-            // Included files (-r, -c) are copied; uv follows the includes of
-            // the top-level files itself.
-            let mut copy = Vec::new();
-            for f in files {
-                copy.push(rel(f)?);
-            }
-            let mut install = vec![copy[0].clone()];
-            for g in &plan.dependencies.groups {
-                let f = rel(&crate::python::group_requirements(&project.dir, g)?)?;
-                copy.push(f.clone());
-                install.push(f);
-            }
-            Install::Requirements {
-                copy,
-                install,
-                locked: plan.project.locked,
-            }
-        }
-        DepSource::UvLock { .. } => Install::UvLock,
-        DepSource::PoetryLock { .. } => Install::PoetryLock,
-        DepSource::Pyproject { .. } => {
-            if project
-                .pyproject
-                .as_ref()
-                .is_some_and(|p| p.style == crate::project::pyproject::Style::Poetry)
-            {
-                bail!(
-                    "{}: Poetry dependencies without poetry.lock: run `poetry lock` first (the Dockerfile installs from the lock)",
-                    project.dir.join("pyproject.toml").display()
-                );
-            }
-            Install::Pyproject
-        }
-    };
+    let install = install_for(project, plan)?;
     let minor = plan.python.target.minor.clone();
     let codename = crate::base::suite_for_python(&minor).codename().to_string();
     let registry_base = !plan.base.name.starts_with("debian:");
@@ -258,24 +213,84 @@ pub fn from_plan(
         cmd_why: plan.start.source.clone(),
         health_path: plan.start.health_path.clone(),
         secrets: plan.project.left_out_secrets.clone(),
-        optional_dirs: if OPTIONAL_DIRS.iter().any(|c| project.dir.join(c).is_dir()) {
-            let rules = crate::project::ignore::IgnoreRules::for_project(&project.dir)?;
-            let (files, _) = crate::project::ignore::collect(&project.dir, &rules)?;
-            let rels: Vec<String> = files.into_iter().map(|f| f.rel).collect();
-            optional_dirs(&project.dir, &rels)
-        } else {
-            Vec::new()
-        },
-        kept_ignores: std::fs::read_to_string(project.dir.join(".dockerignore"))
-            .map(|t| {
-                t.lines()
-                    .map(str::trim)
-                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                    .map(str::to_string)
-                    .collect()
-            })
-            .unwrap_or_default(),
+        optional_dirs: optional_dirs_of(&project.dir)?,
+        kept_ignores: kept_ignores(&project.dir),
     })
+}
+
+/// How the builder installs the dependencies, from where the project
+/// declares them.
+fn install_for(project: &Project, plan: &Plan) -> Result<Install> {
+    let rel = |p: &Path| -> Result<String> {
+        match p.strip_prefix(&project.dir) {
+            Ok(r) => Ok(r.to_string_lossy().into_owned()),
+            Err(_) => bail!(
+                "{} is outside {}: a Dockerfile can only COPY from its build context; move it into the project",
+                p.display(),
+                project.dir.display()
+            ),
+        }
+    };
+    Ok(match &project.deps {
+        DepSource::Requirements { files, .. } => {
+            // Included files (-r, -c) are copied; uv follows the includes of
+            // the top-level files itself.
+            let mut copy = Vec::new();
+            for f in files {
+                copy.push(rel(f)?);
+            }
+            let mut install = vec![copy[0].clone()];
+            for g in &plan.dependencies.groups {
+                let f = rel(&crate::python::group_requirements(&project.dir, g)?)?;
+                copy.push(f.clone());
+                install.push(f);
+            }
+            Install::Requirements {
+                copy,
+                install,
+                locked: plan.project.locked,
+            }
+        }
+        DepSource::UvLock { .. } => Install::UvLock,
+        DepSource::PoetryLock { .. } => Install::PoetryLock,
+        DepSource::Pyproject { .. } => {
+            if project
+                .pyproject
+                .as_ref()
+                .is_some_and(|p| p.style == crate::project::pyproject::Style::Poetry)
+            {
+                bail!(
+                    "{}: Poetry dependencies without poetry.lock: run `poetry lock` first (the Dockerfile installs from the lock)",
+                    project.dir.join("pyproject.toml").display()
+                );
+            }
+            Install::Pyproject
+        }
+    })
+}
+
+/// The project's test and docs directories nothing imports (to ignore).
+fn optional_dirs_of(dir: &Path) -> Result<Vec<String>> {
+    if !OPTIONAL_DIRS.iter().any(|c| dir.join(c).is_dir()) {
+        return Ok(Vec::new());
+    }
+    let rules = crate::project::ignore::IgnoreRules::for_project(dir)?;
+    let (files, _) = crate::project::ignore::collect(dir, &rules)?;
+    let rels: Vec<String> = files.into_iter().map(|f| f.rel).collect();
+    Ok(optional_dirs(dir, &rels))
+}
+
+/// The project's own `.dockerignore` patterns, kept last.
+fn kept_ignores(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string(dir.join(".dockerignore"))
+        .map(|t| {
+            t.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 fn distroless_image(minor: &str) -> Result<String> {
@@ -333,8 +348,26 @@ fn apt_run(out: &mut String, why: &str, packages: &[String]) {
     out.push_str(" && rm -rf /var/lib/apt/lists/*\n");
 }
 
+// The CA comes in as a secret so that a proxy's CA never lands in a layer.
+const INSTALL_RUN: &str =
+    "# Behind a TLS-intercepting proxy, lend the build its CA bundle (a secret\n\
+                 # mount, never stored in a layer):\n\
+                 #   docker build --secret id=ca,src=/etc/ssl/certs/ca-certificates.crt .\n\
+                 RUN --mount=type=cache,target=/root/.cache/uv \\\n    \
+                 --mount=type=secret,id=ca \\\n    \
+                 if [ -f /run/secrets/ca ]; then export SSL_CERT_FILE=/run/secrets/ca; fi \\\n";
+
 fn dockerfile(r: &Recipe) -> Result<String> {
     let mut d = String::new();
+    header(&mut d, r)?;
+    builder_stage(&mut d, r);
+    d.push('\n');
+    runtime_stage(&mut d, r);
+    Ok(d)
+}
+
+/// The comments that say how to build, and the stages' images.
+fn header(d: &mut String, r: &Recipe) -> Result<()> {
     d.push_str("# syntax=docker/dockerfile:1\n");
     let _ = writeln!(
         d,
@@ -372,7 +405,11 @@ fn dockerfile(r: &Recipe) -> Result<String> {
     d.push('\n');
     d.push_str("FROM ${UV_IMAGE} AS uv\n\n");
 
-    // Builder.
+    Ok(())
+}
+
+/// The builder: the dependencies into /opt/venv, with what compiling needs.
+fn builder_stage(d: &mut String, r: &Recipe) {
     d.push_str("# ---- builder: the dependencies into /opt/venv, with everything that takes\n");
     d.push_str("FROM ${PYTHON_IMAGE} AS builder\n");
     let mut apt: Vec<String> = Vec::new();
@@ -399,7 +436,7 @@ fn dockerfile(r: &Recipe) -> Result<String> {
                 r.source_builds.join(", ")
             )
         };
-        apt_run(&mut d, &why, &apt);
+        apt_run(d, &why, &apt);
     }
     d.push_str("# Bytecode compiled once here (faster cold starts); copy mode because the\n");
     d.push_str("# cache mount is another filesystem; never a downloaded Python the runtime\n");
@@ -424,13 +461,11 @@ fn dockerfile(r: &Recipe) -> Result<String> {
     } else {
         ""
     };
-    // The CA comes in as a secret so that a proxy's CA never lands in a layer.
-    let cache = "# Behind a TLS-intercepting proxy, lend the build its CA bundle (a secret\n\
-                 # mount, never stored in a layer):\n\
-                 #   docker build --secret id=ca,src=/etc/ssl/certs/ca-certificates.crt .\n\
-                 RUN --mount=type=cache,target=/root/.cache/uv \\\n    \
-                 --mount=type=secret,id=ca \\\n    \
-                 if [ -f /run/secrets/ca ]; then export SSL_CERT_FILE=/run/secrets/ca; fi \\\n";
+    install_step(d, r, python, &no_binary);
+}
+
+/// The dependency files alone, then their install: a code edit keeps both.
+fn install_step(d: &mut String, r: &Recipe, python: &str, no_binary: &str) {
     match &r.install {
         Install::Requirements {
             copy,
@@ -444,7 +479,7 @@ fn dockerfile(r: &Recipe) -> Result<String> {
                 );
                 d.push_str("# versions. `uv pip compile --generate-hashes` makes a lock.\n");
             }
-            d.push_str(cache);
+            d.push_str(INSTALL_RUN);
             let _ = writeln!(d, " && uv venv{python} /opt/venv \\");
             if *locked {
                 let _ = writeln!(
@@ -464,7 +499,7 @@ fn dockerfile(r: &Recipe) -> Result<String> {
         Install::UvLock => {
             d.push_str("COPY pyproject.toml uv.lock ./\n");
             d.push_str("# --frozen: exactly uv.lock, which must match pyproject.toml.\n");
-            d.push_str(cache);
+            d.push_str(INSTALL_RUN);
             let _ = writeln!(
                 d,
                 " && uv sync{python} --frozen --no-install-project --no-default-groups{}{no_binary}",
@@ -475,7 +510,7 @@ fn dockerfile(r: &Recipe) -> Result<String> {
             d.push_str("COPY pyproject.toml poetry.lock ./\n");
             d.push_str("# poetry.lock exported with its hashes (Poetry runs here only), then\n");
             d.push_str("# installed exactly.\n");
-            d.push_str(cache);
+            d.push_str(INSTALL_RUN);
             let with: String = r
                 .extras
                 .iter()
@@ -495,7 +530,7 @@ fn dockerfile(r: &Recipe) -> Result<String> {
         Install::Pyproject => {
             d.push_str("COPY pyproject.toml ./\n");
             d.push_str("# No lock: a rebuild may get newer versions. `uv lock` makes one.\n");
-            d.push_str(cache);
+            d.push_str(INSTALL_RUN);
             let _ = writeln!(d, " && uv venv{python} /opt/venv \\");
             let _ = writeln!(
                 d,
@@ -504,9 +539,10 @@ fn dockerfile(r: &Recipe) -> Result<String> {
             );
         }
     }
-    d.push('\n');
+}
 
-    // Runtime.
+/// The runtime: the interpreter, the venv and the code; no compilers, no uv.
+fn runtime_stage(d: &mut String, r: &Recipe) {
     d.push_str("# ---- runtime: the interpreter, the venv and the code; no compilers, no uv\n");
     match r.runtime {
         Runtime::Slim => d.push_str("FROM ${PYTHON_IMAGE} AS runtime\n"),
@@ -514,7 +550,7 @@ fn dockerfile(r: &Recipe) -> Result<String> {
     }
     if !r.runtime_packages.is_empty() {
         apt_run(
-            &mut d,
+            d,
             "Only the libraries the venv's compiled code links (found by building it).",
             &r.runtime_packages,
         );
@@ -564,7 +600,6 @@ fn dockerfile(r: &Recipe) -> Result<String> {
     d.push_str("# JSON form: the server is PID 1 and gets Cloud Run's SIGTERM; it listens\n");
     d.push_str("# on $PORT, which Cloud Run sets.\n");
     let _ = writeln!(d, "CMD {}", json_args(&r.cmd));
-    Ok(d)
 }
 
 /// uv's ` --extra E --group G` for the recipe's optional dependencies.

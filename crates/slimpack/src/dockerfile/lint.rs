@@ -183,11 +183,35 @@ fn image_name_and_tag(base: &str) -> (String, Option<String>, bool) {
 }
 
 pub fn lint(df: &Dockerfile, ctx: &Context) -> Vec<Finding> {
-    use Severity::*;
     let mut out = Vec::new();
-    let last_stage = df.stages.len() - 1;
+    stage_checks(df, &mut out);
+    instruction_checks(df, &mut out);
+    final_stage_checks(df, &mut out);
+    dockerignore_checks(df, ctx, &mut out);
+    // Suppressions.
+    out.retain(|f| {
+        !df.ignores
+            .get(&f.line)
+            .is_some_and(|rules| rules.iter().any(|r| r == f.rule))
+    });
+    out.sort_by(|a, b| (a.line, a.rule).cmp(&(b.line, b.rule)));
+    out
+}
 
-    // Stages: aliases, tags, bases.
+/// What the walk over the instructions remembers, per stage.
+struct Walk {
+    workdir_set: Vec<bool>,
+    /// The stage of the instruction before, when it was a RUN.
+    prev_run: Option<usize>,
+    /// The line of a `COPY . .` not yet followed by a dependency install.
+    copied_all: Vec<Option<usize>>,
+    pipefail: Vec<bool>,
+}
+
+/// Each stage's FROM: aliases, tags, bases.
+fn stage_checks(df: &Dockerfile, out: &mut Vec<Finding>) {
+    use Severity::*;
+    let last_stage = df.stages.len() - 1;
     let mut aliases: Vec<String> = Vec::new();
     for st in &df.stages {
         let from = &df.instructions[st.first];
@@ -256,20 +280,25 @@ pub fn lint(df: &Dockerfile, ctx: &Context) -> Vec<Finding> {
             }
         }
     }
+}
 
+/// Each instruction in order, with what came before it in its stage.
+fn instruction_checks(df: &Dockerfile, out: &mut Vec<Finding>) {
+    use Severity::*;
     // Where each stage installed Python packages, read once.
     let envs: Vec<Vec<EnvDir>> = (0..df.stages.len()).map(|s| env_dirs(df, s)).collect();
-    let mut workdir_set = vec![false; df.stages.len()];
-    // The stage of the instruction before, when it was a RUN.
-    let mut prev_run: Option<usize> = None;
-    let mut copied_all: Vec<Option<usize>> = vec![None; df.stages.len()];
-    let mut pipefail = vec![false; df.stages.len()];
+    let mut w = Walk {
+        workdir_set: vec![false; df.stages.len()],
+        prev_run: None,
+        copied_all: vec![None; df.stages.len()],
+        pipefail: vec![false; df.stages.len()],
+    };
     for ins in &df.instructions {
         let Some(si) = ins.stage else { continue };
         let text = ins.text();
         match ins.keyword.as_str() {
             "WORKDIR" => {
-                workdir_set[si] = true;
+                w.workdir_set[si] = true;
                 let w = text.trim().trim_matches('"');
                 // Absolute, a variable, or a Windows drive (C:\app).
                 let absolute = w.starts_with('/')
@@ -285,150 +314,10 @@ pub fn lint(df: &Dockerfile, ctx: &Context) -> Vec<Finding> {
                     ));
                 }
             }
-            "SHELL" => pipefail[si] = text.contains("pipefail"),
+            "SHELL" => w.pipefail[si] = text.contains("pipefail"),
             "RUN" => {
-                let cmds = commands(ins);
-                if prev_run == Some(si) {
-                    out.push(find(
-                        "DL3059",
-                        Info,
-                        ins,
-                        "consecutive RUN instructions: each is a layer".into(),
-                        "join them with && where they belong together",
-                    ));
-                }
-                let installs = apt_installs(&cmds);
-                for (flags, pkgs) in &installs {
-                    let unpinned: Vec<&String> = pkgs
-                        .iter()
-                        .filter(|p| !p.contains('=') && !p.starts_with('$'))
-                        .collect();
-                    if !unpinned.is_empty() {
-                        out.push(find(
-                            "DL3008",
-                            Warning,
-                            ins,
-                            format!(
-                                "apt-get install without versions: {}",
-                                unpinned
-                                    .iter()
-                                    .map(|s| s.as_str())
-                                    .collect::<Vec<_>>()
-                                    .join(" ")
-                            ),
-                            "pin versions (pkg=1.2.3-1), or accept that rebuilds differ",
-                        ));
-                    }
-                    if !flags.iter().any(|f| f == "--no-install-recommends") {
-                        out.push(find("DL3015", Info, ins, "apt-get install without --no-install-recommends pulls in packages nothing asked for".into(), "add --no-install-recommends"));
-                    }
-                    if si == last_stage && df.stages.len() > 1 {
-                        let installers: Vec<&String> = pkgs
-                            .iter()
-                            .filter(|p| INSTALLERS.contains(&p.split('=').next().unwrap_or(p)))
-                            .collect();
-                        if !installers.is_empty() {
-                            out.push(find("SP013", Warning, ins, format!("the final stage installs {}: the dependencies were installed in the builder, and an installer in the runtime only adds size and attack surface", installers.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ")), "drop it from the final stage"));
-                        }
-                    }
-                    if si == last_stage || df.stages.len() == 1 {
-                        let tools: Vec<&String> = pkgs
-                            .iter()
-                            .filter(|p| {
-                                let n = p.split('=').next().unwrap_or(p);
-                                BUILD_TOOLS.contains(&n) || n.ends_with("-dev")
-                            })
-                            .collect();
-                        if !tools.is_empty() {
-                            let (rule, msg) = if df.stages.len() == 1 {
-                                ("SP002", format!("single-stage build installs {}: compilers and headers ship in the image", tools.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ")))
-                            } else {
-                                ("SP001", format!("the final stage installs build tools or headers ({}): they ship in the image", tools.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ")))
-                            };
-                            out.push(find(rule, Warning, ins, msg, "compile in a builder stage, copy the venv over, and install only runtime libraries (libpq5, not libpq-dev) in the final stage"));
-                        }
-                    }
-                }
-                if !installs.is_empty()
-                    && !text.contains("/var/lib/apt/lists")
-                    && ins.flag("mount").is_none()
-                {
-                    out.push(find(
-                        "DL3009",
-                        Info,
-                        ins,
-                        "apt lists are left in the layer".into(),
-                        "end the RUN with && rm -rf /var/lib/apt/lists/*",
-                    ));
-                }
-                let cache_mount = ins.flags.iter().any(|f| {
-                    f.name == "mount"
-                        && f.value.as_deref().is_some_and(|v| v.contains("type=cache"))
-                });
-                for args in pip_installs(&cmds) {
-                    let pkgs: Vec<&String> = args
-                        .iter()
-                        .filter(|a| !a.starts_with('-') && !a.starts_with('.') && !a.contains('/'))
-                        .collect();
-                    let from_file = args
-                        .iter()
-                        .any(|a| a == "-r" || a.starts_with("--requirement") || a == "-e");
-                    let unpinned: Vec<&&String> = pkgs
-                        .iter()
-                        .filter(|p| !p.contains("==") && !p.contains('@'))
-                        .collect();
-                    if !from_file && !unpinned.is_empty() {
-                        out.push(find(
-                            "DL3013",
-                            Warning,
-                            ins,
-                            format!(
-                                "pip install without versions: {}",
-                                unpinned
-                                    .iter()
-                                    .map(|s| s.as_str())
-                                    .collect::<Vec<_>>()
-                                    .join(" ")
-                            ),
-                            "pin versions (pkg==1.2.3), or install from a locked requirements file",
-                        ));
-                    }
-                    if !args.iter().any(|a| a == "--no-cache-dir") && !cache_mount {
-                        out.push(find("DL3042", Warning, ins, "pip keeps its download cache in the layer".into(), "add --no-cache-dir, or use RUN --mount=type=cache,target=/root/.cache/pip"));
-                    }
-                }
-                if si == last_stage || df.stages.len() == 1 || stage_feeds_final(df, si) {
-                    if let Some(how) = dev_install(&cmds) {
-                        out.push(find("SP015", Warning, ins, format!("{how} installs the dev dependencies too: test and lint tools ship in the image"), "poetry install --only main (or --without dev); uv sync --no-dev; pipenv install --deploy without --dev"));
-                    }
-                }
-                if !pipefail[si]
-                    && ins.heredocs.is_empty()
-                    && matches!(ins.args, Args::Shell(_))
-                    && text.split("||").collect::<String>().contains('|')
-                {
-                    out.push(find(
-                        "DL4006",
-                        Warning,
-                        ins,
-                        "a pipe in RUN hides a failing command on its left".into(),
-                        "SHELL [\"/bin/bash\", \"-o\", \"pipefail\", \"-c\"] before it",
-                    ));
-                }
-                if let Some(c) = copied_all[si] {
-                    if installs_dependencies(&cmds) {
-                        out.push(Finding {
-                            rule: "SP003",
-                            severity: Warning,
-                            line: c,
-                            column: 1,
-                            message: format!("the whole context is copied (line {c}) before dependencies are installed (line {}): every code edit reinstalls them", ins.line),
-                            fix: "copy only the dependency files (requirements.txt, pyproject.toml, uv.lock) first, install, then COPY . .".into(),
-                        });
-                        copied_all[si] = None;
-                    }
-                }
-                prev_run = Some(si);
+                run_checks(df, ins, si, &mut w, out);
+                w.prev_run = Some(si);
                 continue;
             }
             "ADD" => {
@@ -436,14 +325,14 @@ pub fn lint(df: &Dockerfile, ctx: &Context) -> Vec<Finding> {
                 if srcs.iter().all(|s| !s.contains("://") && !is_archive(s)) && !srcs.is_empty() {
                     out.push(find("DL3020", Error, ins, "ADD for local files".into(), "use COPY: ADD also fetches URLs and unpacks archives, which COPY makes explicit"));
                 }
-                copy_checks(df, ins, si, &envs, &workdir_set, &mut copied_all, &mut out);
+                copy_checks(df, ins, si, &envs, &w.workdir_set, &mut w.copied_all, out);
             }
-            "COPY" => copy_checks(df, ins, si, &envs, &workdir_set, &mut copied_all, &mut out),
+            "COPY" => copy_checks(df, ins, si, &envs, &w.workdir_set, &mut w.copied_all, out),
             "CMD" | "ENTRYPOINT" => {
                 if matches!(ins.args, Args::Shell(_)) && !text.is_empty() {
                     out.push(find("DL3025", Warning, ins, format!("{} in shell form: /bin/sh -c becomes PID 1 and SIGTERM never reaches the app (Cloud Run stops it the hard way after 10 s); Docker's check JSONArgsRecommended", ins.keyword), "use the JSON form: CMD [\"gunicorn\", \"--bind\", \"0.0.0.0:8080\", \"main:app\"]"));
                 }
-                server_binding(ins, &mut out);
+                server_binding(ins, out);
             }
             "ARG" | "ENV" => {
                 if ins.keyword == "ENV" && !text.contains('=') && !text.trim().is_empty() {
@@ -458,9 +347,185 @@ pub fn lint(df: &Dockerfile, ctx: &Context) -> Vec<Finding> {
             }
             _ => {}
         }
-        prev_run = None;
+        w.prev_run = None;
     }
+}
 
+fn run_checks(df: &Dockerfile, ins: &Instruction, si: usize, w: &mut Walk, out: &mut Vec<Finding>) {
+    use Severity::*;
+    let last_stage = df.stages.len() - 1;
+    let text = ins.text();
+    let cmds = commands(ins);
+    if w.prev_run == Some(si) {
+        out.push(find(
+            "DL3059",
+            Info,
+            ins,
+            "consecutive RUN instructions: each is a layer".into(),
+            "join them with && where they belong together",
+        ));
+    }
+    let installs = apt_installs(&cmds);
+    apt_checks(df, ins, si, &installs, out);
+    if !installs.is_empty() && !text.contains("/var/lib/apt/lists") && ins.flag("mount").is_none() {
+        out.push(find(
+            "DL3009",
+            Info,
+            ins,
+            "apt lists are left in the layer".into(),
+            "end the RUN with && rm -rf /var/lib/apt/lists/*",
+        ));
+    }
+    pip_checks(ins, &cmds, out);
+    if si == last_stage || df.stages.len() == 1 || stage_feeds_final(df, si) {
+        if let Some(how) = dev_install(&cmds) {
+            out.push(find("SP015", Warning, ins, format!("{how} installs the dev dependencies too: test and lint tools ship in the image"), "poetry install --only main (or --without dev); uv sync --no-dev; pipenv install --deploy without --dev"));
+        }
+    }
+    if !w.pipefail[si]
+        && ins.heredocs.is_empty()
+        && matches!(ins.args, Args::Shell(_))
+        && text.split("||").collect::<String>().contains('|')
+    {
+        out.push(find(
+            "DL4006",
+            Warning,
+            ins,
+            "a pipe in RUN hides a failing command on its left".into(),
+            "SHELL [\"/bin/bash\", \"-o\", \"pipefail\", \"-c\"] before it",
+        ));
+    }
+    if let Some(c) = w.copied_all[si] {
+        if installs_dependencies(&cmds) {
+            out.push(Finding {
+                    rule: "SP003",
+                    severity: Warning,
+                    line: c,
+                    column: 1,
+                    message: format!("the whole context is copied (line {c}) before dependencies are installed (line {}): every code edit reinstalls them", ins.line),
+                    fix: "copy only the dependency files (requirements.txt, pyproject.toml, uv.lock) first, install, then COPY . .".into(),
+                });
+            w.copied_all[si] = None;
+        }
+    }
+}
+
+/// apt-get installs: pinned, without recommends, no installers or build
+/// tools in the final stage.
+fn apt_checks(
+    df: &Dockerfile,
+    ins: &Instruction,
+    si: usize,
+    installs: &[(Vec<String>, Vec<String>)],
+    out: &mut Vec<Finding>,
+) {
+    use Severity::*;
+    let last_stage = df.stages.len() - 1;
+    for (flags, pkgs) in installs {
+        let unpinned: Vec<&String> = pkgs
+            .iter()
+            .filter(|p| !p.contains('=') && !p.starts_with('$'))
+            .collect();
+        if !unpinned.is_empty() {
+            out.push(find(
+                "DL3008",
+                Warning,
+                ins,
+                format!(
+                    "apt-get install without versions: {}",
+                    unpinned
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                ),
+                "pin versions (pkg=1.2.3-1), or accept that rebuilds differ",
+            ));
+        }
+        if !flags.iter().any(|f| f == "--no-install-recommends") {
+            out.push(find("DL3015", Info, ins, "apt-get install without --no-install-recommends pulls in packages nothing asked for".into(), "add --no-install-recommends"));
+        }
+        if si == last_stage && df.stages.len() > 1 {
+            let installers: Vec<&String> = pkgs
+                .iter()
+                .filter(|p| INSTALLERS.contains(&p.split('=').next().unwrap_or(p)))
+                .collect();
+            if !installers.is_empty() {
+                out.push(find("SP013", Warning, ins, format!("the final stage installs {}: the dependencies were installed in the builder, and an installer in the runtime only adds size and attack surface", installers.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ")), "drop it from the final stage"));
+            }
+        }
+        if si == last_stage || df.stages.len() == 1 {
+            let tools: Vec<&String> = pkgs
+                .iter()
+                .filter(|p| {
+                    let n = p.split('=').next().unwrap_or(p);
+                    BUILD_TOOLS.contains(&n) || n.ends_with("-dev")
+                })
+                .collect();
+            if !tools.is_empty() {
+                let (rule, msg) = if df.stages.len() == 1 {
+                    ("SP002", format!("single-stage build installs {}: compilers and headers ship in the image", tools.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ")))
+                } else {
+                    ("SP001", format!("the final stage installs build tools or headers ({}): they ship in the image", tools.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ")))
+                };
+                out.push(find(rule, Warning, ins, msg, "compile in a builder stage, copy the venv over, and install only runtime libraries (libpq5, not libpq-dev) in the final stage"));
+            }
+        }
+    }
+}
+
+/// pip installs: pinned, no download cache in the layer.
+fn pip_checks(ins: &Instruction, cmds: &[Vec<String>], out: &mut Vec<Finding>) {
+    use Severity::*;
+    let cache_mount = ins
+        .flags
+        .iter()
+        .any(|f| f.name == "mount" && f.value.as_deref().is_some_and(|v| v.contains("type=cache")));
+    for args in pip_installs(cmds) {
+        let pkgs: Vec<&String> = args
+            .iter()
+            .filter(|a| !a.starts_with('-') && !a.starts_with('.') && !a.contains('/'))
+            .collect();
+        let from_file = args
+            .iter()
+            .any(|a| a == "-r" || a.starts_with("--requirement") || a == "-e");
+        let unpinned: Vec<&&String> = pkgs
+            .iter()
+            .filter(|p| !p.contains("==") && !p.contains('@'))
+            .collect();
+        if !from_file && !unpinned.is_empty() {
+            out.push(find(
+                "DL3013",
+                Warning,
+                ins,
+                format!(
+                    "pip install without versions: {}",
+                    unpinned
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                ),
+                "pin versions (pkg==1.2.3), or install from a locked requirements file",
+            ));
+        }
+        if !args.iter().any(|a| a == "--no-cache-dir") && !cache_mount {
+            out.push(find(
+                "DL3042",
+                Warning,
+                ins,
+                "pip keeps its download cache in the layer".into(),
+                "add --no-cache-dir, or use RUN --mount=type=cache,target=/root/.cache/pip",
+            ));
+        }
+    }
+}
+
+/// Per stage: repeated CMD/ENTRYPOINT; the final stage's user, console
+/// scripts and HEALTHCHECK.
+fn final_stage_checks(df: &Dockerfile, out: &mut Vec<Finding>) {
+    use Severity::*;
+    let last_stage = df.stages.len() - 1;
     // Per stage: repeated CMD/ENTRYPOINT.
     for st in &df.stages {
         for kw in ["CMD", "ENTRYPOINT"] {
@@ -509,7 +574,7 @@ pub fn lint(df: &Dockerfile, ctx: &Context) -> Vec<Finding> {
         }
     }
 
-    scripts_left_behind(df, last_stage, &mut out);
+    scripts_left_behind(df, last_stage, out);
 
     // HEALTHCHECK with curl installed for it (seed 000): Cloud Run ignores it.
     for h in df
@@ -522,8 +587,11 @@ pub fn lint(df: &Dockerfile, ctx: &Context) -> Vec<Finding> {
             out.push(find("SP014", Info, h, "HEALTHCHECK with curl: Cloud Run ignores HEALTHCHECK, and curl (with its libraries) is in the image only for it".into(), "drop it and configure a startup probe on the service (slimpack deploy sets one on the detected health path)"));
         }
     }
+}
 
-    // .dockerignore.
+/// A whole-context COPY needs a .dockerignore that keeps secrets out.
+fn dockerignore_checks(df: &Dockerfile, ctx: &Context, out: &mut Vec<Finding>) {
+    use Severity::*;
     let copies_all = df.instructions.iter().any(|i| {
         (i.keyword == "COPY" || i.keyword == "ADD")
             && i.flag("from").is_none()
@@ -552,15 +620,6 @@ pub fn lint(df: &Dockerfile, ctx: &Context) -> Vec<Finding> {
             out.push(find("SP009", Error, first, format!("the build context holds {}{}, which .dockerignore does not exclude: the whole-context COPY puts it in a layer", shown.join(", "), if ctx.context_secrets.len() > 5 { " and more" } else { "" }), "add them to .dockerignore (and rotate anything already pushed in an image)"));
         }
     }
-
-    // Suppressions.
-    out.retain(|f| {
-        !df.ignores
-            .get(&f.line)
-            .is_some_and(|rules| rules.iter().any(|r| r == f.rule))
-    });
-    out.sort_by(|a, b| (a.line, a.rule).cmp(&(b.line, b.rule)));
-    out
 }
 
 fn declared_names(ins: &Instruction) -> Vec<String> {

@@ -318,12 +318,29 @@ fn json_form(text: &str) -> Option<Vec<String>> {
 
 pub fn parse(source: &str) -> Result<Dockerfile, ParseError> {
     let lines: Vec<&str> = source.lines().collect();
+    let (directives, first) = parse_directives(&lines)?;
+    let (mut instructions, ignores) = parse_instructions(&lines, first, directives.escape)?;
+    if instructions.is_empty() {
+        return Err(err(1, "the file has no instructions"));
+    }
+    let (stages, global_args) = parse_stages(&mut instructions, directives.escape)?;
+    Ok(Dockerfile {
+        directives,
+        instructions,
+        stages,
+        global_args,
+        ignores,
+    })
+}
+
+/// Parser directives: only at the very top, before any other line. Also
+/// the index of the first line after them.
+fn parse_directives(lines: &[&str]) -> Result<(Directives, usize), ParseError> {
     let mut directives = Directives {
         escape: '\\',
         ..Default::default()
     };
     let mut i = 0;
-    // Parser directives: only at the very top, before any other line.
     while i < lines.len() {
         match parse_directive(lines[i]) {
             Some((k, v)) if k == "syntax" && directives.syntax.is_none() => {
@@ -346,8 +363,16 @@ pub fn parse(source: &str) -> Result<Dockerfile, ParseError> {
         }
         i += 1;
     }
-    let esc = directives.escape;
+    Ok((directives, i))
+}
 
+/// Instructions from line `i` on, and the inline ignores by line.
+#[allow(clippy::type_complexity)]
+fn parse_instructions(
+    lines: &[&str],
+    mut i: usize,
+    esc: char,
+) -> Result<(Vec<Instruction>, BTreeMap<usize, Vec<String>>), ParseError> {
     let mut instructions = Vec::new();
     let mut ignores: BTreeMap<usize, Vec<String>> = BTreeMap::new();
     let mut pending_ignores: Vec<String> = Vec::new();
@@ -372,36 +397,7 @@ pub fn parse(source: &str) -> Result<Dockerfile, ParseError> {
             i += 1;
             continue;
         }
-        // Join continuation lines.
-        let start = i;
-        let mut text = String::new();
-        loop {
-            let l = lines[i];
-            let t = l.trim_end();
-            if let Some(body) = t.strip_suffix(esc) {
-                // Joined as Docker does: escape and newline removed, nothing added.
-                text.push_str(body);
-                i += 1;
-                // Comment and empty lines inside a continuation are dropped.
-                while i < lines.len()
-                    && (lines[i].trim().is_empty() || lines[i].trim_start().starts_with('#'))
-                {
-                    i += 1;
-                }
-                if i >= lines.len() {
-                    break;
-                }
-            } else {
-                text.push_str(t);
-                i += 1;
-                break;
-            }
-        }
-        let logical = Logical {
-            line: start + 1,
-            end_line: i,
-            text,
-        };
+        let logical = join_continuations(lines, &mut i, esc);
         let (word, rest) = match logical.text.trim_start().split_once(char::is_whitespace) {
             Some((w, r)) => (w.to_string(), r.trim().to_string()),
             None => (logical.text.trim().to_string(), String::new()),
@@ -419,38 +415,11 @@ pub fn parse(source: &str) -> Result<Dockerfile, ParseError> {
             (Vec::new(), rest)
         };
         // Heredocs take the lines that follow, up to their delimiter.
-        let mut heredocs = Vec::new();
-        let mut end_line = logical.end_line;
-        if matches!(keyword.as_str(), "RUN" | "COPY" | "ADD") {
-            for (name, strip, quoted) in heredoc_starts(&args_text) {
-                let mut body = String::new();
-                let mut closed = false;
-                while i < lines.len() {
-                    let l = lines[i];
-                    i += 1;
-                    let cmp = if strip { l.trim_start_matches('\t') } else { l };
-                    if cmp == name {
-                        closed = true;
-                        break;
-                    }
-                    body.push_str(cmp);
-                    body.push('\n');
-                }
-                end_line = i;
-                if !closed {
-                    return Err(err(
-                        logical.line,
-                        format!("heredoc <<{name} is never closed (no line \"{name}\")"),
-                    ));
-                }
-                heredocs.push(Heredoc {
-                    delimiter: name,
-                    body,
-                    strip_tabs: strip,
-                    quoted,
-                });
-            }
-        }
+        let (heredocs, end_line) = if matches!(keyword.as_str(), "RUN" | "COPY" | "ADD") {
+            read_heredocs(lines, &mut i, &args_text, logical.line)?
+        } else {
+            (Vec::new(), logical.end_line)
+        };
         let args = match json_form(&args_text) {
             Some(v)
                 if matches!(
@@ -475,11 +444,91 @@ pub fn parse(source: &str) -> Result<Dockerfile, ParseError> {
             stage: None,
         });
     }
-    if instructions.is_empty() {
-        return Err(err(1, "the file has no instructions"));
-    }
+    Ok((instructions, ignores))
+}
 
-    // Stages, global ARGs, and which stage each instruction is in.
+/// One logical line from line `i` on, joined as Docker does: escape and
+/// newline removed, nothing added; comment and empty lines inside a
+/// continuation dropped.
+fn join_continuations(lines: &[&str], i: &mut usize, esc: char) -> Logical {
+    let start = *i;
+    let mut text = String::new();
+    loop {
+        let l = lines[*i];
+        let t = l.trim_end();
+        if let Some(body) = t.strip_suffix(esc) {
+            // Joined as Docker does: escape and newline removed, nothing added.
+            text.push_str(body);
+            *i += 1;
+            // Comment and empty lines inside a continuation are dropped.
+            while *i < lines.len()
+                && (lines[*i].trim().is_empty() || lines[*i].trim_start().starts_with('#'))
+            {
+                *i += 1;
+            }
+            if *i >= lines.len() {
+                break;
+            }
+        } else {
+            text.push_str(t);
+            *i += 1;
+            break;
+        }
+    }
+    Logical {
+        line: start + 1,
+        end_line: *i,
+        text,
+    }
+}
+
+/// The bodies of the heredocs `args` opens, read from line `i` on; and the
+/// line where the instruction ends.
+fn read_heredocs(
+    lines: &[&str],
+    i: &mut usize,
+    args: &str,
+    line: usize,
+) -> Result<(Vec<Heredoc>, usize), ParseError> {
+    let mut heredocs = Vec::new();
+    let mut end_line = *i;
+    for (name, strip, quoted) in heredoc_starts(args) {
+        let mut body = String::new();
+        let mut closed = false;
+        while *i < lines.len() {
+            let l = lines[*i];
+            *i += 1;
+            let cmp = if strip { l.trim_start_matches('\t') } else { l };
+            if cmp == name {
+                closed = true;
+                break;
+            }
+            body.push_str(cmp);
+            body.push('\n');
+        }
+        end_line = *i;
+        if !closed {
+            return Err(err(
+                line,
+                format!("heredoc <<{name} is never closed (no line \"{name}\")"),
+            ));
+        }
+        heredocs.push(Heredoc {
+            delimiter: name,
+            body,
+            strip_tabs: strip,
+            quoted,
+        });
+    }
+    Ok((heredocs, end_line))
+}
+
+/// Stages, global ARGs, and which stage each instruction is in.
+#[allow(clippy::type_complexity)]
+fn parse_stages(
+    instructions: &mut [Instruction],
+    esc: char,
+) -> Result<(Vec<Stage>, BTreeMap<String, Option<String>>), ParseError> {
     let mut stages: Vec<Stage> = Vec::new();
     let mut global_args = BTreeMap::new();
     let mut global_vals: BTreeMap<String, String> = BTreeMap::new();
@@ -554,13 +603,7 @@ pub fn parse(source: &str) -> Result<Dockerfile, ParseError> {
             "no FROM: a Dockerfile needs at least one stage",
         ));
     }
-    Ok(Dockerfile {
-        directives,
-        instructions,
-        stages,
-        global_args,
-        ignores,
-    })
+    Ok((stages, global_args))
 }
 
 #[cfg(test)]

@@ -140,6 +140,85 @@ pub fn resolve(
     cache: &Cache,
     refresh: bool,
 ) -> Result<(Lock, bool)> {
+    let key = resolution_key(project, groups, target, uv, no_binary)?;
+    if !refresh {
+        if let Some(lock) = cache.get::<Lock>(RecordKind::Resolution, &key) {
+            return Ok((lock, true));
+        }
+    }
+    let work = tempfile::tempdir()?;
+    let mut compiler = Compiler {
+        uv,
+        dir: &project.dir,
+        target,
+        out: work.path().join("lock.txt"),
+        source_builds: no_binary.to_vec(),
+    };
+    let how = match &project.deps {
+        DepSource::Requirements { files, .. } => {
+            let mut args: Vec<&std::ffi::OsStr> = vec![files[0].as_os_str()];
+            let extra: Vec<PathBuf> = groups
+                .iter()
+                .map(|g| group_requirements(&project.dir, g))
+                .collect::<Result<_>>()?;
+            args.extend(extra.iter().map(|p| p.as_os_str()));
+            compiler.compile(&args, &project.describe_deps())?;
+            format!(
+                "resolved {} with uv {}",
+                project.describe_deps(),
+                uv.version
+            )
+        }
+        DepSource::Pyproject { .. } => {
+            let input = requirements_in(project, groups, work.path())?;
+            compiler.compile(&[input.as_os_str()], "the dependencies in pyproject.toml")?;
+            format!(
+                "resolved pyproject.toml dependencies with uv {}",
+                uv.version
+            )
+        }
+        DepSource::PoetryLock { lock, .. } => {
+            let input = requirements_in(project, groups, work.path())?;
+            let constraints = work.path().join("constraints.txt");
+            std::fs::write(&constraints, poetry_pins(lock)?)?;
+            compiler.compile(
+                &[input.as_os_str(), "-c".as_ref(), constraints.as_os_str()],
+                "the dependencies in pyproject.toml pinned by poetry.lock",
+            )?;
+            format!(
+                "pyproject.toml dependencies pinned to poetry.lock, resolved with uv {}",
+                uv.version
+            )
+        }
+        DepSource::UvLock { .. } => {
+            export_uv_lock(project, groups, uv, &compiler.out)?;
+            format!("exported from uv.lock with uv {}", uv.version)
+        }
+    };
+    let text = std::fs::read_to_string(&compiler.out).context("reading uv's resolution")?;
+    let mut source_builds = compiler.source_builds;
+    source_builds.sort();
+    source_builds.dedup();
+    let lock = Lock {
+        packages: parse_locked(&text),
+        text,
+        how,
+        key: key.clone(),
+        source_builds,
+    };
+    cache.put(RecordKind::Resolution, &key, &lock)?;
+    Ok((lock, false))
+}
+
+/// Everything a resolution depends on: the dependency files' content, the
+/// target, uv, groups, `no-binary` and the index settings.
+fn resolution_key(
+    project: &Project,
+    groups: &[String],
+    target: &Target,
+    uv: &Uv,
+    no_binary: &[String],
+) -> Result<String> {
     let mut inputs: Vec<PathBuf> = project.dependency_inputs();
     if let DepSource::Requirements { .. } = project.deps {
         for g in groups {
@@ -173,22 +252,25 @@ pub fn resolve(
         )
         .part("content", bytes);
     }
-    let key = h.finish();
-    if !refresh {
-        if let Some(lock) = cache.get::<Lock>(RecordKind::Resolution, &key) {
-            return Ok((lock, true));
-        }
-    }
+    Ok(h.finish())
+}
 
-    let work = tempfile::tempdir()?;
-    let out = work.path().join("lock.txt");
-    // Wheels only, except for the packages that have none (found by
-    // asking) or that the user wants built: those go to the builder.
-    let mut source_builds = no_binary.to_vec();
-    let mut compile = |args: &[&std::ffi::OsStr], what: &str| -> Result<()> {
+/// `uv pip compile` for the target, wheels only, except for the packages
+/// that have none (found by asking) or that the user wants built: those
+/// go to the builder.
+struct Compiler<'a> {
+    uv: &'a Uv,
+    dir: &'a Path,
+    target: &'a Target,
+    out: PathBuf,
+    source_builds: Vec<String>,
+}
+
+impl Compiler<'_> {
+    fn compile(&mut self, args: &[&std::ffi::OsStr], what: &str) -> Result<()> {
         loop {
-            let mut c = uv.command();
-            c.current_dir(&project.dir)
+            let mut c = self.uv.command();
+            c.current_dir(self.dir)
                 .args([
                     "pip",
                     "compile",
@@ -200,14 +282,14 @@ pub fn resolve(
                 ])
                 .args([
                     "--python-version",
-                    &target.minor,
+                    &self.target.minor,
                     "--python-platform",
-                    &target.platform,
+                    &self.target.platform,
                 ]);
-            for p in &source_builds {
+            for p in &self.source_builds {
                 c.args(["--no-binary", p]);
             }
-            c.arg("-o").arg(&out).args(args);
+            c.arg("-o").arg(&self.out).args(args);
             let output = c.output().context("running uv")?;
             if output.status.success() {
                 return Ok(());
@@ -215,108 +297,63 @@ pub fn resolve(
             let stderr = String::from_utf8_lossy(&output.stderr);
             let new: Vec<String> = uv::wheels_required(&stderr)
                 .into_iter()
-                .filter(|n| !source_builds.contains(n))
+                .filter(|n| !self.source_builds.contains(n))
                 .collect();
             if new.is_empty() {
                 bail!(
                     "resolving {what} failed:\n{}{}",
                     stderr.trim_end(),
-                    wheel_hint(&stderr, target)
+                    wheel_hint(&stderr, self.target)
                 );
             }
-            source_builds.extend(new);
+            self.source_builds.extend(new);
         }
-    };
+    }
+}
+
+/// pyproject.toml's dependencies and the selected groups, as a
+/// requirements.in in `work`.
+fn requirements_in(project: &Project, groups: &[String], work: &Path) -> Result<PathBuf> {
     let pp = project.pyproject.clone().unwrap_or_default();
-    let selected = |base: &[String]| -> Result<Vec<String>> {
-        let mut reqs = base.to_vec();
-        for g in groups {
-            let more = pp.groups.get(g).ok_or_else(|| {
-                anyhow!("--with {g}: pyproject.toml has no dependency group or extra named {g:?} (it has: {})",
-                    pp.groups.keys().cloned().collect::<Vec<_>>().join(", "))
-            })?;
-            reqs.extend(more.iter().cloned());
+    let mut reqs = pp.dependencies.clone();
+    for g in groups {
+        let more = pp.groups.get(g).ok_or_else(|| {
+            anyhow!("--with {g}: pyproject.toml has no dependency group or extra named {g:?} (it has: {})",
+                pp.groups.keys().cloned().collect::<Vec<_>>().join(", "))
+        })?;
+        reqs.extend(more.iter().cloned());
+    }
+    let input = work.join("requirements.in");
+    std::fs::write(&input, reqs.join("\n") + "\n")?;
+    Ok(input)
+}
+
+/// uv.lock as hash-pinned requirements, with the selected groups/extras.
+fn export_uv_lock(project: &Project, groups: &[String], uv: &Uv, out: &Path) -> Result<()> {
+    let pp = project.pyproject.clone().unwrap_or_default();
+    let mut c = uv.command();
+    c.current_dir(&project.dir)
+        .args([
+            "export",
+            "--frozen",
+            "--no-emit-project",
+            "--no-header",
+            "--format",
+            "requirements-txt",
+            "--no-default-groups",
+            "--quiet",
+        ])
+        .arg("-o")
+        .arg(out);
+    for g in groups {
+        if pp.extras.contains(g) {
+            c.args(["--extra", g]);
+        } else {
+            c.args(["--group", g]);
         }
-        Ok(reqs)
-    };
-    let how = match &project.deps {
-        DepSource::Requirements { files, .. } => {
-            let mut args: Vec<&std::ffi::OsStr> = vec![files[0].as_os_str()];
-            let extra: Vec<PathBuf> = groups
-                .iter()
-                .map(|g| group_requirements(&project.dir, g))
-                .collect::<Result<_>>()?;
-            args.extend(extra.iter().map(|p| p.as_os_str()));
-            compile(&args, &project.describe_deps())?;
-            format!(
-                "resolved {} with uv {}",
-                project.describe_deps(),
-                uv.version
-            )
-        }
-        DepSource::Pyproject { .. } => {
-            let reqs = selected(&pp.dependencies)?;
-            let input = work.path().join("requirements.in");
-            std::fs::write(&input, reqs.join("\n") + "\n")?;
-            compile(&[input.as_os_str()], "the dependencies in pyproject.toml")?;
-            format!(
-                "resolved pyproject.toml dependencies with uv {}",
-                uv.version
-            )
-        }
-        DepSource::PoetryLock { lock, .. } => {
-            let reqs = selected(&pp.dependencies)?;
-            let input = work.path().join("requirements.in");
-            std::fs::write(&input, reqs.join("\n") + "\n")?;
-            let constraints = work.path().join("constraints.txt");
-            std::fs::write(&constraints, poetry_pins(lock)?)?;
-            compile(
-                &[input.as_os_str(), "-c".as_ref(), constraints.as_os_str()],
-                "the dependencies in pyproject.toml pinned by poetry.lock",
-            )?;
-            format!(
-                "pyproject.toml dependencies pinned to poetry.lock, resolved with uv {}",
-                uv.version
-            )
-        }
-        DepSource::UvLock { .. } => {
-            let mut c = uv.command();
-            c.current_dir(&project.dir)
-                .args([
-                    "export",
-                    "--frozen",
-                    "--no-emit-project",
-                    "--no-header",
-                    "--format",
-                    "requirements-txt",
-                    "--no-default-groups",
-                    "--quiet",
-                ])
-                .arg("-o")
-                .arg(&out);
-            for g in groups {
-                if pp.extras.contains(g) {
-                    c.args(["--extra", g]);
-                } else {
-                    c.args(["--group", g]);
-                }
-            }
-            uv.run(c, "exporting uv.lock")?;
-            format!("exported from uv.lock with uv {}", uv.version)
-        }
-    };
-    let text = std::fs::read_to_string(&out).context("reading uv's resolution")?;
-    source_builds.sort();
-    source_builds.dedup();
-    let lock = Lock {
-        packages: parse_locked(&text),
-        text,
-        how,
-        key: key.clone(),
-        source_builds,
-    };
-    cache.put(RecordKind::Resolution, &key, &lock)?;
-    Ok((lock, false))
+    }
+    uv.run(c, "exporting uv.lock")?;
+    Ok(())
 }
 
 /// `name==version` for every package of a poetry.lock.

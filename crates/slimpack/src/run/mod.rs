@@ -426,13 +426,17 @@ impl Drop for Container {
     }
 }
 
-fn start(
-    root: &Path,
-    config: &Value,
-    opts: &RunOptions,
-    network: Network,
-    capture: bool,
-) -> Result<Container> {
+/// What runs in the container: the image's (or the given) command, as its
+/// user, in its workdir, with its environment and Cloud Run's variables.
+struct Process {
+    argv: Vec<String>,
+    uid: u32,
+    gid: u32,
+    workdir: String,
+    env: Vec<(String, String)>,
+}
+
+fn process(root: &Path, config: &Value, opts: &RunOptions) -> Result<Process> {
     let c = &config["config"];
     let strings = |v: &Value| -> Vec<String> {
         v.as_array()
@@ -458,7 +462,8 @@ fn start(
     let workdir = c["WorkingDir"]
         .as_str()
         .filter(|w| !w.is_empty())
-        .unwrap_or("/");
+        .unwrap_or("/")
+        .to_string();
     if !root.join(workdir.trim_start_matches('/')).is_dir() {
         bail!("the image's WorkingDir {workdir} does not exist in it");
     }
@@ -494,6 +499,18 @@ fn start(
         ));
     }
 
+    Ok(Process {
+        argv,
+        uid,
+        gid,
+        workdir,
+        env,
+    })
+}
+
+/// bwrap for `p`: the read-only root, fresh namespaces, the process as PID 1.
+fn bwrap_command(root: &Path, p: &Process) -> Result<Command> {
+    let (uid, gid, workdir) = (p.uid, p.gid, p.workdir.as_str());
     let mut cmd = Command::new(sandbox::bwrap_path()?);
     cmd.arg("--ro-bind").arg(root).arg("/");
     cmd.args(["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]);
@@ -523,39 +540,114 @@ fn start(
         "--chdir",
         workdir,
     ]);
-    for (k, v) in &env {
+    for (k, v) in &p.env {
         cmd.args(["--setenv", k, v]);
     }
+    Ok(cmd)
+}
+
+/// The network files of an isolated container (slirp4netns answers DNS on
+/// 10.0.2.3), bound over the image's, and bwrap told to wait for the
+/// network. The directory must live as long as the container.
+fn isolated_network_files(
+    root: &Path,
+    opts: &RunOptions,
+    cmd: &mut Command,
+) -> Result<tempfile::TempDir> {
+    let net_files = tempfile::tempdir()?;
+    // slirp4netns answers DNS on 10.0.2.3.
+    for (name, text) in [
+        ("resolv.conf", "nameserver 10.0.2.3\n".to_string()),
+        (
+            "hosts",
+            format!(
+                "127.0.0.1\tlocalhost\n::1\tlocalhost\n10.0.2.100\t{}\n",
+                opts.service
+            ),
+        ),
+    ] {
+        if root.join("etc").join(name).is_file() {
+            let f = net_files.path().join(name);
+            std::fs::write(&f, text)?;
+            cmd.arg("--ro-bind").arg(&f).arg(format!("/etc/{name}"));
+        }
+    }
+    // The command waits until the network is up.
+    cmd.args(["--block-fd", "4"]);
+    Ok(net_files)
+}
+
+/// The last 200 lines the app printed, collected in the background.
+fn capture_output(child: &mut Child) -> Arc<Mutex<Vec<String>>> {
+    let output = Arc::new(Mutex::new(Vec::new()));
+    for stream in [
+        child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let out = output.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(|l| l.ok()) {
+                let mut o = out.lock().unwrap();
+                o.push(line);
+                if o.len() > 200 {
+                    o.remove(0);
+                }
+            }
+        });
+    }
+    output
+}
+
+/// bwrap reports {"child-pid": N} once the command is started; the status
+/// pipe stays open with the container.
+fn child_pid(status_r: i32, child: &mut Option<Child>) -> Result<(u32, BufReader<std::fs::File>)> {
+    // bwrap reports {"child-pid": N} once the command is started.
+    // SAFETY: status_r is a pipe fd we own from here on.
+    let status = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(status_r) };
+    let mut status = BufReader::new(status);
+    let mut first = String::new();
+    status.read_line(&mut first).ok();
+    let pid = serde_json::from_str::<Value>(&first)
+        .ok()
+        .and_then(|v| v["child-pid"].as_u64())
+        .map(|p| p as u32);
+    let Some(pid) = pid else {
+        let out = child.take().and_then(|c| c.wait_with_output().ok());
+        let err = out
+            .map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
+            .unwrap_or_default();
+        bail!("the sandbox did not start: {}", err.trim());
+    };
+    Ok((pid, status))
+}
+
+fn start(
+    root: &Path,
+    config: &Value,
+    opts: &RunOptions,
+    network: Network,
+    capture: bool,
+) -> Result<Container> {
+    let p = process(root, config, opts)?;
+    let mut cmd = bwrap_command(root, &p)?;
     let isolated = network == Network::Isolated;
     // bwrap's child mounts these after bwrap has reported its pid: they
     // live as long as the container.
     let net_files = if isolated {
-        Some(tempfile::tempdir()?)
+        Some(isolated_network_files(root, opts, &mut cmd)?)
     } else {
         None
     };
-    if let Some(net_files) = &net_files {
-        // slirp4netns answers DNS on 10.0.2.3.
-        for (name, text) in [
-            ("resolv.conf", "nameserver 10.0.2.3\n".to_string()),
-            (
-                "hosts",
-                format!(
-                    "127.0.0.1\tlocalhost\n::1\tlocalhost\n10.0.2.100\t{}\n",
-                    opts.service
-                ),
-            ),
-        ] {
-            if root.join("etc").join(name).is_file() {
-                let f = net_files.path().join(name);
-                std::fs::write(&f, text)?;
-                cmd.arg("--ro-bind").arg(&f).arg(format!("/etc/{name}"));
-            }
-        }
-        // The command waits until the network is up.
-        cmd.args(["--block-fd", "4"]);
-    }
-    cmd.args(["--json-status-fd", "3", "--"]).args(&argv);
+    cmd.args(["--json-status-fd", "3", "--"]).args(&p.argv);
     let (status_r, status_w) = pipe()?;
     let (block_r, block_w) = pipe()?;
     // SAFETY: between fork and exec only async-signal-safe calls (dup2,
@@ -584,49 +676,15 @@ fn start(
     }
     // SAFETY: block_w is a pipe fd we own from here on.
     let mut block = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(block_w) };
-    let output = Arc::new(Mutex::new(Vec::new()));
-    if capture {
-        for stream in [
-            child
-                .stdout
-                .take()
-                .map(|s| Box::new(s) as Box<dyn Read + Send>),
-            child
-                .stderr
-                .take()
-                .map(|s| Box::new(s) as Box<dyn Read + Send>),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            let out = output.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(|l| l.ok()) {
-                    let mut o = out.lock().unwrap();
-                    o.push(line);
-                    if o.len() > 200 {
-                        o.remove(0);
-                    }
-                }
-            });
-        }
-    }
-    // bwrap reports {"child-pid": N} once the command is started.
-    // SAFETY: status_r is a pipe fd we own from here on.
-    let status = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(status_r) };
-    let mut status = BufReader::new(status);
-    let mut first = String::new();
-    status.read_line(&mut first).ok();
-    let pid = serde_json::from_str::<Value>(&first)
-        .ok()
-        .and_then(|v| v["child-pid"].as_u64())
-        .map(|p| p as u32);
-    let Some(pid) = pid else {
-        let out = child.wait_with_output().ok();
-        let err = out
-            .map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
-            .unwrap_or_default();
-        bail!("the sandbox did not start: {}", err.trim());
+    let output = if capture {
+        capture_output(&mut child)
+    } else {
+        Arc::new(Mutex::new(Vec::new()))
+    };
+    let mut spawned = Some(child);
+    let (pid, status) = child_pid(status_r, &mut spawned)?;
+    let Some(child) = spawned else {
+        bail!("the sandbox did not start");
     };
     let mut container = Container {
         child,
@@ -848,17 +906,7 @@ pub fn run(
     if let Some(n) = &note {
         eprintln!("note: {n}");
     }
-    report.network = match network {
-        Network::Isolated if !opts.publish => "isolated: nothing published".to_string(),
-        Network::Isolated => format!(
-            "isolated: 127.0.0.1:{} → container port {}",
-            opts.port, opts.container_port
-        ),
-        _ => format!(
-            "host: the app listens on the host's port {}",
-            opts.container_port
-        ),
-    };
+    report.network = describe_network(network, opts);
     let mut opts = opts.clone();
     if network == Network::Host {
         opts.container_port = opts.port;
@@ -902,6 +950,36 @@ pub fn run(
         return Ok(report);
     }
 
+    contract_checks(&mut c, opts, ready.is_ok(), &mut check);
+    c.kill();
+    report.exit_code = c.exit;
+    report.output_tail = c.tail(30);
+    Ok(report)
+}
+
+/// How the container is networked, for the report.
+fn describe_network(network: Network, opts: &RunOptions) -> String {
+    match network {
+        Network::Isolated if !opts.publish => "isolated: nothing published".to_string(),
+        Network::Isolated => format!(
+            "isolated: 127.0.0.1:{} → container port {}",
+            opts.port, opts.container_port
+        ),
+        _ => format!(
+            "host: the app listens on the host's port {}",
+            opts.container_port
+        ),
+    }
+}
+
+/// Cloud Run's contract on a started app: it listens on 0.0.0.0:$PORT,
+/// answers a request, and exits on SIGTERM within the grace period.
+fn contract_checks(
+    c: &mut Container,
+    opts: &RunOptions,
+    ready: bool,
+    check: &mut dyn FnMut(&str, bool, String),
+) {
     if c.try_exit().is_none() {
         let addrs = listeners(c.pid, opts.container_port);
         let public = addrs.iter().any(|a| a == "0.0.0.0" || a == "[::]");
@@ -927,7 +1005,7 @@ pub fn run(
         };
         check("listens on 0.0.0.0:$PORT", public, detail);
     }
-    if ready.is_ok() && c.try_exit().is_none() {
+    if ready && c.try_exit().is_none() {
         let path = opts
             .request_path
             .clone()
@@ -974,10 +1052,6 @@ pub fn run(
             format!("the process had already exited (code {code})"),
         );
     }
-    c.kill();
-    report.exit_code = c.exit;
-    report.output_tail = c.tail(30);
-    Ok(report)
 }
 
 #[cfg(test)]
