@@ -12,7 +12,7 @@ use slimpack_debian::{
     ContentsIndex, DebEntryKind, Package, Resolver, Suite,
 };
 use slimpack_oci::{Entry, EntryKind, Layer, LayerBuilder};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Bump when the layer's content rules change, so cached layers are rebuilt.
@@ -174,6 +174,9 @@ impl BaseSpec {
     }
 }
 
+/// `.deb` files fetched at once.
+const DOWNLOADS: usize = 4;
+
 /// A package as the build used it (recorded in the plan and report).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PackageRecord {
@@ -246,6 +249,8 @@ pub fn resolve(
     let code = suite.codename();
     let mut all = Vec::new();
     let mut release_version = String::new();
+    // Which mirror serves each archive (the security archive differs).
+    let mut mirrors: BTreeMap<String, String> = BTreeMap::new();
     for (mirror, dist) in archives(spec) {
         let sp = progress.spinner(format!("Verifying {dist} index"));
         let (release, text) = fetch_release(spec, &mirror, &dist)?;
@@ -262,12 +267,8 @@ pub fn resolve(
             .ok()
             .and_then(|b| String::from_utf8(b).ok())
             .ok_or_else(|| anyhow!("{mirror}/dists/{dist}/{index}: cannot decompress"))?;
-        let mut pkgs = parse_packages(&text, &dist)?;
-        for p in &mut pkgs {
-            // Remember which mirror serves it (the security archive differs).
-            p.origin = format!("{dist}\t{mirror}");
-        }
-        all.push(pkgs);
+        all.push(parse_packages(&text, &dist)?);
+        mirrors.insert(dist, mirror);
         sp.finish_and_clear();
     }
     let mut resolver = Resolver::new(all, "amd64");
@@ -293,7 +294,7 @@ pub fn resolve(
         release_version,
         python_version,
         glibc_version,
-        packages: res.packages.iter().map(record).collect(),
+        packages: res.packages.iter().map(|p| record(p, &mirrors)).collect(),
         skipped: res.skipped,
     };
     cache.put(RecordKind::DebianResolution, &key, &resolved)?;
@@ -388,12 +389,14 @@ pub fn contents(spec: &BaseSpec, cache: &Cache, progress: &Progress) -> Result<C
     Ok(idx)
 }
 
-fn record(p: &Package) -> PackageRecord {
-    let (origin, mirror) = p.origin.split_once('\t').unwrap_or((&p.origin, ""));
+/// `p` as recorded; `mirrors` maps its archive (its origin) to the mirror
+/// that serves it.
+fn record(p: &Package, mirrors: &BTreeMap<String, String>) -> PackageRecord {
+    let mirror = mirrors.get(&p.origin).map_or("", String::as_str);
     PackageRecord {
         name: p.name.clone(),
         version: p.version.clone(),
-        origin: origin.to_string(),
+        origin: p.origin.clone(),
         sha256: p.sha256.clone(),
         size: p.size,
         filename: p.filename.clone(),
@@ -427,33 +430,14 @@ fn fetch_debs(
             format!("Downloading {} Debian packages", missing.len()),
             total,
         );
-        let queue = std::sync::Mutex::new(missing.into_iter());
-        let failure: std::sync::Mutex<Option<anyhow::Error>> = std::sync::Mutex::new(None);
-        std::thread::scope(|s| {
-            for _ in 0..4 {
-                s.spawn(|| loop {
-                    let Some(p) = queue.lock().unwrap().next() else {
-                        break;
-                    };
-                    let url = format!("{}/{}", p.mirror, p.filename);
-                    let result = http::get(&url, Some(&pb)).and_then(|bytes| {
-                        check_sha256(&url, &bytes, &p.sha256)?;
-                        crate::core::fs::write_atomic(
-                            &dir.join(format!("{}.deb", p.sha256)),
-                            &bytes,
-                        )
-                    });
-                    if let Err(e) = result {
-                        failure.lock().unwrap().get_or_insert(e);
-                        break;
-                    }
-                });
-            }
+        let result = crate::core::parallel::for_each(DOWNLOADS, &missing, |_, p| {
+            let url = format!("{}/{}", p.mirror, p.filename);
+            let bytes = http::get(&url, Some(&pb))?;
+            check_sha256(&url, &bytes, &p.sha256)?;
+            crate::core::fs::write_atomic(&dir.join(format!("{}.deb", p.sha256)), &bytes)
         });
         pb.finish_and_clear();
-        if let Some(e) = failure.into_inner().unwrap() {
-            return Err(e);
-        }
+        result?;
     }
     resolved
         .packages

@@ -68,13 +68,7 @@ pub fn prepare(
     let sp = progress.spinner(format!("Unpacking {reference}"));
     let (root, _) = sandbox::cached_rootfs(cache, &cache.blobs, &image.layers, false)?;
     sp.finish_and_clear();
-    let config = &image.config["config"];
-    let env: Vec<String> = config["Env"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|v| v.as_str().map(str::to_string))
-        .collect();
+    let env: Vec<String> = crate::image::RunConfig::of(&image)?.env().to_vec();
     let path = env
         .iter()
         .find_map(|e| e.strip_prefix("PATH="))

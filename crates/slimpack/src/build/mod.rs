@@ -136,7 +136,7 @@ pub fn plan(ctx: &Context, inputs: Inputs) -> Result<Planned> {
     } = inputs;
     let mut warnings = Vec::new();
     let locked = check_lock(&project, require_lock, &mut warnings)?;
-    let mode = bytecode::Mode::parse(cfg.bytecode.as_deref().unwrap_or("imports"))?;
+    let mode = cfg.bytecode.unwrap_or(bytecode::Mode::Imports);
     let mtime = epoch()?;
     let runtime = runtime::select(ctx, &cfg, &project)?;
     let uv = Uv::locate(&ctx.cache)?;

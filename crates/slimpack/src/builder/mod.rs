@@ -11,10 +11,11 @@
 
 use crate::base::debian::{self, BaseSpec};
 use crate::core::cache::Cache;
+use crate::core::errors::hinted;
 use crate::core::progress::Progress;
 use crate::python::{uv, uv::Uv, Lock, Target};
 use crate::sandbox::{self, Sandbox};
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use regex::Regex;
 use serde::Serialize;
 use slimpack_debian::{ContentsIndex, Need};
@@ -118,11 +119,14 @@ pub fn install(req: &Request, site: &Path, from_source: &[String]) -> Result<Bui
         let needs = diagnose(&out.stderr);
         let log_tail = tail(&out.stderr, 40);
         if needs.is_empty() || attempt == MAX_RETRIES {
-            bail!(
-                "building the dependencies from source failed in the builder (Debian {}, build packages: {}):\n{log_tail}\nhint: name the Debian -dev packages the build needs in `build-packages` (pyproject.toml [tool.slimpack] or slimpack.toml), or pin a version that ships a wheel",
-                spec.suite.codename(),
-                if packages.is_empty() { "none".to_string() } else { packages.join(", ") }
-            );
+            return Err(hinted(
+                format!(
+                    "building the dependencies from source failed in the builder (Debian {}, build packages: {}):\n{log_tail}",
+                    spec.suite.codename(),
+                    if packages.is_empty() { "none".to_string() } else { packages.join(", ") }
+                ),
+                "name the Debian -dev packages the build needs in `build-packages` (pyproject.toml [tool.slimpack] or slimpack.toml), or pin a version that ships a wheel",
+            ));
         }
         if contents.is_none() {
             contents = Some(debian::contents(req.spec, req.cache, req.progress)?);
@@ -142,15 +146,18 @@ pub fn install(req: &Request, site: &Path, from_source: &[String]) -> Result<Bui
             }
         }
         if found.is_empty() {
-            bail!(
-                "building the dependencies from source failed in the builder:\n{log_tail}\nThe build looked for {}; {}.\nhint: add the Debian packages that provide them to `build-packages`",
-                needs.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(", "),
-                if missing.is_empty() {
-                    "the packages that ship them are already in the builder".to_string()
-                } else {
-                    format!("no package of Debian {} ships {}", req.spec.suite.codename(), missing.join(", "))
-                }
-            );
+            return Err(hinted(
+                format!(
+                    "building the dependencies from source failed in the builder:\n{log_tail}\nThe build looked for {}; {}.",
+                    needs.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(", "),
+                    if missing.is_empty() {
+                        "the packages that ship them are already in the builder".to_string()
+                    } else {
+                        format!("no package of Debian {} ships {}", req.spec.suite.codename(), missing.join(", "))
+                    }
+                ),
+                "add the Debian packages that provide them to `build-packages`",
+            ));
         }
         for (p, need) in found {
             let why = format!("{p} (ships the {need} a build was missing)");

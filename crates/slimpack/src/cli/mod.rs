@@ -168,7 +168,7 @@ impl ProjectFlags {
             labels: pairs(labels, "--label")?,
             user: self.user.clone(),
             with: self.with.clone(),
-            bytecode: self.bytecode.map(|m| m.as_str().to_string()),
+            bytecode: self.bytecode,
             mirror: self.mirror.clone(),
             security_mirror: None,
             deploy: Default::default(),

@@ -3,9 +3,11 @@
 //! whole, progress, git. It imports no other module of the crate.
 
 pub mod cache;
+pub mod errors;
 pub mod fs;
 pub mod git;
 pub mod http;
+pub mod parallel;
 pub mod progress;
 pub mod time;
 

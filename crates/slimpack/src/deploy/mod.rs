@@ -21,7 +21,8 @@ pub use settings::{DeployConfig, DeploySettings, PublicAccess, SecretRef};
 pub use spec::{ApiRequest, ServiceSpec};
 
 use crate::build::{self, Context};
-use anyhow::{anyhow, bail, Result};
+use crate::core::errors::hinted;
+use anyhow::Result;
 use serde::Serialize;
 use serde_json::Value;
 use std::time::{Duration, Instant};
@@ -130,7 +131,7 @@ pub fn planned_requests(
 fn explained(e: anyhow::Error, s: &DeploySettings) -> anyhow::Error {
     match e.downcast_ref::<GoogleError>() {
         Some(g) => match g.hint(s) {
-            Some(h) => anyhow!("{g}\n  hint: {h}"),
+            Some(h) => hinted(g, h),
             None => e,
         },
         None => e,
@@ -142,6 +143,78 @@ fn logs_hint(s: &DeploySettings) -> String {
         "the revision did not become ready. Run it locally under Cloud Run's contract with `slimpack run --check DIR`; its logs: https://console.cloud.google.com/run/detail/{}/{}/logs?project={}",
         s.region, s.service, s.project
     )
+}
+
+/// Makes sure the Artifact Registry repository exists (creating it with
+/// `--create-repo`); whether this deploy created it.
+fn ensure_repository(
+    api: &Client,
+    ctx: &Context,
+    opts: &DeployOptions,
+    s: &DeploySettings,
+    say: &dyn Fn(String),
+) -> Result<bool> {
+    let e = &opts.endpoints;
+    let wrap = |e: anyhow::Error| explained(e, s);
+    if api
+        .send_optional(&e.get_repository(s))
+        .map_err(wrap)?
+        .is_none()
+    {
+        if !opts.create_repo {
+            return Err(hinted(
+                format!(
+                    "Artifact Registry repository {} does not exist.",
+                    s.repository_name()
+                ),
+                format!(
+                    "pass --create-repo, or create it: gcloud artifacts repositories create {} --repository-format=docker --location={} --project={}",
+                    s.repo, s.region, s.project
+                ),
+            ));
+        }
+        say(format!(
+            "Creating Artifact Registry repository {}",
+            s.repository_name()
+        ));
+        match api.send(&e.create_repository(s)) {
+            Ok(op) => {
+                api.wait(
+                    op,
+                    &e.artifact_registry,
+                    "v1",
+                    "creating the repository",
+                    opts.wait,
+                    &ctx.progress,
+                )
+                .map_err(wrap)?;
+                return Ok(true);
+            }
+            // Made meanwhile by someone else: as good.
+            Err(err)
+                if err
+                    .downcast_ref::<GoogleError>()
+                    .is_some_and(|g| g.http == 409) => {}
+            Err(err) => return Err(wrap(err)),
+        }
+    }
+
+    Ok(false)
+}
+
+/// `--allow-unauthenticated`: how the service was opened, if it was.
+fn open_to_public(api: &Client, e: &Endpoints, s: &DeploySettings) -> Result<Option<PublicAccess>> {
+    let mut public = None;
+    if s.allow_unauthenticated {
+        public = Some(s.public_access);
+        if s.public_access == PublicAccess::IamBinding {
+            let policy = api.send(&e.get_iam_policy(s))?;
+            if let Some(merged) = api::with_public_invoker(&policy) {
+                api.send(&e.set_iam_policy(s, merged))?;
+            }
+        }
+    }
+    Ok(public)
 }
 
 /// `say`: print each step on stderr.
@@ -171,46 +244,7 @@ pub fn deploy(ctx: &Context, opts: &DeployOptions, say: bool) -> Result<DeployOu
     let wrap = |e: anyhow::Error| explained(e, s);
 
     // The repository, before anything is pushed into it.
-    let mut repository_created = false;
-    if api
-        .send_optional(&e.get_repository(s))
-        .map_err(wrap)?
-        .is_none()
-    {
-        if !opts.create_repo {
-            bail!(
-                "Artifact Registry repository {} does not exist.\n  hint: pass --create-repo, or create it: gcloud artifacts repositories create {} --repository-format=docker --location={} --project={}",
-                s.repository_name(),
-                s.repo,
-                s.region,
-                s.project
-            );
-        }
-        say(format!(
-            "Creating Artifact Registry repository {}",
-            s.repository_name()
-        ));
-        match api.send(&e.create_repository(s)) {
-            Ok(op) => {
-                api.wait(
-                    op,
-                    &e.artifact_registry,
-                    "v1",
-                    "creating the repository",
-                    opts.wait,
-                    progress,
-                )
-                .map_err(wrap)?;
-                repository_created = true;
-            }
-            // Made meanwhile by someone else: as good.
-            Err(err)
-                if err
-                    .downcast_ref::<GoogleError>()
-                    .is_some_and(|g| g.http == 409) => {}
-            Err(err) => return Err(wrap(err)),
-        }
-    }
+    let repository_created = ensure_repository(&api, ctx, opts, s, &say)?;
 
     let mut tags = s.tags.clone();
     let first = tags.remove(0);
@@ -246,32 +280,25 @@ pub fn deploy(ctx: &Context, opts: &DeployOptions, say: bool) -> Result<DeployOu
         progress,
     )
     .map_err(|err| match err.downcast_ref::<GoogleError>() {
-        Some(g) if g.method == "operation" => anyhow!("{g}\n  hint: {}", logs_hint(s)),
+        Some(g) if g.method == "operation" => hinted(g, logs_hint(s)),
         _ => wrap(err),
     })?;
     let svc = api.send(&e.get_service(s)).map_err(wrap)?;
     let cond = &svc["terminalCondition"];
     if cond["state"] != "CONDITION_SUCCEEDED" {
-        bail!(
-            "Cloud Run service {}: {} {}: {}\n  hint: {}",
-            s.service,
-            cond["type"].as_str().unwrap_or("Ready"),
-            cond["state"].as_str().unwrap_or("unknown"),
-            cond["message"].as_str().unwrap_or("no message"),
-            logs_hint(s)
-        );
+        return Err(hinted(
+            format!(
+                "Cloud Run service {}: {} {}: {}",
+                s.service,
+                cond["type"].as_str().unwrap_or("Ready"),
+                cond["state"].as_str().unwrap_or("unknown"),
+                cond["message"].as_str().unwrap_or("no message"),
+            ),
+            logs_hint(s),
+        ));
     }
 
-    let mut public = None;
-    if s.allow_unauthenticated {
-        public = Some(s.public_access);
-        if s.public_access == PublicAccess::IamBinding {
-            let policy = api.send(&e.get_iam_policy(s)).map_err(wrap)?;
-            if let Some(merged) = api::with_public_invoker(&policy) {
-                api.send(&e.set_iam_policy(s, merged)).map_err(wrap)?;
-            }
-        }
-    }
+    let public = open_to_public(&api, e, s).map_err(wrap)?;
     Ok(DeployOutcome::Deployed(Box::new(DeployReport {
         service: s.service.clone(),
         name: s.service_name(),

@@ -5,7 +5,8 @@
 use crate::core::cache::Cache;
 use crate::core::progress::Progress;
 use crate::registry::{self, PushReport, Reference};
-use anyhow::{bail, Result};
+use anyhow::{anyhow, bail, Result};
+use serde::Deserialize;
 use slimpack_oci::{BlobStore, Image, LoadedImage};
 use std::path::{Path, PathBuf};
 
@@ -74,6 +75,51 @@ impl Source {
                 Ok((cache.blobs.clone(), img))
             }
         }
+    }
+}
+
+/// What running an image needs of its configuration (the OCI image spec's
+/// `config` object), read once into types.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct RunConfig {
+    #[serde(rename = "User", default)]
+    pub user: Option<String>,
+    #[serde(rename = "Env", default)]
+    pub env: Option<Vec<String>>,
+    #[serde(rename = "Entrypoint", default)]
+    pub entrypoint: Option<Vec<String>>,
+    #[serde(rename = "Cmd", default)]
+    pub cmd: Option<Vec<String>>,
+    #[serde(rename = "WorkingDir", default)]
+    pub working_dir: Option<String>,
+}
+
+impl RunConfig {
+    pub fn of(image: &LoadedImage) -> Result<RunConfig> {
+        match image.config.get("config") {
+            None | Some(serde_json::Value::Null) => Ok(RunConfig::default()),
+            Some(c) => serde_json::from_value(c.clone())
+                .map_err(|e| anyhow!("the image's configuration is malformed: {e}")),
+        }
+    }
+
+    pub fn env(&self) -> &[String] {
+        self.env.as_deref().unwrap_or_default()
+    }
+
+    /// Entrypoint then Cmd: what the image runs.
+    pub fn argv(&self) -> Vec<String> {
+        let mut a = self.entrypoint.clone().unwrap_or_default();
+        a.extend(self.cmd.iter().flatten().cloned());
+        a
+    }
+
+    /// The working directory, `/` when unset.
+    pub fn workdir(&self) -> &str {
+        self.working_dir
+            .as_deref()
+            .filter(|w| !w.is_empty())
+            .unwrap_or("/")
     }
 }
 
@@ -211,6 +257,34 @@ mod tests {
         }
         assert!(Sink::parse_output("docker-archive:").is_err());
         assert!(Sink::parse_push("Bad/Name").is_err());
+    }
+
+    #[test]
+    fn run_config_is_read_into_types() {
+        let image = |config: serde_json::Value| LoadedImage {
+            manifest_digest: String::new(),
+            config_digest: String::new(),
+            config,
+            layers: Vec::new(),
+        };
+        let c = RunConfig::of(&image(serde_json::json!({"config": {
+            "User": "65532", "Env": ["A=1"], "Entrypoint": ["python"],
+            "Cmd": ["main.py"], "WorkingDir": "", "Labels": {"x": "y"}
+        }})))
+        .unwrap();
+        assert_eq!(c.argv(), vec!["python", "main.py"]);
+        assert_eq!(c.env(), ["A=1"]);
+        assert_eq!(c.workdir(), "/");
+        let c = RunConfig::of(&image(serde_json::json!({"config": {"Cmd": null}}))).unwrap();
+        assert!(c.argv().is_empty());
+        assert_eq!(
+            RunConfig::of(&image(serde_json::json!({}))).unwrap(),
+            RunConfig::default()
+        );
+        let e = RunConfig::of(&image(serde_json::json!({"config": {"Cmd": "sh"}})))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("malformed"), "{e}");
     }
 
     #[test]

@@ -17,34 +17,7 @@ use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::time::Duration;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    /// Venv fully; stdlib for what the dependencies import.
-    Imports,
-    /// Venv and the whole stdlib.
-    All,
-    /// No bytecode: smallest, slowest start.
-    None,
-}
-
-impl Mode {
-    pub fn parse(s: &str) -> Result<Mode> {
-        Ok(match s {
-            "imports" => Mode::Imports,
-            "all" => Mode::All,
-            "none" => Mode::None,
-            _ => bail!("bytecode mode {s:?}: use imports, all, or none"),
-        })
-    }
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Imports => "imports",
-            Mode::All => "all",
-            Mode::None => "none",
-        }
-    }
-}
+pub use crate::settings::BytecodeMode as Mode;
 
 /// Small stdlib modules web apps use all the time, compiled whatever the
 /// trace saw. Big subsystems (asyncio, email, xml, multiprocessing) are

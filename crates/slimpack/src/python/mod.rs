@@ -7,6 +7,7 @@ pub mod native;
 pub mod uv;
 
 use crate::core::cache::{Cache, KeyHasher, RecordKind};
+use crate::core::errors::hinted;
 use crate::project::{normalize_name, DepSource, Project};
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -114,18 +115,18 @@ pub(crate) fn group_requirements(dir: &Path, group: &str) -> Result<PathBuf> {
     )
 }
 
-fn wheel_hint(stderr: &str, target: &Target) -> String {
+fn wheel_hint(stderr: &str, target: &Target) -> Option<String> {
     if uv::says_no_wheels(stderr) {
-        format!(
-            "\nhint: the package above has neither a wheel for CPython {} on {} nor a source distribution slimpack could build. Pin another version, or choose another --python.",
+        Some(format!(
+            "the package above has neither a wheel for CPython {} on {} nor a source distribution slimpack could build. Pin another version, or choose another --python.",
             target.minor, target.platform
-        )
+        ))
     } else if stderr.contains("not found in the package registry")
         || stderr.contains("was not found")
     {
-        "\nhint: check the package name (is it spelled as on PyPI?).".into()
+        Some("check the package name (is it spelled as on PyPI?).".into())
     } else {
-        String::new()
+        None
     }
 }
 
@@ -300,11 +301,11 @@ impl Compiler<'_> {
                 .filter(|n| !self.source_builds.contains(n))
                 .collect();
             if new.is_empty() {
-                bail!(
-                    "resolving {what} failed:\n{}{}",
-                    stderr.trim_end(),
-                    wheel_hint(&stderr, self.target)
-                );
+                let message = format!("resolving {what} failed:\n{}", stderr.trim_end());
+                return Err(match wheel_hint(&stderr, self.target) {
+                    Some(h) => hinted(message, h),
+                    None => anyhow!(message),
+                });
             }
             self.source_builds.extend(new);
         }

@@ -5,7 +5,7 @@
 //! is mapped to Debian packages, so the runtime gets `libpq5` because
 //! psycopg2's extension links `libpq.so.5`, and nothing it does not need.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use slimpack_debian::ContentsIndex;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -162,10 +162,13 @@ pub fn packages_for(
         }
     }
     if !unknown.is_empty() {
-        bail!(
-            "no Debian {suite} package provides {}; the image would fail to load it.\nhint: install a wheel that bundles it, or add the package that provides it under `packages`",
-            unknown.join(", ")
-        );
+        return Err(crate::core::errors::hinted(
+            format!(
+                "no Debian {suite} package provides {}; the image would fail to load it.",
+                unknown.join(", ")
+            ),
+            "install a wheel that bundles it, or add the package that provides it under `packages`",
+        ));
     }
     Ok(out)
 }

@@ -15,43 +15,9 @@ pub use push::{push, BlobAction, PushReport, PushedBlob};
 pub use reference::Reference;
 
 use crate::core::cache::{Cache, RecordKind};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
 
 /// Blobs moved at once: enough to fill a link, few enough for 2 cores.
 const WORKERS: usize = 3;
-
-/// Runs `work` on each item, [`WORKERS`] at a time. After the first error
-/// no new item starts; that error is returned.
-fn in_parallel<T: Sync>(
-    items: &[T],
-    work: impl Fn(usize, &T) -> anyhow::Result<()> + Sync,
-) -> anyhow::Result<()> {
-    let next = AtomicUsize::new(0);
-    let failed: Mutex<Option<anyhow::Error>> = Mutex::new(None);
-    std::thread::scope(|s| {
-        for _ in 0..WORKERS.min(items.len()) {
-            s.spawn(|| loop {
-                if failed.lock().map(|f| f.is_some()).unwrap_or(true) {
-                    return;
-                }
-                let i = next.fetch_add(1, Ordering::SeqCst);
-                let Some(item) = items.get(i) else { return };
-                if let Err(e) = work(i, item) {
-                    failed
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .get_or_insert(e);
-                    return;
-                }
-            });
-        }
-    });
-    match failed.into_inner().unwrap_or_else(|e| e.into_inner()) {
-        Some(e) => Err(e),
-        None => Ok(()),
-    }
-}
 
 /// Registries named insecure (`--insecure-registry`, or
 /// `SLIMPACK_INSECURE_REGISTRIES=host:port,...`) are spoken to over plain

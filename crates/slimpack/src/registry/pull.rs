@@ -79,7 +79,7 @@ pub fn pull(
     let blobs = super::manifest_blobs(&doc, &reference.to_string())?;
     let (have, missing): (Vec<_>, Vec<_>) = blobs.iter().partition(|(d, _)| store.contains(d));
     let bars = indicatif::MultiProgress::new();
-    super::in_parallel(&missing, |_, (d, size)| {
+    crate::core::parallel::for_each(super::WORKERS, &missing, |_, (d, size)| {
         let bar = bars.add(progress.bytes(format!("pull {}", &d[7..19]), *size));
         let r = client.fetch_blob(d, store, Some(&bar));
         match &r {

@@ -131,7 +131,7 @@ pub fn push(
 
     let bars = indicatif::MultiProgress::new();
     let results: Mutex<Vec<Option<PushedBlob>>> = Mutex::new(vec![None; blobs.len()]);
-    super::in_parallel(&blobs, |i, (digest, size, kind)| {
+    crate::core::parallel::for_each(super::WORKERS, &blobs, |i, (digest, size, kind)| {
         let bar = bars.add(progress.bytes(format!("{kind} {}", &digest[7..19]), *size));
         match push_blob(&client, store, digest, *size, &sources[i], &bar) {
             Ok(action) => {

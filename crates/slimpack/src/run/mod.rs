@@ -16,6 +16,7 @@
 //! Otherwise it shares the host's network (`--network host`).
 
 use crate::core::cache::Cache;
+use crate::image::RunConfig;
 use crate::sandbox;
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Serialize;
@@ -436,39 +437,22 @@ struct Process {
     env: Vec<(String, String)>,
 }
 
-fn process(root: &Path, config: &Value, opts: &RunOptions) -> Result<Process> {
-    let c = &config["config"];
-    let strings = |v: &Value| -> Vec<String> {
-        v.as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|s| s.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
+fn process(root: &Path, c: &RunConfig, opts: &RunOptions) -> Result<Process> {
     let argv = match &opts.command {
         Some(cmd) => cmd.clone(),
-        None => {
-            let mut a = strings(&c["Entrypoint"]);
-            a.extend(strings(&c["Cmd"]));
-            a
-        }
+        None => c.argv(),
     };
     if argv.is_empty() {
         bail!("the image has no Entrypoint or Cmd: nothing to run");
     }
-    let (uid, gid) = resolve_user(root, c["User"].as_str().unwrap_or(""))?;
-    let workdir = c["WorkingDir"]
-        .as_str()
-        .filter(|w| !w.is_empty())
-        .unwrap_or("/")
-        .to_string();
+    let (uid, gid) = resolve_user(root, c.user.as_deref().unwrap_or(""))?;
+    let workdir = c.workdir().to_string();
     if !root.join(workdir.trim_start_matches('/')).is_dir() {
         bail!("the image's WorkingDir {workdir} does not exist in it");
     }
-    let mut env: Vec<(String, String)> = strings(&c["Env"])
-        .into_iter()
+    let mut env: Vec<(String, String)> = c
+        .env()
+        .iter()
         .filter_map(|e| {
             e.split_once('=')
                 .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -632,7 +616,7 @@ fn child_pid(status_r: i32, child: &mut Option<Child>) -> Result<(u32, BufReader
 
 fn start(
     root: &Path,
-    config: &Value,
+    config: &RunConfig,
     opts: &RunOptions,
     network: Network,
     capture: bool,
@@ -912,7 +896,7 @@ pub fn run(
         opts.container_port = opts.port;
     }
     let opts = &opts;
-    let mut c = start(root, &image.config, opts, network, opts.check)?;
+    let mut c = start(root, &RunConfig::of(image)?, opts, network, opts.check)?;
     if opts.command.is_some() {
         report.exit_code = until_exit(&mut c, opts);
         return Ok(report);

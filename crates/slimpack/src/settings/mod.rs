@@ -39,7 +39,7 @@ pub struct Config {
     #[serde(default)]
     pub with: Vec<String>,
     /// `imports` (default), `all`, or `none`.
-    pub bytecode: Option<String>,
+    pub bytecode: Option<BytecodeMode>,
     pub mirror: Option<String>,
     pub security_mirror: Option<String>,
     /// `[tool.slimpack.deploy]`: where `slimpack deploy` runs the app.
@@ -105,6 +105,28 @@ impl Config {
         self.with.extend(over.with);
         self.deploy = self.deploy.overlay(over.deploy);
         self
+    }
+}
+
+/// Which bytecode goes into the image: size against start-up time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum BytecodeMode {
+    /// Venv fully; stdlib for what the dependencies import.
+    Imports,
+    /// Venv and the whole stdlib.
+    All,
+    /// No bytecode: smallest, slowest start.
+    None,
+}
+
+impl BytecodeMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BytecodeMode::Imports => "imports",
+            BytecodeMode::All => "all",
+            BytecodeMode::None => "none",
+        }
     }
 }
 
