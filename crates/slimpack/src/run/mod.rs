@@ -155,53 +155,6 @@ impl RunReport {
     }
 }
 
-/// Where an image lives: `oci:DIR[:TAG]`, a layout directory,
-/// `docker-archive:FILE`, or a registry (`docker://REF`, or a reference
-/// whose first part is a registry host, like `127.0.0.1:5000/app:v1`).
-pub fn load(
-    reference: &str,
-    cache: &Cache,
-    insecure: &[String],
-    progress: &crate::core::progress::Progress,
-) -> Result<(BlobStore, LoadedImage)> {
-    if let Some(file) = reference.strip_prefix("docker-archive:") {
-        let img = slimpack_oci::import_docker_archive(Path::new(file), &cache.blobs)?;
-        return Ok((cache.blobs.clone(), img));
-    }
-    let from_registry = |r: &str| -> Result<(BlobStore, LoadedImage)> {
-        let r = crate::registry::Reference::parse(r)?;
-        let insecure = crate::registry::is_insecure(&r, insecure);
-        let (img, _) = crate::registry::pull(&r, insecure, cache, progress)?;
-        Ok((cache.blobs.clone(), img))
-    };
-    if let Some(r) = reference.strip_prefix("docker://") {
-        return from_registry(r);
-    }
-    if let Some((dir, tag)) = layout_ref(reference) {
-        return Ok(slimpack_oci::read_layout(&dir, tag.as_deref())?);
-    }
-    let first = reference.split('/').next().unwrap_or("");
-    if !reference.starts_with("oci:")
-        && reference.contains('/')
-        && !Path::new(reference).exists()
-        && (first.contains('.') || first.contains(':') || first == "localhost")
-    {
-        return from_registry(reference);
-    }
-    bail!("{reference}: not an OCI image layout, docker-archive:FILE, or registry reference (docker://REF)")
-}
-
-/// `oci:DIR[:TAG]` or `DIR[:TAG]` naming an OCI image layout on disk.
-pub fn layout_ref(reference: &str) -> Option<(PathBuf, Option<String>)> {
-    let rest = reference.strip_prefix("oci:").unwrap_or(reference);
-    let (dir, tag) = slimpack_oci::parse_layout_ref(rest);
-    if dir.join("index.json").is_file() {
-        return Some((dir, tag));
-    }
-    let whole = PathBuf::from(rest);
-    whole.join("index.json").is_file().then_some((whole, None))
-}
-
 /// The image's root file system, unpacked once per layer chain.
 /// `keep_setuid`: keep setuid/setgid bits on disk (they still grant
 /// nothing: bwrap runs the app with no_new_privs).
