@@ -80,7 +80,12 @@ pub(super) struct DeployArgs {
     dry_run: bool,
     /// Instead of deploying, write the service as service.yaml (Knative, for
     /// `gcloud run services replace`), terraform, or cloudbuild.
-    #[arg(long, value_enum, conflicts_with = "dry_run")]
+    #[arg(
+        long,
+        value_enum,
+        hide_possible_values = true,
+        conflicts_with = "dry_run"
+    )]
     emit: Option<emit::Format>,
     /// With --emit: write to this file instead of stdout.
     #[arg(long, requires = "emit")]

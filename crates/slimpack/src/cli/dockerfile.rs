@@ -13,7 +13,7 @@ pub(super) struct DockerfileArgs {
     #[arg(default_value = ".")]
     dir: PathBuf,
     /// Runtime stage: slim (the builder's python image) or distroless.
-    #[arg(long, value_enum, default_value_t = emit::Runtime::Slim)]
+    #[arg(long, value_enum, hide_possible_values = true, default_value_t = emit::Runtime::Slim)]
     runtime: emit::Runtime,
     /// The Python image for the stages (default python:X.Y-slim-RELEASE from
     /// the plan); a digest-pinned reference is best.

@@ -11,11 +11,11 @@ pub(super) struct LintArgs {
     #[arg(default_value = "Dockerfile")]
     file: PathBuf,
     /// human, json, or sarif (SARIF 2.1.0, for code scanning).
-    #[arg(long, value_enum, default_value_t = Format::Human)]
+    #[arg(long, value_enum, hide_possible_values = true, default_value_t = Format::Human)]
     format: Format,
     /// Exit non-zero when a finding at or above this level exists:
     /// error, warning, info, or none.
-    #[arg(long, value_enum, default_value_t = FailLevel::Warning)]
+    #[arg(long, value_enum, hide_possible_values = true, default_value_t = FailLevel::Warning)]
     fail_level: FailLevel,
 }
 

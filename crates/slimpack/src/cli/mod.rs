@@ -138,7 +138,7 @@ struct ProjectFlags {
     #[arg(long = "with")]
     with: Vec<String>,
     /// Bytecode: imports (default), all, none.
-    #[arg(long, value_enum)]
+    #[arg(long, value_enum, hide_possible_values = true)]
     bytecode: Option<crate::python::bytecode::Mode>,
     /// Debian mirror for the runtime packages.
     #[arg(long)]

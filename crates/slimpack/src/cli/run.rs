@@ -34,7 +34,7 @@ pub(super) struct RunArgs {
     container_port: u16,
     /// auto (isolated when root and slirp4netns allow, else host),
     /// isolated, or host.
-    #[arg(long, value_enum, default_value_t = Network::Auto)]
+    #[arg(long, value_enum, hide_possible_values = true, default_value_t = Network::Auto)]
     network: Network,
     /// Path of the request made by --check (default: the probe path, else /).
     #[arg(long)]
