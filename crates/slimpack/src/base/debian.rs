@@ -95,6 +95,11 @@ pub struct BaseSpec {
     pub extra_packages: Vec<String>,
     #[serde(default)]
     pub purpose: Purpose,
+    /// Packages asked for their programs (`packages`, system tools the
+    /// dependencies call): their executables stay in the runtime, where
+    /// everyone else's are dropped.
+    #[serde(default)]
+    pub tools: Vec<String>,
 }
 
 /// The builder's own tools, beside the runtime's packages: a C compiler, the
@@ -511,6 +516,11 @@ fn dropped(path: &str, python: &str) -> bool {
     path.starts_with("usr/bin/") && !path.starts_with(&format!("usr/bin/python{python}"))
 }
 
+/// Where a package's programs are.
+fn is_executable_path(path: &str) -> bool {
+    path.starts_with("usr/bin/") || path.starts_with("usr/sbin/")
+}
+
 /// Resolves a relative symlink target against the link's original location,
 /// giving an absolute path, so that moving the link into /usr keeps it right.
 fn absolute_target(link_path: &str, target: &str) -> String {
@@ -548,6 +558,14 @@ pub fn build(
         .part("mtime", mtime.to_string());
     for p in &resolved.packages {
         h.part("pkg", &p.name).part("sha", &p.sha256);
+    }
+    // Only when asked: every other runtime keeps its key.
+    for t in spec
+        .tools
+        .iter()
+        .filter(|_| spec.purpose == Purpose::Runtime)
+    {
+        h.part("tool", t);
     }
     let key = h.finish();
     if let Some(layer) = cache.get::<Layer>(RecordKind::RuntimeLayer, &key) {
@@ -589,14 +607,16 @@ fn assemble(
 ) -> Result<LayerBuilder> {
     let debs = fetch_debs(resolved, cache, progress)?;
     let python = spec.suite.python();
-    let drop = |path: &str| match spec.purpose {
+    let drop = |path: &str, tool: bool| match spec.purpose {
+        Purpose::Runtime if tool && is_executable_path(path) => false,
         Purpose::Runtime => dropped(path, python),
         Purpose::Builder => dropped_from_builder(path),
     };
     let names: BTreeSet<&str> = resolved.packages.iter().map(|p| p.name.as_str()).collect();
     let mut b = LayerBuilder::new();
     let mut ca_roots: Vec<(String, Vec<u8>)> = Vec::new();
-    for (deb_name, bytes) in &debs {
+    for ((deb_name, bytes), p) in debs.iter().zip(&resolved.packages) {
+        let tool = spec.tools.contains(&p.name);
         for e in read_deb(deb_name, bytes)? {
             let Some(path) = merged_usr(&e.path) else {
                 continue;
@@ -607,7 +627,7 @@ fn assemble(
             ) {
                 ca_roots.push((path.clone(), data.clone()));
             }
-            if drop(&path) {
+            if drop(&path, tool) {
                 continue;
             }
             let moved = path != e.path;
@@ -640,7 +660,11 @@ fn assemble(
     let dangling: Vec<String> = b
         .iter()
         .filter_map(|(p, e)| match &e.kind {
-            EntryKind::Symlink(t) if t.starts_with('/') && drop(t.trim_start_matches('/')) => {
+            EntryKind::Symlink(t)
+                if t.starts_with('/')
+                    && drop(t.trim_start_matches('/'), false)
+                    && !b.contains(t.trim_start_matches('/')) =>
+            {
                 Some(p.to_string())
             }
             _ => None,

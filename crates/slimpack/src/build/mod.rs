@@ -104,6 +104,8 @@ pub struct Planned {
     runtime: runtime::Selected,
     uv: Uv,
     pub lock: Lock,
+    /// Debian packages a dependency calls or loads (slimpack's table).
+    system: Vec<python::system::SystemNeed>,
     /// The lock was reused, not resolved by this build.
     lock_cached: bool,
     locked: bool,
@@ -138,7 +140,7 @@ pub fn plan(ctx: &Context, inputs: Inputs) -> Result<Planned> {
     let locked = check_lock(&project, require_lock, &mut warnings)?;
     let mode = cfg.bytecode.unwrap_or(bytecode::Mode::Imports);
     let mtime = epoch()?;
-    let runtime = runtime::select(ctx, &cfg, &project)?;
+    let mut runtime = runtime::select(ctx, &cfg, &project)?;
     let uv = Uv::locate(&ctx.cache)?;
     let no_binary: Vec<String> = cfg.no_binary.iter().map(|n| normalize_name(n)).collect();
     let sp = ctx.progress.spinner("Resolving Python dependencies".into());
@@ -152,9 +154,12 @@ pub fn plan(ctx: &Context, inputs: Inputs) -> Result<Planned> {
         ctx.refresh,
     )?;
     sp.finish_and_clear();
+    let system = python::system::needs(&lock, runtime.spec.suite, &cfg.no_system_packages);
+    runtime.add_tools(ctx, &system, &mut warnings)?;
     warn_build_tools(&lock, &mut warnings);
     let (files, secrets) = app_files(&project, &mut warnings)?;
     let start = start_command(&project, &cfg, &files, &lock)?;
+    warnings.extend(start.warning.clone());
     let image = image_config(&project, &cfg, &runtime, &start, mtime, &mut warnings);
     let app = app::input(files, mtime, runtime.base.has_app())?;
     warnings.extend(app.left_out.iter().cloned());
@@ -164,6 +169,7 @@ pub fn plan(ctx: &Context, inputs: Inputs) -> Result<Planned> {
         runtime,
         uv,
         lock,
+        system,
         lock_cached,
         locked,
         no_binary,
@@ -236,8 +242,13 @@ fn start_command(
         .iter()
         .map(|p| normalize_name(&p.name))
         .collect();
+    let no_scripts = BTreeMap::new();
+    let declared = entrypoint::Declared {
+        name: &project.name,
+        scripts: project.package.as_ref().map_or(&no_scripts, |p| &p.scripts),
+    };
     let Some(c) = &cfg.command else {
-        return entrypoint::infer(&project.dir, &rels, &dep_names);
+        return entrypoint::infer(&project.dir, &rels, &dep_names, declared);
     };
     let origin = project
         .config_origin
@@ -251,9 +262,10 @@ fn start_command(
     Ok(entrypoint::StartCommand {
         argv: entrypoint::exec_form(argv),
         source: format!("configured in {origin}"),
-        health_path: entrypoint::infer(&project.dir, &rels, &dep_names)
+        health_path: entrypoint::infer(&project.dir, &rels, &dep_names, declared)
             .ok()
             .and_then(|i| i.health_path),
+        warning: None,
     })
 }
 
@@ -336,6 +348,7 @@ impl Planned {
             uv: &self.uv,
             no_binary: &self.no_binary,
             build_packages: &self.cfg.build_packages,
+            app_package: self.project.package.as_ref(),
             cache: &ctx.cache,
             progress: &ctx.progress,
             refresh: ctx.refresh,
@@ -398,6 +411,7 @@ impl Planned {
                     builder::initial_build_packages(lock, &self.cfg.build_packages)
                 },
                 runtime_libraries: None,
+                system_packages: self.system.clone(),
             },
             start: self.start.clone(),
             image: self.image.clone(),

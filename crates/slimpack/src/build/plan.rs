@@ -70,6 +70,10 @@ pub struct DependencyPlan {
     /// System libraries the venv's compiled code needs, added to the
     /// runtime. Known once the venv has been built (`null` before).
     pub runtime_libraries: Option<Vec<crate::python::native::Addition>>,
+    /// Debian packages added because a dependency calls or loads them
+    /// (slimpack's table; `no-system-packages` turns an entry off).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub system_packages: Vec<crate::python::system::SystemNeed>,
 }
 
 /// The image's configuration, decided once: the plan shows it and the

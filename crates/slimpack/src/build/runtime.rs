@@ -76,6 +76,7 @@ pub fn select(ctx: &Context, cfg: &Config, project: &Project) -> Result<Selected
         ),
         extra_packages: cfg.packages.clone(),
         purpose: debian::Purpose::Runtime,
+        tools: cfg.packages.clone(),
     };
     let (base, target) = match registry_base {
         Some(b) => {
@@ -148,6 +149,47 @@ impl Selected {
                 self.target.version
             );
         }
+        Ok(())
+    }
+
+    /// Adds the system packages the dependencies call or load (with their
+    /// programs) to a Debian runtime, resolving it again; a registry base
+    /// must have them already.
+    pub fn add_tools(
+        &mut self,
+        ctx: &Context,
+        needs: &[crate::python::system::SystemNeed],
+        warnings: &mut Vec<String>,
+    ) -> Result<()> {
+        let packages: Vec<String> = needs.iter().flat_map(|n| n.packages.clone()).collect();
+        if packages.is_empty() {
+            return Ok(());
+        }
+        if let RuntimeBase::Registry(b) = &self.base {
+            for n in needs {
+                warnings.push(format!(
+                    "{} {}: slimpack adds {} only to Debian bases; make sure the base image {} has it",
+                    n.dist,
+                    n.why,
+                    n.packages.join(", "),
+                    b.reference
+                ));
+            }
+            return Ok(());
+        }
+        self.spec = self.spec.with_packages(&packages);
+        for p in packages {
+            if !self.spec.tools.contains(&p) {
+                self.spec.tools.push(p);
+            }
+        }
+        let resolved = debian::resolve(&self.spec, &ctx.cache, ctx.refresh, &ctx.progress)?;
+        self.target = Target::debian(
+            self.spec.suite.python(),
+            &resolved.python_version,
+            &resolved.glibc_version,
+        );
+        self.base = RuntimeBase::Debian(resolved);
         Ok(())
     }
 

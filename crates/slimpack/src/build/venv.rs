@@ -41,6 +41,13 @@ pub fn key(req: &builder::Request, runtime: &RuntimeBase, mode: bytecode::Mode) 
     for p in req.build_packages {
         h.part("build-package", p);
     }
+    // Only when there is one: every other venv keeps its key.
+    if let Some(p) = req.app_package {
+        h.part(
+            "app-package",
+            serde_json::to_string(p).expect("plain data serializes"),
+        );
+    }
     runtime.key_part(&mut h);
     h.finish()
 }
@@ -80,6 +87,9 @@ pub fn build(
     let site = python::site_dir(&venv_dir, req.target);
     let built = install(req, runtime, &site)?;
     python::finish_venv(&venv_dir, req.target)?;
+    if let Some(p) = req.app_package {
+        python::install_app_package(&venv_dir, req.target, p)?;
+    }
     let (root, additions) = match runtime {
         RuntimeBase::Debian(resolved) => native_additions(req, resolved, &site)?,
         RuntimeBase::Registry(b) => {

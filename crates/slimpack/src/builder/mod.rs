@@ -68,6 +68,9 @@ pub struct Request<'a> {
     pub no_binary: &'a [String],
     /// `build-packages` from the configuration.
     pub build_packages: &'a [String],
+    /// The project itself, when it is a package: its metadata and scripts
+    /// go into the venv.
+    pub app_package: Option<&'a crate::project::AppPackage>,
     pub cache: &'a Cache,
     pub progress: &'a Progress,
     pub refresh: bool,

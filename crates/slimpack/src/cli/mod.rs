@@ -137,6 +137,10 @@ struct ProjectFlags {
     /// Also install this dependency group or extra (e.g. dev). Repeatable.
     #[arg(long = "with")]
     with: Vec<String>,
+    /// Do not add the system packages slimpack knows this Python
+    /// distribution needs (e.g. pdf2image → poppler-utils). Repeatable.
+    #[arg(long = "no-system-package")]
+    no_system_packages: Vec<String>,
     /// Bytecode: imports (default), all, none.
     #[arg(long, value_enum, hide_possible_values = true)]
     bytecode: Option<crate::python::bytecode::Mode>,
@@ -168,6 +172,7 @@ impl ProjectFlags {
             labels: pairs(labels, "--label")?,
             user: self.user.clone(),
             with: self.with.clone(),
+            no_system_packages: self.no_system_packages.clone(),
             bytecode: self.bytecode,
             mirror: self.mirror.clone(),
             security_mirror: None,

@@ -143,7 +143,8 @@ pub(super) fn run(a: RunArgs) -> Result<i32> {
     };
     let mut report = run::run(&a.image, &image, &root, &opts, &on_ready)?;
     report.prepare_ms = Some(prepare_ms);
-    if opts.command.is_some() {
+    if opts.command.is_some() || (report.job_ms.is_some() && !check) {
+        // A command, a job or a script: its exit code is ours.
         return Ok(report.exit_code.unwrap_or(1));
     }
     if json {
@@ -177,9 +178,10 @@ fn print_checks(report: &RunReport) {
         );
     }
     println!("  network: {}", report.network);
-    match report.time_to_ready_ms {
-        Some(ms) => println!("  time to ready: {ms} ms"),
-        None => println!("  time to ready: never"),
+    match (report.time_to_ready_ms, report.job_ms) {
+        (Some(ms), _) => println!("  time to ready: {ms} ms"),
+        (None, Some(_)) => {}
+        (None, None) => println!("  time to ready: never"),
     }
     if !report.passed() {
         println!("  last output of the app:");

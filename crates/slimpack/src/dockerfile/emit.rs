@@ -253,6 +253,10 @@ fn install_for(project: &Project, plan: &Plan) -> Result<Install> {
         }
         DepSource::UvLock { .. } => Install::UvLock,
         DepSource::PoetryLock { .. } => Install::PoetryLock,
+        DepSource::PdmLock { .. } | DepSource::Pipfile { .. } | DepSource::SetupPy { .. } | DepSource::None => bail!(
+            "{}: `slimpack dockerfile` writes recipes for requirements.txt, pyproject.toml, uv.lock and poetry.lock projects; `slimpack build` takes this one as it is",
+            project.describe_deps()
+        ),
         DepSource::Pyproject { .. } => {
             if project
                 .pyproject

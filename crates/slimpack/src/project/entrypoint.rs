@@ -1,6 +1,7 @@
 //! The start command: exec form, so the server is PID 1 and receives
 //! SIGTERM; listening on 0.0.0.0:$PORT, as Cloud Run requires.
 
+use super::normalize_name;
 use anyhow::{bail, Result};
 use regex::Regex;
 use serde::Serialize;
@@ -20,6 +21,18 @@ pub struct StartCommand {
     pub source: String,
     /// A health endpoint seen in the source, for probes.
     pub health_path: Option<String>,
+    /// Something the user should know about the choice.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
+}
+
+/// What the project declares that can start it.
+#[derive(Debug, Clone, Copy)]
+pub struct Declared<'a> {
+    /// The project's normalised name.
+    pub name: &'a str,
+    /// `[project.scripts]` of an installed package: name → `module:func`.
+    pub scripts: &'a std::collections::BTreeMap<String, String>,
 }
 
 /// Wraps `args` in the launcher when they refer to environment variables.
@@ -70,7 +83,12 @@ fn module_of(rel: &str) -> String {
 
 /// Finds the start command of the project in `dir`. `deps` holds the
 /// normalised names of the resolved dependencies.
-pub fn infer(dir: &Path, app_files: &[String], deps: &BTreeSet<String>) -> Result<StartCommand> {
+pub fn infer(
+    dir: &Path,
+    app_files: &[String],
+    deps: &BTreeSet<String>,
+    declared: Declared,
+) -> Result<StartCommand> {
     let health_path = find_health_path(dir, app_files);
     let has = |n: &str| deps.contains(n);
     let gunicorn = |target: String, source: String| StartCommand {
@@ -88,6 +106,7 @@ pub fn infer(dir: &Path, app_files: &[String], deps: &BTreeSet<String>) -> Resul
         ],
         source,
         health_path: health_path.clone(),
+        warning: None,
     };
     let uvicorn = |target: String, source: String| StartCommand {
         argv: exec_form(vec![
@@ -100,6 +119,7 @@ pub fn infer(dir: &Path, app_files: &[String], deps: &BTreeSet<String>) -> Resul
         ]),
         source,
         health_path: health_path.clone(),
+        warning: None,
     };
 
     // 1. A Procfile's web process wins.
@@ -111,6 +131,7 @@ pub fn infer(dir: &Path, app_files: &[String], deps: &BTreeSet<String>) -> Resul
                     argv: exec_form(split_command(cmd.trim(), &origin)?),
                     source: format!("{origin} (web process)"),
                     health_path,
+                    warning: None,
                 });
             }
         }
@@ -198,6 +219,14 @@ pub fn infer(dir: &Path, app_files: &[String], deps: &BTreeSet<String>) -> Resul
             });
         if let Some(obj) = flask {
             let target = format!("{module}:{obj}");
+            if !has("gunicorn") && runs_itself(&text) {
+                return Ok(StartCommand {
+                    argv: vec![VENV_PYTHON.into(), rel.into()],
+                    source: format!("{rel} runs its WSGI app itself (app.run under __main__)"),
+                    health_path,
+                    warning: Some(format!("{rel} starts Flask's development server, which is not made for production traffic: add gunicorn to the dependencies (slimpack then runs `gunicorn {target}`)")),
+                });
+            }
             if !has("gunicorn") {
                 bail!("found a WSGI app in {rel} ({target}) but no WSGI server among the dependencies: add gunicorn, or set [tool.slimpack] command");
             }
@@ -207,12 +236,110 @@ pub fn infer(dir: &Path, app_files: &[String], deps: &BTreeSet<String>) -> Resul
             ));
         }
     }
+    // 4. The project's own console script.
+    let script = match declared.scripts.len() {
+        1 => declared.scripts.keys().next(),
+        _ => declared
+            .scripts
+            .keys()
+            .find(|k| normalize_name(k) == declared.name),
+    };
+    if let Some(name) = script {
+        return Ok(StartCommand {
+            argv: vec![format!("/opt/venv/bin/{name}")],
+            source: format!(
+                "console script {name} = {:?} from [project.scripts]",
+                declared.scripts[name]
+            ),
+            health_path,
+            warning: None,
+        });
+    }
+
+    // 5. A script the project runs with `python FILE`.
+    if let Some((argv, source)) = script_command(dir, app_files) {
+        return Ok(StartCommand {
+            argv,
+            source,
+            health_path,
+            warning: None,
+        });
+    }
     bail!(
-        "cannot tell how to start the app in {}: no Procfile `web:` line, no manage.py, and no Flask/FastAPI app object in {}.\n\
+        "cannot tell how to start the app in {}: no Procfile `web:` line, no manage.py, no Flask/FastAPI app object in {}, no console script in [project.scripts], and no {} or __main__.py.\n\
          Set it in pyproject.toml:\n  [tool.slimpack]\n  command = \"gunicorn main:app\"\nor pass --command \"...\"",
         dir.display(),
-        candidates.join(", ")
+        candidates.join(", "),
+        SCRIPTS.join(", ")
     )
+}
+
+/// The venv's interpreter, which runs scripts in the image.
+const VENV_PYTHON: &str = "/opt/venv/bin/python";
+
+/// Files a project runs as `python FILE`, in the order they are looked for.
+const SCRIPTS: &[&str] = &[
+    "main.py",
+    "app.py",
+    "bot.py",
+    "server.py",
+    "run.py",
+    "worker.py",
+];
+
+/// Where the module's `if __name__ == "__main__":` block starts.
+fn main_block(text: &str) -> Option<usize> {
+    let main = Regex::new(r#"(?m)^if\s+__name__\s*==\s*["']__main__["']\s*:"#).unwrap();
+    main.find(text).map(|m| m.end())
+}
+
+/// Does the module start its app itself when run as a script?
+fn runs_itself(text: &str) -> bool {
+    main_block(text).is_some_and(|end| text[end..].contains(".run("))
+}
+
+/// `python main.py` (and the other usual names), `python -m PKG` for a
+/// package with `__main__.py`, or the only Python file at the top when it
+/// has a `__main__` block.
+fn script_command(dir: &Path, app_files: &[String]) -> Option<(Vec<String>, String)> {
+    let python = |arg: &[&str]| {
+        std::iter::once(VENV_PYTHON)
+            .chain(arg.iter().copied())
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    if let Some(f) = SCRIPTS.iter().find(|f| app_files.iter().any(|a| a == *f)) {
+        return Some((python(&[f]), format!("{f}, run as a script")));
+    }
+    if app_files.iter().any(|a| a == "__main__.py") {
+        return Some((python(&["__main__.py"]), "__main__.py".into()));
+    }
+    let packages: Vec<&str> = app_files
+        .iter()
+        .filter_map(|a| a.strip_suffix("/__main__.py"))
+        .filter(|p| !p.contains('/') || p.starts_with("src/") && p.matches('/').count() == 1)
+        .collect();
+    if let [pkg] = packages.as_slice() {
+        let module = pkg.trim_start_matches("src/");
+        return Some((
+            python(&["-m", module]),
+            format!("{pkg}/__main__.py, run as `python -m {module}`"),
+        ));
+    }
+    let top: Vec<&String> = app_files
+        .iter()
+        .filter(|a| a.ends_with(".py") && !a.contains('/') && !a.starts_with("test"))
+        .filter(|a| !matches!(a.as_str(), "setup.py" | "conftest.py" | "noxfile.py"))
+        .collect();
+    if let [only] = top.as_slice() {
+        if read(dir, only).is_some_and(|t| main_block(&t).is_some()) {
+            return Some((
+                python(&[only]),
+                format!("{only}, the only Python file at the top, with a __main__ block"),
+            ));
+        }
+    }
+    None
 }
 
 fn find_health_path(dir: &Path, app_files: &[String]) -> Option<String> {
@@ -242,6 +369,13 @@ mod tests {
         (d, names)
     }
 
+    static NO_SCRIPTS: std::collections::BTreeMap<String, String> =
+        std::collections::BTreeMap::new();
+    const NONE: Declared = Declared {
+        name: "app",
+        scripts: &NO_SCRIPTS,
+    };
+
     fn deps(names: &[&str]) -> BTreeSet<String> {
         names.iter().map(|s| s.to_string()).collect()
     }
@@ -249,11 +383,11 @@ mod tests {
     #[test]
     fn flask_with_gunicorn() {
         let (d, f) = project(&[("main.py", "from flask import Flask\napp = Flask(__name__)\n@app.route(\"/health\")\ndef h(): pass\n")]);
-        let c = infer(d.path(), &f, &deps(&["flask", "gunicorn"])).unwrap();
+        let c = infer(d.path(), &f, &deps(&["flask", "gunicorn"]), NONE).unwrap();
         assert_eq!(c.argv[0], "/opt/venv/bin/gunicorn");
         assert_eq!(c.argv.last().unwrap(), "main:app");
         assert_eq!(c.health_path.as_deref(), Some("/health"));
-        let e = infer(d.path(), &f, &deps(&["flask"]))
+        let e = infer(d.path(), &f, &deps(&["flask"]), NONE)
             .unwrap_err()
             .to_string();
         assert!(e.contains("add gunicorn"), "{e}");
@@ -262,7 +396,7 @@ mod tests {
     #[test]
     fn fastapi_uses_launcher_for_port() {
         let (d, f) = project(&[("main.py", "from fastapi import FastAPI\napp = FastAPI()\n")]);
-        let c = infer(d.path(), &f, &deps(&["fastapi", "uvicorn"])).unwrap();
+        let c = infer(d.path(), &f, &deps(&["fastapi", "uvicorn"]), NONE).unwrap();
         assert_eq!(&c.argv[..3], &["/opt/venv/bin/python", "-c", LAUNCHER]);
         assert_eq!(
             c.argv[3..],
@@ -282,7 +416,7 @@ mod tests {
                 "WSGI_APPLICATION = 'blog.wsgi.application'\n",
             ),
         ]);
-        let c = infer(d.path(), &f, &deps(&["django", "gunicorn"])).unwrap();
+        let c = infer(d.path(), &f, &deps(&["django", "gunicorn"]), NONE).unwrap();
         assert_eq!(c.argv.last().unwrap(), "blog.wsgi:application");
         assert_eq!(c.health_path.as_deref(), Some("/"));
     }
@@ -296,7 +430,7 @@ mod tests {
             ),
             ("main.py", "app = Flask(__name__)\n"),
         ]);
-        let c = infer(d.path(), &f, &deps(&["gunicorn"])).unwrap();
+        let c = infer(d.path(), &f, &deps(&["gunicorn"]), NONE).unwrap();
         assert_eq!(c.argv[1], "-c");
         assert!(c.source.contains("Procfile:2"));
         std::fs::write(
@@ -304,7 +438,7 @@ mod tests {
             "web: cd app && gunicorn app:app\n",
         )
         .unwrap();
-        let e = infer(d.path(), &f, &deps(&["gunicorn"]))
+        let e = infer(d.path(), &f, &deps(&["gunicorn"]), NONE)
             .unwrap_err()
             .to_string();
         assert!(e.contains("shell syntax"), "{e}");
@@ -313,9 +447,64 @@ mod tests {
     #[test]
     fn nothing_found_says_how_to_set_it() {
         let (d, f) = project(&[("util.py", "x = 1\n")]);
-        let e = infer(d.path(), &f, &deps(&[])).unwrap_err().to_string();
+        let e = infer(d.path(), &f, &deps(&[]), NONE)
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("[tool.slimpack]") && e.contains("--command"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn flask_running_itself_without_a_server() {
+        let (d, f) = project(&[(
+            "main.py",
+            "from flask import Flask\napp = Flask(__name__)\nif __name__ == '__main__':\n    app.run(host='0.0.0.0', port=8080)\n",
+        )]);
+        let c = infer(d.path(), &f, &deps(&["flask"]), NONE).unwrap();
+        assert_eq!(c.argv, ["/opt/venv/bin/python", "main.py"]);
+        assert!(c.warning.unwrap().contains("add gunicorn"));
+    }
+
+    #[test]
+    fn console_scripts_and_plain_scripts() {
+        let scripts: std::collections::BTreeMap<String, String> =
+            [("tool".to_string(), "tool.cli:main".to_string())].into();
+        let (d, f) = project(&[("src/tool/cli.py", "def main(): pass\n")]);
+        let c = infer(
+            d.path(),
+            &f,
+            &deps(&[]),
+            Declared {
+                name: "tool",
+                scripts: &scripts,
+            },
+        )
+        .unwrap();
+        assert_eq!(c.argv, ["/opt/venv/bin/tool"]);
+        assert!(c.source.contains("[project.scripts]"));
+        let (d, f) = project(&[("bot.py", "print('hi')\n"), ("util.py", "")]);
+        let c = infer(d.path(), &f, &deps(&[]), NONE).unwrap();
+        assert_eq!(c.argv, ["/opt/venv/bin/python", "bot.py"]);
+        let (d, f) = project(&[
+            ("job/__main__.py", "print('hi')\n"),
+            ("job/__init__.py", ""),
+        ]);
+        let c = infer(d.path(), &f, &deps(&[]), NONE).unwrap();
+        assert_eq!(c.argv, ["/opt/venv/bin/python", "-m", "job"]);
+        let (d, f) = project(&[(
+            "convert.py",
+            "if __name__ == '__main__':\n    print('hi')\n",
+        )]);
+        let c = infer(d.path(), &f, &deps(&[]), NONE).unwrap();
+        assert_eq!(c.argv, ["/opt/venv/bin/python", "convert.py"]);
+        let (d, f) = project(&[("a.py", ""), ("b.py", "")]);
+        let e = infer(d.path(), &f, &deps(&[]), NONE)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("cannot tell how to start") && e.contains("main.py"),
             "{e}"
         );
     }

@@ -3,7 +3,9 @@
 
 pub mod entrypoint;
 pub mod ignore;
+pub mod pipfile;
 pub mod pyproject;
+pub mod python_version;
 pub mod requirements;
 
 use crate::settings::Config;
@@ -28,6 +30,33 @@ pub enum DepSource {
     PoetryLock { pyproject: PathBuf, lock: PathBuf },
     /// Dependencies declared in `pyproject.toml` without a lock.
     Pyproject { pyproject: PathBuf },
+    /// `pdm.lock`: the pyproject's dependencies pinned to the lock, as
+    /// `poetry.lock`.
+    PdmLock { pyproject: PathBuf, lock: PathBuf },
+    /// Pipenv: `Pipfile`, and `Pipfile.lock` when there is one (then used
+    /// exactly, with its hashes).
+    Pipfile {
+        pipfile: PathBuf,
+        lock: Option<PathBuf>,
+    },
+    /// `setup.py` or `setup.cfg`: its `install_requires`, resolved by uv.
+    SetupPy { file: PathBuf },
+    /// No dependency file: the standard library only.
+    None,
+}
+
+/// The project as a package installed into the venv: its metadata and
+/// console scripts there, its code left in /app (a `.pth` file points
+/// there), so an edit still rebuilds only the app layer.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct AppPackage {
+    pub name: String,
+    pub version: String,
+    /// Console script name → `module:function`.
+    pub scripts: std::collections::BTreeMap<String, String>,
+    /// Where its import root is in the image: `/app`, or `/app/src` for a
+    /// src layout.
+    pub path: String,
 }
 
 #[derive(Debug, Clone)]
@@ -41,6 +70,9 @@ pub struct Project {
     pub pyproject: Option<pyproject::PyProject>,
     /// What the project says about its Python, and where it says it.
     pub python_request: Option<(String, String)>,
+    /// Set when the project is itself a package (a `[build-system]` or
+    /// console scripts): installed into the venv as [`AppPackage`] says.
+    pub package: Option<AppPackage>,
     pub config: Config,
     pub config_origin: Option<String>,
 }
@@ -63,6 +95,102 @@ pub fn normalize_name(name: &str) -> String {
     out
 }
 
+/// Where the dependencies are declared, first match wins: uv.lock,
+/// poetry.lock, pdm.lock, Pipfile(.lock), requirements.txt, pyproject.toml,
+/// setup.py/setup.cfg; with none of them, Python files alone are a
+/// standard-library app.
+fn dependency_source(dir: &Path, pyproject: Option<&pyproject::PyProject>) -> Result<DepSource> {
+    let pp_path = dir.join("pyproject.toml");
+    let has_pp_deps = pyproject.is_some_and(|p| p.style != pyproject::Style::None);
+    let file = |name: &str| Some(dir.join(name)).filter(|p| p.is_file());
+    if let (Some(lock), Some(_)) = (file("uv.lock"), pyproject) {
+        return Ok(DepSource::UvLock {
+            pyproject: pp_path,
+            lock,
+        });
+    }
+    if let Some(lock) = file("poetry.lock").filter(|_| has_pp_deps) {
+        return Ok(DepSource::PoetryLock {
+            pyproject: pp_path,
+            lock,
+        });
+    }
+    if let Some(lock) = file("pdm.lock").filter(|_| has_pp_deps) {
+        return Ok(DepSource::PdmLock {
+            pyproject: pp_path,
+            lock,
+        });
+    }
+    if let Some(pipfile) = file("Pipfile") {
+        return Ok(DepSource::Pipfile {
+            pipfile,
+            lock: file("Pipfile.lock"),
+        });
+    }
+    if let Some(req) = file("requirements.txt") {
+        let r = requirements::read(&req)?;
+        return Ok(DepSource::Requirements {
+            files: r.files,
+            parsed: r.requirements,
+        });
+    }
+    if has_pp_deps {
+        return Ok(DepSource::Pyproject { pyproject: pp_path });
+    }
+    if let Some(file) = file("setup.py").or_else(|| file("setup.cfg")) {
+        return Ok(DepSource::SetupPy { file });
+    }
+    if has_python_files(dir) {
+        return Ok(DepSource::None);
+    }
+    bail!(
+        "{}: no Python project found: expected requirements.txt, pyproject.toml (with uv.lock, poetry.lock or pdm.lock), Pipfile, setup.py, or at least one .py file",
+        dir.display()
+    )
+}
+
+/// The project as a package, when it declares itself one.
+fn app_package(dir: &Path, pp: &pyproject::PyProject) -> Option<AppPackage> {
+    let name = pp.name.clone()?;
+    if !pp.build_system && pp.scripts.is_empty() {
+        return None;
+    }
+    let src = dir.join("src");
+    let src_layout = src.is_dir()
+        && std::fs::read_dir(&src)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| {
+                e.path().join("__init__.py").is_file()
+                    || e.path().extension().is_some_and(|x| x == "py")
+            });
+    Some(AppPackage {
+        name,
+        version: pp.version.clone().unwrap_or_else(|| "0".into()),
+        scripts: pp.scripts.clone(),
+        path: if src_layout { "/app/src" } else { "/app" }.into(),
+    })
+}
+
+/// A `.py` file at the top or one directory down.
+fn has_python_files(dir: &Path) -> bool {
+    let py = |d: &Path| {
+        std::fs::read_dir(d)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| e.path().extension().is_some_and(|x| x == "py") && e.path().is_file())
+    };
+    py(dir)
+        || std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.path().is_dir() && !e.file_name().to_string_lossy().starts_with('.'))
+            .any(|e| py(&e.path()))
+}
+
 impl Project {
     pub fn detect(dir: &Path) -> Result<Project> {
         if !dir.is_dir() {
@@ -80,61 +208,30 @@ impl Project {
         let (config, config_origin) =
             Config::load(&dir, pyproject.as_ref().and_then(|p| p.slimpack.as_ref()))?;
 
-        let req_path = dir.join("requirements.txt");
-        let has_pp_deps = pyproject
-            .as_ref()
-            .is_some_and(|p| p.style != pyproject::Style::None);
-        let deps = if dir.join("uv.lock").is_file() && pp_path.is_file() {
-            DepSource::UvLock {
-                pyproject: pp_path.clone(),
-                lock: dir.join("uv.lock"),
-            }
-        } else if dir.join("poetry.lock").is_file() && has_pp_deps {
-            DepSource::PoetryLock {
-                pyproject: pp_path.clone(),
-                lock: dir.join("poetry.lock"),
-            }
-        } else if req_path.is_file() {
-            let r = requirements::read(&req_path)?;
-            DepSource::Requirements {
-                files: r.files,
-                parsed: r.requirements,
-            }
-        } else if has_pp_deps {
-            DepSource::Pyproject {
-                pyproject: pp_path.clone(),
-            }
-        } else {
-            bail!(
-                "{}: no Python project found: expected requirements.txt, or pyproject.toml with [project].dependencies or [tool.poetry.dependencies] (optionally with uv.lock or poetry.lock)",
-                dir.display()
-            );
+        let deps = dependency_source(&dir, pyproject.as_ref())?;
+        let pipfile_python = match &deps {
+            DepSource::Pipfile { pipfile, .. } => pipfile::read(pipfile)?.python_version,
+            _ => None,
         };
-
-        let python_request = if let Some(v) = std::fs::read_to_string(dir.join(".python-version"))
-            .ok()
-            .and_then(|t| {
-                t.lines()
-                    .map(str::trim)
-                    .find(|l| !l.is_empty() && !l.starts_with('#'))
-                    .map(str::to_string)
-            }) {
-            Some((v, dir.join(".python-version").display().to_string()))
-        } else {
+        let python_request = python_version::find(
+            &dir,
+            pipfile_python.as_deref(),
             pyproject
                 .as_ref()
-                .and_then(|p| p.requires_python.clone())
-                .map(|s| (s, format!("{} requires-python", pp_path.display())))
-        };
+                .and_then(|p| p.requires_python.as_deref())
+                .map(|r| (r, pp_path.as_path())),
+        );
 
         let declared = pyproject.as_ref().and_then(|p| p.name.clone());
         let name_declared = declared.is_some();
         let name = declared
             .or_else(|| dir.file_name().map(|n| n.to_string_lossy().into_owned()))
             .unwrap_or_else(|| "app".into());
+        let package = pyproject.as_ref().and_then(|p| app_package(&dir, p));
         Ok(Project {
             name: normalize_name(&name),
             name_declared,
+            package,
             dir,
             deps,
             pyproject,
@@ -148,7 +245,12 @@ impl Project {
     /// build next year installs the same versions.
     pub fn is_locked(&self) -> bool {
         match &self.deps {
-            DepSource::UvLock { .. } | DepSource::PoetryLock { .. } => true,
+            DepSource::UvLock { .. } | DepSource::PoetryLock { .. } | DepSource::PdmLock { .. } => {
+                true
+            }
+            DepSource::Pipfile { lock, .. } => lock.is_some(),
+            DepSource::None => true,
+            DepSource::SetupPy { .. } => false,
             DepSource::Requirements { parsed, .. } => {
                 !parsed.is_empty() && parsed.iter().all(|r| r.is_pinned() && !r.hashes.is_empty())
             }
@@ -160,10 +262,17 @@ impl Project {
     pub fn dependency_inputs(&self) -> Vec<PathBuf> {
         match &self.deps {
             DepSource::Requirements { files, .. } => files.clone(),
-            DepSource::UvLock { pyproject, lock } | DepSource::PoetryLock { pyproject, lock } => {
+            DepSource::UvLock { pyproject, lock }
+            | DepSource::PoetryLock { pyproject, lock }
+            | DepSource::PdmLock { pyproject, lock } => {
                 vec![pyproject.clone(), lock.clone()]
             }
             DepSource::Pyproject { pyproject } => vec![pyproject.clone()],
+            DepSource::Pipfile { pipfile, lock } => std::iter::once(pipfile.clone())
+                .chain(lock.clone())
+                .collect(),
+            DepSource::SetupPy { file } => vec![file.clone()],
+            DepSource::None => Vec::new(),
         }
     }
 
@@ -172,8 +281,11 @@ impl Project {
         match &self.deps {
             DepSource::Requirements { files, .. } => rel(&files[0]),
             DepSource::UvLock { lock, .. } => rel(lock),
-            DepSource::PoetryLock { lock, .. } => rel(lock),
+            DepSource::PoetryLock { lock, .. } | DepSource::PdmLock { lock, .. } => rel(lock),
             DepSource::Pyproject { pyproject } => rel(pyproject),
+            DepSource::Pipfile { pipfile, lock } => rel(lock.as_ref().unwrap_or(pipfile)),
+            DepSource::SetupPy { file } => rel(file),
+            DepSource::None => "no dependency file (standard library only)".into(),
         }
     }
 }

@@ -19,6 +19,11 @@ pub struct PyProject {
     pub extras: Vec<String>,
     /// Which tool declared the dependencies.
     pub style: Style,
+    pub version: Option<String>,
+    /// `[project.scripts]`: console script name → `module:function`.
+    pub scripts: BTreeMap<String, String>,
+    /// A `[build-system]` table: the project is a package to install.
+    pub build_system: bool,
     pub slimpack: Option<Value>,
 }
 
@@ -53,6 +58,7 @@ pub fn read(path: &Path) -> Result<PyProject> {
     let doc = parse_toml(path, &text)?;
     let mut out = PyProject {
         slimpack: doc.get("tool").and_then(|t| t.get("slimpack")).cloned(),
+        build_system: doc.get("build-system").is_some(),
         ..Default::default()
     };
     if let Some(project) = doc.get("project") {
@@ -61,6 +67,21 @@ pub fn read(path: &Path) -> Result<PyProject> {
             .get("name")
             .and_then(Value::as_str)
             .map(str::to_string);
+        out.version = project
+            .get("version")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        if let Some(Value::Table(scripts)) = project.get("scripts") {
+            for (k, v) in scripts {
+                let target = v.as_str().ok_or_else(|| {
+                    anyhow!(
+                        "{}: [project.scripts].{k} must be \"module:function\"",
+                        path.display()
+                    )
+                })?;
+                out.scripts.insert(k.clone(), target.to_string());
+            }
+        }
         out.requires_python = project
             .get("requires-python")
             .and_then(Value::as_str)
@@ -144,6 +165,21 @@ pub fn read(path: &Path) -> Result<PyProject> {
             };
             if let Some(d) = poetry.get("dev-dependencies") {
                 add_group("dev", d)?;
+            }
+            if let Some(Value::Table(scripts)) = poetry.get("scripts") {
+                for (k, v) in scripts {
+                    if let Some(t) = v.as_str() {
+                        out.scripts
+                            .entry(k.clone())
+                            .or_insert_with(|| t.to_string());
+                    }
+                }
+            }
+            if out.version.is_none() {
+                out.version = poetry
+                    .get("version")
+                    .and_then(Value::as_str)
+                    .map(str::to_string);
             }
             if let Some(Value::Table(groups)) = poetry.get("group") {
                 for (g, t) in groups {

@@ -4,11 +4,12 @@
 
 pub mod bytecode;
 pub mod native;
+pub mod system;
 pub mod uv;
 
 use crate::core::cache::{Cache, KeyHasher, RecordKind};
 use crate::core::errors::hinted;
-use crate::project::{normalize_name, DepSource, Project};
+use crate::project::{normalize_name, pipfile, DepSource, Project};
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -195,6 +196,55 @@ pub fn resolve(
             export_uv_lock(project, groups, uv, &compiler.out)?;
             format!("exported from uv.lock with uv {}", uv.version)
         }
+        DepSource::PdmLock { lock, .. } => {
+            let input = requirements_in(project, groups, work.path())?;
+            let constraints = work.path().join("constraints.txt");
+            std::fs::write(&constraints, poetry_pins(lock)?)?;
+            compiler.compile(
+                &[input.as_os_str(), "-c".as_ref(), constraints.as_os_str()],
+                "the dependencies in pyproject.toml pinned by pdm.lock",
+            )?;
+            format!(
+                "pyproject.toml dependencies pinned to pdm.lock, resolved with uv {}",
+                uv.version
+            )
+        }
+        DepSource::Pipfile {
+            lock: Some(lock), ..
+        } => {
+            let dev = pipenv_dev(groups, lock)?;
+            std::fs::write(&compiler.out, pipfile::locked_requirements(lock, dev)?)?;
+            "Pipfile.lock, as locked (hashes included)".to_string()
+        }
+        DepSource::Pipfile {
+            pipfile,
+            lock: None,
+        } => {
+            let f = pipfile::read(pipfile)?;
+            let mut reqs = f.packages;
+            if pipenv_dev(groups, pipfile)? {
+                reqs.extend(f.dev_packages);
+            }
+            let input = work.path().join("requirements.in");
+            std::fs::write(&input, reqs.join("\n") + "\n")?;
+            compiler.compile(&[input.as_os_str()], "the packages in Pipfile")?;
+            format!("resolved Pipfile [packages] with uv {}", uv.version)
+        }
+        DepSource::SetupPy { file } => {
+            compiler.compile(&[file.as_os_str()], &project.describe_deps())?;
+            format!(
+                "resolved {}'s install_requires with uv {}",
+                project.describe_deps(),
+                uv.version
+            )
+        }
+        DepSource::None => {
+            if let Some(g) = groups.first() {
+                bail!("--with {g}: the project declares no dependencies (no requirements.txt, pyproject.toml or Pipfile)");
+            }
+            std::fs::write(&compiler.out, "")?;
+            "no dependencies: the standard library only".to_string()
+        }
     };
     let text = std::fs::read_to_string(&compiler.out).context("reading uv's resolution")?;
     let mut source_builds = compiler.source_builds;
@@ -312,6 +362,19 @@ impl Compiler<'_> {
     }
 }
 
+/// Whether `--with` asks for Pipenv's dev packages (the only group it has).
+fn pipenv_dev(groups: &[String], file: &Path) -> Result<bool> {
+    match groups {
+        [] => Ok(false),
+        [g] if g == "dev" => Ok(true),
+        _ => bail!(
+            "--with {}: {} has only [packages] and [dev-packages] (--with dev)",
+            groups.join(","),
+            file.display()
+        ),
+    }
+}
+
 /// pyproject.toml's dependencies and the selected groups, as a
 /// requirements.in in `work`.
 fn requirements_in(project: &Project, groups: &[String], work: &Path) -> Result<PathBuf> {
@@ -390,6 +453,9 @@ pub fn site_dir(dest: &Path, target: &Target) -> PathBuf {
 /// Python and platform (no interpreter of the image needed).
 pub fn install_wheels(lock: &Lock, target: &Target, uv: &Uv, site: &Path) -> Result<()> {
     std::fs::create_dir_all(site)?;
+    if lock.packages.is_empty() {
+        return Ok(());
+    }
     let work = tempfile::tempdir()?;
     let req = work.path().join("lock.txt");
     std::fs::write(&req, &lock.text)?;
@@ -417,6 +483,87 @@ pub fn install_wheels(lock: &Lock, target: &Target, uv: &Uv, site: &Path) -> Res
     .arg("-r")
     .arg(&req);
     uv.run(c, "installing dependencies")?;
+    Ok(())
+}
+
+/// Installs the project itself as `pip install -e` would, but pointing at
+/// /app: a `.pth` with its import root, its dist-info (so
+/// `importlib.metadata` knows it) and its console scripts. Its code stays
+/// in the app layer.
+pub fn install_app_package(
+    dest: &Path,
+    target: &Target,
+    p: &crate::project::AppPackage,
+) -> Result<()> {
+    let site = site_dir(dest, target);
+    let dist = normalize_name(&p.name).replace('-', "_");
+    std::fs::write(
+        site.join(format!("_{dist}_app.pth")),
+        format!("{}\n", p.path),
+    )?;
+    let info = site.join(format!("{dist}-{}.dist-info", p.version));
+    std::fs::create_dir_all(&info)?;
+    std::fs::write(
+        info.join("METADATA"),
+        format!(
+            "Metadata-Version: 2.1\nName: {}\nVersion: {}\n",
+            p.name, p.version
+        ),
+    )?;
+    std::fs::write(info.join("INSTALLER"), "slimpack\n")?;
+    let mut entry_points = String::new();
+    if !p.scripts.is_empty() {
+        entry_points.push_str("[console_scripts]\n");
+        for (name, target) in &p.scripts {
+            entry_points.push_str(&format!("{name} = {target}\n"));
+        }
+        std::fs::write(info.join("entry_points.txt"), &entry_points)?;
+    }
+    std::fs::write(
+        info.join("direct_url.json"),
+        format!(
+            "{{\"url\": \"file://{}\", \"dir_info\": {{\"editable\": true}}}}\n",
+            p.path
+        ),
+    )?;
+    let bin = dest.join("bin");
+    let ident = |s: &str| {
+        !s.is_empty()
+            && s.split('.').all(|w| {
+                w.chars()
+                    .next()
+                    .is_some_and(|c| c.is_alphabetic() || c == '_')
+                    && w.chars().all(|c| c.is_alphanumeric() || c == '_')
+            })
+    };
+    for (name, spec) in &p.scripts {
+        let bad = || {
+            anyhow!("[project.scripts] {name:?} = {spec:?}: expected a script name and \"module:function\"")
+        };
+        let (module, func) = spec.split_once(':').ok_or_else(bad)?;
+        let (module, func) = (module.trim(), func.split('[').next().unwrap_or(func).trim());
+        let name_ok = !name.is_empty()
+            && !name.starts_with('.')
+            && name
+                .chars()
+                .all(|c| c.is_alphanumeric() || "._-".contains(c));
+        if !name_ok || !ident(module) || !ident(func) {
+            return Err(bad());
+        }
+        let (head, attr) = func.split_once('.').unwrap_or((func, ""));
+        let call = if attr.is_empty() {
+            head.to_string()
+        } else {
+            format!("{head}.{attr}")
+        };
+        let script = format!(
+            "#!/opt/venv/bin/python\nimport sys\nfrom {module} import {head}\nif __name__ == \"__main__\":\n    sys.exit({call}())\n"
+        );
+        let path = bin.join(name);
+        std::fs::write(&path, script)?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
+    }
     Ok(())
 }
 

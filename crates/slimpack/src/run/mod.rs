@@ -147,6 +147,10 @@ pub struct RunReport {
     /// `time_to_ready_ms`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prepare_ms: Option<u64>,
+    /// Set when the process ran to its end by itself (a job, a script):
+    /// how long it ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job_ms: Option<u64>,
 }
 
 impl RunReport {
@@ -738,11 +742,18 @@ fn pipe() -> Result<(i32, i32)> {
 }
 
 /// Probes until ready, the bound passes, or the process exits.
+/// How a start ended: ready to serve, or a process that ran to its end
+/// (a job, a script; or a server that crashed).
+enum Started {
+    Ready(u64),
+    Exited { code: i32, ms: u64 },
+}
+
 fn wait_ready(
     c: &mut Container,
     opts: &RunOptions,
     network: Network,
-) -> std::result::Result<u64, String> {
+) -> std::result::Result<Started, String> {
     let t0 = c.started;
     let p = &opts.probe;
     std::thread::sleep(p.initial_delay);
@@ -750,9 +761,10 @@ fn wait_ready(
     let attempt_timeout = p.timeout.min(Duration::from_secs(1));
     loop {
         if let Some(code) = c.try_exit() {
-            return Err(format!(
-                "the process exited with code {code} before it was ready"
-            ));
+            return Ok(Started::Exited {
+                code,
+                ms: t0.elapsed().as_millis() as u64,
+            });
         }
         // In the container's own network, what listens on its port: requests
         // come in on its interface, so loopback-only never gets them (as on
@@ -780,14 +792,25 @@ fn wait_ready(
             .is_ok(),
         };
         if ok {
-            return Ok(t0.elapsed().as_millis() as u64);
+            return Ok(Started::Ready(t0.elapsed().as_millis() as u64));
         }
         if Instant::now() >= deadline {
             let what = match &p.http_path {
                 Some(path) => format!("HTTP GET {path} never answered 2xx/3xx"),
                 None => format!("nothing accepted TCP connections on port {}", opts.port),
             };
-            return Err(format!("{what} within {:.1}s", p.bound().as_secs_f64()));
+            let worker = c.try_exit().is_none()
+                && inside.as_ref().is_none_or(|a| a.is_empty())
+                && listeners(c.pid, opts.container_port).is_empty();
+            let worker = if worker {
+                "; the process runs but listens on no port: a worker. Cloud Run services must listen on $PORT; deploy it as a job, or give it an HTTP endpoint"
+            } else {
+                ""
+            };
+            return Err(format!(
+                "{what} within {:.1}s{worker}",
+                p.bound().as_secs_f64()
+            ));
         }
         if INTERRUPTED.load(Ordering::SeqCst) {
             return Err("interrupted".into());
@@ -838,6 +861,7 @@ pub fn run(
         output_tail: Vec::new(),
         network: String::new(),
         prepare_ms: None,
+        job_ms: None,
     };
     let (network, note) = opts.network.resolve()?;
     if let Some(n) = &note {
@@ -854,13 +878,31 @@ pub fn run(
         report.exit_code = until_exit(&mut c, opts);
         return Ok(report);
     }
-    let ready = wait_ready(&mut c, opts, network);
-    if ready.is_err() && !opts.check && INTERRUPTED.load(Ordering::SeqCst) {
+    let started = wait_ready(&mut c, opts, network);
+    if started.is_err() && !opts.check && INTERRUPTED.load(Ordering::SeqCst) {
         // Ctrl-C or SIGTERM before the app was ready: forwarded as after,
         // not a failed start (it once became SIGKILL and a failed check).
         report.exit_code = until_exit(&mut c, opts);
         return Ok(report);
     }
+    let ready = match started {
+        Ok(Started::Exited { code, ms }) => {
+            // A job (or a script) ran to its end: its exit code is the result.
+            report.exit_code = Some(code);
+            report.job_ms = Some(ms);
+            if opts.check {
+                report.checks.push(CheckResult {
+                    name: "job".into(),
+                    pass: code == 0,
+                    detail: format!("exited {code} in {ms} ms"),
+                });
+                report.output_tail = c.tail(30);
+            }
+            return Ok(report);
+        }
+        Ok(Started::Ready(ms)) => Ok(ms),
+        Err(e) => Err(e),
+    };
     let mut check = |name: &str, pass: bool, detail: String| {
         report.checks.push(CheckResult {
             name: name.into(),

@@ -38,6 +38,10 @@ pub struct Config {
     /// Dependency groups or extras to install as well.
     #[serde(default)]
     pub with: Vec<String>,
+    /// Python distributions whose system packages (from slimpack's table of
+    /// programs and libraries they call) are not to be added.
+    #[serde(default)]
+    pub no_system_packages: Vec<String>,
     /// `imports` (default), `all`, or `none`.
     pub bytecode: Option<BytecodeMode>,
     pub mirror: Option<String>,
@@ -103,6 +107,7 @@ impl Config {
         self.env.extend(over.env);
         self.labels.extend(over.labels);
         self.with.extend(over.with);
+        self.no_system_packages.extend(over.no_system_packages);
         self.deploy = self.deploy.overlay(over.deploy);
         self
     }
