@@ -172,6 +172,10 @@ impl BaseSpec {
         if self.purpose == Purpose::Builder {
             h.part("purpose", "builder");
         }
+        // Tools change what is excluded; without them the key is as it was.
+        for t in &self.tools {
+            h.part("tool", t);
+        }
         for r in self.roots() {
             h.part("root", r);
         }
@@ -277,7 +281,14 @@ pub fn resolve(
         sp.finish_and_clear();
     }
     let mut resolver = Resolver::new(all, "amd64");
-    resolver.exclude(EXCLUDED.iter().copied());
+    // Programs asked for (`tools`) get the libraries they depend on, even
+    // those the interpreter alone goes without.
+    resolver.exclude(
+        EXCLUDED
+            .iter()
+            .copied()
+            .filter(|n| spec.tools.is_empty() || !n.starts_with("lib") || *n == "libc-bin"),
+    );
     let res = resolver.resolve(&spec.roots()).map_err(|e| match e {
         slimpack_debian::Error::UnknownPackage { package, hint } => anyhow!(
             "Debian package {package:?} (from `packages` or `build-packages` in the configuration) does not exist in {code}{hint}"
@@ -739,6 +750,34 @@ fn dropped_from_builder(path: &str) -> bool {
     .any(|p| path.starts_with(p))
 }
 
+/// Libraries Debian installs under an alternative (BLAS and LAPACK), with
+/// the link `update-alternatives` would make in a maintainer script: the
+/// optimised implementation when there is one, else the reference one.
+const LIBRARY_ALTERNATIVES: &[(&str, &[&str])] = &[
+    (
+        "libblas.so.3",
+        &["openblas-pthread", "blis-pthread", "atlas", "blas"],
+    ),
+    ("liblapack.so.3", &["openblas-pthread", "atlas", "lapack"]),
+];
+
+fn library_alternatives(b: &mut LayerBuilder) -> Result<()> {
+    const DIR: &str = "usr/lib/x86_64-linux-gnu";
+    for (lib, providers) in LIBRARY_ALTERNATIVES {
+        let link = format!("{DIR}/{lib}");
+        if b.contains(&link) {
+            continue;
+        }
+        if let Some(p) = providers
+            .iter()
+            .find(|p| b.contains(&format!("{DIR}/{p}/{lib}")))
+        {
+            b.add(&link, Entry::symlink(format!("{p}/{lib}")))?;
+        }
+    }
+    Ok(())
+}
+
 fn add_system_files(
     b: &mut LayerBuilder,
     suite: Suite,
@@ -749,6 +788,7 @@ fn add_system_files(
     for top in ["bin", "sbin", "lib", "lib64"] {
         b.add(top, Entry::symlink(format!("usr/{top}")))?;
     }
+    library_alternatives(b)?;
     if !b.contains("usr/lib64") {
         b.add("usr/lib64", Entry::dir(0o755))?;
     }

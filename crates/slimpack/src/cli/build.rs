@@ -104,7 +104,7 @@ fn print_report(r: &BuildReport) -> Result<()> {
         "  python  {} on {}, {} OS packages, {} Python packages",
         r.python, r.base, r.os_packages, r.python_packages
     );
-    if let Some(res) = &r.resolved {
+    if let Some(res) = r.resolved.as_ref().filter(|r| !r.is_empty()) {
         println!("  resolved {}", res.join(" "));
     }
     if let Some(b) = &r.builder {

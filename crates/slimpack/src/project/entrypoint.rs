@@ -221,7 +221,7 @@ pub fn infer(
             let target = format!("{module}:{obj}");
             if !has("gunicorn") && runs_itself(&text) {
                 return Ok(StartCommand {
-                    argv: vec![VENV_PYTHON.into(), rel.into()],
+                    argv: script_argv(&[rel]),
                     source: format!("{rel} runs its WSGI app itself (app.run under __main__)"),
                     health_path,
                     warning: Some(format!("{rel} starts Flask's development server, which is not made for production traffic: add gunicorn to the dependencies (slimpack then runs `gunicorn {target}`)")),
@@ -277,6 +277,12 @@ pub fn infer(
 /// The venv's interpreter, which runs scripts in the image.
 const VENV_PYTHON: &str = "/opt/venv/bin/python";
 
+/// Runs a script (`FILE`, or `-m MODULE`) as `python` would, after making
+/// SIGTERM end it: as PID 1 a process ignores the signals it does not
+/// handle, so a plain script would sit out Cloud Run's SIGTERM until the
+/// SIGKILL. A handler the script installs itself still wins.
+pub const SCRIPT_LAUNCHER: &str = "import runpy,signal,sys;signal.signal(signal.SIGTERM,lambda*a:sys.exit(143));m=sys.argv[1]=='-m';sys.argv=sys.argv[2:] if m else sys.argv[1:];runpy.run_module(sys.argv[0],run_name='__main__',alter_sys=True) if m else runpy.run_path(sys.argv[0],run_name='__main__')";
+
 /// Files a project runs as `python FILE`, in the order they are looked for.
 const SCRIPTS: &[&str] = &[
     "main.py",
@@ -286,6 +292,15 @@ const SCRIPTS: &[&str] = &[
     "run.py",
     "worker.py",
 ];
+
+/// `python FILE` or `python -m MODULE` through [`SCRIPT_LAUNCHER`].
+fn script_argv(args: &[&str]) -> Vec<String> {
+    [VENV_PYTHON, "-c", SCRIPT_LAUNCHER]
+        .iter()
+        .chain(args)
+        .map(|s| s.to_string())
+        .collect()
+}
 
 /// Where the module's `if __name__ == "__main__":` block starts.
 fn main_block(text: &str) -> Option<usize> {
@@ -302,12 +317,7 @@ fn runs_itself(text: &str) -> bool {
 /// package with `__main__.py`, or the only Python file at the top when it
 /// has a `__main__` block.
 fn script_command(dir: &Path, app_files: &[String]) -> Option<(Vec<String>, String)> {
-    let python = |arg: &[&str]| {
-        std::iter::once(VENV_PYTHON)
-            .chain(arg.iter().copied())
-            .map(str::to_string)
-            .collect::<Vec<_>>()
-    };
+    let python = script_argv;
     if let Some(f) = SCRIPTS.iter().find(|f| app_files.iter().any(|a| a == *f)) {
         return Some((python(&[f]), format!("{f}, run as a script")));
     }
@@ -463,7 +473,8 @@ mod tests {
             "from flask import Flask\napp = Flask(__name__)\nif __name__ == '__main__':\n    app.run(host='0.0.0.0', port=8080)\n",
         )]);
         let c = infer(d.path(), &f, &deps(&["flask"]), NONE).unwrap();
-        assert_eq!(c.argv, ["/opt/venv/bin/python", "main.py"]);
+        assert_eq!(c.argv[3..], ["main.py"]);
+        assert_eq!(c.argv[..3], ["/opt/venv/bin/python", "-c", SCRIPT_LAUNCHER]);
         assert!(c.warning.unwrap().contains("add gunicorn"));
     }
 
@@ -486,19 +497,19 @@ mod tests {
         assert!(c.source.contains("[project.scripts]"));
         let (d, f) = project(&[("bot.py", "print('hi')\n"), ("util.py", "")]);
         let c = infer(d.path(), &f, &deps(&[]), NONE).unwrap();
-        assert_eq!(c.argv, ["/opt/venv/bin/python", "bot.py"]);
+        assert_eq!(c.argv[3..], ["bot.py"]);
         let (d, f) = project(&[
             ("job/__main__.py", "print('hi')\n"),
             ("job/__init__.py", ""),
         ]);
         let c = infer(d.path(), &f, &deps(&[]), NONE).unwrap();
-        assert_eq!(c.argv, ["/opt/venv/bin/python", "-m", "job"]);
+        assert_eq!(c.argv[3..], ["-m", "job"]);
         let (d, f) = project(&[(
             "convert.py",
             "if __name__ == '__main__':\n    print('hi')\n",
         )]);
         let c = infer(d.path(), &f, &deps(&[]), NONE).unwrap();
-        assert_eq!(c.argv, ["/opt/venv/bin/python", "convert.py"]);
+        assert_eq!(c.argv[3..], ["convert.py"]);
         let (d, f) = project(&[("a.py", ""), ("b.py", "")]);
         let e = infer(d.path(), &f, &deps(&[]), NONE)
             .unwrap_err()

@@ -39,7 +39,8 @@ pub enum DepSource {
         pipfile: PathBuf,
         lock: Option<PathBuf>,
     },
-    /// `setup.py` or `setup.cfg`: its `install_requires`, resolved by uv.
+    /// `setup.py` (and the `setup.cfg` it reads): its `install_requires`,
+    /// resolved by uv.
     SetupPy { file: PathBuf },
     /// No dependency file: the standard library only.
     None,
@@ -97,8 +98,8 @@ pub fn normalize_name(name: &str) -> String {
 
 /// Where the dependencies are declared, first match wins: uv.lock,
 /// poetry.lock, pdm.lock, Pipfile(.lock), requirements.txt, pyproject.toml,
-/// setup.py/setup.cfg; with none of them, Python files alone are a
-/// standard-library app.
+/// setup.py; with none of them, Python files alone are a standard-library
+/// app.
 fn dependency_source(dir: &Path, pyproject: Option<&pyproject::PyProject>) -> Result<DepSource> {
     let pp_path = dir.join("pyproject.toml");
     let has_pp_deps = pyproject.is_some_and(|p| p.style != pyproject::Style::None);
@@ -137,7 +138,9 @@ fn dependency_source(dir: &Path, pyproject: Option<&pyproject::PyProject>) -> Re
     if has_pp_deps {
         return Ok(DepSource::Pyproject { pyproject: pp_path });
     }
-    if let Some(file) = file("setup.py").or_else(|| file("setup.cfg")) {
+    // setup.cfg alone is no project to build tools (PEP 517 needs
+    // setup.py or pyproject.toml); it is read through setup.py.
+    if let Some(file) = file("setup.py") {
         return Ok(DepSource::SetupPy { file });
     }
     if has_python_files(dir) {
@@ -271,7 +274,9 @@ impl Project {
             DepSource::Pipfile { pipfile, lock } => std::iter::once(pipfile.clone())
                 .chain(lock.clone())
                 .collect(),
-            DepSource::SetupPy { file } => vec![file.clone()],
+            DepSource::SetupPy { file } => std::iter::once(file.clone())
+                .chain(Some(self.dir.join("setup.cfg")).filter(|p| p.is_file()))
+                .collect(),
             DepSource::None => Vec::new(),
         }
     }

@@ -231,7 +231,12 @@ pub fn resolve(
             format!("resolved Pipfile [packages] with uv {}", uv.version)
         }
         DepSource::SetupPy { file } => {
-            compiler.compile(&[file.as_os_str()], &project.describe_deps())?;
+            // Building the project's metadata needs its build backend, which
+            // the wheels-only resolution refuses: read install_requires
+            // first, then resolve them as any requirements.
+            let input = work.path().join("requirements.in");
+            std::fs::write(&input, direct_requirements(project, uv, file)?)?;
+            compiler.compile(&[input.as_os_str()], &project.describe_deps())?;
             format!(
                 "resolved {}'s install_requires with uv {}",
                 project.describe_deps(),
@@ -360,6 +365,42 @@ impl Compiler<'_> {
             self.source_builds.extend(new);
         }
     }
+}
+
+/// A setup.py project's direct requirements, as uv reads them from the
+/// built metadata (the host's python3 runs the build backend).
+/// The build runs in a copy of the project's files (setuptools writes
+/// `*.egg-info` beside setup.py, which must not land in the user's tree).
+fn direct_requirements(project: &Project, uv: &Uv, setup: &Path) -> Result<String> {
+    let copy = tempfile::tempdir()?;
+    let rules = crate::project::ignore::IgnoreRules::for_project(&project.dir)?;
+    let (files, _) = crate::project::ignore::collect(&project.dir, &rules)?;
+    for f in files.iter().filter(|f| f.symlink.is_none()) {
+        let to = copy.path().join(&f.rel);
+        if let Some(parent) = to.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::copy(&f.path, &to).with_context(|| format!("copying {}", f.path.display()))?;
+    }
+    let out = copy.path().join(".slimpack-requirements.txt");
+    let mut c = uv.command();
+    c.current_dir(copy.path())
+        .args([
+            "pip",
+            "compile",
+            "--quiet",
+            "--no-header",
+            "--no-deps",
+            "--no-annotate",
+        ])
+        .arg(setup.file_name().unwrap_or(setup.as_os_str()))
+        .arg("-o")
+        .arg(&out);
+    uv.run(
+        c,
+        &format!("reading the requirements of {}", setup.display()),
+    )?;
+    std::fs::read_to_string(&out).context("reading uv's output")
 }
 
 /// Whether `--with` asks for Pipenv's dev packages (the only group it has).

@@ -1,0 +1,4 @@
+import sys
+
+print("the batch found 3 bad rows")
+sys.exit(3)

@@ -1,0 +1,3 @@
+import itsdangerous
+
+print("signed:", itsdangerous.Signer("k").sign("corpus").decode())

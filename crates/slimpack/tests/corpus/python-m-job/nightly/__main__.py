@@ -1,0 +1,3 @@
+import sys
+
+print("nightly job on", sys.version.split()[0])

@@ -1,0 +1,3 @@
+import sys
+
+print("python", ".".join(map(str, sys.version_info[:2])))
