@@ -1,6 +1,7 @@
 //! The corpus: small projects shaped like the ones people bring (scripts
 //! and jobs, stdlib-only apps, Pipfile, PDM, setup.py, packaged apps with
-//! console scripts, Python version files, apps that call system tools).
+//! console scripts, uv workspaces and path dependencies, Python version
+//! files, apps that call system tools).
 //! Each is built with one shared cache and started the way its kind runs:
 //! services pass `run --check` and answer a request, jobs run to their end
 //! with their exit code, a worker is called a worker, and what cannot be
@@ -193,6 +194,38 @@ const CASES: &[Case] = &[
             "\"3.7\"",
             "available: Python 3.13",
         ]),
+    },
+    Case {
+        name: "uv-workspace",
+        rule: "main.py",
+        expect: Expect::Job {
+            code: 0,
+            prints: "hello from the greet member",
+        },
+    },
+    Case {
+        name: "poetry-path-dep",
+        rule: "main.py",
+        expect: Expect::Job {
+            code: 0,
+            prints: "total cents: 1325 money 0.4.0",
+        },
+    },
+    Case {
+        name: "requirements-local",
+        rule: "main.py",
+        expect: Expect::Job {
+            code: 0,
+            prints: "REPORT! report-job 2.0.0",
+        },
+    },
+    Case {
+        name: "uv-sources-path",
+        rule: "main.py",
+        expect: Expect::Job {
+            code: 0,
+            prints: "Paris-Berlin km: 877",
+        },
     },
     Case {
         name: "pdf-audio",

@@ -106,6 +106,8 @@ pub struct Planned {
     pub lock: Lock,
     /// Debian packages a dependency calls or loads (slimpack's table).
     system: Vec<python::system::SystemNeed>,
+    /// The project's own packages the lock names by path, hashed.
+    local: Vec<python::local::LocalPackage>,
     /// The lock was reused, not resolved by this build.
     lock_cached: bool,
     locked: bool,
@@ -156,6 +158,7 @@ pub fn plan(ctx: &Context, inputs: Inputs) -> Result<Planned> {
     sp.finish_and_clear();
     let system = python::system::needs(&lock, runtime.spec.suite, &cfg.no_system_packages);
     runtime.add_tools(ctx, &system, &mut warnings)?;
+    let local = python::local::digests(&project.dir, &lock.local)?;
     warn_build_tools(&lock, &mut warnings);
     let (files, secrets) = app_files(&project, &mut warnings)?;
     let start = start_command(&project, &cfg, &files, &lock)?;
@@ -170,6 +173,7 @@ pub fn plan(ctx: &Context, inputs: Inputs) -> Result<Planned> {
         uv,
         lock,
         system,
+        local,
         lock_cached,
         locked,
         no_binary,
@@ -349,6 +353,8 @@ impl Planned {
             no_binary: &self.no_binary,
             build_packages: &self.cfg.build_packages,
             app_package: self.project.package.as_ref(),
+            local: &self.local,
+            project_dir: &self.project.dir,
             cache: &ctx.cache,
             progress: &ctx.progress,
             refresh: ctx.refresh,

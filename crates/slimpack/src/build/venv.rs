@@ -41,6 +41,10 @@ pub fn key(req: &builder::Request, runtime: &RuntimeBase, mode: bytecode::Mode) 
     for p in req.build_packages {
         h.part("build-package", p);
     }
+    for l in req.local {
+        h.part("local-package", &l.path)
+            .part("local-digest", &l.digest);
+    }
     // Only when there is one: every other venv keeps its key.
     if let Some(p) = req.app_package {
         h.part(
@@ -86,6 +90,7 @@ pub fn build(
     let venv_dir = work.path().join("venv");
     let site = python::site_dir(&venv_dir, req.target);
     let built = install(req, runtime, &site)?;
+    python::local::install(req.project_dir, req.local, req.target, req.uv, &venv_dir)?;
     python::finish_venv(&venv_dir, req.target)?;
     if let Some(p) = req.app_package {
         python::install_app_package(&venv_dir, req.target, p)?;

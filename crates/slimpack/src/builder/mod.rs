@@ -71,6 +71,10 @@ pub struct Request<'a> {
     /// The project itself, when it is a package: its metadata and scripts
     /// go into the venv.
     pub app_package: Option<&'a crate::project::AppPackage>,
+    /// The project's own packages the lock names by path, hashed.
+    pub local: &'a [crate::python::local::LocalPackage],
+    /// The project's directory, where the local packages are.
+    pub project_dir: &'a Path,
     pub cache: &'a Cache,
     pub progress: &'a Progress,
     pub refresh: bool,
@@ -387,6 +391,7 @@ mod tests {
             how: String::new(),
             key: String::new(),
             source_builds: vec![],
+            local: Vec::new(),
         };
         assert_eq!(
             initial_build_packages(&lock, &["libfoo-dev".into()]),

@@ -190,7 +190,107 @@ pub fn read(path: &Path) -> Result<PyProject> {
             }
         }
     }
+    if out.style == Style::Pep621 {
+        apply_uv_sources(&doc, path, &mut out.dependencies)?;
+    }
     Ok(out)
+}
+
+/// `name @ file:///abs` for a dependency at `rel` from the project `dir`,
+/// as a resolver takes it from a requirements file anywhere. The lock
+/// later names it by path and it is built, not fetched.
+fn path_requirement(name: &str, dir: &Path, rel: &str) -> Result<String> {
+    let abs = dir.join(rel);
+    let abs = abs.canonicalize().map_err(|e| {
+        anyhow!(
+            "{}: the path dependency {name} = {rel:?}: {}: {e}",
+            dir.join("pyproject.toml").display(),
+            abs.display()
+        )
+    })?;
+    Ok(format!("{name} @ file://{}", abs.display()))
+}
+
+/// uv's `[tool.uv.sources]`: a dependency from a `path`, or a workspace
+/// member (`workspace = true`), becomes `name @ file:///…` so that any
+/// resolver finds it where the project keeps it.
+fn apply_uv_sources(doc: &Value, path: &Path, deps: &mut [String]) -> Result<()> {
+    let Some(Value::Table(sources)) = doc
+        .get("tool")
+        .and_then(|t| t.get("uv"))
+        .and_then(|u| u.get("sources"))
+    else {
+        return Ok(());
+    };
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let members = workspace_members(doc, dir);
+    for dep in deps.iter_mut() {
+        let name = dep
+            .split(|c: char| !(c.is_alphanumeric() || "-_.".contains(c)))
+            .next()
+            .unwrap_or("")
+            .to_string();
+        let norm = crate::project::normalize_name(&name);
+        let Some((_, source)) = sources
+            .iter()
+            .find(|(k, _)| crate::project::normalize_name(k) == norm)
+        else {
+            continue;
+        };
+        let rel = if let Some(p) = source.get("path").and_then(Value::as_str) {
+            p.to_string()
+        } else if source.get("workspace").and_then(Value::as_bool) == Some(true) {
+            members
+                .iter()
+                .find(|(n, _)| *n == norm)
+                .map(|(_, rel)| rel.clone())
+                .ok_or_else(|| anyhow!("{}: [tool.uv.sources] {name} is a workspace member, but no member of [tool.uv.workspace] is named {name}", path.display()))?
+        } else {
+            continue;
+        };
+        *dep = path_requirement(&name, dir, &rel)?;
+    }
+    Ok(())
+}
+
+/// `[tool.uv.workspace] members` (globs of one `*` level) with their names.
+fn workspace_members(doc: &Value, dir: &Path) -> Vec<(String, String)> {
+    let globs: Vec<String> = doc
+        .get("tool")
+        .and_then(|t| t.get("uv"))
+        .and_then(|u| u.get("workspace"))
+        .and_then(|w| w.get("members"))
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    for g in globs {
+        let dirs: Vec<String> = match g.strip_suffix("/*") {
+            Some(parent) => std::fs::read_dir(dir.join(parent))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(|e| e.path().is_dir())
+                .map(|e| format!("{parent}/{}", e.file_name().to_string_lossy()))
+                .collect(),
+            None => vec![g.clone()],
+        };
+        for d in dirs {
+            let name = std::fs::read_to_string(dir.join(&d).join("pyproject.toml"))
+                .ok()
+                .and_then(|t| t.parse::<toml::Table>().ok())
+                .and_then(|t| t.get("project")?.get("name")?.as_str().map(str::to_string));
+            if let Some(n) = name {
+                out.push((crate::project::normalize_name(&n), d));
+            }
+        }
+    }
+    out
 }
 
 /// Converts one Poetry dependency to PEP 508, or `None` for optional ones
@@ -202,7 +302,12 @@ fn poetry_dep(name: &str, spec: &Value, path: &Path) -> Result<Option<String>> {
             if t.get("optional").and_then(Value::as_bool) == Some(true) {
                 return Ok(None);
             }
-            for unsupported in ["git", "path", "url", "file"] {
+            if let Some(rel) = t.get("path").and_then(Value::as_str) {
+                // A package of the project's own: built and installed.
+                let dir = path.parent().unwrap_or(Path::new("."));
+                return path_requirement(name, dir, rel).map(Some);
+            }
+            for unsupported in ["git", "url", "file"] {
                 if t.contains_key(unsupported) {
                     bail!(
                         "{}: dependency {name} comes from a {unsupported} source, which slimpack cannot install yet; publish it to an index",

@@ -101,6 +101,15 @@ pub fn read(path: &Path) -> Result<RequirementsFile> {
     Ok(out)
 }
 
+/// A requirement by local path: `.`, `./libs/x`, `../x`, `/abs`, `file:...`.
+fn is_local(s: &str) -> bool {
+    s == "."
+        || s.starts_with("./")
+        || s.starts_with("../")
+        || s.starts_with('/')
+        || s.starts_with("file:")
+}
+
 fn read_into(path: &Path, out: &mut RequirementsFile, depth: usize) -> Result<()> {
     if depth > 16 {
         bail!(
@@ -174,15 +183,22 @@ fn read_into(path: &Path, out: &mut RequirementsFile, depth: usize) -> Result<()
                         out.files.push(inc);
                     }
                 }
+                // A package of the project's own (built into a wheel and
+                // installed, not editable); a VCS URL is not supported yet.
+                "-e" | "--editable" if is_local(val) => {}
                 "-e" | "--editable" => {
-                    return Err(err(
-                        "editable installs (-e) cannot go into an image; list the package normally, or leave the project itself out (its source goes into the app layer)".into(),
-                    ))
+                    return Err(err(format!(
+                        "{val}: editable installs of anything but a directory of the project are not supported yet; publish the package to an index, or vendor it into the project and write `-e ./path`"
+                    )))
                 }
                 "-i" | "--index-url" | "--extra-index-url" | "-f" | "--find-links" | "--no-binary"
                 | "--only-binary" | "--pre" | "--prefer-binary" | "--no-index" | "--trusted-host" => {}
                 _ => return Err(err(format!("unknown option {opt}"))),
             }
+            continue;
+        }
+        // A package of the project's own, by path.
+        if is_local(line.split([' ', ';']).next().unwrap_or(line)) {
             continue;
         }
         // A requirement, possibly followed by per-requirement options.
@@ -255,8 +271,23 @@ mod tests {
         assert!(e.contains("gunicorn"), "{e}");
         let p = write(d.path(), "requirements.txt", "-r missing.txt\n");
         assert!(read(&p).unwrap_err().to_string().contains("missing.txt"));
-        let p = write(d.path(), "requirements.txt", "-e .\n");
-        assert!(read(&p).unwrap_err().to_string().contains("editable"));
+        let p = write(
+            d.path(),
+            "requirements.txt",
+            "-e git+https://example.com/x.git#egg=x\n",
+        );
+        let e = read(&p).unwrap_err().to_string();
+        assert!(
+            e.contains("requirements.txt:1") && e.contains("editable"),
+            "{e}"
+        );
+        // The project's own packages by path are taken (built into wheels).
+        let p = write(
+            d.path(),
+            "requirements.txt",
+            "-e .\n./libs/util\nflask==3.0.0\n",
+        );
+        assert_eq!(read(&p).unwrap().requirements.len(), 1);
         let p = write(d.path(), "requirements.txt", "!!!\n");
         assert!(read(&p)
             .unwrap_err()

@@ -3,6 +3,7 @@
 //! and compiled to bytecode by the image's own interpreter.
 
 pub mod bytecode;
+pub mod local;
 pub mod native;
 pub mod system;
 pub mod uv;
@@ -77,6 +78,11 @@ pub struct Lock {
     /// compiled in the builder stage.
     #[serde(default)]
     pub source_builds: Vec<String>,
+    /// The project's own packages the lock names by path (workspace
+    /// members, path dependencies), relative to the project: built into
+    /// wheels and installed, not fetched.
+    #[serde(default)]
+    pub local: Vec<String>,
 }
 
 fn parse_locked(text: &str) -> Vec<LockedPackage> {
@@ -252,6 +258,7 @@ pub fn resolve(
         }
     };
     let text = std::fs::read_to_string(&compiler.out).context("reading uv's resolution")?;
+    let (text, local) = local::split(&text, &project.dir)?;
     let mut source_builds = compiler.source_builds;
     source_builds.sort();
     source_builds.dedup();
@@ -261,6 +268,7 @@ pub fn resolve(
         how,
         key: key.clone(),
         source_builds,
+        local,
     };
     cache.put(RecordKind::Resolution, &key, &lock)?;
     Ok((lock, false))

@@ -161,6 +161,7 @@ mod tests {
             how: String::new(),
             key: String::new(),
             source_builds: Vec::new(),
+            local: Vec::new(),
         }
     }
 

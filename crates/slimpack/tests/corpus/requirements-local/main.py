@@ -1,0 +1,6 @@
+from importlib.metadata import version
+
+import itsdangerous
+import textutil
+
+print(textutil.shout("report"), "report-job", version("report-job"), itsdangerous.__name__)

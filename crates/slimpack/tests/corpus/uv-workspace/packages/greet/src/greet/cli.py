@@ -1,0 +1,5 @@
+import click
+
+@click.command()
+def main():
+    click.echo("hello from the greet member")
