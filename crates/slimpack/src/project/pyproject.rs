@@ -56,9 +56,20 @@ pub fn read(path: &Path) -> Result<PyProject> {
     let text =
         std::fs::read_to_string(path).map_err(|e| anyhow!("reading {}: {e}", path.display()))?;
     let doc = parse_toml(path, &text)?;
+    // Poetry's `package-mode = false` and PDM's `distribution = false` say
+    // the project is an app, not a package to install.
+    let not_a_package = |tool: &str, key: &str| {
+        doc.get("tool")
+            .and_then(|t| t.get(tool))
+            .and_then(|t| t.get(key))
+            .and_then(Value::as_bool)
+            == Some(false)
+    };
     let mut out = PyProject {
         slimpack: doc.get("tool").and_then(|t| t.get("slimpack")).cloned(),
-        build_system: doc.get("build-system").is_some(),
+        build_system: doc.get("build-system").is_some()
+            && !not_a_package("poetry", "package-mode")
+            && !not_a_package("pdm", "distribution"),
         ..Default::default()
     };
     if let Some(project) = doc.get("project") {
