@@ -427,3 +427,97 @@ fn which(tool: &str) -> Option<PathBuf> {
         .map(|d| d.join(tool))
         .find(|p| p.is_file())
 }
+
+/// A git dependency (here a repository on disk, `git+file://`: no git host
+/// is reachable from the test machines): resolved to the tag's commit,
+/// which the plan records, cloned and built into the venv. A URL with
+/// credentials in it is refused before anything is fetched.
+#[test]
+fn git_dependencies_are_pinned_to_a_commit() {
+    let cache = shared_cache();
+    let repo = tempfile::tempdir().unwrap();
+    let r = repo.path();
+    std::fs::create_dir_all(r.join("src/colors")).unwrap();
+    std::fs::write(
+        r.join("pyproject.toml"),
+        "[build-system]\nrequires = ['hatchling']\nbuild-backend = 'hatchling.build'\n\n[project]\nname = 'colors'\nversion = '0.5.0'\n",
+    )
+    .unwrap();
+    std::fs::write(r.join("src/colors/__init__.py"), "RED = '#ff0000'\n").unwrap();
+    let git = |args: &[&str]| {
+        let st = Command::new("git")
+            .args([
+                "-c",
+                "user.email=corpus@example.com",
+                "-c",
+                "user.name=corpus",
+            ])
+            .args(args)
+            .current_dir(r)
+            .status()
+            .unwrap();
+        assert!(st.success(), "git {args:?}");
+    };
+    git(&["init", "-q"]);
+    git(&["add", "-A"]);
+    git(&["commit", "-qm", "colors 0.5.0"]);
+    git(&["tag", "v0.5.0"]);
+    let head = Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .current_dir(r)
+        .output()
+        .unwrap();
+    let head = String::from_utf8_lossy(&head.stdout).trim().to_string();
+
+    let app = tempfile::tempdir().unwrap();
+    std::fs::write(
+        app.path().join("requirements.txt"),
+        format!("colors @ git+file://{}@v0.5.0\n", r.display()),
+    )
+    .unwrap();
+    std::fs::write(
+        app.path().join("main.py"),
+        "import colors\nprint('red is', colors.RED)\n",
+    )
+    .unwrap();
+    let dir = app.path().to_str().unwrap();
+    let plan = slimpack(&["build", dir, "--plan"], &cache);
+    assert!(
+        plan.status.success(),
+        "{}",
+        String::from_utf8_lossy(&plan.stderr)
+    );
+    let plan: Value = serde_json::from_slice(&plan.stdout).unwrap();
+    let pinned = plan["dependencies"]["git"][0].as_str().unwrap().to_string();
+    assert!(pinned.ends_with(&format!("@{head}")), "{pinned}");
+    let out = tempfile::tempdir().unwrap();
+    let oci = format!("oci:{}", out.path().join("git.oci").display());
+    let built = slimpack(&["build", dir, "-o", &oci], &cache);
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let run = slimpack(&["run", &oci], &cache);
+    assert_eq!(
+        String::from_utf8_lossy(&run.stdout).trim(),
+        "red is #ff0000",
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+
+    std::fs::write(
+        app.path().join("requirements.txt"),
+        "colors @ git+https://ghp_notreal@example.com/o/colors.git@v1\n",
+    )
+    .unwrap();
+    let refused = slimpack(&["build", dir, "--plan"], &cache);
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(
+        err.contains("requirements.txt:1")
+            && err.contains("credentials")
+            && !err.contains("ghp_notreal"),
+        "{err}"
+    );
+}

@@ -418,6 +418,8 @@ impl Planned {
                 },
                 runtime_libraries: None,
                 system_packages: self.system.clone(),
+                local_packages: lock.local.clone(),
+                git: lock.vcs.clone(),
             },
             start: self.start.clone(),
             image: self.image.clone(),

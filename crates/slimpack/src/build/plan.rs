@@ -74,6 +74,12 @@ pub struct DependencyPlan {
     /// (slimpack's table; `no-system-packages` turns an entry off).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub system_packages: Vec<crate::python::system::SystemNeed>,
+    /// The project's own packages, built from these paths.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub local_packages: Vec<String>,
+    /// Git requirements, each pinned to a commit.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub git: Vec<String>,
 }
 
 /// The image's configuration, decided once: the plan shows it and the

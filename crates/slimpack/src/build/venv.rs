@@ -45,6 +45,9 @@ pub fn key(req: &builder::Request, runtime: &RuntimeBase, mode: bytecode::Mode) 
         h.part("local-package", &l.path)
             .part("local-digest", &l.digest);
     }
+    for g in &req.lock.vcs {
+        h.part("vcs", g);
+    }
     // Only when there is one: every other venv keeps its key.
     if let Some(p) = req.app_package {
         h.part(
@@ -91,6 +94,7 @@ pub fn build(
     let site = python::site_dir(&venv_dir, req.target);
     let built = install(req, runtime, &site)?;
     python::local::install(req.project_dir, req.local, req.target, req.uv, &venv_dir)?;
+    python::local::install_vcs(&req.lock.vcs, req.target, req.uv, &venv_dir)?;
     python::finish_venv(&venv_dir, req.target)?;
     if let Some(p) = req.app_package {
         python::install_app_package(&venv_dir, req.target, p)?;

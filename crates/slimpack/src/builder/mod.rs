@@ -392,6 +392,7 @@ mod tests {
             key: String::new(),
             source_builds: vec![],
             local: Vec::new(),
+            vcs: Vec::new(),
         };
         assert_eq!(
             initial_build_packages(&lock, &["libfoo-dev".into()]),

@@ -64,8 +64,11 @@ pub fn parse_requirement(text: &str, origin: &str) -> std::result::Result<Requir
         }
         None => (text.trim(), None),
     };
-    if spec_part.contains(" @ ") || spec_part.contains("://") {
-        return Err("direct URL requirements are not supported yet; publish the package to an index or vendor a wheel".into());
+    if let Some((name, url)) = spec_part.split_once(" @ ") {
+        return direct_url(name.trim(), url.trim(), marker, origin);
+    }
+    if spec_part.contains("://") {
+        return Err("a URL needs a name: write `name @ URL`".into());
     }
     let caps = name_re()
         .captures(spec_part)
@@ -88,6 +91,48 @@ pub fn parse_requirement(text: &str, origin: &str) -> std::result::Result<Requir
     Ok(Requirement {
         name,
         specifier: rest.replace(' ', ""),
+        marker,
+        hashes: Vec::new(),
+        origin: origin.to_string(),
+    })
+}
+
+/// `name @ URL`: a wheel or sdist by https URL (hashed by the resolver like
+/// any download), or a git repository at a ref (resolved to a commit).
+/// Credentials never go in the URL: they would be stored in the lock, the
+/// plan and the cache.
+fn direct_url(
+    name: &str,
+    url: &str,
+    marker: Option<String>,
+    origin: &str,
+) -> std::result::Result<Requirement, String> {
+    let scheme = url.split("://").next().unwrap_or("");
+    if !matches!(
+        scheme,
+        "https" | "http" | "git+https" | "git+http" | "git+ssh" | "git+file"
+    ) {
+        return Err(format!(
+            "{url}: only https:// URLs and git+https:// (git+ssh://) repositories are supported"
+        ));
+    }
+    let authority = url
+        .split_once("://")
+        .map_or("", |(_, r)| r.split('/').next().unwrap_or(""));
+    if scheme != "git+ssh" && authority.contains('@') {
+        return Err(format!(
+            "{name}: the URL holds credentials, which would be stored in the lock, the plan and the cache; remove them and let git or uv find them (a git credential helper, GIT_CONFIG_* url.<base>.insteadOf in the environment, or ~/.netrc)"
+        ));
+    }
+    if !name_re()
+        .captures(name)
+        .is_some_and(|c| c[0].len() == c[1].len())
+    {
+        return Err(format!("{name:?} is not a package name"));
+    }
+    Ok(Requirement {
+        name: name.to_string(),
+        specifier: format!("@ {url}"),
         marker,
         hashes: Vec::new(),
         origin: origin.to_string(),
@@ -304,6 +349,8 @@ mod tests {
             "a.b-c_d~=1.4",
             "x (>=1.0)",
             "zope.interface===5.0",
+            "pkg @ https://x/y-1.0-py3-none-any.whl",
+            "colors @ git+https://example.com/colors.git@v1 ; python_version >= '3.11'",
         ];
         for s in ok {
             assert!(parse_requirement(s, "t").is_ok(), "{s}");
@@ -313,7 +360,10 @@ mod tests {
             "flask=3",
             "-flask",
             "flask>=1;",
-            "pkg @ https://x/y.whl",
+            "pkg @ ftp://x/y.whl",
+            "pkg @ https://user:token@x/y.whl",
+            "colors @ git+https://ghp_secret@github.com/o/colors.git",
+            "https://x/y.whl",
         ];
         for s in bad {
             assert!(parse_requirement(s, "t").is_err(), "{s}");

@@ -10,12 +10,13 @@ use crate::python::uv::Uv;
 use anyhow::{bail, Context, Result};
 use std::path::{Component, Path, PathBuf};
 
-/// Splits the local entries out of a lock: the lock without them, and
-/// their paths relative to `project` (the project itself, `.`, is left
-/// out: its code is the app's).
-pub fn split(text: &str, project: &Path) -> Result<(String, Vec<String>)> {
+/// Splits the local and git entries out of a lock: the lock without them,
+/// the local packages' paths relative to `project` (the project itself,
+/// `.`, is left out: its code is the app's), and the git requirements.
+pub fn split(text: &str, project: &Path) -> Result<Split> {
     let mut kept = String::new();
     let mut local = Vec::new();
+    let mut vcs = Vec::new();
     let mut skipping = false;
     for line in text.lines() {
         if line.starts_with(' ') || line.trim().is_empty() {
@@ -26,6 +27,12 @@ pub fn split(text: &str, project: &Path) -> Result<(String, Vec<String>)> {
             continue;
         }
         skipping = false;
+        if line.contains(" @ git+") {
+            // Pinned to a commit by the resolver; no hash can be had.
+            skipping = true;
+            vcs.push(line.trim_end_matches('\\').trim().to_string());
+            continue;
+        }
         if let Some(path) = local_path(line) {
             skipping = true;
             let rel = relative(&path, project)?;
@@ -38,7 +45,22 @@ pub fn split(text: &str, project: &Path) -> Result<(String, Vec<String>)> {
         kept.push('\n');
     }
     local.sort();
-    Ok((kept, local))
+    vcs.sort();
+    Ok(Split {
+        text: kept,
+        local,
+        vcs,
+    })
+}
+
+/// A lock with the entries that are not hash-pinned downloads taken out.
+#[derive(Debug)]
+pub struct Split {
+    pub text: String,
+    /// Paths of the project's own packages, relative to it.
+    pub local: Vec<String>,
+    /// `name @ git+URL@COMMIT` lines.
+    pub vcs: Vec<String>,
 }
 
 /// The path a requirement line installs from, when it is a local one:
@@ -148,6 +170,36 @@ fn skipped(name: &str) -> bool {
 /// Builds each local package into a wheel (its own build backend, in a
 /// copy: nothing is written into the project) and installs them, without
 /// their dependencies (the lock has those), into `venv`.
+/// Installs the git requirements (each pinned to a commit by the lock):
+/// uv clones and builds them with the host's git and its credentials from
+/// the environment, never stored; no dependencies (the lock has those).
+pub fn install_vcs(vcs: &[String], target: &Target, uv: &Uv, venv: &Path) -> Result<()> {
+    if vcs.is_empty() {
+        return Ok(());
+    }
+    let site = site_dir(venv, target);
+    std::fs::create_dir_all(&site)?;
+    let mut c = uv.command();
+    c.args([
+        "pip",
+        "install",
+        "--quiet",
+        "--no-deps",
+        "--link-mode",
+        "copy",
+        "--no-compile",
+        "--python-version",
+        &target.minor,
+        "--python-platform",
+        &target.platform,
+        "--target",
+    ])
+    .arg(&site)
+    .args(vcs);
+    uv.run(c, "installing the git dependencies")?;
+    forget_build_paths(&site)
+}
+
 pub fn install(
     project: &Path,
     local: &[LocalPackage],
@@ -279,12 +331,23 @@ mod tests {
     fn local_entries_leave_the_lock() {
         let project = Path::new("/work/app");
         let text = "-e ./packages/greet\n    # via -r req.txt\nclick==8.5.1 \\\n    --hash=sha256:aa\n./libs/util\n    # via x\nlib2 @ file:///work/app/libs/two\n-e .\nitsdangerous==2.2.0 \\\n    --hash=sha256:bb\n";
-        let (kept, local) = split(text, project).unwrap();
+        let Split {
+            text: kept,
+            local,
+            vcs,
+        } = split(text, project).unwrap();
+        assert!(vcs.is_empty());
         assert_eq!(local, vec!["libs/two", "libs/util", "packages/greet"]);
         assert_eq!(
             kept,
             "click==8.5.1 \\\n    --hash=sha256:aa\nitsdangerous==2.2.0 \\\n    --hash=sha256:bb\n"
         );
+        let s = split("colors @ git+https://example.com/c.git@78dd599378ed255ba6b93251b597a1393b56741c\n    # via -r x\nflask==3 \\\n    --hash=sha256:cc\n", project).unwrap();
+        assert_eq!(
+            s.vcs,
+            vec!["colors @ git+https://example.com/c.git@78dd599378ed255ba6b93251b597a1393b56741c"]
+        );
+        assert_eq!(s.text, "flask==3 \\\n    --hash=sha256:cc\n");
         let e = split("../elsewhere\n", project).unwrap_err().to_string();
         assert!(e.contains("outside the project"), "{e}");
         let e = split("x @ file:///etc\n", project).unwrap_err().to_string();

@@ -83,12 +83,32 @@ pub struct Lock {
     /// wheels and installed, not fetched.
     #[serde(default)]
     pub local: Vec<String>,
+    /// Git requirements pinned to a commit (`name @ git+URL@SHA`): cloned
+    /// and built, as no hash can pin them.
+    #[serde(default)]
+    pub vcs: Vec<String>,
 }
 
 fn parse_locked(text: &str) -> Vec<LockedPackage> {
     let mut out = Vec::new();
     for line in text.lines() {
         if line.starts_with([' ', '#', '-']) || line.trim().is_empty() {
+            continue;
+        }
+        if let Some((n, url)) = line.split_once(" @ ") {
+            // A direct URL: its version from the wheel's file name.
+            let file = url
+                .split([' ', ';', '#'])
+                .next()
+                .unwrap_or("")
+                .rsplit('/')
+                .next()
+                .unwrap_or("");
+            let version = file.split('-').nth(1).unwrap_or("url").to_string();
+            out.push(LockedPackage {
+                name: normalize_name(n.trim()),
+                version,
+            });
             continue;
         }
         let spec = line.split([';', ' ', '\\']).next().unwrap_or("");
@@ -258,7 +278,7 @@ pub fn resolve(
         }
     };
     let text = std::fs::read_to_string(&compiler.out).context("reading uv's resolution")?;
-    let (text, local) = local::split(&text, &project.dir)?;
+    let local::Split { text, local, vcs } = local::split(&text, &project.dir)?;
     let mut source_builds = compiler.source_builds;
     source_builds.sort();
     source_builds.dedup();
@@ -269,6 +289,7 @@ pub fn resolve(
         key: key.clone(),
         source_builds,
         local,
+        vcs,
     };
     cache.put(RecordKind::Resolution, &key, &lock)?;
     Ok((lock, false))

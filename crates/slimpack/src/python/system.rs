@@ -162,6 +162,7 @@ mod tests {
             key: String::new(),
             source_builds: Vec::new(),
             local: Vec::new(),
+            vcs: Vec::new(),
         }
     }
 
