@@ -124,9 +124,9 @@ fn direct_url(
             "{name}: the URL holds credentials, which would be stored in the lock, the plan and the cache; remove them and let git or uv find them (a git credential helper, GIT_CONFIG_* url.<base>.insteadOf in the environment, or ~/.netrc)"
         ));
     }
-    if !name_re()
+    if name_re()
         .captures(name)
-        .is_some_and(|c| c[0].len() == c[1].len())
+        .is_none_or(|c| c[0].len() != c[1].len())
     {
         return Err(format!("{name:?} is not a package name"));
     }
