@@ -81,7 +81,9 @@ fn module_of(rel: &str) -> String {
         .replace('/', ".")
 }
 
-/// Finds the start command of the project in `dir`. `deps` holds the
+/// Finds the start command of the project in `dir`, first match wins:
+/// a Procfile's web process, Django, a framework's app object, the
+/// project's console script, a script run with `python`. `deps` holds the
 /// normalised names of the resolved dependencies.
 pub fn infer(
     dir: &Path,
@@ -90,39 +92,6 @@ pub fn infer(
     declared: Declared,
 ) -> Result<StartCommand> {
     let health_path = find_health_path(dir, app_files);
-    let has = |n: &str| deps.contains(n);
-    let gunicorn = |target: String, source: String| StartCommand {
-        // gunicorn binds 0.0.0.0:$PORT by itself when PORT is set (and no
-        // bind is configured); one worker with threads is Cloud Run's advice.
-        argv: vec![
-            "/opt/venv/bin/gunicorn".into(),
-            "--workers".into(),
-            "1".into(),
-            "--threads".into(),
-            "8".into(),
-            "--timeout".into(),
-            "0".into(),
-            target,
-        ],
-        source,
-        health_path: health_path.clone(),
-        warning: None,
-    };
-    let uvicorn = |target: String, source: String| StartCommand {
-        argv: exec_form(vec![
-            "uvicorn".into(),
-            target,
-            "--host".into(),
-            "0.0.0.0".into(),
-            "--port".into(),
-            "$PORT".into(),
-        ]),
-        source,
-        health_path: health_path.clone(),
-        warning: None,
-    };
-
-    // 1. A Procfile's web process wins.
     if let Some(text) = read(dir, "Procfile") {
         for (i, line) in text.lines().enumerate() {
             if let Some(cmd) = line.strip_prefix("web:") {
@@ -137,126 +106,16 @@ pub fn infer(
         }
     }
 
-    // 2. Django, through manage.py and the settings' WSGI_APPLICATION.
     if let Some(manage) = read(dir, "manage.py") {
-        let re = Regex::new(r#"DJANGO_SETTINGS_MODULE["']\s*,\s*["']([\w.]+)["']"#).unwrap();
-        let settings = re
-            .captures(&manage)
-            .map(|c| c[1].to_string())
-            .ok_or_else(|| anyhow::anyhow!("{}: found manage.py but no DJANGO_SETTINGS_MODULE default in it; set [tool.slimpack] command", dir.join("manage.py").display()))?;
-        let settings_rel = format!("{}.py", settings.replace('.', "/"));
-        let text = read(dir, &settings_rel).ok_or_else(|| {
-            anyhow::anyhow!(
-                "manage.py names settings {settings}, but {settings_rel} does not exist"
-            )
-        })?;
-        let wsgi = Regex::new(r#"(?m)^WSGI_APPLICATION\s*=\s*["']([\w.]+)["']"#).unwrap();
-        let app = wsgi
-            .captures(&text)
-            .map(|c| c[1].to_string())
-            .ok_or_else(|| {
-                anyhow::anyhow!(
-                    "{settings_rel}: no WSGI_APPLICATION; set it, or set [tool.slimpack] command"
-                )
-            })?;
-        let (module, object) = app.rsplit_once('.').unwrap_or((&app, "application"));
-        if !has("gunicorn") {
-            bail!("found a Django project ({settings_rel}: WSGI_APPLICATION = {app}) but no WSGI server among the dependencies: add gunicorn, or set [tool.slimpack] command");
-        }
-        let mut cmd = gunicorn(
-            format!("{module}:{object}"),
-            format!("Django: {settings_rel} WSGI_APPLICATION = {app}"),
-        );
-        if cmd.health_path.is_none() {
-            cmd.health_path = Some("/".into());
-        }
+        return django(dir, &manage, deps, health_path);
+    }
+    if let Some(cmd) = framework_app(dir, app_files, deps, &health_path)? {
+        return Ok(cmd);
+    }
+    if let Some(cmd) = console_script(declared, &health_path) {
         return Ok(cmd);
     }
 
-    // 3. FastAPI / Starlette / Flask objects in the usual modules.
-    let candidates = [
-        "main.py",
-        "app.py",
-        "wsgi.py",
-        "asgi.py",
-        "application.py",
-        "server.py",
-        "api.py",
-        "app/main.py",
-        "app/__init__.py",
-        "src/main.py",
-        "src/app.py",
-    ];
-    let asgi_re =
-        Regex::new(r"(?m)^(\w+)\s*(?::\s*\w+\s*)?=\s*(?:fastapi\.)?(FastAPI|Starlette)\(").unwrap();
-    let flask_re = Regex::new(r"(?m)^(\w+)\s*(?::\s*\w+\s*)?=\s*(?:flask\.)?Flask\(").unwrap();
-    let factory_re = Regex::new(r"(?m)^def (create_app|make_app)\(\s*\)").unwrap();
-    let wsgi_re = Regex::new(r"(?m)^(application)\s*=").unwrap();
-    for rel in candidates {
-        if !app_files.iter().any(|f| f == rel) {
-            continue;
-        }
-        let Some(text) = read(dir, rel) else { continue };
-        let module = module_of(rel.trim_start_matches("src/"));
-        if let Some(c) = asgi_re.captures(&text) {
-            let target = format!("{module}:{}", &c[1]);
-            if !has("uvicorn") {
-                bail!("found a {} app in {rel} ({target}) but no ASGI server among the dependencies: add uvicorn, or set [tool.slimpack] command", &c[2]);
-            }
-            return Ok(uvicorn(
-                target.clone(),
-                format!("{} app {target} in {rel}", &c[2]),
-            ));
-        }
-        let flask = flask_re
-            .captures(&text)
-            .map(|c| c[1].to_string())
-            .or_else(|| factory_re.captures(&text).map(|c| format!("{}()", &c[1])))
-            .or_else(|| {
-                (rel == "wsgi.py")
-                    .then(|| wsgi_re.captures(&text).map(|c| c[1].to_string()))
-                    .flatten()
-            });
-        if let Some(obj) = flask {
-            let target = format!("{module}:{obj}");
-            if !has("gunicorn") && runs_itself(&text) {
-                return Ok(StartCommand {
-                    argv: script_argv(&[rel]),
-                    source: format!("{rel} runs its WSGI app itself (app.run under __main__)"),
-                    health_path,
-                    warning: Some(format!("{rel} starts Flask's development server, which is not made for production traffic: add gunicorn to the dependencies (slimpack then runs `gunicorn {target}`)")),
-                });
-            }
-            if !has("gunicorn") {
-                bail!("found a WSGI app in {rel} ({target}) but no WSGI server among the dependencies: add gunicorn, or set [tool.slimpack] command");
-            }
-            return Ok(gunicorn(
-                target.clone(),
-                format!("WSGI app {target} in {rel}"),
-            ));
-        }
-    }
-    // 4. The project's own console script.
-    let script = match declared.scripts.len() {
-        1 => declared.scripts.keys().next(),
-        _ => declared
-            .scripts
-            .keys()
-            .find(|k| normalize_name(k) == declared.name),
-    };
-    if let Some(name) = script {
-        return Ok(StartCommand {
-            argv: vec![format!("/opt/venv/bin/{name}")],
-            source: format!(
-                "console script {name} = {:?} from [project.scripts]",
-                declared.scripts[name]
-            ),
-            health_path,
-            warning: None,
-        });
-    }
-
-    // 5. A script the project runs with `python FILE`.
     if let Some((argv, source)) = script_command(dir, app_files) {
         return Ok(StartCommand {
             argv,
@@ -269,9 +128,184 @@ pub fn infer(
         "cannot tell how to start the app in {}: no Procfile `web:` line, no manage.py, no Flask/FastAPI app object in {}, no console script in [project.scripts], and no {} or __main__.py.\n\
          Set it in pyproject.toml:\n  [tool.slimpack]\n  command = \"gunicorn main:app\"\nor pass --command \"...\"",
         dir.display(),
-        candidates.join(", "),
+        APP_MODULES.join(", "),
         SCRIPTS.join(", ")
     )
+}
+
+/// gunicorn binds 0.0.0.0:$PORT by itself when PORT is set (and no bind is
+/// configured); one worker with threads is Cloud Run's advice.
+fn gunicorn(health_path: Option<String>, target: String, source: String) -> StartCommand {
+    StartCommand {
+        argv: vec![
+            "/opt/venv/bin/gunicorn".into(),
+            "--workers".into(),
+            "1".into(),
+            "--threads".into(),
+            "8".into(),
+            "--timeout".into(),
+            "0".into(),
+            target,
+        ],
+        source,
+        health_path,
+        warning: None,
+    }
+}
+
+fn uvicorn(health_path: Option<String>, target: String, source: String) -> StartCommand {
+    StartCommand {
+        argv: exec_form(vec![
+            "uvicorn".into(),
+            target,
+            "--host".into(),
+            "0.0.0.0".into(),
+            "--port".into(),
+            "$PORT".into(),
+        ]),
+        source,
+        health_path,
+        warning: None,
+    }
+}
+
+/// Django, through manage.py and the settings' WSGI_APPLICATION.
+fn django(
+    dir: &Path,
+    manage: &str,
+    deps: &BTreeSet<String>,
+    health_path: Option<String>,
+) -> Result<StartCommand> {
+    let re = Regex::new(r#"DJANGO_SETTINGS_MODULE["']\s*,\s*["']([\w.]+)["']"#).unwrap();
+    let settings = re
+        .captures(manage)
+        .map(|c| c[1].to_string())
+        .ok_or_else(|| anyhow::anyhow!("{}: found manage.py but no DJANGO_SETTINGS_MODULE default in it; set [tool.slimpack] command", dir.join("manage.py").display()))?;
+    let settings_rel = format!("{}.py", settings.replace('.', "/"));
+    let text = read(dir, &settings_rel).ok_or_else(|| {
+        anyhow::anyhow!("manage.py names settings {settings}, but {settings_rel} does not exist")
+    })?;
+    let wsgi = Regex::new(r#"(?m)^WSGI_APPLICATION\s*=\s*["']([\w.]+)["']"#).unwrap();
+    let app = wsgi
+        .captures(&text)
+        .map(|c| c[1].to_string())
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "{settings_rel}: no WSGI_APPLICATION; set it, or set [tool.slimpack] command"
+            )
+        })?;
+    let (module, object) = app.rsplit_once('.').unwrap_or((&app, "application"));
+    if !deps.contains("gunicorn") {
+        bail!("found a Django project ({settings_rel}: WSGI_APPLICATION = {app}) but no WSGI server among the dependencies: add gunicorn, or set [tool.slimpack] command");
+    }
+    let mut cmd = gunicorn(
+        health_path,
+        format!("{module}:{object}"),
+        format!("Django: {settings_rel} WSGI_APPLICATION = {app}"),
+    );
+    if cmd.health_path.is_none() {
+        cmd.health_path = Some("/".into());
+    }
+    Ok(cmd)
+}
+
+/// Modules where apps keep their FastAPI / Starlette / Flask object.
+const APP_MODULES: &[&str] = &[
+    "main.py",
+    "app.py",
+    "wsgi.py",
+    "asgi.py",
+    "application.py",
+    "server.py",
+    "api.py",
+    "app/main.py",
+    "app/__init__.py",
+    "src/main.py",
+    "src/app.py",
+];
+
+/// A FastAPI / Starlette / Flask object in the usual modules, started by
+/// its server (or by itself, Flask's `app.run`, when it has none).
+fn framework_app(
+    dir: &Path,
+    app_files: &[String],
+    deps: &BTreeSet<String>,
+    health_path: &Option<String>,
+) -> Result<Option<StartCommand>> {
+    let health_path = health_path.clone();
+    let asgi_re =
+        Regex::new(r"(?m)^(\w+)\s*(?::\s*\w+\s*)?=\s*(?:fastapi\.)?(FastAPI|Starlette)\(").unwrap();
+    let flask_re = Regex::new(r"(?m)^(\w+)\s*(?::\s*\w+\s*)?=\s*(?:flask\.)?Flask\(").unwrap();
+    let factory_re = Regex::new(r"(?m)^def (create_app|make_app)\(\s*\)").unwrap();
+    let wsgi_re = Regex::new(r"(?m)^(application)\s*=").unwrap();
+    for rel in APP_MODULES {
+        if !app_files.iter().any(|f| f == rel) {
+            continue;
+        }
+        let Some(text) = read(dir, rel) else { continue };
+        let module = module_of(rel.trim_start_matches("src/"));
+        if let Some(c) = asgi_re.captures(&text) {
+            let target = format!("{module}:{}", &c[1]);
+            if !deps.contains("uvicorn") {
+                bail!("found a {} app in {rel} ({target}) but no ASGI server among the dependencies: add uvicorn, or set [tool.slimpack] command", &c[2]);
+            }
+            return Ok(Some(uvicorn(
+                health_path.clone(),
+                target.clone(),
+                format!("{} app {target} in {rel}", &c[2]),
+            )));
+        }
+        let flask = flask_re
+            .captures(&text)
+            .map(|c| c[1].to_string())
+            .or_else(|| factory_re.captures(&text).map(|c| format!("{}()", &c[1])))
+            .or_else(|| {
+                (*rel == "wsgi.py")
+                    .then(|| wsgi_re.captures(&text).map(|c| c[1].to_string()))
+                    .flatten()
+            });
+        if let Some(obj) = flask {
+            let target = format!("{module}:{obj}");
+            if !deps.contains("gunicorn") && runs_itself(&text) {
+                return Ok(Some(StartCommand {
+                    argv: script_argv(&[rel]),
+                    source: format!("{rel} runs its WSGI app itself (app.run under __main__)"),
+                    health_path: health_path.clone(),
+                    warning: Some(format!("{rel} starts Flask's development server, which is not made for production traffic: add gunicorn to the dependencies (slimpack then runs `gunicorn {target}`)")),
+                }));
+            }
+            if !deps.contains("gunicorn") {
+                bail!("found a WSGI app in {rel} ({target}) but no WSGI server among the dependencies: add gunicorn, or set [tool.slimpack] command");
+            }
+            return Ok(Some(gunicorn(
+                health_path.clone(),
+                target.clone(),
+                format!("WSGI app {target} in {rel}"),
+            )));
+        }
+    }
+    Ok(None)
+}
+
+/// The project's own console script: the only one, or the one named like
+/// the project.
+fn console_script(declared: Declared, health_path: &Option<String>) -> Option<StartCommand> {
+    let script = match declared.scripts.len() {
+        1 => declared.scripts.keys().next(),
+        _ => declared
+            .scripts
+            .keys()
+            .find(|k| normalize_name(k) == declared.name),
+    };
+    script.map(|name| StartCommand {
+        argv: vec![format!("/opt/venv/bin/{name}")],
+        source: format!(
+            "console script {name} = {:?} from [project.scripts]",
+            declared.scripts[name]
+        ),
+        health_path: health_path.clone(),
+        warning: None,
+    })
 }
 
 /// The venv's interpreter, which runs scripts in the image.

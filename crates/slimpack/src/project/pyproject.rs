@@ -113,93 +113,10 @@ pub fn read(path: &Path) -> Result<PyProject> {
         }
     }
     if let Some(Value::Table(groups)) = doc.get("dependency-groups") {
-        for (k, v) in groups {
-            let Value::Array(items) = v else {
-                bail!("{}: [dependency-groups].{k} must be a list", path.display());
-            };
-            let mut reqs = Vec::new();
-            for i in items {
-                match i {
-                    Value::String(s) => reqs.push(s.clone()),
-                    // `{include-group = "x"}`
-                    Value::Table(t) => {
-                        if let Some(g) = t.get("include-group").and_then(Value::as_str) {
-                            if let Some(Value::Array(inc)) = groups.get(g) {
-                                reqs.extend(
-                                    inc.iter().filter_map(Value::as_str).map(str::to_string),
-                                );
-                            }
-                        }
-                    }
-                    _ => bail!(
-                        "{}: [dependency-groups].{k} has an invalid entry",
-                        path.display()
-                    ),
-                }
-            }
-            out.groups.insert(k.clone(), reqs);
-        }
+        read_dependency_groups(groups, path, &mut out)?;
     }
     if let Some(poetry) = doc.get("tool").and_then(|t| t.get("poetry")) {
-        if out.style == Style::None || out.dependencies.is_empty() {
-            if out.name.is_none() {
-                out.name = poetry
-                    .get("name")
-                    .and_then(Value::as_str)
-                    .map(str::to_string);
-            }
-            if let Some(Value::Table(deps)) = poetry.get("dependencies") {
-                out.style = Style::Poetry;
-                for (name, spec) in deps {
-                    if name == "python" {
-                        if let Some(s) = spec.as_str() {
-                            out.requires_python = Some(poetry_constraint(s, path, name)?);
-                        }
-                        continue;
-                    }
-                    if let Some(r) = poetry_dep(name, spec, path)? {
-                        out.dependencies.push(r);
-                    }
-                }
-            }
-            let mut add_group = |g: &str, deps: &Value| -> Result<()> {
-                if let Value::Table(deps) = deps {
-                    let mut reqs = Vec::new();
-                    for (name, spec) in deps {
-                        if let Some(r) = poetry_dep(name, spec, path)? {
-                            reqs.push(r);
-                        }
-                    }
-                    out.groups.entry(g.to_string()).or_default().extend(reqs);
-                }
-                Ok(())
-            };
-            if let Some(d) = poetry.get("dev-dependencies") {
-                add_group("dev", d)?;
-            }
-            if let Some(Value::Table(scripts)) = poetry.get("scripts") {
-                for (k, v) in scripts {
-                    if let Some(t) = v.as_str() {
-                        out.scripts
-                            .entry(k.clone())
-                            .or_insert_with(|| t.to_string());
-                    }
-                }
-            }
-            if out.version.is_none() {
-                out.version = poetry
-                    .get("version")
-                    .and_then(Value::as_str)
-                    .map(str::to_string);
-            }
-            if let Some(Value::Table(groups)) = poetry.get("group") {
-                for (g, t) in groups {
-                    if let Some(d) = t.get("dependencies") {
-                        add_group(g, d)?;
-                    }
-                }
-            }
-        }
+        read_poetry(poetry, path, &mut out)?;
     }
     if out.style == Style::Pep621 {
         apply_uv_sources(&doc, path, &mut out.dependencies)?;
@@ -302,6 +219,99 @@ fn workspace_members(doc: &Value, dir: &Path) -> Vec<(String, String)> {
         }
     }
     out
+}
+
+/// PEP 735 `[dependency-groups]`, with `{include-group = "x"}`.
+fn read_dependency_groups(groups: &toml::Table, path: &Path, out: &mut PyProject) -> Result<()> {
+    for (k, v) in groups {
+        let Value::Array(items) = v else {
+            bail!("{}: [dependency-groups].{k} must be a list", path.display());
+        };
+        let mut reqs = Vec::new();
+        for i in items {
+            match i {
+                Value::String(s) => reqs.push(s.clone()),
+                // `{include-group = "x"}`
+                Value::Table(t) => {
+                    if let Some(g) = t.get("include-group").and_then(Value::as_str) {
+                        if let Some(Value::Array(inc)) = groups.get(g) {
+                            reqs.extend(inc.iter().filter_map(Value::as_str).map(str::to_string));
+                        }
+                    }
+                }
+                _ => bail!(
+                    "{}: [dependency-groups].{k} has an invalid entry",
+                    path.display()
+                ),
+            }
+        }
+        out.groups.insert(k.clone(), reqs);
+    }
+    Ok(())
+}
+
+/// Poetry's `[tool.poetry]`: dependencies, groups, scripts, version.
+fn read_poetry(poetry: &Value, path: &Path, out: &mut PyProject) -> Result<()> {
+    if out.style == Style::None || out.dependencies.is_empty() {
+        if out.name.is_none() {
+            out.name = poetry
+                .get("name")
+                .and_then(Value::as_str)
+                .map(str::to_string);
+        }
+        if let Some(Value::Table(deps)) = poetry.get("dependencies") {
+            out.style = Style::Poetry;
+            for (name, spec) in deps {
+                if name == "python" {
+                    if let Some(s) = spec.as_str() {
+                        out.requires_python = Some(poetry_constraint(s, path, name)?);
+                    }
+                    continue;
+                }
+                if let Some(r) = poetry_dep(name, spec, path)? {
+                    out.dependencies.push(r);
+                }
+            }
+        }
+        let mut add_group = |g: &str, deps: &Value| -> Result<()> {
+            if let Value::Table(deps) = deps {
+                let mut reqs = Vec::new();
+                for (name, spec) in deps {
+                    if let Some(r) = poetry_dep(name, spec, path)? {
+                        reqs.push(r);
+                    }
+                }
+                out.groups.entry(g.to_string()).or_default().extend(reqs);
+            }
+            Ok(())
+        };
+        if let Some(d) = poetry.get("dev-dependencies") {
+            add_group("dev", d)?;
+        }
+        if let Some(Value::Table(scripts)) = poetry.get("scripts") {
+            for (k, v) in scripts {
+                if let Some(t) = v.as_str() {
+                    out.scripts
+                        .entry(k.clone())
+                        .or_insert_with(|| t.to_string());
+                }
+            }
+        }
+        if out.version.is_none() {
+            out.version = poetry
+                .get("version")
+                .and_then(Value::as_str)
+                .map(str::to_string);
+        }
+        if let Some(Value::Table(groups)) = poetry.get("group") {
+            for (g, t) in groups {
+                if let Some(d) = t.get("dependencies") {
+                    add_group(g, d)?;
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Converts one Poetry dependency to PEP 508, or `None` for optional ones
