@@ -41,7 +41,8 @@ for p in "${projects[@]}"; do
       SLIMPACK_CACHE=$cache "$bin" run "oci:$work/$p.oci" --check --probe "${probe[$p]}" >/dev/null 2>&1 && started=yes || started=no
     elif [ "$p" = worker-no-port ]; then
       # A worker is started and reported as one: that is its pass.
-      SLIMPACK_CACHE=$cache "$bin" run "oci:$work/$p.oci" --check --startup-timeout 2 2>&1 | grep -q "a worker" && started="yes (worker)" || started=no
+      report=$(SLIMPACK_CACHE=$cache "$bin" run "oci:$work/$p.oci" --check --startup-timeout 2 2>&1 || true)
+      case "$report" in *"a worker"*) started="yes (worker)" ;; *) started=no ;; esac
     else
       code=0; SLIMPACK_CACHE=$cache "$bin" run "oci:$work/$p.oci" >/dev/null 2>&1 || code=$?
       case "$p:$code" in job-exit-code:3|*:0) started="yes (job, exit $code)" ;; *) started="no (exit $code)" ;; esac
