@@ -143,6 +143,12 @@ fn dependency_source(dir: &Path, pyproject: Option<&pyproject::PyProject>) -> Re
     if let Some(file) = file("setup.py") {
         return Ok(DepSource::SetupPy { file });
     }
+    if file("setup.cfg").is_some() {
+        bail!(
+            "{}: setup.cfg without setup.py or pyproject.toml: build tools need one of them to read it; add a setup.py holding `from setuptools import setup; setup()`",
+            dir.join("setup.cfg").display()
+        );
+    }
     if has_python_files(dir) {
         return Ok(DepSource::None);
     }
@@ -330,5 +336,34 @@ mod tests {
         assert!(matches!(p.deps, DepSource::UvLock { .. }));
         assert!(p.is_locked());
         assert_eq!(p.name, "my-app");
+    }
+
+    #[test]
+    fn scripts_alone_and_setup_cfg_alone() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("bot.py"), "print('hi')\n").unwrap();
+        let p = Project::detect(d.path()).unwrap();
+        assert!(matches!(p.deps, DepSource::None));
+        assert!(p.is_locked() && p.dependency_inputs().is_empty());
+        std::fs::write(
+            d.path().join("setup.cfg"),
+            "[options]\ninstall_requires = flask\n",
+        )
+        .unwrap();
+        let e = Project::detect(d.path()).unwrap_err().to_string();
+        assert!(e.contains("setup.cfg") && e.contains("setup.py"), "{e}");
+        std::fs::write(
+            d.path().join("setup.py"),
+            "from setuptools import setup; setup()\n",
+        )
+        .unwrap();
+        assert!(matches!(
+            Project::detect(d.path()).unwrap().deps,
+            DepSource::SetupPy { .. }
+        ));
+        std::fs::write(d.path().join("Pipfile"), "[packages]\nflask = '*'\n").unwrap();
+        let p = Project::detect(d.path()).unwrap();
+        assert!(matches!(p.deps, DepSource::Pipfile { lock: None, .. }));
+        assert!(!p.is_locked());
     }
 }
