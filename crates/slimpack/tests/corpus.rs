@@ -174,6 +174,15 @@ const CASES: &[Case] = &[
         },
     },
     Case {
+        name: "python39-flask",
+        rule: "WSGI app app:app in app.py",
+        expect: Expect::Serves {
+            probe: Some("/health"),
+            path: "/health",
+            body: "python 3.9",
+        },
+    },
+    Case {
         name: "job-exit-code",
         rule: "main.py",
         expect: Expect::Job {
@@ -193,6 +202,7 @@ const CASES: &[Case] = &[
             "python-too-old/.python-version",
             "\"3.7\"",
             "available: Python 3.13",
+            "Python 3.9 (Debian 11 bullseye)",
         ]),
     },
     Case {

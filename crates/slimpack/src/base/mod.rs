@@ -8,7 +8,24 @@ use crate::project::pyproject::python_satisfies;
 use anyhow::{bail, Context, Result};
 use slimpack_debian::Suite;
 
-const SUITES: [Suite; 2] = [Suite::Trixie, Suite::Bookworm];
+/// In the order they are preferred when several satisfy a request: the
+/// stable releases newest first, then the old one whose support ended, then
+/// testing (only when nothing stable gives the Python asked for).
+const SUITES: [Suite; 4] = [
+    Suite::Trixie,
+    Suite::Bookworm,
+    Suite::Bullseye,
+    Suite::Forky,
+];
+
+/// What the user should know about building on `suite`.
+pub fn suite_warning(suite: Suite) -> Option<String> {
+    match suite {
+        Suite::Bullseye => Some("Python 3.9 comes from Debian 11 (bullseye), whose security support has ended (LTS closed in August 2026): the image gets no more security fixes; move to Python 3.11 or newer".into()),
+        Suite::Forky => Some("Python 3.14 comes from Debian testing (forky), which is not a stable release: its packages change under you, and a build may not repeat next week".into()),
+        Suite::Bookworm | Suite::Trixie => None,
+    }
+}
 
 fn available() -> String {
     SUITES
@@ -36,10 +53,10 @@ pub fn registry_base(base: Option<&str>) -> Result<Option<crate::registry::Refer
         return Ok(None);
     }
     if !b.contains('/') && !b.contains(':') {
-        bail!("unknown base {b:?}: use debian:trixie (Python 3.13), debian:bookworm (Python 3.11), or a registry image such as python:3.12-slim");
+        bail!("unknown base {b:?}: use debian:trixie (Python 3.13), debian:bookworm (Python 3.11), debian:bullseye (3.9), debian:forky (3.14), or a registry image such as python:3.12-slim");
     }
     if b.starts_with("debian:") {
-        bail!("{b:?} is not a Debian release slimpack builds from (trixie, bookworm); for the Docker Hub image write docker.io/library/{b}");
+        bail!("{b:?} is not a Debian release slimpack builds from (trixie, bookworm, bullseye, forky); for the Docker Hub image write docker.io/library/{b}");
     }
     crate::registry::Reference::parse(b)
         .map(Some)
@@ -64,7 +81,7 @@ fn parse_base(base: &str) -> Result<Suite> {
     if let Some(s) = Suite::from_codename(b) {
         return Ok(s);
     }
-    bail!("unknown base {base:?}: use debian:trixie (Python 3.13) or debian:bookworm (Python 3.11)")
+    bail!("unknown base {base:?}: use debian:trixie (Python 3.13), debian:bookworm (3.11), debian:bullseye (3.9) or debian:forky (3.14)")
 }
 
 pub(crate) fn minor_of(v: &str) -> Option<String> {
@@ -188,6 +205,16 @@ mod tests {
         );
         assert_eq!(choose_suite(None, None, None).unwrap().0, Suite::Trixie);
         assert_eq!(
+            choose_suite(None, Some("3.9"), None).unwrap().0,
+            Suite::Bullseye
+        );
+        assert_eq!(
+            choose_suite(None, Some("3.14"), None).unwrap().0,
+            Suite::Forky
+        );
+        assert!(suite_warning(Suite::Bullseye).unwrap().contains("security"));
+        assert!(suite_warning(Suite::Trixie).is_none());
+        assert_eq!(
             choose_suite(Some("debian:bookworm"), None, None).unwrap().0,
             Suite::Bookworm
         );
@@ -222,6 +249,19 @@ mod tests {
         assert_eq!(
             choose_suite(None, None, Some(&req("3.11.7"))).unwrap().0,
             Suite::Bookworm
+        );
+        // Stable first: a range the stable releases satisfy never gets testing.
+        assert_eq!(
+            choose_suite(None, None, Some(&req(">=3.10"))).unwrap().0,
+            Suite::Trixie
+        );
+        assert_eq!(
+            choose_suite(None, None, Some(&req(">=3.14"))).unwrap().0,
+            Suite::Forky
+        );
+        assert_eq!(
+            choose_suite(None, None, Some(&req("<3.10"))).unwrap().0,
+            Suite::Bullseye
         );
         let e = choose_suite(None, None, Some(&req("3.8")))
             .unwrap_err()

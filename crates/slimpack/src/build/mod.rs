@@ -143,6 +143,9 @@ pub fn plan(ctx: &Context, inputs: Inputs) -> Result<Planned> {
     let mode = cfg.bytecode.unwrap_or(bytecode::Mode::Imports);
     let mtime = epoch()?;
     let mut runtime = runtime::select(ctx, &cfg, &project)?;
+    if matches!(runtime.base, runtime::RuntimeBase::Debian(_)) {
+        warnings.extend(crate::base::suite_warning(runtime.spec.suite));
+    }
     let uv = Uv::locate(&ctx.cache)?;
     let no_binary: Vec<String> = cfg.no_binary.iter().map(|n| normalize_name(n)).collect();
     let sp = ctx.progress.spinner("Resolving Python dependencies".into());

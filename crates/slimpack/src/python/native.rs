@@ -137,9 +137,9 @@ const LOADER_DIRS: &[&str] = &[
 
 /// Does the root file system at `root` have the library?
 pub fn in_root(root: &Path, soname: &str) -> bool {
-    LOADER_DIRS
-        .iter()
-        .any(|d| root.join(d).join(soname).exists())
+    LOADER_DIRS.iter().any(|d| {
+        crate::sandbox::resolve_in_root(root, &format!("{d}/{soname}")).is_some_and(|p| p.is_file())
+    })
 }
 
 /// Maps needed libraries to the packages providing them. A library no

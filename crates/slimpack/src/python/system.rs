@@ -18,7 +18,8 @@ pub struct SystemNeed {
 
 struct Entry {
     dist: &'static str,
-    /// Debian 12 names; `t64` marks a library renamed `…t64` in Debian 13.
+    /// Debian 11/12 names; `t64` marks a library renamed `…t64` from Debian
+    /// 13 on.
     packages: &'static [&'static str],
     why: &'static str,
     /// Not needed when one of these is installed too (it bundles the library).
@@ -137,7 +138,7 @@ pub fn needs(lock: &Lock, suite: Suite, off: &[String]) -> Vec<SystemNeed> {
 
 fn name_in(entry: &str, suite: Suite) -> String {
     match entry.strip_suffix(":t64") {
-        Some(n) if suite == Suite::Trixie => format!("{n}t64"),
+        Some(n) if matches!(suite, Suite::Trixie | Suite::Forky) => format!("{n}t64"),
         Some(n) => n.to_string(),
         None => entry.to_string(),
     }

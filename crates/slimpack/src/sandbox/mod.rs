@@ -271,6 +271,47 @@ pub fn cached_rootfs(
 }
 
 /// Is bubblewrap there, and does it work here?
+/// Where `rel` leads inside the unpacked `root`, following its symlinks as
+/// the image would see them: an absolute target starts again at `root`,
+/// `..` never climbs above it, and a loop or a chain of more than 40 links
+/// ends the walk. The host's own files are never looked at. None when the
+/// path does not exist in the root.
+pub fn resolve_in_root(root: &Path, rel: &str) -> Option<PathBuf> {
+    let mut todo: Vec<String> = rel.split('/').rev().map(str::to_string).collect();
+    let mut at: Vec<String> = Vec::new();
+    let mut hops = 0;
+    while let Some(c) = todo.pop() {
+        match c.as_str() {
+            "" | "." => continue,
+            ".." => {
+                at.pop();
+                continue;
+            }
+            _ => {}
+        }
+        let here: PathBuf = at
+            .iter()
+            .chain([&c])
+            .fold(root.to_path_buf(), |p, s| p.join(s));
+        let meta = std::fs::symlink_metadata(&here).ok()?;
+        if meta.file_type().is_symlink() {
+            hops += 1;
+            if hops > 40 {
+                return None;
+            }
+            let target = std::fs::read_link(&here).ok()?;
+            let target = target.to_string_lossy().into_owned();
+            if target.starts_with('/') {
+                at.clear();
+            }
+            todo.extend(target.split('/').rev().map(str::to_string));
+        } else {
+            at.push(c);
+        }
+    }
+    Some(at.iter().fold(root.to_path_buf(), |p, s| p.join(s)))
+}
+
 pub fn bwrap_path() -> Result<PathBuf> {
     if let Some(p) = crate::core::which("bwrap") {
         return Ok(p);
@@ -399,6 +440,33 @@ impl Sandbox {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn links_resolve_inside_the_root_only() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        std::fs::create_dir_all(r.join("usr/lib/x86_64-linux-gnu")).unwrap();
+        std::fs::write(r.join("usr/lib/x86_64-linux-gnu/libc-2.31.so"), "elf").unwrap();
+        std::os::unix::fs::symlink("usr/lib", r.join("lib")).unwrap();
+        // Absolute, through the /lib → usr/lib link, as bullseye ships it.
+        std::os::unix::fs::symlink(
+            "/lib/x86_64-linux-gnu/libc-2.31.so",
+            r.join("usr/lib/x86_64-linux-gnu/libc.so.6"),
+        )
+        .unwrap();
+        let p = resolve_in_root(r, "usr/lib/x86_64-linux-gnu/libc.so.6").unwrap();
+        assert_eq!(p, r.join("usr/lib/x86_64-linux-gnu/libc-2.31.so"));
+        // A link to a host file stays in the root (where there is none yet).
+        std::os::unix::fs::symlink("/etc/passwd", r.join("passwd")).unwrap();
+        assert!(resolve_in_root(r, "passwd").is_none());
+        std::fs::create_dir(r.join("etc")).unwrap();
+        std::fs::write(r.join("etc/passwd"), "root's own").unwrap();
+        assert_eq!(resolve_in_root(r, "passwd").unwrap(), r.join("etc/passwd"));
+        std::os::unix::fs::symlink("../../../../etc/passwd", r.join("up")).unwrap();
+        assert_eq!(resolve_in_root(r, "up").unwrap(), r.join("etc/passwd"));
+        std::os::unix::fs::symlink("loop", r.join("loop")).unwrap();
+        assert!(resolve_in_root(r, "loop").is_none());
+    }
     use slimpack_oci::{Entry, LayerBuilder};
 
     fn raw_layer(store: &BlobStore, entries: &[(&str, tar::EntryType, &str)]) -> Layer {
