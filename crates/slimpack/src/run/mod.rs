@@ -189,11 +189,21 @@ pub fn rootfs(
     Ok(dir)
 }
 
+/// The most of an account file read: real ones are a few kB.
+const ACCOUNT_FILE_LIMIT: u64 = 1 << 20;
+
 /// Entries of the image's `/etc/passwd` or `/etc/group`, split on `:`.
+/// Read inside the image's root (its links followed there, never to the
+/// host's files) and at most [`ACCOUNT_FILE_LIMIT`] bytes of a regular file.
 fn entries(root: &Path, file: &str) -> Vec<Vec<String>> {
-    std::fs::read_to_string(root.join(file))
-        .unwrap_or_default()
-        .lines()
+    use std::io::Read;
+    let mut text = String::new();
+    if let Some(path) = crate::sandbox::resolve_in_root(root, file).filter(|p| p.is_file()) {
+        if let Ok(f) = std::fs::File::open(path) {
+            let _ = f.take(ACCOUNT_FILE_LIMIT).read_to_string(&mut text);
+        }
+    }
+    text.lines()
         .map(|l| l.split(':').map(str::to_string).collect::<Vec<_>>())
         .filter(|f| f.len() > 3)
         .collect()
@@ -1036,6 +1046,19 @@ fn contract_checks(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn account_files_are_read_inside_the_image() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("etc")).unwrap();
+        // A link to the host's file is followed inside the root, where the
+        // file does not exist: nothing of the host's is read.
+        std::os::unix::fs::symlink("/etc/passwd", d.path().join("etc/group")).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", d.path().join("etc/passwd")).unwrap();
+        assert!(entries(d.path(), "etc/passwd").is_empty());
+        assert!(entries(d.path(), "etc/group").is_empty());
+        assert_eq!(resolve_user(d.path(), "").unwrap(), (0, 0));
+    }
 
     #[test]
     fn users_resolve_through_the_images_files() {
