@@ -50,7 +50,8 @@ enum Cmd {
 }
 
 /// Runs the command; its exit code. An error is printed as `error: ...`
-/// with its causes (and hints) on one line each, and exits 1.
+/// with its causes (and hints) on one line each, control characters
+/// escaped, and exits 1.
 pub fn main(cli: Cli) -> i32 {
     let result = match cli.command {
         Cmd::Build(a) => build::run(a),
@@ -64,7 +65,11 @@ pub fn main(cli: Cli) -> i32 {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // Names in errors come from images, registries and projects.
+            eprintln!(
+                "error: {}",
+                crate::core::text::escape_controls(&format!("{e:#}"))
+            );
             1
         }
     }

@@ -9,6 +9,7 @@ pub mod git;
 pub mod http;
 pub mod parallel;
 pub mod progress;
+pub mod text;
 pub mod time;
 
 /// The first executable file called `name` on PATH.

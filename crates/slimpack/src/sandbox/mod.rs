@@ -103,6 +103,15 @@ impl Unpacker<'_> {
             return Ok(());
         }
         if let Some(target) = name.strip_prefix(".wh.") {
+            // The whiteout of one name beside it: a single normal path
+            // component, never `..` or `.` (the whiteout of `..` once
+            // removed the directory above the root).
+            if target.is_empty() || target == "." || target == ".." || target.starts_with(".wh.") {
+                bail!(
+                    "entry {} is not a valid whiteout (it must name one file beside it)",
+                    crate::core::text::shown(&raw)
+                );
+            }
             let p = self.parents(&rel)?;
             self.remove(&p.with_file_name(target));
             return Ok(());
@@ -442,6 +451,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_whiteout_of_dotdot_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(d.path().join("store")).unwrap();
+        fs::create_dir(d.path().join("rootfs")).unwrap();
+        fs::write(d.path().join("rootfs/other-image"), "cached").unwrap();
+        for name in [".wh...", "a/.wh...", ".wh.", ".wh..wh.x"] {
+            let layer = raw_layer(
+                &store,
+                &[
+                    ("a", tar::EntryType::Directory, ""),
+                    (name, tar::EntryType::Regular, ""),
+                ],
+            );
+            let e = unpack(&store, &[layer], &d.path().join("rootfs/r"), false).unwrap_err();
+            let e = format!("{e:#}");
+            assert!(e.contains("not a valid whiteout"), "{name}: {e}");
+            assert_eq!(
+                fs::read_to_string(d.path().join("rootfs/other-image")).unwrap(),
+                "cached"
+            );
+        }
+    }
+
+    #[test]
     fn links_resolve_inside_the_root_only() {
         let d = tempfile::tempdir().unwrap();
         let r = d.path();
@@ -634,7 +667,12 @@ mod tests {
             Just("b".to_string()),
             Just("..".to_string()),
             Just("outside".to_string()),
-            Just(".wh.a".to_string())
+            Just(".wh.a".to_string()),
+            Just(".wh..".to_string()),
+            Just(".wh...".to_string()),
+            Just(".wh.".to_string()),
+            Just(".wh..wh..opq".to_string()),
+            Just(".wh..wh..wh..opq".to_string())
         ];
         let path = prop::collection::vec(comp.clone(), 1..4).prop_map(|v| v.join("/"));
         let target = prop_oneof![
@@ -657,6 +695,8 @@ mod tests {
             let outside = d.path().join("outside");
             fs::create_dir(&outside).unwrap();
             fs::write(outside.join("keep"), "original").unwrap();
+            fs::create_dir(d.path().join("root")).unwrap();
+            fs::write(d.path().join("root").join("sibling"), "beside the root").unwrap();
             let typed: Vec<(&str, tar::EntryType, &str)> = entries
                 .iter()
                 .map(|(p, t, l)| {
@@ -678,7 +718,8 @@ mod tests {
             let top: Vec<_> = fs::read_dir(d.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
             // One level up from the unpack root, only the root itself (if it was made).
             let beside: Vec<_> = fs::read_dir(d.path().join("root")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
-            proptest::prop_assert!(beside.iter().all(|n| n == "r"), "stray {:?}", beside);
+            proptest::prop_assert!(beside.iter().all(|n| n == "r" || n == "sibling"), "stray {:?}", beside);
+            proptest::prop_assert_eq!(fs::read_to_string(d.path().join("root/sibling")).unwrap(), "beside the root");
             for t in top {
                 proptest::prop_assert!(["store", "outside", "root"].contains(&t.as_str()), "stray {}", t);
             }
