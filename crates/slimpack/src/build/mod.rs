@@ -231,7 +231,7 @@ fn app_files(
     let rules = ignore::IgnoreRules::for_project(&project.dir)?;
     let (files, secrets) = ignore::collect(&project.dir, &rules)?;
     for s in &secrets {
-        warnings.push(format!("left out {s}: it looks like a secret (.env files and private keys never go into an image)"));
+        warnings.push(format!("left out {s}: it looks like a secret (credential files, .env files and private keys never go into an image)"));
     }
     Ok((files, secrets))
 }

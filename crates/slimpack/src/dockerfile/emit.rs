@@ -626,19 +626,7 @@ pub fn dockerignore(secrets: &[String], optional: &[String], kept: &[String]) ->
          **/venv\n\
          **/__pycache__\n\
          **/*.py[cod]\n\
-         # Secrets: never in a layer (pass them at run time)\n\
-         **/.env\n\
-         **/.env.*\n\
-         **/*.pem\n\
-         **/*.key\n\
-         **/id_rsa*\n\
-         **/id_ed25519*\n\
-         **/.netrc\n\
-         **/.pypirc\n\
-         **/*.tfstate*\n\
          **/.terraform\n\
-         .aws\n\
-         .config/gcloud\n\
          # Tool caches and build output\n\
          .pytest_cache\n\
          .mypy_cache\n\
@@ -659,6 +647,12 @@ pub fn dockerignore(secrets: &[String], optional: &[String], kept: &[String]) ->
          .github\n\
          .gitlab-ci.yml\n",
     );
+    // The credential files of every tool, as build leaves them out.
+    d.push_str("# Secrets: never in a layer (pass them at run time)\n");
+    for p in crate::project::ignore::SECRET_PATTERNS {
+        d.push_str(p);
+        d.push('\n');
+    }
     let section = |title: &str, items: &[String], d: &mut String| {
         let have: Vec<String> = d.lines().map(str::to_string).collect();
         let new: Vec<&String> = items.iter().filter(|i| !have.contains(i)).collect();

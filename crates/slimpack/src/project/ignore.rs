@@ -152,37 +152,88 @@ impl IgnoreRules {
     }
 }
 
-/// Is this file a secret that never goes into an image, whatever the rules say?
+/// The credential files of the tools people use, as `.dockerignore`
+/// patterns: one list for `build` (never packed, whatever the rules say),
+/// the `.dockerignore` that `slimpack dockerfile` writes, and lint's SP009.
+pub const SECRET_PATTERNS: &[&str] = &[
+    // Environment files (examples and templates are documentation).
+    "**/.env",
+    "**/.env.*",
+    "!**/.env.example",
+    "!**/.env.sample",
+    "!**/.env.template",
+    "**/*.env",
+    "**/.envrc",
+    // Keys and certificates with their keys.
+    "**/*.pem",
+    "**/*.key",
+    "**/*.p12",
+    "**/*.pfx",
+    "**/*.jks",
+    "**/*.keystore",
+    "**/id_rsa*",
+    "**/id_dsa*",
+    "**/id_ecdsa*",
+    "**/id_ed25519*",
+    "**/.ssh",
+    // git, npm/yarn, pip/poetry/uv.
+    "**/.git-credentials",
+    "**/.netrc",
+    "**/.npmrc",
+    "**/.yarnrc",
+    "**/.yarnrc.yml",
+    "**/.pypirc",
+    "**/pypoetry/auth.toml",
+    // docker/podman.
+    "**/.docker/config.json",
+    "**/.dockercfg",
+    "**/containers/auth.json",
+    // Cloud CLIs: AWS, gcloud, Azure.
+    "**/.aws",
+    "**/.config/gcloud",
+    "**/application_default_credentials.json",
+    "**/credentials.db",
+    "**/access_tokens.db",
+    "**/.azure",
+    // Kubernetes.
+    "**/kubeconfig",
+    "**/*.kubeconfig",
+    "**/.kube",
+    // Web servers.
+    "**/.htpasswd",
+    // Terraform state and variables hold every value in clear.
+    "**/*.tfstate",
+    "**/*.tfstate.backup",
+    "**/*.tfvars",
+    "**/.terraformrc",
+    "**/terraform.rc",
+];
+
+fn secret_rules() -> &'static IgnoreRules {
+    static RULES: std::sync::OnceLock<IgnoreRules> = std::sync::OnceLock::new();
+    RULES.get_or_init(|| IgnoreRules::from_lines(SECRET_PATTERNS.iter().copied()))
+}
+
+/// Is this file a secret that never goes into an image, whatever the rules
+/// say? By name ([`SECRET_PATTERNS`]), or by what its first bytes hold: a
+/// PEM private key, a service-account key, an npm token, an AWS secret.
 pub fn is_secret(rel: &str, head: &[u8]) -> bool {
-    let name = rel.rsplit('/').next().unwrap_or(rel);
-    let lower = name.to_ascii_lowercase();
-    let by_name = lower == ".env"
-        || (lower.starts_with(".env.")
-            && !lower.ends_with(".example")
-            && !lower.ends_with(".sample")
-            && !lower.ends_with(".template"))
-        || lower.ends_with(".pem")
-        || lower.ends_with(".key")
-        || lower.ends_with(".p12")
-        || lower.ends_with(".pfx")
-        || lower.starts_with("id_rsa")
-        || lower.starts_with("id_ecdsa")
-        || lower.starts_with("id_ed25519")
-        || lower == ".netrc"
-        || lower == ".pypirc"
-        // Terraform state holds every attribute in clear, secrets included.
-        || lower.ends_with(".tfstate")
-        || lower.ends_with(".tfstate.backup");
-    if by_name {
+    if secret_rules().is_excluded(rel) {
         return true;
     }
-    // Key material under another name (service-account JSON, PEM files).
     // Python sources are exempt: they may mention these markers legitimately.
-    if lower.ends_with(".py") {
+    if rel.to_ascii_lowercase().ends_with(".py") {
         return false;
     }
     let text = String::from_utf8_lossy(head);
-    text.contains("PRIVATE KEY-----") || text.contains("\"private_key\":")
+    [
+        "PRIVATE KEY-----",
+        "\"private_key\":",
+        "_authToken=",
+        "aws_secret_access_key",
+    ]
+    .iter()
+    .any(|m| text.contains(m))
 }
 
 /// A file chosen for the app layer.
@@ -259,6 +310,57 @@ pub fn collect(dir: &Path, rules: &IgnoreRules) -> Result<(Vec<AppFile>, Vec<Str
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credential_files_of_every_tool_are_secrets() {
+        for f in [
+            ".env",
+            ".env.local",
+            "prod.env",
+            ".envrc",
+            ".git-credentials",
+            ".npmrc",
+            ".yarnrc.yml",
+            ".pypirc",
+            ".netrc",
+            ".docker/config.json",
+            ".aws/credentials",
+            ".aws/config",
+            ".config/gcloud/credentials.db",
+            "deploy/kubeconfig",
+            "ops/cluster.kubeconfig",
+            ".kube/config",
+            ".azure/msal_token_cache.json",
+            ".htpasswd",
+            "infra/terraform.tfstate",
+            "infra/prod.tfvars",
+            "certs/server.key",
+            "keys/id_ed25519",
+            ".ssh/config",
+            "app/application_default_credentials.json",
+        ] {
+            assert!(is_secret(f, b""), "{f}");
+        }
+        for f in [
+            ".env.example",
+            "app.py",
+            "README.md",
+            "config.json",
+            "requirements.txt",
+            "environment.py",
+        ] {
+            assert!(!is_secret(f, b"x = 1"), "{f}");
+        }
+        assert!(is_secret(
+            "npm-settings.txt",
+            b"//registry.npmjs.org/:_authToken=abc"
+        ));
+        assert!(is_secret(
+            "sa.json",
+            b"{\"type\": \"service_account\", \"private_key\": \"-----BEGIN\"}"
+        ));
+        assert!(!is_secret("keys.py", b"PRIVATE KEY-----"));
+    }
 
     #[test]
     fn docker_semantics() {
