@@ -37,3 +37,49 @@ pub fn parse_toml(path: &Path, text: &str) -> Result<Value> {
         )
     })
 }
+
+/// Reads a file of the project in `root` (a dependency file, a config
+/// file, a version hint) as text. A file that is a link to somewhere
+/// outside the project is refused before a byte of it is read: the host's
+/// files are no input of a build, and an error quoting one would leak it.
+pub fn read_project_file(root: &Path, path: &Path) -> Result<String> {
+    let real = path
+        .canonicalize()
+        .with_context(|| format!("reading {}", path.display()))?;
+    let root = root.canonicalize().unwrap_or_else(|_| root.to_path_buf());
+    if !real.starts_with(&root) {
+        anyhow::bail!(
+            "{} leads to {}, outside the project {}: slimpack reads only the project's own files; copy it into the project",
+            path.display(),
+            real.display(),
+            root.display()
+        );
+    }
+    std::fs::read_to_string(&real).with_context(|| format!("reading {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn project_files_that_lead_outside_are_refused_unread() {
+        let d = tempfile::tempdir().unwrap();
+        let project = d.path().join("app");
+        std::fs::create_dir(&project).unwrap();
+        std::fs::write(d.path().join("host-secret"), "root:$6$hash").unwrap();
+        std::os::unix::fs::symlink("../host-secret", project.join("requirements.txt")).unwrap();
+        let e = read_project_file(&project, &project.join("requirements.txt")).unwrap_err();
+        let e = format!("{e:#}");
+        assert!(
+            e.contains("outside the project") && !e.contains("$6$"),
+            "{e}"
+        );
+        std::fs::write(project.join("real.txt"), "flask\n").unwrap();
+        std::os::unix::fs::symlink("real.txt", project.join("linked.txt")).unwrap();
+        assert_eq!(
+            read_project_file(&project, &project.join("linked.txt")).unwrap(),
+            "flask\n"
+        );
+    }
+}

@@ -16,8 +16,7 @@ pub struct Pipfile {
 }
 
 pub fn read(path: &Path) -> Result<Pipfile> {
-    let text =
-        std::fs::read_to_string(path).map_err(|e| anyhow!("reading {}: {e}", path.display()))?;
+    let text = crate::core::fs::read_project_file(path.parent().unwrap_or(Path::new(".")), path)?;
     let doc = crate::core::fs::parse_toml(path, &text)?;
     let section = |name: &str| -> Result<Vec<String>> {
         let Some(t) = doc.get(name) else {
@@ -98,8 +97,7 @@ fn pep508(name: &str, version: &str, extras: &[String], markers: Option<&str>) -
 /// `Pipfile.lock` as hash-pinned requirements: `default`, and with `dev`
 /// `develop` too. Every entry must be pinned (`==`) and hashed.
 pub fn locked_requirements(path: &Path, dev: bool) -> Result<String> {
-    let text =
-        std::fs::read_to_string(path).map_err(|e| anyhow!("reading {}: {e}", path.display()))?;
+    let text = crate::core::fs::read_project_file(path.parent().unwrap_or(Path::new(".")), path)?;
     let doc: Json = serde_json::from_str(text.trim_start_matches('\u{feff}')).map_err(|e| {
         anyhow!(
             "{}:{}: not valid JSON: {e}; run `pipenv lock` again",

@@ -53,8 +53,7 @@ fn strings(v: Option<&Value>, what: &str, path: &Path) -> Result<Vec<String>> {
 }
 
 pub fn read(path: &Path) -> Result<PyProject> {
-    let text =
-        std::fs::read_to_string(path).map_err(|e| anyhow!("reading {}: {e}", path.display()))?;
+    let text = crate::core::fs::read_project_file(path.parent().unwrap_or(Path::new(".")), path)?;
     let doc = parse_toml(path, &text)?;
     // Poetry's `package-mode = false` and PDM's `distribution = false` say
     // the project is an app, not a package to install.

@@ -16,7 +16,7 @@ pub fn find(
 ) -> Option<Request> {
     let file = |name: &str| -> Option<(String, String)> {
         let p = dir.join(name);
-        let text = std::fs::read_to_string(&p).ok()?;
+        let text = crate::core::fs::read_project_file(dir, &p).ok()?;
         Some((text, p.display().to_string()))
     };
     if let Some((t, origin)) = file(".python-version") {

@@ -4,7 +4,7 @@
 //! collect every file that the cache key must cover; uv reads the files
 //! itself for the actual resolution.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use regex::Regex;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -142,7 +142,8 @@ fn direct_url(
 /// Reads `path` and everything it includes.
 pub fn read(path: &Path) -> Result<RequirementsFile> {
     let mut out = RequirementsFile::default();
-    read_into(path, &mut out, 0)?;
+    let root = path.parent().unwrap_or(Path::new("."));
+    read_into(root, path, &mut out, 0)?;
     Ok(out)
 }
 
@@ -155,15 +156,14 @@ fn is_local(s: &str) -> bool {
         || s.starts_with("file:")
 }
 
-fn read_into(path: &Path, out: &mut RequirementsFile, depth: usize) -> Result<()> {
+fn read_into(root: &Path, path: &Path, out: &mut RequirementsFile, depth: usize) -> Result<()> {
     if depth > 16 {
         bail!(
             "{}: -r includes nest deeper than 16 levels (a cycle?)",
             path.display()
         );
     }
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text = crate::core::fs::read_project_file(root, path)?;
     if out.files.iter().any(|f| f == path) {
         return Ok(());
     }
@@ -222,7 +222,7 @@ fn read_into(path: &Path, out: &mut RequirementsFile, depth: usize) -> Result<()
                         return Err(err(format!("included file {} does not exist", inc.display())));
                     }
                     if opt.starts_with("-r") || opt == "--requirement" {
-                        read_into(&inc, out, depth + 1)?;
+                        read_into(root, &inc, out, depth + 1)?;
                     } else if !out.files.contains(&inc) {
                         // Constraint files shape the resolution: key on them too.
                         out.files.push(inc);

@@ -492,7 +492,7 @@ fn export_uv_lock(project: &Project, groups: &[String], uv: &Uv, out: &Path) -> 
 
 /// `name==version` for every package of a poetry.lock.
 fn poetry_pins(lock: &Path) -> Result<String> {
-    let text = std::fs::read_to_string(lock)?;
+    let text = crate::core::fs::read_project_file(lock.parent().unwrap_or(Path::new(".")), lock)?;
     let doc = crate::core::fs::parse_toml(lock, &text)?;
     let mut out = String::new();
     for p in doc

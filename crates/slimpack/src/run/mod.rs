@@ -169,6 +169,7 @@ pub fn rootfs(
     keep_setuid: bool,
 ) -> Result<PathBuf> {
     let (dir, skipped) = sandbox::cached_rootfs(cache, store, &image.layers, keep_setuid)?;
+    mount_points(&dir)?;
     // Mount points for the network files a container runtime provides (as
     // Docker creates them): images rarely ship them, and the root is
     // mounted read-only.
@@ -187,6 +188,25 @@ pub fn rootfs(
         );
     }
     Ok(dir)
+}
+
+/// The directories the sandbox mounts over (/proc, /dev, /tmp, /run), made
+/// in the unpacked root when an image lacks them (scratch-style images, or
+/// ones that whited them out), as container runtimes do: bwrap cannot
+/// create them on a read-only root. Something else by that name (a file, a
+/// link) is replaced: the mount would go through it.
+fn mount_points(root: &Path) -> Result<()> {
+    for d in ["proc", "dev", "tmp", "run"] {
+        let p = root.join(d);
+        match std::fs::symlink_metadata(&p) {
+            Ok(m) if m.is_dir() => continue,
+            Ok(m) if m.file_type().is_symlink() || m.is_file() => std::fs::remove_file(&p)?,
+            Ok(_) => continue,
+            Err(_) => {}
+        }
+        std::fs::create_dir(&p).with_context(|| format!("creating {}", p.display()))?;
+    }
+    Ok(())
 }
 
 /// The most of an account file read: real ones are a few kB.
@@ -1046,6 +1066,18 @@ fn contract_checks(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mount_points_are_made_where_images_lack_them() {
+        let d = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink("/etc", d.path().join("tmp")).unwrap();
+        std::fs::write(d.path().join("run"), "not a dir").unwrap();
+        mount_points(d.path()).unwrap();
+        for m in ["proc", "dev", "tmp", "run"] {
+            let meta = std::fs::symlink_metadata(d.path().join(m)).unwrap();
+            assert!(meta.is_dir(), "{m}");
+        }
+    }
 
     #[test]
     fn account_files_are_read_inside_the_image() {

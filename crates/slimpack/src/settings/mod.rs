@@ -68,7 +68,7 @@ impl Config {
     pub fn load(dir: &Path, tool_table: Option<&toml::Value>) -> Result<(Config, Option<String>)> {
         let file = dir.join("slimpack.toml");
         if file.is_file() {
-            let text = std::fs::read_to_string(&file)?;
+            let text = crate::core::fs::read_project_file(dir, &file)?;
             let value = crate::core::fs::parse_toml(&file, &text)?;
             let cfg = value
                 .try_into()
