@@ -385,7 +385,7 @@ fn run_checks(df: &Dockerfile, ins: &Instruction, si: usize, w: &mut Walk, out: 
     if !w.pipefail[si]
         && ins.heredocs.is_empty()
         && matches!(ins.args, Args::Shell(_))
-        && text.split("||").collect::<String>().contains('|')
+        && has_pipe(&text)
     {
         out.push(find(
             "DL4006",
@@ -620,6 +620,33 @@ fn dockerignore_checks(df: &Dockerfile, ctx: &Context, out: &mut Vec<Finding>) {
             out.push(find("SP009", Error, first, format!("the build context holds {}{}, which .dockerignore does not exclude: the whole-context COPY puts it in a layer", shown.join(", "), if ctx.context_secrets.len() > 5 { " and more" } else { "" }), "add them to .dockerignore (and rotate anything already pushed in an image)"));
         }
     }
+}
+
+/// A shell pipe `|` in `text`: not `||`, not inside quotes.
+fn has_pipe(text: &str) -> bool {
+    let chars: Vec<char> = text.chars().collect();
+    let mut quote: Option<char> = None;
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        match quote {
+            Some(q) if c == q => quote = None,
+            Some(_) if c == '\\' => i += 1,
+            Some(_) => {}
+            None if c == '\'' || c == '"' => quote = Some(c),
+            None if c == '\\' => i += 1,
+            None if c == '|' => {
+                if chars.get(i + 1) == Some(&'|') {
+                    i += 2;
+                    continue;
+                }
+                return true;
+            }
+            None => {}
+        }
+        i += 1;
+    }
+    false
 }
 
 fn declared_names(ins: &Instruction) -> Vec<String> {
@@ -1089,6 +1116,16 @@ pub fn to_human(findings: &[Finding], path: &str, color: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pipes_inside_quotes_and_or_lists_are_no_pipes() {
+        assert!(has_pipe("curl -s x | sh"));
+        assert!(!has_pipe("test -f a || exit 1"));
+        assert!(!has_pipe("grep -E 'a|b' file"));
+        assert!(!has_pipe("echo \"x | y\""));
+        assert!(has_pipe("echo 'a|b' | tr a b"));
+        assert!(!has_pipe("echo a \\| b"));
+    }
     use crate::dockerfile::parse;
 
     fn rules(src: &str, ctx: &Context) -> Vec<(&'static str, usize)> {

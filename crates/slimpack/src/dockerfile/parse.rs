@@ -180,6 +180,28 @@ fn resolve_in(stages: &[Stage], value: &str, before: usize) -> Source {
 /// `$VAR`, `${VAR}`, `${VAR:-default}`, `${VAR:+alternative}`, with the
 /// escape character protecting a `$`. Unknown variables become empty, as in
 /// Docker.
+/// Where the `}` closing a `${` is, counting the `${…}` nested in it
+/// (`${TAG:-${DEFAULT}}`).
+fn closing_brace(chars: &[char]) -> Option<usize> {
+    let mut depth = 1;
+    let mut j = 0;
+    while j < chars.len() {
+        if chars[j] == '$' && chars.get(j + 1) == Some(&'{') {
+            depth += 1;
+            j += 2;
+            continue;
+        }
+        if chars[j] == '}' {
+            depth -= 1;
+            if depth == 0 {
+                return Some(j);
+            }
+        }
+        j += 1;
+    }
+    None
+}
+
 pub fn expand(word: &str, vars: &BTreeMap<String, String>, escape: char) -> String {
     let chars: Vec<char> = word.chars().collect();
     let mut out = String::new();
@@ -197,7 +219,7 @@ pub fn expand(word: &str, vars: &BTreeMap<String, String>, escape: char) -> Stri
             continue;
         }
         if chars.get(i + 1) == Some(&'{') {
-            if let Some(end) = chars[i + 2..].iter().position(|&x| x == '}') {
+            if let Some(end) = closing_brace(&chars[i + 2..]) {
                 let inner: String = chars[i + 2..i + 2 + end].iter().collect();
                 let (name, op, alt) = if let Some((n, a)) = inner.split_once(":-") {
                     (n, Some('-'), a)
@@ -317,6 +339,8 @@ fn json_form(text: &str) -> Option<Vec<String>> {
 }
 
 pub fn parse(source: &str) -> Result<Dockerfile, ParseError> {
+    // A UTF-8 byte-order mark (editors on Windows write one) is no text.
+    let source = source.strip_prefix('\u{feff}').unwrap_or(source);
     let lines: Vec<&str> = source.lines().collect();
     let (directives, first) = parse_directives(&lines)?;
     let (mut instructions, ignores) = parse_instructions(&lines, first, directives.escape)?;
@@ -609,6 +633,21 @@ fn parse_stages(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nested_defaults_and_a_byte_order_mark() {
+        let vars: BTreeMap<String, String> = [("X".to_string(), "3.12-slim".to_string())].into();
+        assert_eq!(
+            expand("python:${TAG:-${X}}", &vars, '\\'),
+            "python:3.12-slim"
+        );
+        assert_eq!(
+            expand("python:${TAG:-${Y:-3.13}}", &vars, '\\'),
+            "python:3.13"
+        );
+        let df = parse("\u{feff}FROM python:3.12-slim\nRUN echo hi\n").unwrap();
+        assert_eq!(df.instructions[0].keyword, "FROM");
+    }
 
     #[test]
     fn stages_flags_forms_and_continuations() {

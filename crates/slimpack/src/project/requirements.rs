@@ -164,6 +164,8 @@ fn read_into(root: &Path, path: &Path, out: &mut RequirementsFile, depth: usize)
         );
     }
     let text = crate::core::fs::read_project_file(root, path)?;
+    // A UTF-8 byte-order mark (editors on Windows write one) is no text.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text).to_string();
     if out.files.iter().any(|f| f == path) {
         return Ok(());
     }
@@ -338,6 +340,13 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("requirements.txt:1"));
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_no_text() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write(d.path(), "requirements.txt", "\u{feff}flask==3.0.0\n");
+        assert_eq!(read(&p).unwrap().requirements[0].name, "flask");
     }
 
     #[test]
