@@ -208,6 +208,8 @@ impl Project {
         let dir = dir
             .canonicalize()
             .with_context(|| format!("resolving {}", dir.display()))?;
+        // An unreadable directory says so, not "no Python project found".
+        std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))?;
         let pp_path = dir.join("pyproject.toml");
         let pyproject = if pp_path.is_file() {
             Some(pyproject::read(&pp_path)?)
