@@ -212,12 +212,15 @@ impl Sink {
         let blobs = &ctx.cache.blobs;
         match self {
             Sink::Layout { path, tag } => slimpack_oci::write_layout(blobs, image, path, tag)?,
-            Sink::DockerArchive { path } => slimpack_oci::write_docker_archive(
-                blobs,
-                image,
-                path,
-                &format!("{}:latest", ctx.name),
-            )?,
+            Sink::DockerArchive { path } => {
+                refuse_foreign_file(path)?;
+                slimpack_oci::write_docker_archive(
+                    blobs,
+                    image,
+                    path,
+                    &format!("{}:latest", ctx.name),
+                )?
+            }
             Sink::Registry(r) => {
                 return Ok(Written::Pushed(registry::push(
                     blobs,
@@ -234,9 +237,55 @@ impl Sink {
     }
 }
 
+/// An existing file is replaced only when it is a docker-archive, as an
+/// OCI layout output replaces only a layout: anything else is not ours.
+fn refuse_foreign_file(path: &Path) -> Result<()> {
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return Ok(());
+    };
+    let ours = meta.is_file()
+        && std::fs::File::open(path).is_ok_and(|f| {
+            tar::Archive::new(f)
+                .entries()
+                .map(|mut es| {
+                    es.any(|e| {
+                        e.ok().and_then(|e| e.path().ok().map(|p| p.into_owned()))
+                            == Some(PathBuf::from("manifest.json"))
+                    })
+                })
+                .unwrap_or(false)
+        });
+    if !ours {
+        bail!(
+            "{} exists and is not a docker-archive; refusing to replace it",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_existing_file_is_replaced_only_when_it_is_an_archive() {
+        let d = tempfile::tempdir().unwrap();
+        let notes = d.path().join("notes.tar");
+        std::fs::write(&notes, "my notes").unwrap();
+        let e = refuse_foreign_file(&notes).unwrap_err().to_string();
+        assert!(e.contains("not a docker-archive"), "{e}");
+        let archive = d.path().join("app.tar");
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(2);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, "manifest.json", &b"[]"[..]).unwrap();
+        std::fs::write(&archive, b.into_inner().unwrap()).unwrap();
+        refuse_foreign_file(&archive).unwrap();
+        refuse_foreign_file(&d.path().join("new.tar")).unwrap();
+    }
 
     #[test]
     fn outputs_parse() {
