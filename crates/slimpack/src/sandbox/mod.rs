@@ -191,15 +191,58 @@ pub fn unpack(
 ) -> Result<Vec<String>> {
     unpack_into(dest, keep_setuid, |u| {
         for layer in layers {
-            let mut ar = tar::Archive::new(slimpack_oci::open_layer(store, layer)?);
+            let reader = Hashing::new(slimpack_oci::open_layer(store, layer)?);
+            let mut ar = tar::Archive::new(reader);
             for e in ar.entries()? {
                 let mut e = e?;
                 u.entry(&mut e)
                     .with_context(|| format!("unpacking layer {}", layer.digest))?;
             }
+            // The config's diff_id is the digest of the uncompressed layer
+            // (OCI image spec): what was unpacked must be what it names.
+            let mut rest = ar.into_inner();
+            std::io::copy(&mut rest, &mut std::io::sink())?;
+            let got = rest.digest();
+            if !layer.diff_id.is_empty() && got != layer.diff_id {
+                bail!(
+                    "layer {}: its content has the digest {got}, but the image's config names {} (rootfs.diff_ids); the image is corrupt or was tampered with",
+                    layer.digest,
+                    layer.diff_id
+                );
+            }
         }
         Ok(())
     })
+}
+
+/// A reader that hashes what passes through it (SHA-256).
+struct Hashing<R> {
+    inner: R,
+    hash: sha2::Sha256,
+}
+
+impl<R: Read> Hashing<R> {
+    fn new(inner: R) -> Self {
+        use sha2::Digest;
+        Hashing {
+            inner,
+            hash: sha2::Sha256::new(),
+        }
+    }
+
+    fn digest(self) -> String {
+        use sha2::Digest;
+        format!("sha256:{}", hex::encode(self.hash.finalize()))
+    }
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use sha2::Digest;
+        let n = self.inner.read(buf)?;
+        self.hash.update(&buf[..n]);
+        Ok(n)
+    }
 }
 
 /// [`unpack`] for one uncompressed tar stream.
@@ -449,6 +492,28 @@ impl Sandbox {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_layer_must_be_what_the_config_names() {
+        let d = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(d.path().join("store")).unwrap();
+        let good = raw_layer(&store, &[("a", tar::EntryType::Regular, "")]);
+        unpack(
+            &store,
+            std::slice::from_ref(&good),
+            &d.path().join("ok"),
+            false,
+        )
+        .unwrap();
+        let mut bad = good.clone();
+        bad.diff_id = raw_layer(&store, &[("b", tar::EntryType::Regular, "")]).diff_id;
+        let e = unpack(&store, &[bad], &d.path().join("bad"), false).unwrap_err();
+        assert!(format!("{e:#}").contains("rootfs.diff_ids"), "{e:#}");
+        assert!(
+            !d.path().join("bad").exists(),
+            "nothing half-unpacked is left"
+        );
+    }
 
     #[test]
     fn the_whiteout_of_dotdot_is_refused() {
