@@ -75,6 +75,9 @@ impl CacheDir {
     }
 }
 
+/// A temporary untouched for this long was left by a build that died.
+const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(6 * 3600);
+
 pub struct Cache {
     root: PathBuf,
     pub blobs: BlobStore,
@@ -105,10 +108,52 @@ impl Cache {
         std::fs::create_dir_all(root)
             .with_context(|| format!("creating cache directory {}", root.display()))?;
         let blobs = BlobStore::open(root.join("oci"))?;
-        Ok(Self {
+        let cache = Self {
             root: root.to_path_buf(),
             blobs,
-        })
+        };
+        cache.sweep_stale_temporaries(STALE_AFTER);
+        Ok(cache)
+    }
+
+    /// Removes the temporaries a killed build left (`.tmp*` files and
+    /// directories, `.unpack-*` roots) once they are older than `age`: a
+    /// build that is still running keeps touching its own, and nothing
+    /// writes one for hours.
+    pub fn sweep_stale_temporaries(&self, age: std::time::Duration) {
+        let mut dirs: Vec<PathBuf> = ["oci/blobs", "rootfs", "work", "debs", "indexes", "contents"]
+            .iter()
+            .map(|d| self.root.join(d))
+            .collect();
+        if let Ok(rd) = std::fs::read_dir(self.root.join("records")) {
+            dirs.extend(rd.flatten().map(|e| e.path()));
+        }
+        let now = std::time::SystemTime::now();
+        for dir in dirs {
+            let Ok(rd) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if !(name.starts_with(".tmp") || name.starts_with(".unpack-")) {
+                    continue;
+                }
+                let old = e
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| now.duration_since(t).ok())
+                    .is_some_and(|d| d > age);
+                if old {
+                    let p = e.path();
+                    let _ = if p.is_dir() {
+                        std::fs::remove_dir_all(&p)
+                    } else {
+                        std::fs::remove_file(&p)
+                    };
+                }
+            }
+        }
     }
 
     pub fn root(&self) -> &Path {
@@ -161,5 +206,35 @@ impl KeyHasher {
     }
     pub fn finish(self) -> String {
         hex::encode(self.0.finalize())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_killed_builds_temporaries_are_swept_and_a_running_ones_kept() {
+        let d = tempfile::tempdir().unwrap();
+        let cache = Cache::open(d.path()).unwrap();
+        let blobs = d.path().join("oci/blobs");
+        let old_file = blobs.join(".tmp-killed");
+        let new_file = blobs.join(".tmp-running");
+        let old_root = d.path().join("rootfs/.unpack-killed");
+        for f in [&old_file, &new_file] {
+            std::fs::write(f, "partial").unwrap();
+        }
+        std::fs::create_dir_all(old_root.join("usr")).unwrap();
+        let day_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(86_400);
+        for p in [&old_file, &old_root] {
+            std::fs::File::open(p)
+                .unwrap()
+                .set_modified(day_ago)
+                .unwrap();
+        }
+        std::fs::write(blobs.join("sha256-not-a-temp"), "kept").unwrap();
+        cache.sweep_stale_temporaries(STALE_AFTER);
+        assert!(!old_file.exists() && !old_root.exists());
+        assert!(new_file.exists() && blobs.join("sha256-not-a-temp").exists());
     }
 }
