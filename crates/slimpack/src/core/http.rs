@@ -22,7 +22,31 @@ pub fn host_ca_bundle() -> Option<std::path::PathBuf> {
     candidates.into_iter().flatten().find(|p| p.is_file())
 }
 
+/// How long a connection may take to open, and how long a reply may stay
+/// silent (before its headers or between two reads of its body), in
+/// seconds: `SLIMPACK_HTTP_CONNECT_TIMEOUT` (default 20) and
+/// `SLIMPACK_HTTP_IDLE_TIMEOUT` (default 60). A reply that stalls fails and
+/// is retried like any network fault; no read waits forever.
+pub fn timeouts() -> (Duration, Duration) {
+    let secs = |var: &str, default: u64| {
+        std::env::var(var)
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .filter(|s| *s > 0)
+            .unwrap_or(default)
+    };
+    (
+        Duration::from_secs(secs("SLIMPACK_HTTP_CONNECT_TIMEOUT", 20)),
+        Duration::from_secs(secs("SLIMPACK_HTTP_IDLE_TIMEOUT", 60)),
+    )
+}
+
 fn build_agent(proxy: bool) -> ureq::Agent {
+    let (connect, idle) = timeouts();
+    agent_with(proxy, connect, idle)
+}
+
+fn agent_with(proxy: bool, connect: Duration, idle: Duration) -> ureq::Agent {
     let mut tls = TlsConfig::builder();
     if let Some(bundle) = host_ca_bundle().and_then(|p| std::fs::read(p).ok()) {
         let certs: Vec<Certificate<'static>> = ureq::tls::parse_pem(&bundle)
@@ -42,7 +66,8 @@ fn build_agent(proxy: bool) -> ureq::Agent {
         } else {
             None
         })
-        .timeout_connect(Some(Duration::from_secs(20)))
+        .timeout_connect(Some(connect))
+        .timeout_per_read(Some(idle))
         .timeout_global(Some(Duration::from_secs(1800)))
         .http_status_as_error(false)
         .user_agent(concat!("slimpack/", env!("CARGO_PKG_VERSION")))
@@ -225,6 +250,33 @@ pub fn get_accept(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_server_that_stalls_fails_after_the_idle_timeout() {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        // Accepts, sends headers, then stalls mid-body.
+        std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nfirst");
+            std::thread::sleep(Duration::from_secs(20));
+        });
+        let agent = agent_with(false, Duration::from_secs(2), Duration::from_secs(1));
+        let t = std::time::Instant::now();
+        let got = agent
+            .get(format!("http://127.0.0.1:{port}/x"))
+            .call()
+            .and_then(|r| r.into_body().read_to_vec());
+        assert!(got.is_err(), "a stalled body must fail");
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "it took {:?}",
+            t.elapsed()
+        );
+    }
 
     #[test]
     fn retries_only_what_may_pass_later() {
