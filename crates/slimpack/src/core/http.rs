@@ -66,6 +66,10 @@ fn agent_with(proxy: bool, connect: Duration, idle: Duration) -> ureq::Agent {
         } else {
             None
         })
+        // A redirect to the same host over https keeps the credentials (a
+        // registry that redirects within itself must not see them dropped
+        // and then blamed); to any other host they are never sent.
+        .redirect_auth_headers(ureq::config::RedirectAuthHeaders::SameHost)
         .timeout_connect(Some(connect))
         .timeout_per_read(Some(idle))
         .timeout_global(Some(Duration::from_secs(1800)))
