@@ -156,6 +156,19 @@ pub fn parse_challenge(h: &str) -> Option<Challenge> {
 }
 
 /// An upload URL with the `digest` query parameter that closes it.
+/// The most of a reply held in memory (manifests, configs, token
+/// answers): the OCI spec's manifests are kept well under 4 MiB.
+const REPLY_LIMIT: u64 = 64 << 20;
+
+/// A registry's reply larger than slimpack reads into memory: an error of
+/// its own, never retried.
+#[derive(Debug, thiserror::Error)]
+#[error("{what}: the reply is larger than {} MiB, more than any manifest, config or token answer holds; the registry or the reference is wrong", limit >> 20)]
+pub struct ReplyTooLarge {
+    pub what: String,
+    pub limit: u64,
+}
+
 fn with_digest(location: &str, digest: &str) -> String {
     let sep = if location.contains('?') { '&' } else { '?' };
     format!("{location}{sep}digest={digest}")
@@ -411,6 +424,9 @@ impl Client {
             }
             let reply = match self.send_once(method, url, headers, &body, sink.as_deref_mut()) {
                 Ok(r) => r,
+                // A reply too large is no network fault: asking again gets
+                // the same, and downloads it again.
+                Err(e) if e.downcast_ref::<ReplyTooLarge>().is_some() => return Err(e),
                 Err(e) => {
                     last = Some(e);
                     std::thread::sleep(backoff(attempt, None));
@@ -507,11 +523,26 @@ impl Client {
                 .map_err(|e| anyhow!("{method} {url}: reading the reply: {e}"))?;
             Vec::new()
         } else {
+            let too_large = || ReplyTooLarge {
+                what: format!("{method} {url}"),
+                limit: REPLY_LIMIT,
+            };
+            let declared = parts
+                .headers
+                .get("Content-Length")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            if declared.is_some_and(|n| n > REPLY_LIMIT) {
+                return Err(too_large().into());
+            }
             body_in
                 .into_with_config()
-                .limit(64 << 20)
+                .limit(REPLY_LIMIT)
                 .read_to_vec()
-                .map_err(|e| anyhow!("{method} {url}: reading the reply: {e}"))?
+                .map_err(|e| match e {
+                    ureq::Error::BodyExceedsLimit(_) => too_large().into(),
+                    e => anyhow!("{method} {url}: reading the reply: {e}"),
+                })?
         };
         Ok(Reply {
             status,
@@ -788,6 +819,47 @@ mod tests {
         );
         assert_eq!(parse_challenge("Negotiate abc"), None);
         assert_eq!(parse_challenge("Bearer service=\"x\""), None);
+    }
+
+    #[test]
+    fn an_oversized_manifest_is_an_error_asked_once() {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let manifest_asks = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let asks = manifest_asks.clone();
+        std::thread::spawn(move || {
+            for s in listener.incoming().flatten().take(8) {
+                let mut r = BufReader::new(s.try_clone().unwrap());
+                let mut line = String::new();
+                let _ = r.read_line(&mut line);
+                loop {
+                    let mut h = String::new();
+                    if r.read_line(&mut h).unwrap_or(0) <= 2 {
+                        break;
+                    }
+                }
+                let mut s = s;
+                if line.contains("/manifests/") {
+                    asks.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    // Says 300 MB, sends a little, keeps the connection.
+                    let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nContent-Length: 300000000\r\n\r\n{");
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                } else {
+                    let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}");
+                }
+            }
+        });
+        let r = Reference::parse(&format!("127.0.0.1:{port}/app:v1")).unwrap();
+        let c = Client::connect(&r, "pull", &[], false).unwrap();
+        let e = c.get_manifest("v1").unwrap_err();
+        let e = format!("{e:#}");
+        assert!(e.contains("larger than 64 MiB"), "{e}");
+        assert_eq!(
+            manifest_asks.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "never retried"
+        );
     }
 
     #[test]
