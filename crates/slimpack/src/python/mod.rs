@@ -182,7 +182,35 @@ pub fn resolve(
         out: work.path().join("lock.txt"),
         source_builds: no_binary.to_vec(),
     };
-    let how = match &project.deps {
+    let how = write_lock(project, groups, uv, &mut compiler, work.path())?;
+    let text = std::fs::read_to_string(&compiler.out).context("reading uv's resolution")?;
+    let local::Split { text, local, vcs } = local::split(&text, &project.dir)?;
+    let mut source_builds = compiler.source_builds;
+    source_builds.sort();
+    source_builds.dedup();
+    let lock = Lock {
+        packages: parse_locked(&text),
+        text,
+        how,
+        key: key.clone(),
+        source_builds,
+        local,
+        vcs,
+    };
+    cache.put(RecordKind::Resolution, &key, &lock)?;
+    Ok((lock, false))
+}
+
+/// Writes the hash-pinned lock for the project's dependency source to
+/// `compiler.out`; how it was obtained, for the plan.
+fn write_lock(
+    project: &Project,
+    groups: &[String],
+    uv: &Uv,
+    compiler: &mut Compiler,
+    work: &Path,
+) -> Result<String> {
+    Ok(match &project.deps {
         DepSource::Requirements { files, .. } => {
             let mut args: Vec<&std::ffi::OsStr> = vec![files[0].as_os_str()];
             let extra: Vec<PathBuf> = groups
@@ -198,7 +226,7 @@ pub fn resolve(
             )
         }
         DepSource::Pyproject { .. } => {
-            let input = requirements_in(project, groups, work.path())?;
+            let input = requirements_in(project, groups, work)?;
             compiler.compile(&[input.as_os_str()], "the dependencies in pyproject.toml")?;
             format!(
                 "resolved pyproject.toml dependencies with uv {}",
@@ -206,8 +234,8 @@ pub fn resolve(
             )
         }
         DepSource::PoetryLock { lock, .. } => {
-            let input = requirements_in(project, groups, work.path())?;
-            let constraints = work.path().join("constraints.txt");
+            let input = requirements_in(project, groups, work)?;
+            let constraints = work.join("constraints.txt");
             std::fs::write(&constraints, poetry_pins(lock)?)?;
             compiler.compile(
                 &[input.as_os_str(), "-c".as_ref(), constraints.as_os_str()],
@@ -223,8 +251,8 @@ pub fn resolve(
             format!("exported from uv.lock with uv {}", uv.version)
         }
         DepSource::PdmLock { lock, .. } => {
-            let input = requirements_in(project, groups, work.path())?;
-            let constraints = work.path().join("constraints.txt");
+            let input = requirements_in(project, groups, work)?;
+            let constraints = work.join("constraints.txt");
             std::fs::write(&constraints, poetry_pins(lock)?)?;
             compiler.compile(
                 &[input.as_os_str(), "-c".as_ref(), constraints.as_os_str()],
@@ -251,7 +279,7 @@ pub fn resolve(
             if pipenv_dev(groups, pipfile)? {
                 reqs.extend(f.dev_packages);
             }
-            let input = work.path().join("requirements.in");
+            let input = work.join("requirements.in");
             std::fs::write(&input, reqs.join("\n") + "\n")?;
             compiler.compile(&[input.as_os_str()], "the packages in Pipfile")?;
             format!("resolved Pipfile [packages] with uv {}", uv.version)
@@ -260,7 +288,7 @@ pub fn resolve(
             // Building the project's metadata needs its build backend, which
             // the wheels-only resolution refuses: read install_requires
             // first, then resolve them as any requirements.
-            let input = work.path().join("requirements.in");
+            let input = work.join("requirements.in");
             std::fs::write(&input, direct_requirements(project, uv, file)?)?;
             compiler.compile(&[input.as_os_str()], &project.describe_deps())?;
             format!(
@@ -276,23 +304,7 @@ pub fn resolve(
             std::fs::write(&compiler.out, "")?;
             "no dependencies: the standard library only".to_string()
         }
-    };
-    let text = std::fs::read_to_string(&compiler.out).context("reading uv's resolution")?;
-    let local::Split { text, local, vcs } = local::split(&text, &project.dir)?;
-    let mut source_builds = compiler.source_builds;
-    source_builds.sort();
-    source_builds.dedup();
-    let lock = Lock {
-        packages: parse_locked(&text),
-        text,
-        how,
-        key: key.clone(),
-        source_builds,
-        local,
-        vcs,
-    };
-    cache.put(RecordKind::Resolution, &key, &lock)?;
-    Ok((lock, false))
+    })
 }
 
 /// Everything a resolution depends on: the dependency files' content, the
