@@ -306,8 +306,17 @@ fn fetch(layout: &str, path: &str, cache: &Path) -> Result<String, String> {
     got
 }
 
+/// `slimpack run …` on a port of its own: the tests run side by side, and
+/// an image's run publishes its port (8080 by default).
+fn run_on_free_port(args: &[&str], cache: &Path) -> Output {
+    let port = free_port().to_string();
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend(["--port", &port]);
+    slimpack(&all, cache)
+}
+
 fn run_json(args: &[&str], cache: &Path) -> (bool, Value) {
-    let out = slimpack(args, cache);
+    let out = run_on_free_port(args, cache);
     let v = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
     (out.status.success(), v)
 }
@@ -371,7 +380,7 @@ fn try_case(case: &Case, out: &Path, cache: &Path) -> Result<(), String> {
             }
         }
         Expect::Job { code, prints } => {
-            let run = slimpack(&["run", &oci], cache);
+            let run = run_on_free_port(&["run", &oci], cache);
             let stdout = String::from_utf8_lossy(&run.stdout);
             if run.status.code() != Some(*code) || !stdout.contains(prints) {
                 return Err(format!(
@@ -508,7 +517,7 @@ fn git_dependencies_are_pinned_to_a_commit() {
         "{}",
         String::from_utf8_lossy(&built.stderr)
     );
-    let run = slimpack(&["run", &oci], &cache);
+    let run = run_on_free_port(&["run", &oci], &cache);
     assert_eq!(
         String::from_utf8_lossy(&run.stdout).trim(),
         "red is #ff0000",
