@@ -61,7 +61,7 @@ pub(super) fn run(a: BuildArgs) -> Result<i32> {
         let plan = planned.plan(&ctx);
         print_json(&plan)?;
         for w in &plan.warnings {
-            eprintln!("warning: {w}");
+            eprintln!("warning: {}", crate::core::text::escape_controls(w));
         }
         return Ok(0);
     }
@@ -93,7 +93,7 @@ pub(super) fn project_image(ctx: &Context, dir: &Path, quiet: bool) -> Result<Bu
 
 fn print_report(r: &BuildReport) -> Result<()> {
     for w in &r.warnings {
-        eprintln!("warning: {w}");
+        eprintln!("warning: {}", crate::core::text::escape_controls(w));
     }
     println!("Built {} in {:.2}s", r.name, r.seconds);
     for o in &r.outputs {
