@@ -183,6 +183,14 @@ const CASES: &[Case] = &[
         },
     },
     Case {
+        name: "native-lib-job",
+        rule: "main.py",
+        expect: Expect::Job {
+            code: 0,
+            prints: "greenlet 3.1.1 42",
+        },
+    },
+    Case {
         name: "job-exit-code",
         rule: "main.py",
         expect: Expect::Job {

@@ -187,6 +187,15 @@ impl BaseSpec {
     }
 }
 
+/// A package asked for that the archive does not have.
+#[derive(Debug, thiserror::Error)]
+#[error("Debian package {package:?} (from `packages` or `build-packages` in the configuration) does not exist in {suite}{hint}")]
+pub struct UnknownPackage {
+    pub package: String,
+    pub suite: String,
+    pub hint: String,
+}
+
 /// `.deb` files fetched at once.
 const DOWNLOADS: usize = 4;
 
@@ -294,10 +303,13 @@ pub fn resolve(
             .filter(|n| spec.tools.is_empty() || !n.starts_with("lib") || *n == "libc-bin"),
     );
     let res = resolver.resolve(&spec.roots()).map_err(|e| match e {
-        slimpack_debian::Error::UnknownPackage { package, hint } => anyhow!(
-            "Debian package {package:?} (from `packages` or `build-packages` in the configuration) does not exist in {code}{hint}"
-        ),
-        e => e.into(),
+        slimpack_debian::Error::UnknownPackage { package, hint } => UnknownPackage {
+            package,
+            suite: code.to_string(),
+            hint,
+        }
+        .into(),
+        e => anyhow::Error::from(e),
     })?;
     let version_of = |name: &str| {
         res.packages

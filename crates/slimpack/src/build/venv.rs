@@ -194,6 +194,61 @@ fn registry_base_has_libraries(
     Ok(())
 }
 
+/// The additions Debian's library package naming gives, when the packages
+/// exist and their own files (the verified `.deb`s, as unpacked) provide
+/// every library needed: the `Contents` index (12 MB, and where a mirror is
+/// inconsistent, unobtainable) is then not needed. None when a guess fails.
+fn guessed_additions(
+    req: &builder::Request,
+    resolved: &debian::Resolved,
+    needs: &[native::Needed],
+) -> Result<Option<(PathBuf, Vec<native::Addition>)>> {
+    let candidates: Vec<Vec<String>> = needs
+        .iter()
+        .map(|n| native::package_candidates(&n.soname, req.spec.suite))
+        .collect();
+    if candidates.iter().any(Vec::is_empty) {
+        return Ok(None);
+    }
+    // Which candidate of each is tried; an unknown package moves to the next.
+    let mut pick = vec![0usize; needs.len()];
+    for _ in 0..4 {
+        let additions: Vec<native::Addition> = needs
+            .iter()
+            .zip(&candidates)
+            .zip(&pick)
+            .map(|((n, c), i)| native::Addition {
+                package: c[*i].clone(),
+                soname: n.soname.clone(),
+                needed_by: n.needed_by.clone(),
+            })
+            .collect();
+        match runtime_with(req, resolved, &additions) {
+            Ok((runtime, _)) => {
+                let root = runtime.rootfs(req.cache)?;
+                let all = needs.iter().all(|n| native::in_root(&root, &n.soname));
+                return Ok(all.then_some((root, additions)));
+            }
+            Err(e) => {
+                let Some(unknown) = e.downcast_ref::<debian::UnknownPackage>() else {
+                    return Err(e);
+                };
+                let mut moved = false;
+                for ((c, i), _) in candidates.iter().zip(pick.iter_mut()).zip(needs) {
+                    if c[*i] == unknown.package && *i + 1 < c.len() {
+                        *i += 1;
+                        moved = true;
+                    }
+                }
+                if !moved {
+                    return Ok(None);
+                }
+            }
+        }
+    }
+    Ok(None)
+}
+
 /// The Debian packages the venv's compiled code needs beyond the runtime,
 /// and the root of the runtime with them.
 fn native_additions(
@@ -210,6 +265,9 @@ fn native_additions(
         .collect();
     if needs.is_empty() {
         return Ok((base_root, Vec::new()));
+    }
+    if let Some(found) = guessed_additions(req, resolved, &needs)? {
+        return Ok(found);
     }
     let contents = debian::contents(req.spec, cache, progress)?;
     let additions = native::packages_for(&needs, &contents, req.spec.suite.codename())?;

@@ -142,6 +142,50 @@ pub fn in_root(root: &Path, soname: &str) -> bool {
     })
 }
 
+/// The Debian packages a library's name says provide it, by Debian's
+/// library package naming (`libpq.so.5` → `libpq5`, `libgssapi_krb5.so.2`
+/// → `libgssapi-krb5-2`), most likely first; from Debian 13 on, the
+/// `t64` renamings too. Only a guess: the caller verifies it against the
+/// packages' own files before trusting it.
+pub fn package_candidates(soname: &str, suite: slimpack_debian::Suite) -> Vec<String> {
+    const EXCEPTIONS: &[(&str, &str)] = &[
+        ("libz.so.1", "zlib1g"),
+        ("libgcc_s.so.1", "libgcc-s1"),
+        ("libcrypto.so.3", "libssl3"),
+        ("libssl.so.3", "libssl3"),
+        ("libglib-2.0.so.0", "libglib2.0-0"),
+        ("libgobject-2.0.so.0", "libglib2.0-0"),
+        ("libgio-2.0.so.0", "libglib2.0-0"),
+        ("libgthread-2.0.so.0", "libglib2.0-0"),
+        ("libgmodule-2.0.so.0", "libglib2.0-0"),
+        ("libjpeg.so.62", "libjpeg62-turbo"),
+        ("libGL.so.1", "libgl1"),
+    ];
+    let base = match EXCEPTIONS.iter().find(|(s, _)| *s == soname) {
+        Some((_, p)) => p.to_string(),
+        None => {
+            let Some((name, version)) = soname.split_once(".so.") else {
+                return Vec::new();
+            };
+            let name = name.to_ascii_lowercase().replace('_', "-");
+            let version = version.split('.').next().unwrap_or(version);
+            if name.ends_with(|c: char| c.is_ascii_digit()) {
+                format!("{name}-{version}")
+            } else {
+                format!("{name}{version}")
+            }
+        }
+    };
+    if matches!(
+        suite,
+        slimpack_debian::Suite::Trixie | slimpack_debian::Suite::Forky
+    ) {
+        vec![base.clone(), format!("{base}t64")]
+    } else {
+        vec![base]
+    }
+}
+
 /// Maps needed libraries to the packages providing them. A library no
 /// package provides is an error that names it and what needs it.
 pub fn packages_for(
@@ -186,6 +230,29 @@ pub fn package_names(additions: &[Addition]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn library_package_names() {
+        use slimpack_debian::Suite;
+        assert_eq!(
+            package_candidates("libpq.so.5", Suite::Bookworm),
+            ["libpq5"]
+        );
+        assert_eq!(
+            package_candidates("libgssapi_krb5.so.2", Suite::Bookworm),
+            ["libgssapi-krb5-2"]
+        );
+        assert_eq!(package_candidates("libz.so.1", Suite::Bookworm), ["zlib1g"]);
+        assert_eq!(
+            package_candidates("libssl.so.3", Suite::Trixie),
+            ["libssl3", "libssl3t64"]
+        );
+        assert_eq!(
+            package_candidates("libmariadb.so.3", Suite::Bookworm),
+            ["libmariadb3"]
+        );
+        assert!(package_candidates("weird", Suite::Bookworm).is_empty());
+    }
 
     /// The host's own shared objects are real ELF files to test against.
     fn host_lib(name: &str) -> Option<PathBuf> {
