@@ -177,27 +177,7 @@ pub fn install_vcs(vcs: &[String], target: &Target, uv: &Uv, venv: &Path) -> Res
     if vcs.is_empty() {
         return Ok(());
     }
-    let site = site_dir(venv, target);
-    std::fs::create_dir_all(&site)?;
-    let mut c = uv.command();
-    c.args([
-        "pip",
-        "install",
-        "--quiet",
-        "--no-deps",
-        "--link-mode",
-        "copy",
-        "--no-compile",
-        "--python-version",
-        &target.minor,
-        "--python-platform",
-        &target.platform,
-        "--target",
-    ])
-    .arg(&site)
-    .args(vcs);
-    uv.run(c, "installing the git dependencies")?;
-    forget_build_paths(&site)
+    install_no_deps(uv, target, venv, vcs, "installing the git dependencies")
 }
 
 pub fn install(
@@ -231,6 +211,26 @@ pub fn install(
         }
         built.extend(new);
     }
+    install_no_deps(
+        uv,
+        target,
+        venv,
+        &built,
+        "installing the project's local packages",
+    )
+}
+
+/// The wheels in `dir` (uv also leaves a `.gitignore` there).
+/// `uv pip install --no-deps` of `what` (wheels, or requirements uv builds)
+/// into the venv's site-packages for the target, then without the paths of
+/// this build.
+fn install_no_deps<S: AsRef<std::ffi::OsStr>>(
+    uv: &Uv,
+    target: &Target,
+    venv: &Path,
+    what: &[S],
+    doing: &str,
+) -> Result<()> {
     let site = site_dir(venv, target);
     std::fs::create_dir_all(&site)?;
     let mut c = uv.command();
@@ -249,12 +249,11 @@ pub fn install(
         "--target",
     ])
     .arg(&site)
-    .args(&built);
-    uv.run(c, "installing the project's local packages")?;
+    .args(what);
+    uv.run(c, doing)?;
     forget_build_paths(&site)
 }
 
-/// The wheels in `dir` (uv also leaves a `.gitignore` there).
 fn list(dir: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
         .into_iter()
