@@ -112,8 +112,25 @@ impl Cache {
             root: root.to_path_buf(),
             blobs,
         };
-        cache.sweep_stale_temporaries(STALE_AFTER);
+        cache.sweep_now_and_then();
         Ok(cache)
+    }
+
+    /// Sweeps at most every [`STALE_AFTER`]: opening the cache is on every
+    /// command's path, and listing every record directory each time is not
+    /// free. The marker's time says when the last sweep was.
+    fn sweep_now_and_then(&self) {
+        let marker = self.root.join(".last-sweep");
+        let recent = std::fs::metadata(&marker)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| std::time::SystemTime::now().duration_since(t).ok())
+            .is_some_and(|d| d < STALE_AFTER);
+        if recent {
+            return;
+        }
+        let _ = std::fs::write(&marker, b"");
+        self.sweep_stale_temporaries(STALE_AFTER);
     }
 
     /// Removes the temporaries a killed build left (`.tmp*` files and
@@ -233,6 +250,10 @@ mod tests {
                 .unwrap();
         }
         std::fs::write(blobs.join("sha256-not-a-temp"), "kept").unwrap();
+        // Opening swept already (nothing was there); the next open does not.
+        assert!(d.path().join(".last-sweep").exists());
+        Cache::open(d.path()).unwrap();
+        assert!(old_file.exists(), "swept at most every six hours");
         cache.sweep_stale_temporaries(STALE_AFTER);
         assert!(!old_file.exists() && !old_root.exists());
         assert!(new_file.exists() && blobs.join("sha256-not-a-temp").exists());
