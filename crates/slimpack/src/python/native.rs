@@ -142,6 +142,13 @@ pub fn in_root(root: &Path, soname: &str) -> bool {
     })
 }
 
+/// Debian 13 renamed many library packages `…t64` (the 64-bit time_t
+/// transition); later releases keep the names.
+pub fn renamed_t64(suite: slimpack_debian::Suite) -> bool {
+    use slimpack_debian::Suite;
+    matches!(suite, Suite::Trixie | Suite::Forky)
+}
+
 /// The Debian packages a library's name says provide it, by Debian's
 /// library package naming (`libpq.so.5` → `libpq5`, `libgssapi_krb5.so.2`
 /// → `libgssapi-krb5-2`), most likely first; from Debian 13 on, the

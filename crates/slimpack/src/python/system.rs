@@ -138,7 +138,7 @@ pub fn needs(lock: &Lock, suite: Suite, off: &[String]) -> Vec<SystemNeed> {
 
 fn name_in(entry: &str, suite: Suite) -> String {
     match entry.strip_suffix(":t64") {
-        Some(n) if matches!(suite, Suite::Trixie | Suite::Forky) => format!("{n}t64"),
+        Some(n) if super::native::renamed_t64(suite) => format!("{n}t64"),
         Some(n) => n.to_string(),
         None => entry.to_string(),
     }
