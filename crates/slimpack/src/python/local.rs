@@ -233,23 +233,8 @@ fn install_no_deps<S: AsRef<std::ffi::OsStr>>(
 ) -> Result<()> {
     let site = site_dir(venv, target);
     std::fs::create_dir_all(&site)?;
-    let mut c = uv.command();
-    c.args([
-        "pip",
-        "install",
-        "--quiet",
-        "--no-deps",
-        "--link-mode",
-        "copy",
-        "--no-compile",
-        "--python-version",
-        &target.minor,
-        "--python-platform",
-        &target.platform,
-        "--target",
-    ])
-    .arg(&site)
-    .args(what);
+    let mut c = super::pip_install_into(uv, target, &site);
+    c.args(what);
     uv.run(c, doing)?;
     forget_build_paths(&site)
 }

@@ -531,6 +531,30 @@ pub fn site_dir(dest: &Path, target: &Target) -> PathBuf {
     dest.join(format!("lib/python{}/site-packages", target.minor))
 }
 
+/// `uv pip install` into `site` for the target's Python and platform,
+/// without dependencies (a lock names them all), copied, no bytecode (the
+/// image's interpreter compiles it): what every install into the venv
+/// shares. The caller adds what to install.
+pub(crate) fn pip_install_into(uv: &Uv, target: &Target, site: &Path) -> std::process::Command {
+    let mut c = uv.command();
+    c.args([
+        "pip",
+        "install",
+        "--quiet",
+        "--no-deps",
+        "--link-mode",
+        "copy",
+        "--no-compile",
+        "--python-version",
+        &target.minor,
+        "--python-platform",
+        &target.platform,
+        "--target",
+    ])
+    .arg(site);
+    c
+}
+
 /// Installs `lock` from wheels into `site`, on the host, for the target's
 /// Python and platform (no interpreter of the image needed).
 pub fn install_wheels(lock: &Lock, target: &Target, uv: &Uv, site: &Path) -> Result<()> {
@@ -541,29 +565,9 @@ pub fn install_wheels(lock: &Lock, target: &Target, uv: &Uv, site: &Path) -> Res
     let work = tempfile::tempdir()?;
     let req = work.path().join("lock.txt");
     std::fs::write(&req, &lock.text)?;
-    let mut c = uv.command();
-    c.args([
-        "pip",
-        "install",
-        "--quiet",
-        "--no-deps",
-        "--require-hashes",
-        "--only-binary",
-        ":all:",
-        "--link-mode",
-        "copy",
-        "--no-compile",
-    ])
-    .args([
-        "--python-version",
-        &target.minor,
-        "--python-platform",
-        &target.platform,
-    ])
-    .arg("--target")
-    .arg(site)
-    .arg("-r")
-    .arg(&req);
+    let mut c = pip_install_into(uv, target, site);
+    c.args(["--require-hashes", "--only-binary", ":all:", "-r"])
+        .arg(&req);
     uv.run(c, "installing dependencies")?;
     Ok(())
 }
@@ -750,6 +754,36 @@ fn rewrite_shebang(bytes: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn console_scripts_of_the_project_are_checked_before_they_are_written() {
+        let d = tempfile::tempdir().unwrap();
+        let target = Target::debian("3.13", "3.13.5", "2.41");
+        std::fs::create_dir_all(site_dir(d.path(), &target)).unwrap();
+        std::fs::create_dir_all(d.path().join("bin")).unwrap();
+        let package = |name: &str, spec: &str| crate::project::AppPackage {
+            name: "app".into(),
+            version: "1".into(),
+            scripts: [(name.to_string(), spec.to_string())].into(),
+            path: "/app".into(),
+        };
+        for (name, spec) in [
+            ("../../etc/cron", "app.cli:main"),
+            ("tool", "app.cli:main; import os"),
+            ("tool", "os; import x:main"),
+            ("tool", "no-colon"),
+        ] {
+            let e = install_app_package(d.path(), &target, &package(name, spec)).unwrap_err();
+            assert!(
+                e.to_string().contains("[project.scripts]"),
+                "{name} {spec}: {e}"
+            );
+        }
+        assert!(!d.path().join("etc").exists());
+        install_app_package(d.path(), &target, &package("tool", "app.cli:main")).unwrap();
+        let script = std::fs::read_to_string(d.path().join("bin/tool")).unwrap();
+        assert!(script.contains("from app.cli import main"), "{script}");
+    }
 
     #[test]
     fn shebangs() {
