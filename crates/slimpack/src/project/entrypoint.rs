@@ -71,8 +71,10 @@ pub fn split_command(cmd: &str, origin: &str) -> Result<Vec<String>> {
     Ok(words)
 }
 
+/// A file of the project, or None; one that leads outside the project is
+/// never read (a Procfile linked to a host file would be quoted in errors).
 fn read(dir: &Path, rel: &str) -> Option<String> {
-    std::fs::read_to_string(dir.join(rel)).ok()
+    crate::core::fs::read_project_file(dir, &dir.join(rel)).ok()
 }
 
 fn module_of(rel: &str) -> String {
@@ -498,6 +500,18 @@ mod tests {
             e.contains("[tool.slimpack]") && e.contains("--command"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_procfile_linked_outside_the_project_is_not_read() {
+        let outer = tempfile::tempdir().unwrap();
+        let d = outer.path().join("app");
+        std::fs::create_dir(&d).unwrap();
+        std::fs::write(outer.path().join("secret"), "web: secret-command\n").unwrap();
+        std::os::unix::fs::symlink("../secret", d.join("Procfile")).unwrap();
+        std::fs::write(d.join("bot.py"), "print('hi')\n").unwrap();
+        let c = infer(&d, &["bot.py".into()], &deps(&[]), NONE).unwrap();
+        assert!(c.argv.iter().all(|a| !a.contains("secret")), "{c:?}");
     }
 
     #[test]
