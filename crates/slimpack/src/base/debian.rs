@@ -104,11 +104,15 @@ pub struct BaseSpec {
     /// everyone else's are dropped.
     #[serde(default)]
     pub tools: Vec<String>,
+    /// CPython from python-build-standalone instead of Debian's: the
+    /// runtime then has no Python packages, and the release under /opt/python.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub standalone: Option<super::standalone::Pinned>,
 }
 
 /// The builder's own tools, beside the runtime's packages: a C compiler, the
 /// interpreter's headers, and what setup scripts commonly call.
-fn builder_tools(python: &str) -> Vec<String> {
+fn builder_tools(python: Option<&str>) -> Vec<String> {
     // perl-base is Essential in Debian: tools such as pg_config are Perl scripts.
     let mut v: Vec<String> = [
         "gcc",
@@ -123,20 +127,25 @@ fn builder_tools(python: &str) -> Vec<String> {
     .iter()
     .map(|s| s.to_string())
     .collect();
-    v.push(format!("python{python}-dev"));
+    // A standalone Python brings its own headers.
+    if let Some(python) = python {
+        v.push(format!("python{python}-dev"));
+    }
     v
 }
 
 impl BaseSpec {
     pub fn roots(&self) -> Vec<String> {
-        let py = self.suite.python();
-        let mut r: Vec<String> = vec![
-            format!("python{py}-minimal"),
-            format!("libpython{py}-stdlib"),
-            "ca-certificates".into(),
-            "tzdata".into(),
-            "netbase".into(),
-        ];
+        let py = self.debian_python();
+        let mut r: Vec<String> = match py {
+            Some(py) => vec![
+                format!("python{py}-minimal"),
+                format!("libpython{py}-stdlib"),
+            ],
+            // python-build-standalone needs glibc only.
+            None => vec!["libc6".into()],
+        };
+        r.extend(["ca-certificates", "tzdata", "netbase"].map(String::from));
         if self.purpose == Purpose::Builder {
             r.extend(builder_tools(py));
         }
@@ -146,6 +155,11 @@ impl BaseSpec {
             }
         }
         r
+    }
+
+    /// The Debian Python of the runtime (`3.13`), None when it is standalone.
+    pub fn debian_python(&self) -> Option<&'static str> {
+        self.standalone.is_none().then(|| self.suite.python())
     }
 
     /// The builder for this runtime, with `build_packages` added.
@@ -182,6 +196,9 @@ impl BaseSpec {
         }
         for r in self.roots() {
             h.part("root", r);
+        }
+        if let Some(p) = &self.standalone {
+            h.part("standalone", &p.download.sha256);
         }
         h.finish()
     }
@@ -318,8 +335,13 @@ pub fn resolve(
             .map(|p| p.version.clone())
             .ok_or_else(|| anyhow!("{name} is missing from the resolution"))
     };
-    let py_pkg = format!("python{}-minimal", suite.python());
-    let python_version = upstream(&version_of(&py_pkg)?);
+    let python_version = match (&spec.standalone, spec.debian_python()) {
+        (Some(p), _) => p.download.version.clone(),
+        (None, py) => upstream(&version_of(&format!(
+            "python{}-minimal",
+            py.unwrap_or(suite.python())
+        ))?),
+    };
     let glibc_version = upstream(&version_of("libc6")?);
     let resolved = Resolved {
         fetched_at: now(),
@@ -586,6 +608,9 @@ pub fn build(
     for p in &resolved.packages {
         h.part("pkg", &p.name).part("sha", &p.sha256);
     }
+    if let Some(p) = &spec.standalone {
+        h.part("standalone", &p.download.sha256);
+    }
     // Only when asked: every other runtime keeps its key.
     for t in spec
         .tools
@@ -700,7 +725,10 @@ fn assemble(
     for p in dangling {
         b.remove(&p);
     }
-    add_system_files(&mut b, spec.suite, resolved, ca_roots)?;
+    if let Some(p) = &spec.standalone {
+        super::standalone::add(&mut b, p, spec.purpose == Purpose::Builder, cache, progress)?;
+    }
+    add_system_files(&mut b, spec, resolved, ca_roots)?;
     if spec.purpose == Purpose::Builder {
         if !b.contains("usr/bin/sh") {
             b.add("usr/bin/sh", Entry::symlink("dash"))?;
@@ -726,6 +754,9 @@ pub fn builder_rootfs(
         .part("suite", spec.suite.codename());
     for p in &resolved.packages {
         h.part("pkg", &p.name).part("sha", &p.sha256);
+    }
+    if let Some(p) = &spec.standalone {
+        h.part("standalone", &p.download.sha256);
     }
     let dir = cache
         .dir(CacheDir::Rootfs)?
@@ -796,11 +827,11 @@ fn library_alternatives(b: &mut LayerBuilder) -> Result<()> {
 
 fn add_system_files(
     b: &mut LayerBuilder,
-    suite: Suite,
+    spec: &BaseSpec,
     resolved: &Resolved,
     mut roots: Vec<(String, Vec<u8>)>,
 ) -> Result<()> {
-    let python = suite.python();
+    let suite = spec.suite;
     for top in ["bin", "sbin", "lib", "lib64"] {
         b.add(top, Entry::symlink(format!("usr/{top}")))?;
     }
@@ -808,8 +839,13 @@ fn add_system_files(
     if !b.contains("usr/lib64") {
         b.add("usr/lib64", Entry::dir(0o755))?;
     }
-    b.add("usr/bin/python3", Entry::symlink(format!("python{python}")))?;
-    b.add("usr/bin/python", Entry::symlink(format!("python{python}")))?;
+    // `python3` is the image's interpreter, whichever it is.
+    let python = match &spec.standalone {
+        Some(p) => p.interpreter(),
+        None => format!("python{}", suite.python()),
+    };
+    b.add("usr/bin/python3", Entry::symlink(python.clone()))?;
+    b.add("usr/bin/python", Entry::symlink(python))?;
     b.add("tmp", Entry::dir(0o1777))?;
     b.add("var/tmp", Entry::dir(0o1777))?;
     b.add("root", Entry::dir(0o700))?;

@@ -49,6 +49,10 @@ pub struct BasePlan {
     pub packages: Vec<OsPackage>,
     /// Dependencies left out by policy (what only maintainer scripts need).
     pub skipped: Vec<String>,
+    /// The python-build-standalone release file, when the interpreter is
+    /// not Debian's: where it came from and the SHA-256 it was checked against.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub standalone: Option<crate::base::standalone::Pinned>,
 }
 
 #[derive(Debug, Clone, Serialize)]

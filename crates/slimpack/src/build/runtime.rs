@@ -56,17 +56,32 @@ pub fn select(ctx: &Context, cfg: &Config, project: &Project) -> Result<Selected
         }
         None => None,
     };
-    let (suite, why) = match &registry_base {
-        Some(b) => (
-            base::suite_for_python(&b.target.minor),
-            registry_python(cfg, b)?,
-        ),
-        None => base::choose_suite(
+    let choice = match &registry_base {
+        Some(b) => base::Choice {
+            suite: base::suite_for_python(&b.target.minor),
+            standalone: None,
+            why: registry_python(cfg, b)?,
+        },
+        None => base::choose(
             cfg.base.as_deref(),
             cfg.python.as_deref(),
             project.python_request.as_ref(),
+            cfg.python_source.unwrap_or_default(),
+            cfg.python_mirror.as_deref(),
         )?,
     };
+    if let Some(p) = choice
+        .standalone
+        .as_ref()
+        .filter(|p| p.download.freethreaded)
+    {
+        bail!(
+            "Python {} (free-threaded) is in slimpack's python-build-standalone table, but its wheels cannot be installed yet: uv selects wheels for a target it does not run by version alone, and a version has no free-threaded marker; use {} or newer without the `t`",
+            p.download.label(),
+            p.download.minor()
+        );
+    }
+    let (suite, why) = (choice.suite, choice.why);
     let spec = debian::BaseSpec {
         suite,
         mirror: trimmed(cfg.mirror.as_deref(), debian::DEFAULT_MIRROR),
@@ -77,6 +92,7 @@ pub fn select(ctx: &Context, cfg: &Config, project: &Project) -> Result<Selected
         extra_packages: cfg.packages.clone(),
         purpose: debian::Purpose::Runtime,
         tools: cfg.packages.clone(),
+        standalone: choice.standalone,
     };
     let (base, target) = match registry_base {
         Some(b) => {
@@ -85,11 +101,7 @@ pub fn select(ctx: &Context, cfg: &Config, project: &Project) -> Result<Selected
         }
         None => {
             let resolved = debian::resolve(&spec, &ctx.cache, ctx.refresh, &ctx.progress)?;
-            let t = Target::debian(
-                suite.python(),
-                &resolved.python_version,
-                &resolved.glibc_version,
-            );
+            let t = target_of(&spec, &resolved);
             (RuntimeBase::Debian(resolved), t)
         }
     };
@@ -101,6 +113,25 @@ pub fn select(ctx: &Context, cfg: &Config, project: &Project) -> Result<Selected
     };
     selected.check_request(project)?;
     Ok(selected)
+}
+
+/// The interpreter a resolved Debian runtime gives: Debian's, or the
+/// standalone build under /opt/python.
+fn target_of(spec: &debian::BaseSpec, resolved: &debian::Resolved) -> Target {
+    match &spec.standalone {
+        None => Target::debian(
+            spec.suite.python(),
+            &resolved.python_version,
+            &resolved.glibc_version,
+        ),
+        Some(p) => Target {
+            minor: p.download.abi_name(),
+            version: p.download.version.clone(),
+            platform: crate::python::platform_for_glibc(&resolved.glibc_version),
+            interpreter: p.interpreter(),
+            stdlib: p.stdlib(),
+        },
+    }
 }
 
 fn trimmed(configured: Option<&str>, default: &str) -> String {
@@ -184,11 +215,7 @@ impl Selected {
             }
         }
         let resolved = debian::resolve(&self.spec, &ctx.cache, ctx.refresh, &ctx.progress)?;
-        self.target = Target::debian(
-            self.spec.suite.python(),
-            &resolved.python_version,
-            &resolved.glibc_version,
-        );
+        self.target = target_of(&self.spec, &resolved);
         self.base = RuntimeBase::Debian(resolved);
         Ok(())
     }
@@ -240,6 +267,7 @@ impl RuntimeBase {
                     })
                     .collect(),
                 skipped: resolved.skipped.clone(),
+                standalone: spec.standalone.clone(),
             },
             // A registry base has no Debian resolution to show.
             RuntimeBase::Registry(b) => BasePlan {
@@ -250,6 +278,7 @@ impl RuntimeBase {
                 roots: Vec::new(),
                 packages: Vec::new(),
                 skipped: Vec::new(),
+                standalone: None,
             },
         }
     }

@@ -259,10 +259,26 @@ fn native_additions(
     let (cache, progress) = (req.cache, req.progress);
     let (base_runtime, _) = runtime_with(req, resolved, &[])?;
     let base_root = base_runtime.rootfs(cache)?;
-    let needs: Vec<native::Needed> = native::unbundled(site)?
+    let mut needs: Vec<native::Needed> = native::unbundled(site)?;
+    if req.spec.standalone.is_some() {
+        // A standalone Python needs only glibc, as released; what a build of
+        // it links beyond that is added like the venv's own needs.
+        let prefix = crate::base::standalone::PREFIX;
+        needs.extend(
+            native::unbundled(&base_root.join(prefix))?
+                .into_iter()
+                .map(|n| native::Needed {
+                    needed_by: format!("/{prefix}/{}", n.needed_by),
+                    ..n
+                }),
+        );
+    }
+    let mut needs: Vec<native::Needed> = needs
         .into_iter()
         .filter(|n| !native::in_root(&base_root, &n.soname))
         .collect();
+    needs.sort_by(|a, b| a.soname.cmp(&b.soname));
+    needs.dedup_by(|a, b| a.soname == b.soname);
     if needs.is_empty() {
         return Ok((base_root, Vec::new()));
     }

@@ -114,9 +114,18 @@ struct ImageFlags {
 /// and planned.
 #[derive(clap::Args)]
 struct ProjectFlags {
-    /// Python version (3.13 → Debian trixie, 3.11 → Debian bookworm).
+    /// Python version: 3.13 → Debian trixie, 3.11 → bookworm, 3.9 →
+    /// bullseye; 3.10, 3.12 or an exact release such as 3.12.6 →
+    /// python-build-standalone.
     #[arg(long)]
     python: Option<String>,
+    /// Where CPython comes from: auto, debian, standalone.
+    #[arg(long, value_enum, hide_possible_values = true)]
+    python_source: Option<crate::settings::PythonSource>,
+    /// A mirror of python-build-standalone's releases (same layout; also
+    /// $SLIMPACK_PYTHON_INSTALL_MIRROR).
+    #[arg(long)]
+    python_mirror: Option<String>,
     /// Runtime base: debian:trixie or debian:bookworm.
     #[arg(long)]
     base: Option<String>,
@@ -181,6 +190,8 @@ impl ProjectFlags {
             bytecode: self.bytecode,
             mirror: self.mirror.clone(),
             security_mirror: None,
+            python_source: self.python_source,
+            python_mirror: self.python_mirror.clone(),
             deploy: Default::default(),
         })
     }

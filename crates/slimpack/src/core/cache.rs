@@ -57,6 +57,8 @@ pub enum CacheDir {
     UvCache,
     /// Tools slimpack fetched (uv).
     Tools,
+    /// python-build-standalone release files by SHA-256.
+    Python,
     /// Scratch space of one build, removed after it.
     Work,
 }
@@ -70,6 +72,7 @@ impl CacheDir {
             CacheDir::Contents => "contents",
             CacheDir::UvCache => "uv-cache",
             CacheDir::Tools => "tools",
+            CacheDir::Python => "python",
             CacheDir::Work => "work",
         }
     }

@@ -374,6 +374,7 @@ pub fn bwrap_path() -> Result<PathBuf> {
 /// One sandboxed command: the image's root read-only, no network, a fresh
 /// /tmp, and only the binds given.
 pub struct Sandbox {
+    root: PathBuf,
     args: Vec<String>,
     env: Vec<(String, String)>,
 }
@@ -388,6 +389,7 @@ impl Sandbox {
     pub fn new(rootfs: &Path) -> Self {
         let r = rootfs.display().to_string();
         Self {
+            root: rootfs.to_path_buf(),
             args: vec![
                 "--ro-bind".into(),
                 r,
@@ -408,14 +410,49 @@ impl Sandbox {
     }
 
     /// A writable directory of the host at `dest` (created on a tmpfs at
-    /// `tmpfs_parent` when the read-only root has no such directory).
+    /// `tmpfs_parent` when the read-only root has no such directory; what
+    /// the root has there stays visible, e.g. a standalone Python in /opt).
     pub fn bind(mut self, src: &Path, dest: &str, tmpfs_parent: Option<&str>) -> Self {
         if let Some(t) = tmpfs_parent {
             self.args.extend(["--tmpfs".into(), t.into()]);
+            self.keep_root_entries(t, dest);
         }
         self.args
             .extend(["--bind".into(), src.display().to_string(), dest.into()]);
         self
+    }
+
+    /// The root's own entries of `dir` (hidden by a tmpfs over it) put
+    /// back, except `except`: directories bound read-only, links made again
+    /// inside the sandbox. Nothing is followed on the host: the root may be
+    /// an image's, and a link in it must not expose a host path.
+    fn keep_root_entries(&mut self, dir: &str, except: &str) {
+        let Ok(entries) = std::fs::read_dir(self.root.join(dir.trim_start_matches('/'))) else {
+            return;
+        };
+        let mut entries: Vec<_> = entries.flatten().collect();
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let Some(name) = e.file_name().to_str().map(str::to_string) else {
+                continue;
+            };
+            let dest = format!("{}/{name}", dir.trim_end_matches('/'));
+            let Ok(meta) = std::fs::symlink_metadata(e.path()) else {
+                continue;
+            };
+            if dest == except {
+                continue;
+            }
+            if meta.file_type().is_symlink() {
+                if let Ok(target) = std::fs::read_link(e.path()) {
+                    self.args
+                        .extend(["--symlink".into(), target.display().to_string(), dest]);
+                }
+            } else if meta.is_dir() {
+                self.args
+                    .extend(["--ro-bind".into(), e.path().display().to_string(), dest]);
+            }
+        }
     }
 
     /// A host path at `dest`, read-only.

@@ -46,6 +46,12 @@ pub struct Config {
     pub bytecode: Option<BytecodeMode>,
     pub mirror: Option<String>,
     pub security_mirror: Option<String>,
+    /// Where the interpreter comes from: `auto` (Debian's where a stable
+    /// release has the version, python-build-standalone otherwise),
+    /// `debian` or `standalone`.
+    pub python_source: Option<PythonSource>,
+    /// A mirror of python-build-standalone's releases (same layout).
+    pub python_mirror: Option<String>,
     /// `[tool.slimpack.deploy]`: where `slimpack deploy` runs the app.
     #[serde(default, skip_serializing_if = "is_default")]
     pub deploy: DeployConfig,
@@ -99,7 +105,9 @@ impl Config {
             user,
             bytecode,
             mirror,
-            security_mirror
+            security_mirror,
+            python_source,
+            python_mirror
         );
         self.packages.extend(over.packages);
         self.build_packages.extend(over.build_packages);
@@ -111,6 +119,20 @@ impl Config {
         self.deploy = self.deploy.overlay(over.deploy);
         self
     }
+}
+
+/// Where the image's CPython comes from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum PythonSource {
+    /// Debian's build when a stable release has the version asked for,
+    /// else python-build-standalone, else Debian testing.
+    #[default]
+    Auto,
+    /// Only Debian's builds.
+    Debian,
+    /// Only python-build-standalone's builds (on a minimal Debian).
+    Standalone,
 }
 
 /// Which bytecode goes into the image: size against start-up time.

@@ -1,0 +1,450 @@
+//! CPython from python-build-standalone, for the versions Debian does not
+//! ship (3.10, 3.12, an exact patch release): the `install_only_stripped`
+//! build for x86_64 linux-gnu, verified by SHA-256 against a table pinned
+//! inside slimpack (as uv ships its download metadata), unpacked under
+//! `/opt/python` on a minimal Debian runtime. It needs nothing of the system
+//! but glibc; what it does need is checked once the runtime is assembled.
+
+use crate::core::cache::{Cache, CacheDir};
+use crate::core::progress::Progress;
+use anyhow::{anyhow, bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use slimpack_oci::{Entry, EntryKind, LayerBuilder};
+use std::path::{Component, Path, PathBuf};
+
+/// Where the releases are published; a mirror replaces this prefix and
+/// keeps the `{build}/{file}` layout, as uv's `UV_PYTHON_INSTALL_MIRROR`.
+pub const DEFAULT_MIRROR: &str =
+    "https://github.com/astral-sh/python-build-standalone/releases/download";
+/// The environment variable naming a mirror (also `python-mirror`).
+pub const MIRROR_ENV: &str = "SLIMPACK_PYTHON_INSTALL_MIRROR";
+/// The environment variable naming another table (a JSON file laid out as
+/// the one shipped), for mirrors that serve other builds.
+pub const TABLE_ENV: &str = "SLIMPACK_PYTHON_DOWNLOADS";
+/// The interpreter's prefix in the image.
+pub const PREFIX: &str = "opt/python";
+
+const TABLE: &str = include_str!("python-downloads.json");
+
+/// One pinned release file.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Download {
+    /// `3.12.6`
+    pub version: String,
+    /// The release tag, e.g. `20240909`.
+    pub build: String,
+    #[serde(default)]
+    pub freethreaded: bool,
+    pub sha256: String,
+}
+
+#[derive(Deserialize)]
+struct Table {
+    downloads: Vec<Download>,
+}
+
+impl Download {
+    /// `3.12` (the free-threaded marker is not part of it).
+    pub fn minor(&self) -> String {
+        let mut it = self.version.split('.');
+        format!("{}.{}", it.next().unwrap_or(""), it.next().unwrap_or(""))
+    }
+
+    /// The name the interpreter and its library directory carry:
+    /// `3.12`, or `3.13t` for a free-threaded build.
+    pub fn abi_name(&self) -> String {
+        format!(
+            "{}{}",
+            self.minor(),
+            if self.freethreaded { "t" } else { "" }
+        )
+    }
+
+    /// As a user writes it: `3.12.6`, `3.14.5t`.
+    pub fn label(&self) -> String {
+        format!(
+            "{}{}",
+            self.version,
+            if self.freethreaded { "t" } else { "" }
+        )
+    }
+
+    pub fn file_name(&self) -> String {
+        format!(
+            "cpython-{}+{}-x86_64-unknown-linux-gnu-{}install_only_stripped.tar.gz",
+            self.version,
+            self.build,
+            if self.freethreaded {
+                "freethreaded-"
+            } else {
+                ""
+            }
+        )
+    }
+
+    /// The file's URL under `mirror` (GitHub's own or one laid out like it).
+    pub fn url(&self, mirror: &str) -> String {
+        format!(
+            "{}/{}/{}",
+            mirror.trim_end_matches('/'),
+            self.build,
+            self.file_name().replace('+', "%2B")
+        )
+    }
+
+    fn numbers(&self) -> (u32, u32, u32) {
+        version_numbers(&self.version).unwrap_or((0, 0, 0))
+    }
+}
+
+/// `3.12.6` → (3, 12, 6); `3.12` → (3, 12, 0).
+pub fn version_numbers(v: &str) -> Option<(u32, u32, u32)> {
+    let mut it = v.trim().split('.');
+    let major = it.next()?.parse().ok()?;
+    let minor = it.next()?.parse().ok()?;
+    let patch = match it.next() {
+        Some(p) => p.parse().ok()?,
+        None => 0,
+    };
+    it.next().is_none().then_some((major, minor, patch))
+}
+
+/// The pinned table: the one shipped, or the file `SLIMPACK_PYTHON_DOWNLOADS`
+/// names. Newest first.
+pub fn table() -> Result<Vec<Download>> {
+    let (text, origin) = match std::env::var_os(TABLE_ENV) {
+        Some(path) => {
+            let path = PathBuf::from(path);
+            let text = std::fs::read_to_string(&path).with_context(|| {
+                format!(
+                    "reading the python-build-standalone table {} (from {TABLE_ENV})",
+                    path.display()
+                )
+            })?;
+            (text, path.display().to_string())
+        }
+        None => (TABLE.to_string(), "the table shipped with slimpack".into()),
+    };
+    let t: Table = serde_json::from_str(&text)
+        .map_err(|e| anyhow!("{origin}: not a python-build-standalone table: {e}"))?;
+    let mut downloads = t.downloads;
+    for d in &downloads {
+        if version_numbers(&d.version).is_none()
+            || d.sha256.len() != 64
+            || !d.sha256.bytes().all(|b| b.is_ascii_hexdigit())
+            || d.build.is_empty()
+            || !d.build.bytes().all(|b| b.is_ascii_alphanumeric())
+        {
+            bail!("{origin}: the entry for {:?} is malformed (a version like 3.12.6, a build tag, a 64-digit SHA-256)", d.version);
+        }
+    }
+    downloads.sort_by_key(|d| std::cmp::Reverse(d.numbers()));
+    Ok(downloads)
+}
+
+/// The versions the table offers, for messages: `3.12.6, 3.11.15, 3.14.5t`.
+pub fn offered(table: &[Download]) -> String {
+    if table.is_empty() {
+        return "none".into();
+    }
+    table
+        .iter()
+        .map(Download::label)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A download chosen for a build, with the URL it comes from.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Pinned {
+    #[serde(flatten)]
+    pub download: Download,
+    pub url: String,
+}
+
+impl Pinned {
+    pub fn new(download: Download, mirror: Option<&str>) -> Pinned {
+        let env_mirror = std::env::var(MIRROR_ENV).ok().filter(|m| !m.is_empty());
+        let mirror = mirror
+            .map(str::to_string)
+            .or(env_mirror)
+            .unwrap_or_else(|| DEFAULT_MIRROR.to_string());
+        let url = download.url(&mirror);
+        Pinned { download, url }
+    }
+
+    /// The interpreter's path in the image.
+    pub fn interpreter(&self) -> String {
+        format!("/{PREFIX}/bin/python{}", self.download.abi_name())
+    }
+
+    /// Its standard library in the image.
+    pub fn stdlib(&self) -> String {
+        format!("/{PREFIX}/lib/python{}", self.download.abi_name())
+    }
+}
+
+/// The release file, from the cache (named by its hash) or the mirror.
+/// A file whose hash is not the pinned one is never kept.
+pub fn fetch(p: &Pinned, cache: &Cache, progress: &Progress) -> Result<PathBuf> {
+    let dir = cache.dir(CacheDir::Python)?;
+    let path = dir.join(format!("{}.tar.gz", p.download.sha256));
+    if let Ok(bytes) = std::fs::read(&path) {
+        if sha256_hex(&bytes) == p.download.sha256 {
+            return Ok(path);
+        }
+    }
+    let sp = progress.spinner(format!("Downloading Python {}", p.download.label()));
+    let bytes = crate::core::http::get(&p.url, None)
+        .with_context(|| format!("downloading Python {} from {}", p.download.label(), p.url));
+    sp.finish_and_clear();
+    let bytes = bytes.map_err(|e| {
+        e.context(format!(
+            "set {MIRROR_ENV} (or python-mirror) to a mirror laid out as the releases are, or use a Debian Python (3.9, 3.11, 3.13)"
+        ))
+    })?;
+    let got = sha256_hex(&bytes);
+    if got != p.download.sha256 {
+        bail!(
+            "{}: SHA-256 is {got}, but slimpack's pinned table says {}; the file was discarded (nothing was cached). A mirror must serve the release files unchanged",
+            p.url,
+            p.download.sha256
+        );
+    }
+    crate::core::fs::write_atomic(&path, &bytes)?;
+    Ok(path)
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// What the runtime leaves out of the build: tests, IDLE, Tk, ensurepip,
+/// documentation and, outside the builder, headers and static libraries.
+fn dropped(rest: &str, abi: &str, builder: bool) -> bool {
+    let lib = format!("lib/python{abi}/");
+    if let Some(stdlib) = rest.strip_prefix(&lib) {
+        let top = stdlib.split('/').next().unwrap_or("");
+        let file = stdlib.rsplit('/').next().unwrap_or("");
+        return matches!(
+            top,
+            "test"
+                | "idlelib"
+                | "tkinter"
+                | "turtledemo"
+                | "ensurepip"
+                | "lib2to3"
+                | "__phello__"
+                | "site-packages"
+        ) || (top == "lib-dynload"
+            && ["_tkinter", "_test", "xxlimited", "_xxtestfuzz", "xxsubtype"]
+                .iter()
+                .any(|p| file.starts_with(p)))
+            || (!builder && top.starts_with("config-") && file.ends_with(".a"));
+    }
+    let top = rest.split('/').next().unwrap_or("");
+    let bin = rest.strip_prefix("bin/").unwrap_or("");
+    ["share"].contains(&top)
+        || (!builder && top == "include")
+        || (top == "lib"
+            && ["tcl", "tk", "itcl", "thread", "Tix"]
+                .iter()
+                .any(|p| rest["lib/".len().min(rest.len())..].starts_with(p)))
+        || ["idle", "pydoc", "2to3", "pip"]
+            .iter()
+            .any(|p| bin.starts_with(p))
+}
+
+/// Adds the release archive's `python/` tree under [`PREFIX`], trimmed.
+/// Every path must be a plain relative path under `python/`, and links must
+/// stay inside it: the archive is verified, but is still input.
+pub fn add_tree(b: &mut LayerBuilder, archive: &Path, abi: &str, builder: bool) -> Result<()> {
+    let file =
+        std::fs::File::open(archive).with_context(|| format!("opening {}", archive.display()))?;
+    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    let what = || format!("the python-build-standalone archive {}", archive.display());
+    for entry in tar.entries().with_context(what)? {
+        let mut entry = entry.with_context(what)?;
+        let path = entry.path().with_context(what)?.into_owned();
+        let rest = under_python(&path).ok_or_else(|| {
+            anyhow!(
+                "{}: entry {} is not a plain path under python/",
+                what(),
+                crate::core::text::escape_controls(&path.display().to_string())
+            )
+        })?;
+        if rest.is_empty() || dropped(&rest, abi, builder) {
+            continue;
+        }
+        let dest = format!("{PREFIX}/{rest}");
+        let mode = entry.header().mode().unwrap_or(0o644) & 0o7777 & !0o6000;
+        let kind = match entry.header().entry_type() {
+            tar::EntryType::Directory => EntryKind::Dir,
+            tar::EntryType::Regular | tar::EntryType::Continuous => {
+                let mut data = Vec::with_capacity(entry.size() as usize);
+                std::io::Read::read_to_end(&mut entry, &mut data).with_context(what)?;
+                EntryKind::Bytes(data)
+            }
+            tar::EntryType::Symlink => {
+                let target = entry
+                    .link_name()
+                    .with_context(what)?
+                    .ok_or_else(|| anyhow!("{}: link {rest} has no target", what()))?
+                    .to_string_lossy()
+                    .into_owned();
+                if !link_stays_inside(&rest, &target) {
+                    bail!(
+                        "{}: link {rest} points outside python/ ({})",
+                        what(),
+                        crate::core::text::escape_controls(&target)
+                    );
+                }
+                EntryKind::Symlink(target)
+            }
+            tar::EntryType::Link => {
+                let target = entry
+                    .link_name()
+                    .with_context(what)?
+                    .and_then(|t| under_python(&t))
+                    .ok_or_else(|| anyhow!("{}: hard link {rest} leaves python/", what()))?;
+                EntryKind::Hardlink(format!("{PREFIX}/{target}"))
+            }
+            other => bail!("{}: {rest} is a {other:?}, not a file", what()),
+        };
+        if matches!(kind, EntryKind::Dir) && b.contains(&dest) {
+            continue;
+        }
+        b.add(&dest, Entry::new(mode, kind))?;
+    }
+    Ok(())
+}
+
+/// `python/bin/python3` → `bin/python3`; None for anything not under
+/// `python/` or not made of plain components.
+fn under_python(path: &Path) -> Option<String> {
+    let mut parts = Vec::new();
+    for c in path.components() {
+        match c {
+            Component::Normal(s) => parts.push(s.to_str()?.to_string()),
+            Component::CurDir => {}
+            _ => return None,
+        }
+    }
+    (parts.first().map(String::as_str) == Some("python")).then(|| parts[1..].join("/"))
+}
+
+/// Whether relative link `target` of `link` (both under `python/`) resolves
+/// inside `python/`.
+fn link_stays_inside(link: &str, target: &str) -> bool {
+    if target.starts_with('/') {
+        return false;
+    }
+    let mut depth: Vec<&str> = link.split('/').collect();
+    depth.pop();
+    for c in target.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                if depth.pop().is_none() {
+                    return false;
+                }
+            }
+            c => depth.push(c),
+        }
+    }
+    true
+}
+
+/// Fetches the release and adds it to `b` (the runtime or the builder).
+pub fn add(
+    b: &mut LayerBuilder,
+    p: &Pinned,
+    builder: bool,
+    cache: &Cache,
+    progress: &Progress,
+) -> Result<()> {
+    let archive = fetch(p, cache, progress)?;
+    add_tree(b, &archive, &p.download.abi_name(), builder)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_table_is_well_formed() {
+        let t = table().unwrap();
+        assert!(t.len() >= 4);
+        assert!(t.iter().any(|d| d.minor() == "3.12"));
+        assert!(t.iter().any(|d| d.minor() == "3.10"));
+        // Newest first.
+        assert!(t.windows(2).all(|w| w[0].numbers() >= w[1].numbers()));
+    }
+
+    #[test]
+    fn urls_follow_the_release_layout() {
+        let d = Download {
+            version: "3.12.6".into(),
+            build: "20240909".into(),
+            freethreaded: false,
+            sha256: "0".repeat(64),
+        };
+        assert_eq!(
+            d.url(DEFAULT_MIRROR),
+            "https://github.com/astral-sh/python-build-standalone/releases/download/20240909/cpython-3.12.6%2B20240909-x86_64-unknown-linux-gnu-install_only_stripped.tar.gz"
+        );
+        let ft = Download {
+            freethreaded: true,
+            ..d.clone()
+        };
+        assert!(ft
+            .file_name()
+            .ends_with("-freethreaded-install_only_stripped.tar.gz"));
+        assert_eq!(ft.abi_name(), "3.12t");
+        assert_eq!(d.url("http://127.0.0.1:9/m/"), "http://127.0.0.1:9/m/20240909/cpython-3.12.6%2B20240909-x86_64-unknown-linux-gnu-install_only_stripped.tar.gz");
+        let p = Pinned::new(d, Some("http://m"));
+        assert_eq!(p.interpreter(), "/opt/python/bin/python3.12");
+        assert_eq!(p.stdlib(), "/opt/python/lib/python3.12");
+    }
+
+    #[test]
+    fn paths_and_links_stay_under_python() {
+        assert_eq!(
+            under_python(Path::new("python/bin/python3")).as_deref(),
+            Some("bin/python3")
+        );
+        assert_eq!(under_python(Path::new("python")).as_deref(), Some(""));
+        for bad in ["bin/x", "/python/x", "python/../etc", "python/a/../../x"] {
+            assert!(under_python(Path::new(bad)).is_none(), "{bad}");
+        }
+        assert!(link_stays_inside("bin/python3", "python3.12"));
+        assert!(link_stays_inside("lib/a/b", "../../bin/x"));
+        assert!(!link_stays_inside("bin/python3", "../../etc/passwd"));
+        assert!(!link_stays_inside("bin/python3", "/usr/bin/python3"));
+    }
+
+    #[test]
+    fn the_runtime_trim() {
+        assert!(dropped("lib/python3.12/test/test_os.py", "3.12", false));
+        assert!(dropped("lib/python3.12/idlelib/x.py", "3.12", false));
+        assert!(dropped(
+            "lib/python3.12/lib-dynload/_tkinter.cpython-312-x86_64-linux-gnu.so",
+            "3.12",
+            false
+        ));
+        assert!(dropped("lib/tcl8.6/init.tcl", "3.12", false));
+        assert!(dropped("include/python3.12/Python.h", "3.12", false));
+        assert!(!dropped("include/python3.12/Python.h", "3.12", true));
+        assert!(dropped("bin/pip3", "3.12", false));
+        assert!(dropped("share/man/man1/python3.1", "3.12", false));
+        assert!(!dropped("lib/python3.12/json/__init__.py", "3.12", false));
+        assert!(!dropped("lib/libpython3.12.so.1.0", "3.12", false));
+        assert!(!dropped("bin/python3.12", "3.12", false));
+        assert!(!dropped(
+            "lib/python3.12/lib-dynload/_ssl.cpython-312-x86_64-linux-gnu.so",
+            "3.12",
+            false
+        ));
+    }
+}
