@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 # tool → Debian package
-declare -A pkg=([buildah]=buildah [debootstrap]=debootstrap [bwrap]=bubblewrap [skopeo]=skopeo [umoci]=umoci [dpkg-query]=dpkg [git]=git [python3]=python3 [curl]=curl [slirp4netns]=slirp4netns [docker-registry]=docker-registry [htpasswd]=apache2-utils [base64]=coreutils)
+declare -A pkg=([buildah]=buildah [debootstrap]=debootstrap [bwrap]=bubblewrap [skopeo]=skopeo [umoci]=umoci [dpkg-query]=dpkg [git]=git [python3]=python3 [curl]=curl [slirp4netns]=slirp4netns [docker-registry]=docker-registry [htpasswd]=apache2-utils [base64]=coreutils [patchelf]=patchelf [ldd]=libc-bin)
 need=()
 for t in "${!pkg[@]}"; do command -v "$t" >/dev/null || need+=("${pkg[$t]}"); done
 if [ ${#need[@]} -gt 0 ]; then

@@ -55,6 +55,11 @@ pub fn key(req: &builder::Request, runtime: &RuntimeBase, mode: bytecode::Mode) 
             serde_json::to_string(p).expect("plain data serializes"),
         );
     }
+    // The interpreter compiles the bytecode: another build of the same
+    // version is another venv. Only when there is one: Debian keys stay.
+    if let Some(p) = &req.spec.standalone {
+        h.part("standalone", &p.download.sha256);
+    }
     runtime.key_part(&mut h);
     h.finish()
 }
@@ -123,8 +128,12 @@ pub fn build(
         // The base's own venv must not show through ours.
         b.add(OPAQUE_VENV, Entry::bytes(0o644, Vec::new()))?;
     }
-    if pyc_dir.join("usr").is_dir() {
-        add_tree(&mut b, &pyc_dir.join("usr"), "usr")?;
+    // The stdlib's bytecode, beside it: Debian's under /usr, a standalone
+    // Python's under /opt/python.
+    for top in ["usr", "opt"] {
+        if pyc_dir.join(top).is_dir() {
+            add_tree(&mut b, &pyc_dir.join(top), top)?;
+        }
     }
     Ok(VenvRecord {
         layer: b.write(&req.cache.blobs, req.mtime)?,

@@ -1,0 +1,334 @@
+//! python-build-standalone, end to end, against a loopback server playing
+//! the release host: the real release files cannot be reached from the test
+//! machine, so an archive laid out as theirs is built from the host's Debian
+//! interpreter (tests/fixtures/make-standalone-python) and pinned in a table
+//! given through SLIMPACK_PYTHON_DOWNLOADS. What is exercised: download,
+//! SHA-256 verification, unpacking into /opt/python, the venv and bytecode
+//! for that interpreter, and `run --check` of the image; a wrong hash and an
+//! interrupted download are refused with nothing cached.
+
+mod common;
+use common::*;
+use serde_json::Value;
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+
+const BUILD: &str = "20990101";
+
+/// The fixture archive and the version of the interpreter in it.
+fn fixture() -> &'static (Vec<u8>, String) {
+    static F: OnceLock<(Vec<u8>, String)> = OnceLock::new();
+    F.get_or_init(|| {
+        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("standalone-python.tar.gz");
+        let script = workspace().join("crates/slimpack/tests/fixtures/make-standalone-python");
+        let version = run_ok(Command::new(script).arg(&out)).trim().to_string();
+        (std::fs::read(&out).unwrap(), version)
+    })
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+fn file_name(version: &str) -> String {
+    format!("cpython-{version}%2B{BUILD}-x86_64-unknown-linux-gnu-install_only_stripped.tar.gz")
+}
+
+/// How the loopback release host answers.
+#[derive(Clone, Copy)]
+enum Serve {
+    Whole,
+    /// Announces the whole length, sends half, closes.
+    Truncated,
+}
+
+/// Serves the fixture at `/{BUILD}/{file}`; counts the requests.
+fn release_host(serve: Serve) -> (u16, Arc<AtomicUsize>) {
+    let (bytes, version) = fixture().clone();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counted = hits.clone();
+    let path = format!("/{BUILD}/{}", file_name(&version));
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            let mut req = [0u8; 4096];
+            let n = s.read(&mut req).unwrap_or(0);
+            let line = String::from_utf8_lossy(&req[..n]).into_owned();
+            counted.fetch_add(1, Ordering::SeqCst);
+            if !line.starts_with(&format!("GET {path} ")) {
+                let _ = s.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+                continue;
+            }
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                bytes.len()
+            );
+            let _ = s.write_all(head.as_bytes());
+            let body = match serve {
+                Serve::Whole => &bytes[..],
+                Serve::Truncated => &bytes[..bytes.len() / 2],
+            };
+            let _ = s.write_all(body);
+        }
+    });
+    (port, hits)
+}
+
+/// A table pinning the fixture's version at `sha`.
+fn table(sha: &str) -> tempfile::NamedTempFile {
+    let (_, version) = fixture();
+    let t = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        t.path(),
+        format!(
+            r#"{{"downloads": [{{"version": "{version}", "build": "{BUILD}", "sha256": "{sha}"}}]}}"#
+        ),
+    )
+    .unwrap();
+    t
+}
+
+fn slimpack(args: &[&str], table: &Path, port: u16) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_slimpack"))
+        .args(args)
+        .env("SLIMPACK_CACHE", shared_cache())
+        .env("SLIMPACK_PYTHON_DOWNLOADS", table)
+        .env(
+            "SLIMPACK_PYTHON_INSTALL_MIRROR",
+            format!("http://127.0.0.1:{port}"),
+        )
+        .env("SLIMPACK_HTTP_IDLE_TIMEOUT", "5")
+        .env_remove("SOURCE_DATE_EPOCH")
+        .output()
+        .unwrap()
+}
+
+fn cached_release(sha: &str) -> PathBuf {
+    shared_cache().join("python").join(format!("{sha}.tar.gz"))
+}
+
+/// Nothing but verified release files in the cache's python/ directory.
+fn only_verified_files_cached() {
+    let Ok(dir) = std::fs::read_dir(shared_cache().join("python")) else {
+        return;
+    };
+    for e in dir.flatten() {
+        let bytes = std::fs::read(e.path()).unwrap();
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with(".tmp") {
+            // Another test's verified download, being renamed into place.
+            continue;
+        }
+        assert_eq!(
+            name,
+            format!("{}.tar.gz", sha256(&bytes)),
+            "a file that is not a verified release was left in the cache"
+        );
+    }
+}
+
+#[test]
+fn a_standalone_python_is_verified_unpacked_and_runs() {
+    let (bytes, version) = fixture();
+    let sha = sha256(bytes);
+    let (port, _) = release_host(Serve::Whole);
+    let t = table(&sha);
+    let project = copy_example("flask");
+    let out_dir = tempfile::tempdir().unwrap();
+    let layout = out_dir.path().join("img.oci");
+    let target = format!("oci:{}", layout.display());
+    let dir = project.path().to_str().unwrap();
+    let python = version.as_str();
+    let out = slimpack(
+        &["build", dir, "--python", python, "-o", &target, "--json"],
+        t.path(),
+        port,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(cached_release(&sha).is_file());
+    // The plan says where the interpreter came from and what it was checked against.
+    let plan = slimpack(
+        &["build", dir, "--python", python, "--plan"],
+        t.path(),
+        port,
+    );
+    let plan: Value = serde_json::from_slice(&plan.stdout).unwrap();
+    let pinned = &plan["base"]["standalone"];
+    assert_eq!(pinned["sha256"], sha.as_str());
+    assert_eq!(
+        pinned["url"],
+        format!("http://127.0.0.1:{port}/{BUILD}/{}", file_name(version)).as_str()
+    );
+    assert_eq!(plan["python"]["interpreter"], "/opt/python/bin/python3.11");
+    let why = plan["python"]["chosen_because"].as_str().unwrap();
+    assert!(why.contains("python-build-standalone"), "{why}");
+    assert!(
+        !plan["base"]["roots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r.as_str().unwrap().starts_with("python3")),
+        "a standalone runtime has no Debian Python: {}",
+        plan["base"]["roots"]
+    );
+
+    // The image: the release under /opt/python, python3 is it, the app runs.
+    let rootfs = out_dir.path().join("rootfs");
+    run_ok(
+        Command::new("umoci")
+            .args(["raw", "unpack", "--rootless", "--image"])
+            .arg(format!("{}:latest", layout.display()))
+            .arg(&rootfs),
+    );
+    assert!(rootfs.join("opt/python/bin/python3.11").is_file());
+    assert!(!rootfs.join("usr/bin/python3.11").exists());
+    assert!(!rootfs.join("opt/python/lib/python3.11/test").exists());
+    assert_eq!(
+        std::fs::read_link(rootfs.join("usr/bin/python3")).unwrap(),
+        Path::new("/opt/python/bin/python3.11")
+    );
+    let cfg = std::fs::read_to_string(rootfs.join("opt/venv/pyvenv.cfg")).unwrap();
+    assert!(cfg.contains("home = /opt/python/bin"), "{cfg}");
+    // Bytecode compiled by that interpreter, for its stdlib.
+    assert!(std::fs::read_dir(rootfs.join("opt/python/lib/python3.11/json/__pycache__")).is_ok());
+
+    let run_port = free_port().to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_slimpack"))
+        .args(["run", &target, "--check", "--json", "--port", &run_port])
+        .env("SLIMPACK_CACHE", shared_cache())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "run --check failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_wrong_hash_is_refused_and_nothing_is_cached() {
+    let wrong = "ab".repeat(32);
+    let (port, hits) = release_host(Serve::Whole);
+    let t = table(&wrong);
+    let project = copy_example("flask");
+    let (_, version) = fixture();
+    let out = slimpack(
+        &[
+            "build",
+            project.path().to_str().unwrap(),
+            "--python",
+            version,
+            "-o",
+            "oci:/dev/null/never",
+        ],
+        t.path(),
+        port,
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("SHA-256 is"), "{err}");
+    assert!(err.contains(&wrong), "{err}");
+    assert!(err.contains("nothing was cached"), "{err}");
+    assert!(hits.load(Ordering::SeqCst) >= 1);
+    assert!(!cached_release(&wrong).exists());
+    only_verified_files_cached();
+}
+
+#[test]
+fn an_interrupted_download_fails_and_nothing_is_cached() {
+    let (bytes, version) = fixture();
+    // A table entry of its own, so the verified file of the other test is
+    // not what this one finds.
+    let mut other = bytes.clone();
+    other.extend_from_slice(b"\0");
+    let sha = sha256(&other);
+    let (port, hits) = release_host(Serve::Truncated);
+    let t = table(&sha);
+    let project = copy_example("flask");
+    let out = slimpack(
+        &[
+            "build",
+            project.path().to_str().unwrap(),
+            "--python",
+            version,
+            "-o",
+            "oci:/dev/null/never",
+        ],
+        t.path(),
+        port,
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("downloading Python") && err.contains("127.0.0.1"),
+        "{err}"
+    );
+    // Retried like any network fault, then given up.
+    assert!(hits.load(Ordering::SeqCst) >= 2, "{err}");
+    assert!(!cached_release(&sha).exists());
+    only_verified_files_cached();
+}
+
+#[test]
+fn a_request_nothing_satisfies_fails_before_any_download() {
+    let (port, hits) = release_host(Serve::Whole);
+    let t = table(&"ab".repeat(32));
+    let project = copy_example("flask");
+    let dir = project.path().to_str().unwrap();
+    let out = slimpack(&["build", dir, "--python", "3.7"], t.path(), port);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Python 3.7 was asked for"), "{err}");
+    assert!(err.contains("3.13 (Debian 13 trixie)"), "{err}");
+    std::fs::remove_file(project.path().join(".python-version")).unwrap();
+    std::fs::write(
+        project.path().join("pyproject.toml"),
+        "[project]\nname = \"x\"\nversion = \"0\"\nrequires-python = \">=3.20\"\n",
+    )
+    .unwrap();
+    let out = slimpack(&["build", dir], t.path(), port);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("pyproject.toml") && err.contains(">=3.20"),
+        "{err}"
+    );
+    assert!(err.contains("python-build-standalone"), "{err}");
+    assert_eq!(hits.load(Ordering::SeqCst), 0, "nothing may be downloaded");
+}
+
+#[test]
+fn free_threaded_builds_are_refused_before_any_download() {
+    // The shipped table pins 3.14.5t; its wheels cannot be installed yet.
+    let project = copy_example("flask");
+    let out = Command::new(env!("CARGO_BIN_EXE_slimpack"))
+        .args([
+            "build",
+            project.path().to_str().unwrap(),
+            "--python",
+            "3.14t",
+        ])
+        .env("SLIMPACK_CACHE", shared_cache())
+        .env("SLIMPACK_PYTHON_INSTALL_MIRROR", "http://127.0.0.1:9")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("free-threaded") && err.contains("3.14"),
+        "{err}"
+    );
+    assert!(!err.contains("127.0.0.1:9"), "{err}");
+}
