@@ -332,3 +332,56 @@ fn free_threaded_builds_are_refused_before_any_download() {
     );
     assert!(!err.contains("127.0.0.1:9"), "{err}");
 }
+
+#[test]
+fn the_refresh_script_writes_a_table_slimpack_reads() {
+    let out = tempfile::NamedTempFile::new().unwrap();
+    let fixtures = workspace().join("crates/slimpack/tests/fixtures/python-downloads");
+    run_ok(
+        Command::new(workspace().join("scripts/refresh-python-downloads"))
+            .arg(fixtures.join("uv-download-metadata.json"))
+            .arg("--out")
+            .arg(out.path()),
+    );
+    let table: Value = serde_json::from_slice(&std::fs::read(out.path()).unwrap()).unwrap();
+    let versions: Vec<String> = table["downloads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            format!(
+                "{}{}",
+                d["version"].as_str().unwrap(),
+                if d["freethreaded"].as_bool().unwrap() {
+                    "t"
+                } else {
+                    ""
+                }
+            )
+        })
+        .collect();
+    // Pre-releases, musl, CPU-variant and non-install_only files left out.
+    assert_eq!(versions, ["3.14.5t", "3.14.5", "3.10.15"]);
+    let project = copy_example("flask");
+    let plan = slimpack(
+        &[
+            "build",
+            project.path().to_str().unwrap(),
+            "--python",
+            "3.10",
+            "--plan",
+        ],
+        out.path(),
+        9,
+    );
+    assert!(
+        plan.status.success(),
+        "{}",
+        String::from_utf8_lossy(&plan.stderr)
+    );
+    let plan: Value = serde_json::from_slice(&plan.stdout).unwrap();
+    assert_eq!(
+        plan["base"]["standalone"]["sha256"],
+        "25fb8e23cd3b82b748075a04fd18f3183cc7316c11d6f59eb4b0326843892600"
+    );
+}
