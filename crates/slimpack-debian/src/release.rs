@@ -18,6 +18,10 @@ pub struct Release {
     pub valid_until: Option<String>,
     /// Path relative to `dists/SUITE/` → size and hash.
     pub files: BTreeMap<String, IndexFile>,
+    /// `Acquire-By-Hash: yes`: every index is also served under
+    /// `by-hash/SHA256/HASH` beside it, so a client can fetch exactly the
+    /// file the signature names while the mirror syncs.
+    pub acquire_by_hash: bool,
 }
 
 /// Verifies an `InRelease` file and returns only what the signature covers.
@@ -124,6 +128,7 @@ fn parse_release(text: &str, what: &str) -> Result<Release> {
         codename: get("Codename"),
         date: get("Date"),
         valid_until: fields.get("Valid-Until").cloned(),
+        acquire_by_hash: get("Acquire-By-Hash").eq_ignore_ascii_case("yes"),
         files,
     })
 }
@@ -181,6 +186,8 @@ mod tests {
         assert_eq!(r.codename, "bookworm");
         let p = &r.files["main/binary-amd64/Packages.xz"];
         assert_eq!(p.sha256.len(), 64);
+        // Debian's archive serves indexes by hash too.
+        assert!(r.acquire_by_hash);
     }
 
     #[test]

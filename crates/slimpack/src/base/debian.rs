@@ -2,14 +2,15 @@
 //! extracted without dpkg or maintainer scripts, trimmed to what a Python
 //! app can use.
 
+use super::archive;
 use crate::core::cache::{Cache, CacheDir, KeyHasher, RecordKind};
 use crate::core::http;
 use crate::core::progress::Progress;
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use slimpack_debian::{
-    archive_keys, check_sha256, merged_usr, parse_packages, read_deb, verify_inrelease,
-    ContentsIndex, DebEntryKind, Package, Resolver, Suite,
+    check_sha256, merged_usr, parse_packages, read_deb, ContentsIndex, DebEntryKind, Package,
+    Resolver, Suite,
 };
 use slimpack_oci::{Entry, EntryKind, Layer, LayerBuilder};
 use std::collections::{BTreeMap, BTreeSet};
@@ -292,16 +293,21 @@ pub fn resolve(
     let mut mirrors: BTreeMap<String, String> = BTreeMap::new();
     for (mirror, dist) in archives(spec) {
         let sp = progress.spinner(format!("Verifying {dist} index"));
-        let (release, text) = fetch_release(spec, &mirror, &dist)?;
-        if dist == code {
-            release_version = text
+        let index = "main/binary-amd64/Packages.xz";
+        let (version, xz) = archive::with_release(suite, &mirror, &dist, |release, text| {
+            let version = text
                 .lines()
                 .find_map(|l| l.strip_prefix("Version: "))
                 .unwrap_or("")
                 .to_string();
+            Ok((
+                version,
+                archive::fetch_index(cache, &mirror, &dist, release, index)?,
+            ))
+        })?;
+        if dist == code {
+            release_version = version;
         }
-        let index = "main/binary-amd64/Packages.xz";
-        let xz = fetch_index(cache, &mirror, &dist, &release, index)?;
         let text = slimpack_debian::decompress_xz(&xz)
             .ok()
             .and_then(|b| String::from_utf8(b).ok())
@@ -365,57 +371,6 @@ fn archives(spec: &BaseSpec) -> [(String, String); 3] {
     ]
 }
 
-/// Downloads and verifies `dists/DIST/InRelease`.
-fn fetch_release(
-    spec: &BaseSpec,
-    mirror: &str,
-    dist: &str,
-) -> Result<(slimpack_debian::Release, String)> {
-    let url = format!("{mirror}/dists/{dist}/InRelease");
-    let text =
-        String::from_utf8(http::get(&url, None)?).map_err(|_| anyhow!("{url}: not UTF-8"))?;
-    let release = verify_inrelease(&text, &archive_keys(spec.suite), dist, now())
-        .with_context(|| format!("checking {url}"))?;
-    Ok((release, text))
-}
-
-/// The entry a verified Release gives for an index file, and its URL.
-fn index_entry<'r>(
-    mirror: &str,
-    dist: &str,
-    release: &'r slimpack_debian::Release,
-    path: &str,
-) -> Result<(String, &'r slimpack_debian::IndexFile)> {
-    let entry = release.files.get(path).ok_or_else(|| {
-        anyhow!(
-            "{mirror}/dists/{dist}/InRelease lists no {path}; is {mirror} a full Debian mirror?"
-        )
-    })?;
-    Ok((format!("{mirror}/dists/{dist}/{path}"), entry))
-}
-
-/// An index file named by a verified Release, from the cache (kept by its
-/// hash, so a cached copy is exactly what the signature covers) or the mirror.
-fn fetch_index(
-    cache: &Cache,
-    mirror: &str,
-    dist: &str,
-    release: &slimpack_debian::Release,
-    path: &str,
-) -> Result<Vec<u8>> {
-    let (url, entry) = index_entry(mirror, dist, release, path)?;
-    let cached = cache.dir(CacheDir::Indexes)?.join(&entry.sha256);
-    if let Ok(bytes) = std::fs::read(&cached) {
-        if check_sha256(&url, &bytes, &entry.sha256).is_ok() {
-            return Ok(bytes);
-        }
-    }
-    let bytes = http::get(&url, None)?;
-    check_sha256(&url, &bytes, &entry.sha256)?;
-    crate::core::fs::write_atomic(&cached, &bytes)?;
-    Ok(bytes)
-}
-
 /// The suite's `Contents` index (which package ships which file), verified
 /// through the signed Release and cached only in its reduced form (named by
 /// the full index's hash). Only the main suite's index is read: updates
@@ -423,24 +378,26 @@ fn fetch_index(
 /// version by the resolver.
 pub fn contents(spec: &BaseSpec, cache: &Cache, progress: &Progress) -> Result<ContentsIndex> {
     let code = spec.suite.codename();
-    let (release, _) = fetch_release(spec, &spec.mirror, code)?;
-    let (url, entry) = index_entry(&spec.mirror, code, &release, "main/Contents-amd64.gz")?;
-    let reduced = cache
-        .dir(CacheDir::Contents)?
-        .join(format!("{}.txt", entry.sha256));
-    if let Ok(text) = std::fs::read_to_string(&reduced) {
-        return Ok(ContentsIndex::from_text(&text));
-    }
-    let sp = progress.spinner(format!("Reading the {code} Contents index"));
-    let gz = http::get(&url, None)?;
-    check_sha256(&url, &gz, &entry.sha256)?;
-    let idx = ContentsIndex::parse(std::io::BufReader::new(flate2::read::GzDecoder::new(
-        gz.as_slice(),
-    )))
-    .with_context(|| format!("reading {url}"))?;
-    crate::core::fs::write_atomic(&reduced, idx.to_text().as_bytes())?;
-    sp.finish_and_clear();
-    Ok(idx)
+    let path = "main/Contents-amd64.gz";
+    archive::with_release(spec.suite, &spec.mirror, code, |release, _| {
+        let entry = archive::index_entry(&spec.mirror, code, release, path)?;
+        let reduced = cache
+            .dir(CacheDir::Contents)?
+            .join(format!("{}.txt", entry.sha256));
+        if let Ok(text) = std::fs::read_to_string(&reduced) {
+            return Ok(ContentsIndex::from_text(&text));
+        }
+        let sp = progress.spinner(format!("Reading the {code} Contents index"));
+        let gz = archive::download_index(&spec.mirror, code, release, path);
+        sp.finish_and_clear();
+        let gz = gz?;
+        let idx = ContentsIndex::parse(std::io::BufReader::new(flate2::read::GzDecoder::new(
+            gz.as_slice(),
+        )))
+        .with_context(|| format!("reading {}/dists/{code}/{path}", spec.mirror))?;
+        crate::core::fs::write_atomic(&reduced, idx.to_text().as_bytes())?;
+        Ok(idx)
+    })
 }
 
 /// `p` as recorded; `mirrors` maps its archive (its origin) to the mirror

@@ -1,6 +1,7 @@
 //! The runtime base: which Debian release (and so which Python) the image
 //! is built on, or a registry image with its own Python.
 
+pub mod archive;
 pub mod debian;
 pub mod registry;
 pub mod standalone;
