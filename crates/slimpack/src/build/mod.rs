@@ -447,6 +447,10 @@ impl Planned {
                     key: self.app.key.clone(),
                 },
             ],
+            sandbox: match crate::sandbox::mode() {
+                Ok(m) => m.as_str().to_string(),
+                Err(e) => format!("unavailable: {e}"),
+            },
             warnings: self.warnings.clone(),
         }
     }

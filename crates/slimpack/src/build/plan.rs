@@ -16,6 +16,9 @@ pub struct Plan {
     pub start: StartCommand,
     pub image: ImageConfig,
     pub layers: Vec<LayerPlan>,
+    /// How build steps run the image's programs on this machine: in bwrap's
+    /// namespaces, bwrap as root without a user namespace, or chroot.
+    pub sandbox: String,
     pub warnings: Vec<String>,
 }
 

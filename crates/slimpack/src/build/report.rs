@@ -32,6 +32,9 @@ pub struct BuildReport {
     pub os_packages: usize,
     pub python_packages: usize,
     pub bytecode: Option<bytecode::Compiled>,
+    /// How the image's programs were isolated when this build ran them
+    /// (`namespaces`, `root-namespaces`, `chroot`); None when nothing ran.
+    pub sandbox: Option<String>,
     /// What the builder stage did, when dependencies were compiled.
     pub builder: Option<builder::Built>,
     /// Debian packages added to the runtime for the venv's compiled code.
@@ -80,6 +83,11 @@ pub(super) fn new(
         os_packages: runtime.os_packages,
         python_packages: lock.packages.len(),
         bytecode: venv.bytecode.clone(),
+        sandbox: layers
+            .iter()
+            .any(|(name, _, cached)| name == "venv" && !cached)
+            .then(|| crate::sandbox::mode().ok().map(|m| m.as_str().to_string()))
+            .flatten(),
         builder: venv.builder.clone(),
         runtime_additions: venv.runtime_additions.clone(),
         resolved: (!planned.lock_cached).then(|| {

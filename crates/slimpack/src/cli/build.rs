@@ -118,6 +118,9 @@ fn print_report(r: &BuildReport) -> Result<()> {
     for a in &r.runtime_additions {
         println!("  library  {a}");
     }
+    if let Some(m) = r.sandbox.as_deref().filter(|m| *m != "namespaces") {
+        println!("  sandbox  {m} (no user namespaces here: see the README's security section)");
+    }
     println!("  cmd     {}", serde_json::to_string(&r.cmd)?);
     println!(
         "  {:<8} {:>12} {:>13}  {:<8} digest",

@@ -2,6 +2,11 @@
 //! unpacked safely into a root directory, and `bwrap` to run in it; the
 //! builder stage that compiles source-only packages is one such run.
 
+mod chroot;
+mod command;
+
+pub use command::{bwrap_path, mode, Mode, Output, Sandbox, MODE_ENV};
+
 use crate::core::cache::{Cache, CacheDir, KeyHasher};
 use anyhow::{anyhow, bail, Context, Result};
 use slimpack_oci::{BlobStore, Layer};
@@ -10,8 +15,7 @@ use std::fs;
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Normalises a tar path; `None` for the root itself. Refuses `..`.
 fn clean(raw: &str) -> Result<Option<String>> {
@@ -362,168 +366,6 @@ pub fn resolve_in_root(root: &Path, rel: &str) -> Option<PathBuf> {
         }
     }
     Some(at.iter().fold(root.to_path_buf(), |p, s| p.join(s)))
-}
-
-pub fn bwrap_path() -> Result<PathBuf> {
-    if let Some(p) = crate::core::which("bwrap") {
-        return Ok(p);
-    }
-    bail!("bwrap (bubblewrap) is needed to run the image's interpreter at build time; install it (Debian/Ubuntu: apt-get install bubblewrap), or build with --bytecode none")
-}
-
-/// One sandboxed command: the image's root read-only, no network, a fresh
-/// /tmp, and only the binds given.
-pub struct Sandbox {
-    root: PathBuf,
-    args: Vec<String>,
-    env: Vec<(String, String)>,
-}
-
-pub struct Output {
-    pub status: i32,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-impl Sandbox {
-    pub fn new(rootfs: &Path) -> Self {
-        let r = rootfs.display().to_string();
-        Self {
-            root: rootfs.to_path_buf(),
-            args: vec![
-                "--ro-bind".into(),
-                r,
-                "/".into(),
-                "--proc".into(),
-                "/proc".into(),
-                "--dev".into(),
-                "/dev".into(),
-                "--tmpfs".into(),
-                "/tmp".into(),
-                "--unshare-all".into(),
-                "--die-with-parent".into(),
-                "--new-session".into(),
-                "--clearenv".into(),
-            ],
-            env: Vec::new(),
-        }
-    }
-
-    /// A writable directory of the host at `dest` (created on a tmpfs at
-    /// `tmpfs_parent` when the read-only root has no such directory; what
-    /// the root has there stays visible, e.g. a standalone Python in /opt).
-    pub fn bind(mut self, src: &Path, dest: &str, tmpfs_parent: Option<&str>) -> Self {
-        if let Some(t) = tmpfs_parent {
-            self.args.extend(["--tmpfs".into(), t.into()]);
-            self.keep_root_entries(t, dest);
-        }
-        self.args
-            .extend(["--bind".into(), src.display().to_string(), dest.into()]);
-        self
-    }
-
-    /// The root's own entries of `dir` (hidden by a tmpfs over it) put
-    /// back, except `except`: directories bound read-only, links made again
-    /// inside the sandbox. Nothing is followed on the host: the root may be
-    /// an image's, and a link in it must not expose a host path.
-    fn keep_root_entries(&mut self, dir: &str, except: &str) {
-        let Ok(entries) = std::fs::read_dir(self.root.join(dir.trim_start_matches('/'))) else {
-            return;
-        };
-        let mut entries: Vec<_> = entries.flatten().collect();
-        entries.sort_by_key(|e| e.file_name());
-        for e in entries {
-            let Some(name) = e.file_name().to_str().map(str::to_string) else {
-                continue;
-            };
-            let dest = format!("{}/{name}", dir.trim_end_matches('/'));
-            let Ok(meta) = std::fs::symlink_metadata(e.path()) else {
-                continue;
-            };
-            if dest == except {
-                continue;
-            }
-            if meta.file_type().is_symlink() {
-                if let Ok(target) = std::fs::read_link(e.path()) {
-                    self.args
-                        .extend(["--symlink".into(), target.display().to_string(), dest]);
-                }
-            } else if meta.is_dir() {
-                self.args
-                    .extend(["--ro-bind".into(), e.path().display().to_string(), dest]);
-            }
-        }
-    }
-
-    /// A host path at `dest`, read-only.
-    pub fn ro_bind(mut self, src: &Path, dest: &str) -> Self {
-        self.args
-            .extend(["--ro-bind".into(), src.display().to_string(), dest.into()]);
-        self
-    }
-
-    /// An empty in-memory directory at `dest` (a place for binds).
-    pub fn tmpfs(mut self, dest: &str) -> Self {
-        self.args.extend(["--tmpfs".into(), dest.into()]);
-        self
-    }
-
-    /// The host's network (the builder fetches source distributions).
-    pub fn share_net(mut self) -> Self {
-        self.args.push("--share-net".into());
-        self
-    }
-
-    pub fn env(mut self, k: &str, v: &str) -> Self {
-        self.env.push((k.into(), v.into()));
-        self
-    }
-
-    pub fn run(&self, argv: &[&str], timeout: Duration) -> Result<Output> {
-        let mut cmd = Command::new(bwrap_path()?);
-        cmd.args(&self.args);
-        for (k, v) in &self.env {
-            cmd.args(["--setenv", k, v]);
-        }
-        cmd.arg("--").args(argv);
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().context("starting bwrap")?;
-        let mut out = child.stdout.take().unwrap();
-        let mut err = child.stderr.take().unwrap();
-        let t_out = std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = out.read_to_string(&mut s);
-            s
-        });
-        let t_err = std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = err.read_to_string(&mut s);
-            s
-        });
-        let start = Instant::now();
-        let status = loop {
-            if let Some(s) = child.try_wait()? {
-                break s;
-            }
-            if start.elapsed() > timeout {
-                let _ = child.kill();
-                let _ = child.wait();
-                bail!(
-                    "{} did not finish within {}s in the sandbox",
-                    argv.join(" "),
-                    timeout.as_secs()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        };
-        Ok(Output {
-            status: status.code().unwrap_or(-1),
-            stdout: t_out.join().unwrap_or_default(),
-            stderr: t_err.join().unwrap_or_default(),
-        })
-    }
 }
 
 #[cfg(test)]
