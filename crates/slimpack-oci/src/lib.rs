@@ -20,7 +20,7 @@ pub use layer::{add_tree, Entry, EntryKind, Layer, LayerBuilder};
 pub use layout::{parse_layout_ref, write_layout};
 pub use read::{
     import_docker_archive, is_index, load_manifest, open_layer, pick_platform, read_layout,
-    LoadedImage,
+    LoadedImage, JSON_BLOB_LIMIT,
 };
 
 use sha2::{Digest as _, Sha256};

@@ -39,7 +39,21 @@ fn spec(msg: impl Into<String>) -> Error {
     Error::Spec(msg.into())
 }
 
+/// The largest manifest, index or config read into memory: the OCI spec
+/// keeps manifests under 4 MiB, and configs of real images are far smaller.
+pub const JSON_BLOB_LIMIT: u64 = 16 << 20;
+
 fn json_blob(store: &BlobStore, digest: &str) -> Result<Value> {
+    let path = store.path(digest)?;
+    if let Ok(meta) = std::fs::metadata(&path) {
+        if meta.len() > JSON_BLOB_LIMIT {
+            return Err(spec(format!(
+                "blob {digest} is {} MiB, more than any manifest or config holds (at most {} MiB are read); it was not read",
+                meta.len() >> 20,
+                JSON_BLOB_LIMIT >> 20
+            )));
+        }
+    }
     let bytes = store.read(digest)?;
     let actual = crate::sha256_digest(&bytes);
     if actual != digest {
@@ -258,4 +272,22 @@ pub fn open_layer(store: &BlobStore, layer: &Layer) -> Result<Box<dyn Read>> {
         });
     }
     layer.open(store)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_oversized_manifest_or_config_is_not_read() {
+        let d = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(d.path()).unwrap();
+        // Valid JSON, just too large: it must be refused by its size.
+        let mut big = b"[".to_vec();
+        big.resize(JSON_BLOB_LIMIT as usize + 2, b' ');
+        big.push(b']');
+        let digest = store.put_bytes(&big).unwrap();
+        let e = load_manifest(&store, &digest).unwrap_err().to_string();
+        assert!(e.contains("MiB") && e.contains("not read"), "{e}");
+    }
 }

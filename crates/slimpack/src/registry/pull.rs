@@ -77,6 +77,17 @@ pub fn pull(
         doc = serde_json::from_slice(&b)?;
     }
     let blobs = super::manifest_blobs(&doc, &reference.to_string())?;
+    // The config is read into memory: a descriptor announcing more than any
+    // config holds is refused before a byte of it is fetched.
+    if let Some(size) = doc["config"]["size"].as_u64() {
+        if size > slimpack_oci::JSON_BLOB_LIMIT {
+            bail!(
+                "{reference}: its config is {} MiB, more than any image config holds (at most {} MiB are read); the image is malformed or hostile",
+                size >> 20,
+                slimpack_oci::JSON_BLOB_LIMIT >> 20
+            );
+        }
+    }
     let (have, missing): (Vec<_>, Vec<_>) = blobs.iter().partition(|(d, _)| store.contains(d));
     let bars = indicatif::MultiProgress::new();
     crate::core::parallel::for_each(super::WORKERS, &missing, |_, (d, size)| {
@@ -105,4 +116,62 @@ pub fn pull(
             seconds: started.elapsed().as_secs_f64(),
         },
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{BufRead, BufReader, Write};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    #[test]
+    fn a_config_larger_than_any_config_is_refused_before_it_is_fetched() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let blob_asks = Arc::new(AtomicUsize::new(0));
+        let asks = blob_asks.clone();
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                       "digest": format!("sha256:{}", "a".repeat(64)), "size": 300_000_000u64},
+            "layers": []
+        })
+        .to_string();
+        std::thread::spawn(move || {
+            for s in listener.incoming().flatten().take(8) {
+                let mut r = BufReader::new(s.try_clone().unwrap());
+                let mut line = String::new();
+                let _ = r.read_line(&mut line);
+                loop {
+                    let mut h = String::new();
+                    if r.read_line(&mut h).unwrap_or(0) <= 2 {
+                        break;
+                    }
+                }
+                let mut s = s;
+                if line.contains("/blobs/") {
+                    asks.fetch_add(1, Ordering::SeqCst);
+                }
+                let body = if line.contains("/manifests/") {
+                    manifest.as_str()
+                } else {
+                    "{}"
+                };
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        let d = tempfile::tempdir().unwrap();
+        let cache = Cache::open(d.path()).unwrap();
+        let r = Reference::parse(&format!("127.0.0.1:{port}/app:v1")).unwrap();
+        let e = pull(&r, true, &cache, &Progress::new(false)).unwrap_err();
+        let e = format!("{e:#}");
+        assert!(e.contains("config is 286 MiB"), "{e}");
+        assert_eq!(blob_asks.load(Ordering::SeqCst), 0, "nothing fetched");
+    }
 }

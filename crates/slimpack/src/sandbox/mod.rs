@@ -39,6 +39,36 @@ struct Unpacker<'a> {
     skipped: Vec<String>,
     /// Keep setuid/setgid bits (`run --keep-setuid`); cleared otherwise.
     keep_setuid: bool,
+    /// Bytes of file content written so far, and the most allowed.
+    written: u64,
+    limit: u64,
+}
+
+/// Sets the most file content one unpack writes (bytes, or with a K, M, G
+/// or T suffix).
+pub const UNPACK_LIMIT_ENV: &str = "SLIMPACK_MAX_UNPACK_SIZE";
+const DEFAULT_UNPACK_LIMIT: u64 = 20 << 30;
+
+/// `20G` → bytes; None for anything else.
+fn parse_size(v: &str) -> Option<u64> {
+    let v = v.trim();
+    let (num, shift) = match v.char_indices().last()? {
+        (i, 'K' | 'k') => (&v[..i], 10),
+        (i, 'M' | 'm') => (&v[..i], 20),
+        (i, 'G' | 'g') => (&v[..i], 30),
+        (i, 'T' | 't') => (&v[..i], 40),
+        _ => (v, 0),
+    };
+    num.trim().parse::<u64>().ok()?.checked_mul(1u64 << shift)
+}
+
+fn unpack_limit() -> Result<u64> {
+    match std::env::var(UNPACK_LIMIT_ENV) {
+        Ok(v) if !v.trim().is_empty() => parse_size(&v).filter(|n| *n > 0).ok_or_else(|| {
+            anyhow!("{UNPACK_LIMIT_ENV}={v:?}: expected a size such as 20G or 500M")
+        }),
+        _ => Ok(DEFAULT_UNPACK_LIMIT),
+    }
 }
 
 impl Unpacker<'_> {
@@ -139,6 +169,14 @@ impl Unpacker<'_> {
                 self.dir_modes.push((path, mode, mtime));
             }
             tar::EntryType::Regular | tar::EntryType::Continuous => {
+                self.written = self.written.saturating_add(e.size());
+                if self.written > self.limit {
+                    bail!(
+                        "the image holds more than {} MiB of files ({} passes it); it was not unpacked. Set {UNPACK_LIMIT_ENV} (e.g. 40G) if the image is really that large",
+                        self.limit >> 20,
+                        crate::core::text::escape_controls(&rel)
+                    );
+                }
                 self.remove(&path);
                 let mut f = fs::File::create(&path)
                     .with_context(|| format!("creating {}", path.display()))?;
@@ -265,6 +303,15 @@ fn unpack_into(
     keep_setuid: bool,
     fill: impl FnOnce(&mut Unpacker) -> Result<()>,
 ) -> Result<Vec<String>> {
+    unpack_limited(dest, keep_setuid, unpack_limit()?, fill)
+}
+
+fn unpack_limited(
+    dest: &Path,
+    keep_setuid: bool,
+    limit: u64,
+    fill: impl FnOnce(&mut Unpacker) -> Result<()>,
+) -> Result<Vec<String>> {
     let parent = dest.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(parent)?;
     let tmp = tempfile::Builder::new()
@@ -276,6 +323,8 @@ fn unpack_into(
         dir_modes: Vec::new(),
         skipped: Vec::new(),
         keep_setuid,
+        written: 0,
+        limit,
     };
     fill(&mut u)?;
     // Directory modes last, so a read-only directory can still be filled.
@@ -371,6 +420,37 @@ pub fn resolve_in_root(root: &Path, rel: &str) -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_and_the_unpack_cap() {
+        assert_eq!(parse_size("20G"), Some(20 << 30));
+        assert_eq!(parse_size("500m"), Some(500 << 20));
+        assert_eq!(parse_size("4096"), Some(4096));
+        assert_eq!(parse_size("x"), None);
+        assert_eq!(parse_size("99999999999T"), None);
+        let d = tempfile::tempdir().unwrap();
+        let mut b = tar::Builder::new(Vec::new());
+        for name in ["a", "b"] {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(600);
+            h.set_mode(0o644);
+            h.set_cksum();
+            b.append_data(&mut h, name, &[0u8; 600][..]).unwrap();
+        }
+        let tar = b.into_inner().unwrap();
+        let fill = |u: &mut Unpacker| -> Result<()> {
+            let mut ar = tar::Archive::new(&tar[..]);
+            for e in ar.entries()? {
+                u.entry(&mut e?)?;
+            }
+            Ok(())
+        };
+        let e = unpack_limited(&d.path().join("small"), false, 1000, fill).unwrap_err();
+        assert!(format!("{e:#}").contains(UNPACK_LIMIT_ENV), "{e:#}");
+        assert!(!d.path().join("small").exists(), "nothing half-written");
+        unpack_limited(&d.path().join("fits"), false, 1200, fill).unwrap();
+        assert!(d.path().join("fits/b").is_file());
+    }
 
     #[test]
     fn a_layer_must_be_what_the_config_names() {
