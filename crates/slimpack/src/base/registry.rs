@@ -101,8 +101,7 @@ fn probe_python(reference: &Reference, root: &std::path::Path, path: &str) -> Re
         .chain(["/usr/local/bin", "/usr/bin"])
         .map(|d| format!("{}/python3", d.trim_end_matches('/')))
         .find(|p| {
-            let inside = root.join(p.trim_start_matches('/'));
-            std::fs::symlink_metadata(inside).is_ok()
+            sandbox::exists_in_root(root, p)
         })
         .ok_or_else(|| {
             anyhow!("the base image {reference} has no python3 on its PATH ({path}); use an image with Python (python:3.12-slim, gcr.io/distroless/python3-debian12) or a Debian base (debian:trixie)")

@@ -305,7 +305,7 @@ impl RuntimeBase {
     /// The base image has an /app of its own, which ours replaces.
     pub fn has_app(&self) -> bool {
         match self {
-            RuntimeBase::Registry(b) => b.root.join("app").exists(),
+            RuntimeBase::Registry(b) => crate::sandbox::exists_in_root(&b.root, "app"),
             RuntimeBase::Debian(_) => false,
         }
     }

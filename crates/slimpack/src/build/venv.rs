@@ -124,7 +124,7 @@ pub fn build(
     };
     let mut b = LayerBuilder::new();
     add_tree(&mut b, &venv_dir, "opt/venv")?;
-    if root.join("opt/venv").exists() {
+    if crate::sandbox::exists_in_root(&root, "opt/venv") {
         // The base's own venv must not show through ours.
         b.add(OPAQUE_VENV, Entry::bytes(0o644, Vec::new()))?;
     }

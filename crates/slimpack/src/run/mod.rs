@@ -434,7 +434,7 @@ fn process(root: &Path, c: &RunConfig, opts: &RunOptions) -> Result<Process> {
     }
     let (uid, gid) = resolve_user(root, c.user.as_deref().unwrap_or(""))?;
     let workdir = c.workdir().to_string();
-    if !root.join(workdir.trim_start_matches('/')).is_dir() {
+    if !sandbox::dir_in_root(root, &workdir) {
         bail!("the image's WorkingDir {workdir} does not exist in it");
     }
     let mut env: Vec<(String, String)> = c
@@ -486,7 +486,7 @@ fn bwrap_command(root: &Path, p: &Process) -> Result<Command> {
     cmd.arg("--ro-bind").arg(root).arg("/");
     cmd.args(["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]);
     for d in ["var/tmp", "run"] {
-        if root.join(d).is_dir() {
+        if sandbox::dir_in_root(root, d) {
             cmd.args(["--tmpfs", &format!("/{d}")]);
         }
     }
@@ -537,7 +537,7 @@ fn isolated_network_files(
             ),
         ),
     ] {
-        if root.join("etc").join(name).is_file() {
+        if sandbox::file_in_root(root, &format!("etc/{name}")) {
             let f = net_files.path().join(name);
             std::fs::write(&f, text)?;
             cmd.arg("--ro-bind").arg(&f).arg(format!("/etc/{name}"));

@@ -171,7 +171,12 @@ impl Sandbox {
     /// inside the sandbox. Nothing is followed on the host: the root may be
     /// an image's, and a link in it must not expose a host path.
     fn keep_root_entries(&mut self, dir: &str, except: &str) {
-        let Ok(entries) = std::fs::read_dir(self.root.join(dir.trim_start_matches('/'))) else {
+        // Resolved inside the root: an image whose /opt is a link to a
+        // host path must not make the host's entries visible.
+        let Some(resolved) = super::resolve_in_root(&self.root, dir) else {
+            return;
+        };
+        let Ok(entries) = std::fs::read_dir(resolved) else {
             return;
         };
         let mut entries: Vec<_> = entries.flatten().collect();

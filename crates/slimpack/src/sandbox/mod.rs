@@ -375,7 +375,21 @@ pub fn cached_rootfs(
     Ok((dir, skipped))
 }
 
-/// Is bubblewrap there, and does it work here?
+/// Whether `rel` is a directory inside `root`, resolved as the image would.
+pub fn dir_in_root(root: &Path, rel: &str) -> bool {
+    resolve_in_root(root, rel).is_some_and(|p| p.is_dir())
+}
+
+/// Whether `rel` is a regular file inside `root`, resolved as the image would.
+pub fn file_in_root(root: &Path, rel: &str) -> bool {
+    resolve_in_root(root, rel).is_some_and(|p| p.is_file())
+}
+
+/// Whether `rel` exists inside `root`, resolved as the image would.
+pub fn exists_in_root(root: &Path, rel: &str) -> bool {
+    resolve_in_root(root, rel).is_some()
+}
+
 /// Where `rel` leads inside the unpacked `root`, following its symlinks as
 /// the image would see them: an absolute target starts again at `root`,
 /// `..` never climbs above it, and a loop or a chain of more than 40 links
@@ -708,6 +722,44 @@ mod tests {
             prop::collection::vec(comp, 1..3).prop_map(|v| v.join("/")),
         ];
         (path, 0u8..4, target)
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        /// The class of the passwd → /etc/shadow defect: whatever links an
+        /// image holds (absolute, `..` chains, loops, links to links), a
+        /// path resolved in its root stays in its root.
+        #[test]
+        fn a_path_resolved_in_a_root_never_leaves_it(
+            links in proptest::collection::vec(
+                ("[a-c]{1,2}", proptest::prop_oneof![
+                    proptest::strategy::Just("/etc/shadow".to_string()),
+                    proptest::strategy::Just("../../../../etc".to_string()),
+                    proptest::strategy::Just("..".to_string()),
+                    proptest::strategy::Just("/".to_string()),
+                    proptest::strategy::Strategy::boxed("[a-c./]{1,8}"),
+                ]),
+                1..6,
+            ),
+            ask in "[a-c./]{1,12}",
+        ) {
+            let d = tempfile::tempdir().unwrap();
+            let root = d.path().join("root");
+            fs::create_dir_all(root.join("a/b")).unwrap();
+            for (name, target) in &links {
+                let _ = std::os::unix::fs::symlink(target, root.join("a").join(name));
+            }
+            let canonical_root = root.canonicalize().unwrap();
+            for rel in [ask.as_str(), "a/a", "a/b/../c", "a/bb/x"] {
+                if let Some(p) = resolve_in_root(&root, rel) {
+                    // Lexically inside, and no link left to follow out of it.
+                    proptest::prop_assert!(p.starts_with(&root), "{} → {}", rel, p.display());
+                    if let Ok(c) = p.canonicalize() {
+                        proptest::prop_assert!(c.starts_with(&canonical_root), "{} → {}", rel, c.display());
+                    }
+                }
+            }
+        }
     }
 
     proptest::proptest! {
