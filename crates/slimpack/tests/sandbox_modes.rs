@@ -3,7 +3,8 @@
 //! namespaces, in bwrap as root without a user namespace, or in a chroot.
 //! The containers are simulated as the brief says: an outer bwrap that
 //! forbids new user namespaces, and for Docker's default also drops
-//! CAP_SYS_ADMIN (no mount namespace either).
+//! CAP_SYS_ADMIN (no mount namespace either), or runs as a user other
+//! than root (no sandbox at all: the image's own dynamic loader).
 
 mod common;
 use common::*;
@@ -32,7 +33,9 @@ fn private_cache() -> tempfile::TempDir {
     d
 }
 
-fn build(cache: &Path, wrap: &[&str], project: &Path) -> Value {
+/// `slimpack build --json` of `project`, its venv built afresh, run under
+/// `wrap` (an outer sandbox playing a container).
+fn command(cache: &Path, wrap: &[&str], project: &Path, extra: &[&str]) -> Command {
     let _ = std::fs::remove_dir_all(cache.join("records/venv-layer"));
     let exe = env!("CARGO_BIN_EXE_slimpack");
     let mut cmd = match wrap.split_first() {
@@ -43,15 +46,16 @@ fn build(cache: &Path, wrap: &[&str], project: &Path) -> Value {
         }
         None => Command::new(exe),
     };
-    cmd.args([
-        "build",
-        project.to_str().unwrap(),
-        "--no-binary",
-        "markupsafe",
-        "--json",
-    ])
-    .env("SLIMPACK_CACHE", cache)
-    .env("SOURCE_DATE_EPOCH", "1700000000");
+    cmd.args(["build", project.to_str().unwrap(), "--json"])
+        .args(extra)
+        .env("SLIMPACK_CACHE", cache)
+        .env("SOURCE_DATE_EPOCH", "1700000000");
+    cmd
+}
+
+/// A build with a source compile, its venv built afresh.
+fn build(cache: &Path, wrap: &[&str], project: &Path) -> Value {
+    let mut cmd = command(cache, wrap, project, &["--no-binary", "markupsafe"]);
     serde_json::from_str(&run_ok(&mut cmd)).unwrap()
 }
 
@@ -100,4 +104,58 @@ fn builds_without_user_namespaces_make_the_same_image() {
         .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp"))
         .collect();
     assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn without_namespaces_or_root_bytecode_comes_from_the_images_own_loader() {
+    let cache = private_cache();
+    let project = copy_example("flask");
+    // Not root, and no user namespaces: no sandbox at all.
+    let outer = [
+        "bwrap",
+        "--dev-bind",
+        "/",
+        "/",
+        "--unshare-user",
+        "--disable-userns",
+        "--uid",
+        "1000",
+        "--gid",
+        "1000",
+        "--",
+    ];
+    let wheels = ["--bytecode", "imports"];
+    let normal: Value = serde_json::from_str(&run_ok(&mut command(
+        cache.path(),
+        &[],
+        project.path(),
+        &wheels,
+    )))
+    .unwrap();
+    let loader: Value = serde_json::from_str(&run_ok(&mut command(
+        cache.path(),
+        &outer,
+        project.path(),
+        &wheels,
+    )))
+    .unwrap();
+    assert_eq!(loader["sandbox"], "loader");
+    assert_eq!(normal["bytecode"], loader["bytecode"]);
+    assert!(loader["bytecode"]["stdlib_files"].as_u64().unwrap() > 50);
+    assert_eq!(normal["digest"], loader["digest"]);
+    // What needs a real sandbox is refused, saying why.
+    let out = command(
+        cache.path(),
+        &outer,
+        project.path(),
+        &["--no-binary", "markupsafe"],
+    )
+    .output()
+    .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("markupsafe") && err.contains("user namespaces") && err.contains("root"),
+        "{err}"
+    );
 }

@@ -102,6 +102,16 @@ pub fn initial_build_packages(lock: &Lock, configured: &[String]) -> Vec<String>
 /// `/opt/venv/lib/pythonX.Y/site-packages`); `from_source` are the packages
 /// with no usable wheel (the rest are installed from wheels as on the host).
 pub fn install(req: &Request, site: &Path, from_source: &[String]) -> Result<Built> {
+    if crate::sandbox::mode()? == crate::sandbox::Mode::Loader {
+        anyhow::bail!(
+            "{} must be compiled from source, which runs its build in a sandbox, and none can be made here: this machine forbids new user namespaces and slimpack is not root. Run slimpack as root in this container, allow user namespaces, or pin versions that have wheels",
+            if from_source.is_empty() {
+                "a dependency".to_string()
+            } else {
+                from_source.join(", ")
+            }
+        );
+    }
     let mut packages = initial_build_packages(req.lock, req.build_packages);
     let mut added: Vec<String> = Vec::new();
     let mut contents: Option<ContentsIndex> = None;

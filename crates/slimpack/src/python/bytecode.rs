@@ -133,6 +133,57 @@ for src in walk(site):
 print(ns, n - ns)
 "#;
 
+/// Without a sandbox (the loader mode), the interpreter starts as itself,
+/// not as the venv's: this sets up what the venv's start-up would have
+/// (its site-packages and their `.pth` files, no user site), before the
+/// script, with the host venv's path as the first argument.
+const LOADER_PRELUDE: &str = r#"
+import sys, site
+_venv, _minor = sys.argv.pop(1), sys.argv.pop(1)
+sys.prefix = sys.exec_prefix = _venv
+site.ENABLE_USER_SITE = False
+site.addsitedir(_venv + '/lib/python' + _minor + '/site-packages')
+site.setquit(); site.setcopyright(); site.sethelper()
+try:
+    import sitecustomize
+except ImportError:
+    pass
+"#;
+
+/// [`COMPILE`] where the root and the venv are at host paths: the same
+/// files compiled with their in-image names, written where bwrap's binds
+/// would have put them.
+const COMPILE_MAPPED: &str = r#"
+import sys, os, py_compile, importlib.util
+mode, minor, stdlib, root, venv, out = sys.argv[1:7]
+site = venv + '/lib/python' + minor + '/site-packages'
+def walk(root):
+    out = []
+    for d, dirs, files in os.walk(root):
+        dirs.sort()
+        out.extend(os.path.join(d, f) for f in sorted(files) if f.endswith('.py'))
+    return out
+if mode == 'all':
+    std = [f[len(root):] for f in walk(root + stdlib) if '/site-packages/' not in f and '/dist-packages/' not in f]
+else:
+    std = [l for l in open(out + '/.trace').read().split('\n') if l.startswith(stdlib + '/')]
+n = 0
+def comp(src, dfile, cfile):
+    global n
+    try:
+        py_compile.compile(src, cfile=cfile, dfile=dfile, doraise=True,
+                           invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
+        n += 1
+    except Exception:
+        pass
+for img in std:
+    comp(root + img, img, out + importlib.util.cache_from_source(img))
+ns = n
+for src in walk(site):
+    comp(src, '/opt/venv' + src[len(venv):], importlib.util.cache_from_source(src))
+print(ns, n - ns)
+"#;
+
 /// Top-level importable names in a site-packages directory.
 fn top_level_modules(site: &Path) -> Vec<String> {
     let mut out = Vec::new();
@@ -187,6 +238,9 @@ pub fn compile(
         return Ok(Compiled::default());
     }
     std::fs::create_dir_all(out)?;
+    if crate::sandbox::mode()? == crate::sandbox::Mode::Loader {
+        return compile_with_loader(rootfs, venv, out, target, mode);
+    }
     let base = || {
         Sandbox::new(rootfs)
             .bind(venv, "/opt/venv", Some("/opt"))
@@ -197,25 +251,12 @@ pub fn compile(
             .env("HOME", "/tmp")
     };
     if mode == Mode::Imports {
-        let site = venv.join(format!("lib/python{minor}/site-packages"));
-        let tops = top_level_modules(&site);
-        let walk: Vec<&str> = SERVERS
-            .iter()
-            .copied()
-            .filter(|s| tops.iter().any(|t| t == s))
-            .collect();
-        let walk = walk.join(",");
+        let (walk, tops) = trace_targets(venv, minor);
         let mut argv: Vec<&str> = vec!["/opt/venv/bin/python", "-c", TRACE, &walk];
         argv.extend(WEB_STDLIB);
         argv.extend(tops.iter().map(String::as_str));
         let o = base().run(&argv, Duration::from_secs(120))?;
-        if o.status != 0 {
-            bail!(
-                "tracing the dependencies' imports failed (exit {}):\n{}",
-                o.status,
-                o.stderr.trim_end()
-            );
-        }
+        traced(&o)?;
         std::fs::write(out.join(".trace"), &o.stdout)?;
     }
     let o = base().run(
@@ -230,6 +271,34 @@ pub fn compile(
         Duration::from_secs(600),
     )?;
     let _ = std::fs::remove_file(out.join(".trace"));
+    compiled(&o)
+}
+
+/// The servers whose submodules are all traced (comma-separated), and the
+/// venv's top-level modules.
+fn trace_targets(venv: &Path, minor: &str) -> (String, Vec<String>) {
+    let site = venv.join(format!("lib/python{minor}/site-packages"));
+    let tops = top_level_modules(&site);
+    let walk: Vec<&str> = SERVERS
+        .iter()
+        .copied()
+        .filter(|s| tops.iter().any(|t| t == s))
+        .collect();
+    (walk.join(","), tops)
+}
+
+fn traced(o: &crate::sandbox::Output) -> Result<()> {
+    if o.status != 0 {
+        bail!(
+            "tracing the dependencies' imports failed (exit {}):\n{}",
+            o.status,
+            o.stderr.trim_end()
+        );
+    }
+    Ok(())
+}
+
+fn compiled(o: &crate::sandbox::Output) -> Result<Compiled> {
     if o.status != 0 {
         bail!(
             "compiling bytecode failed (exit {}):\n{}",
@@ -242,4 +311,64 @@ pub fn compile(
         stdlib_files: it.next().unwrap_or(0),
         venv_files: it.next().unwrap_or(0),
     })
+}
+
+/// [`compile`] without a sandbox: the image's interpreter through its own
+/// dynamic loader, at host paths, every path it reports mapped back to
+/// the image's, so the same bytes come out.
+fn compile_with_loader(
+    rootfs: &Path,
+    venv: &Path,
+    out: &Path,
+    target: &super::Target,
+    mode: Mode,
+) -> Result<Compiled> {
+    use crate::sandbox::loader;
+    let minor = target.minor.as_str();
+    let root = loader::host_root(rootfs)?;
+    let venv = std::fs::canonicalize(venv)?;
+    let (root_s, venv_s) = (root.display().to_string(), venv.display().to_string());
+    let run = |script: &str, args: &[&str], secs: u64| {
+        let mut c = loader::command(&root, &target.interpreter)?;
+        c.args(["-S", "-c"])
+            .arg(format!("{LOADER_PRELUDE}{script}"))
+            .args([venv_s.as_str(), minor])
+            .args(args)
+            .env("PATH", "/usr/bin:/bin")
+            .env("PYTHONHASHSEED", "0")
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .env("HOME", out);
+        crate::sandbox::wait(c, &[target.interpreter.as_str()], Duration::from_secs(secs))
+    };
+    if mode == Mode::Imports {
+        let (walk, tops) = trace_targets(&venv, minor);
+        let mut args: Vec<&str> = vec![&walk];
+        args.extend(WEB_STDLIB);
+        args.extend(tops.iter().map(String::as_str));
+        let o = run(TRACE, &args, 120)?;
+        traced(&o)?;
+        // Host paths back to the image's: only the stdlib's are used.
+        let mapped: String = o
+            .stdout
+            .lines()
+            .filter_map(|l| l.strip_prefix(root_s.as_str()))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        std::fs::write(out.join(".trace"), mapped)?;
+    }
+    let out_s = out.display().to_string();
+    let o = run(
+        COMPILE_MAPPED,
+        &[
+            mode.as_str(),
+            minor,
+            &target.stdlib,
+            &root_s,
+            &venv_s,
+            &out_s,
+        ],
+        600,
+    )?;
+    let _ = std::fs::remove_file(out.join(".trace"));
+    compiled(&o)
 }

@@ -29,6 +29,10 @@ pub enum Mode {
     /// root into a scratch copy of the root. Files are kept apart; the
     /// network, processes and root's privileges are not.
     Chroot,
+    /// Neither namespaces nor root: no sandbox. Only the image's
+    /// interpreter runs, through the image's own dynamic loader, for
+    /// bytecode; what needs more (a source build) is refused.
+    Loader,
 }
 
 impl Mode {
@@ -37,6 +41,7 @@ impl Mode {
             Mode::Namespaces => "namespaces",
             Mode::RootNamespaces => "root-namespaces",
             Mode::Chroot => "chroot",
+            Mode::Loader => "loader",
         }
     }
 }
@@ -77,22 +82,22 @@ fn detect() -> std::result::Result<Mode, String> {
         Ok("namespaces") => return Ok(Mode::Namespaces),
         Ok("root") => return Ok(Mode::RootNamespaces),
         Ok("chroot") => return Ok(Mode::Chroot),
+        Ok("loader") => return Ok(Mode::Loader),
         Ok(other) if !other.is_empty() => {
             return Err(format!(
-                "{MODE_ENV}={other:?} is not a sandbox mode: use namespaces, root or chroot"
+                "{MODE_ENV}={other:?} is not a sandbox mode: use namespaces, root, chroot or loader"
             ))
         }
         _ => {}
     }
-    let why = match bwrap_starts(&["--unshare-all"]) {
-        Ok(()) => return Ok(Mode::Namespaces),
-        Err(e) => e,
-    };
+    // Without bwrap, the message says to install it: the fallbacks are for
+    // machines that forbid namespaces, not a reason to run unsandboxed.
+    bwrap_path().map_err(|e| e.to_string())?;
+    if bwrap_starts(&["--unshare-all"]).is_ok() {
+        return Ok(Mode::Namespaces);
+    }
     if !euid_is_root() {
-        return Err(format!(
-            "build steps run the image's programs in a sandbox, and bwrap cannot create one here ({}): this machine forbids new user namespaces. Run slimpack as root in this container (it then uses mount namespaces, or chroot), allow user namespaces (sysctl kernel.unprivileged_userns_clone=1, or a seccomp profile that permits clone/unshare), or build with --bytecode none when nothing is compiled from source",
-            crate::core::text::escape_controls(&why)
-        ));
+        return Ok(Mode::Loader);
     }
     if bwrap_starts(&[
         "--unshare-ipc",
@@ -228,6 +233,10 @@ impl Sandbox {
 
     pub fn run(&self, argv: &[&str], timeout: Duration) -> Result<Output> {
         match mode()? {
+            Mode::Loader => bail!(
+                "{} would have to run in a sandbox, and none can be made here: this machine forbids new user namespaces and slimpack is not root. Run slimpack as root in this container (it then uses mount namespaces, or chroot), or allow user namespaces (sysctl kernel.unprivileged_userns_clone=1, or a seccomp profile that permits clone/unshare); only bytecode compilation works without (through the image's own dynamic loader)",
+                crate::core::text::escape_controls(argv.first().copied().unwrap_or(""))
+            ),
             Mode::Namespaces => self.run_bwrap(argv, timeout, true),
             Mode::RootNamespaces => self.run_bwrap(argv, timeout, false),
             Mode::Chroot => {
@@ -307,7 +316,7 @@ impl Sandbox {
 }
 
 /// Runs `cmd` to the end or the timeout, its output captured.
-pub(super) fn wait(mut cmd: Command, argv: &[&str], timeout: Duration) -> Result<Output> {
+pub fn wait(mut cmd: Command, argv: &[&str], timeout: Duration) -> Result<Output> {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

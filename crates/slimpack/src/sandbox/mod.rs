@@ -4,8 +4,9 @@
 
 mod chroot;
 mod command;
+pub mod loader;
 
-pub use command::{bwrap_path, mode, Mode, Output, Sandbox, MODE_ENV};
+pub use command::{bwrap_path, mode, wait, Mode, Output, Sandbox, MODE_ENV};
 
 use crate::core::cache::{Cache, CacheDir, KeyHasher};
 use anyhow::{anyhow, bail, Context, Result};
