@@ -282,6 +282,66 @@ mod tests {
         );
     }
 
+    /// Credentials survive a redirect within the same host and never go to
+    /// another one.
+    #[test]
+    fn redirects_keep_credentials_only_on_the_same_host() {
+        use std::io::{BufRead, BufReader, Write};
+        let serve = |to: Option<String>| {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(String, bool)>::new()));
+            let log = seen.clone();
+            std::thread::spawn(move || {
+                for s in listener.incoming().flatten().take(4) {
+                    let mut r = BufReader::new(s.try_clone().unwrap());
+                    let mut line = String::new();
+                    let _ = r.read_line(&mut line);
+                    let mut auth = false;
+                    loop {
+                        let mut h = String::new();
+                        if r.read_line(&mut h).unwrap_or(0) <= 2 {
+                            break;
+                        }
+                        auth |= h.to_ascii_lowercase().starts_with("authorization:");
+                    }
+                    let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
+                    log.lock().unwrap().push((path.clone(), auth));
+                    let mut s = s;
+                    let reply = match (&to, path.as_str()) {
+                        (Some(t), "/a") => format!("HTTP/1.1 307 Temporary Redirect\r\nLocation: {t}\r\nContent-Length: 0\r\n\r\n"),
+                        (None, "/a") => format!("HTTP/1.1 307 Temporary Redirect\r\nLocation: http://127.0.0.1:{port}/b\r\nContent-Length: 0\r\n\r\n"),
+                        _ => "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_string(),
+                    };
+                    let _ = s.write_all(reply.as_bytes());
+                }
+            });
+            (port, seen)
+        };
+        let agent = agent_with(false, Duration::from_secs(5), Duration::from_secs(5));
+        // Same host: the credentials follow.
+        let (port, seen) = serve(None);
+        let r = agent
+            .get(format!("http://127.0.0.1:{port}/a"))
+            .header("Authorization", "Bearer secret")
+            .call()
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [("/a".to_string(), true), ("/b".to_string(), true)]
+        );
+        // Another host name: never.
+        let (other, other_seen) = serve(None);
+        let (port, _) = serve(Some(format!("http://localhost:{other}/b")));
+        agent
+            .get(format!("http://127.0.0.1:{port}/a"))
+            .header("Authorization", "Bearer secret")
+            .call()
+            .unwrap();
+        assert_eq!(*other_seen.lock().unwrap(), [("/b".to_string(), false)]);
+    }
+
     #[test]
     fn retries_only_what_may_pass_later() {
         for s in [429, 500, 502, 503, 504, 408] {
