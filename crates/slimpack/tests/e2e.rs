@@ -520,7 +520,12 @@ fn bad_input_fails_clearly_and_writes_nothing() {
     assert_fails(
         ok.path(),
         &["--python", "3.7"],
-        &["Python 3.7 is not available", "3.11", "3.13"],
+        &[
+            "Python 3.7 was asked for",
+            "3.11",
+            "3.13",
+            "python-build-standalone",
+        ],
     );
     assert_fails(ok.path(), &["--locked"], &["--locked", "requirements.txt"]);
 
@@ -539,6 +544,41 @@ fn bad_input_fails_clearly_and_writes_nothing() {
         &[],
         &["cannot tell how to start", "[tool.slimpack]"],
     );
+}
+
+/// An unreadable project says so, not "no Python project found". Root
+/// reads anything, so the build runs as another user (an outer bwrap).
+#[test]
+fn an_unreadable_project_says_permission_denied() {
+    require("bwrap");
+    let d = tempfile::tempdir().unwrap();
+    let project = d.path().join("p");
+    std::fs::create_dir(&project).unwrap();
+    std::fs::write(project.join("main.py"), "print(1)\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&project, std::fs::Permissions::from_mode(0o000)).unwrap();
+    let out = Command::new("bwrap")
+        .args([
+            "--dev-bind",
+            "/",
+            "/",
+            "--unshare-user",
+            "--uid",
+            "1000",
+            "--gid",
+            "1000",
+            "--",
+        ])
+        .arg(env!("CARGO_BIN_EXE_slimpack"))
+        .args(["build", project.to_str().unwrap(), "--plan"])
+        .env("SLIMPACK_CACHE", shared_cache())
+        .output()
+        .unwrap();
+    std::fs::set_permissions(&project, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("Permission denied"), "{err}");
+    assert!(!err.contains("no Python project found"), "{err}");
 }
 
 #[test]
