@@ -195,13 +195,17 @@ pub fn fetch(p: &Pinned, cache: &Cache, progress: &Progress) -> Result<PathBuf> 
         }
     }
     let sp = progress.spinner(format!("Downloading Python {}", p.download.label()));
-    let bytes = crate::core::http::get(&p.url, None)
-        .with_context(|| format!("downloading Python {} from {}", p.download.label(), p.url));
+    let bytes = crate::core::http::get(&p.url, None);
     sp.finish_and_clear();
     let bytes = bytes.map_err(|e| {
-        e.context(format!(
-            "set {MIRROR_ENV} (or python-mirror) to a mirror laid out as the releases are, or use a Debian Python (3.9, 3.11, 3.13)"
-        ))
+        crate::core::errors::hinted(
+            format!(
+                "downloading Python {} from {} failed: {e:#}",
+                p.download.label(),
+                p.url
+            ),
+            format!("set {MIRROR_ENV} (or python-mirror) to a mirror laid out as the releases are, or use a Debian Python (3.9, 3.11, 3.13)"),
+        )
     })?;
     let got = sha256_hex(&bytes);
     if got != p.download.sha256 {
