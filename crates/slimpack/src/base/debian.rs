@@ -505,21 +505,28 @@ fn dropped(path: &str, python: &str) -> bool {
     let stdlib = format!("usr/lib/python{python}/");
     if let Some(rest) = path.strip_prefix(&stdlib) {
         let top = rest.split('/').next().unwrap_or("");
-        return matches!(
-            top,
-            "idlelib"
-                | "tkinter"
-                | "turtledemo"
-                | "lib2to3"
-                | "pydoc_data"
-                | "ensurepip"
-                | "test"
-                | "turtle.py"
-                | "__phello__"
-        ) || top.starts_with("config-");
+        return unused_stdlib(top) || top.starts_with("config-");
     }
     // Interpreter helpers that are scripts needing a shell or pydoc.
     path.starts_with("usr/bin/") && !path.starts_with(&format!("usr/bin/python{python}"))
+}
+
+/// The top-level entries of a standard library that no web app uses:
+/// IDLE, Tk, the test suite, pip's bootstrap, 2to3, pydoc's topics. One
+/// list for Debian's stdlib and a standalone Python's.
+pub(super) fn unused_stdlib(top: &str) -> bool {
+    matches!(
+        top,
+        "idlelib"
+            | "tkinter"
+            | "turtledemo"
+            | "lib2to3"
+            | "pydoc_data"
+            | "ensurepip"
+            | "test"
+            | "turtle.py"
+            | "__phello__"
+    )
 }
 
 /// Where a package's programs are.

@@ -231,20 +231,14 @@ fn dropped(rest: &str, abi: &str, builder: bool) -> bool {
     if let Some(stdlib) = rest.strip_prefix(&lib) {
         let top = stdlib.split('/').next().unwrap_or("");
         let file = stdlib.rsplit('/').next().unwrap_or("");
-        return matches!(
-            top,
-            "test"
-                | "idlelib"
-                | "tkinter"
-                | "turtledemo"
-                | "ensurepip"
-                | "lib2to3"
-                | "__phello__"
-                | "site-packages"
-        ) || (top == "lib-dynload"
-            && ["_tkinter", "_test", "xxlimited", "_xxtestfuzz", "xxsubtype"]
-                .iter()
-                .any(|p| file.starts_with(p)))
+        // Its own site-packages holds pip, which the image never needs: the
+        // venv has its own.
+        return super::debian::unused_stdlib(top)
+            || top == "site-packages"
+            || (top == "lib-dynload"
+                && ["_tkinter", "_test", "xxlimited", "_xxtestfuzz", "xxsubtype"]
+                    .iter()
+                    .any(|p| file.starts_with(p)))
             || (!builder && top.starts_with("config-") && file.ends_with(".a"));
     }
     let top = rest.split('/').next().unwrap_or("");
