@@ -102,37 +102,6 @@ sys.stdout.flush()
 os._exit(0)
 "#;
 
-const COMPILE: &str = r#"
-import sys, os, py_compile, importlib.util
-mode, minor, stdlib = sys.argv[1], sys.argv[2], sys.argv[3]
-site = '/opt/venv/lib/python' + minor + '/site-packages'
-def walk(root):
-    out = []
-    for d, dirs, files in os.walk(root):
-        dirs.sort()
-        out.extend(os.path.join(d, f) for f in sorted(files) if f.endswith('.py'))
-    return out
-if mode == 'all':
-    std = [f for f in walk(stdlib) if '/site-packages/' not in f and '/dist-packages/' not in f]
-else:
-    std = [l for l in open('/tmp/out/.trace').read().split('\n') if l.startswith(stdlib + '/')]
-n = 0
-def comp(src, cfile):
-    global n
-    try:
-        py_compile.compile(src, cfile=cfile, dfile=src, doraise=True,
-                           invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
-        n += 1
-    except Exception:
-        pass
-for src in std:
-    comp(src, '/tmp/out' + importlib.util.cache_from_source(src))
-ns = n
-for src in walk(site):
-    comp(src, importlib.util.cache_from_source(src))
-print(ns, n - ns)
-"#;
-
 /// Without a sandbox (the loader mode), the interpreter starts as itself,
 /// not as the venv's: this sets up what the venv's start-up would have
 /// (its site-packages and their `.pth` files, no user site), before the
@@ -150,10 +119,12 @@ except ImportError:
     pass
 "#;
 
-/// [`COMPILE`] where the root and the venv are at host paths: the same
-/// files compiled with their in-image names, written where bwrap's binds
-/// would have put them.
-const COMPILE_MAPPED: &str = r#"
+/// Compiles the traced (or every) stdlib module into `out` and the whole
+/// venv in place. `root`, `venv` and `out` are where the image's `/`,
+/// `/opt/venv` and the output directory are as the interpreter sees them:
+/// `""`, `/opt/venv` and `/tmp/out` in a sandbox, host paths without one.
+/// Every file is compiled under its name in the image.
+const COMPILE: &str = r#"
 import sys, os, py_compile, importlib.util
 mode, minor, stdlib, root, venv, out = sys.argv[1:7]
 site = venv + '/lib/python' + minor + '/site-packages'
@@ -267,6 +238,9 @@ pub fn compile(
             mode.as_str(),
             minor,
             &target.stdlib,
+            "",
+            "/opt/venv",
+            "/tmp/out",
         ],
         Duration::from_secs(600),
     )?;
@@ -358,7 +332,7 @@ fn compile_with_loader(
     }
     let out_s = out.display().to_string();
     let o = run(
-        COMPILE_MAPPED,
+        COMPILE,
         &[
             mode.as_str(),
             minor,
