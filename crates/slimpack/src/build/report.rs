@@ -32,6 +32,8 @@ pub struct BuildReport {
     pub os_packages: usize,
     pub python_packages: usize,
     pub bytecode: Option<bytecode::Compiled>,
+    /// Debug sections taken out of the venv's compiled extensions.
+    pub stripped: crate::python::strip::Stripped,
     /// How the image's programs were isolated when this build ran them
     /// (`namespaces`, `root-namespaces`, `chroot`); None when nothing ran.
     pub sandbox: Option<String>,
@@ -83,6 +85,7 @@ pub(super) fn new(
         os_packages: runtime.os_packages,
         python_packages: lock.packages.len(),
         bytecode: venv.bytecode.clone(),
+        stripped: venv.stripped.clone(),
         sandbox: layers
             .iter()
             .any(|(name, _, cached)| name == "venv" && !cached)

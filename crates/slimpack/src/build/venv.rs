@@ -13,7 +13,8 @@ use serde::{Deserialize, Serialize};
 use slimpack_oci::{add_tree, Entry, LayerBuilder};
 use std::path::{Path, PathBuf};
 
-const VENV_POLICY: &str = "venv-v4";
+// v5: debug sections stripped from the venv's shared objects.
+const VENV_POLICY: &str = "venv-v5";
 const OPAQUE_VENV: &str = "opt/venv/.wh..wh..opq";
 
 /// The venv layer and what building it decided about the rest.
@@ -23,6 +24,9 @@ pub struct VenvRecord {
     pub runtime_additions: Vec<native::Addition>,
     pub builder: Option<builder::Built>,
     pub bytecode: Option<bytecode::Compiled>,
+    /// Debug sections taken out of the venv's compiled extensions.
+    #[serde(default)]
+    pub stripped: python::strip::Stripped,
 }
 
 /// Everything the venv layer is made from.
@@ -101,6 +105,7 @@ pub fn build(
     python::local::install(req.project_dir, req.local, req.target, req.uv, &venv_dir)?;
     python::local::install_vcs(&req.lock.vcs, req.target, req.uv, &venv_dir)?;
     python::finish_venv(&venv_dir, req.target)?;
+    let stripped = python::strip::strip_debug(&venv_dir)?;
     if let Some(p) = req.app_package {
         python::install_app_package(&venv_dir, req.target, p)?;
     }
@@ -140,6 +145,7 @@ pub fn build(
         runtime_additions: additions,
         builder: built,
         bytecode: compiled,
+        stripped,
     })
 }
 

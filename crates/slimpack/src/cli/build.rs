@@ -118,6 +118,13 @@ fn print_report(r: &BuildReport) -> Result<()> {
     for a in &r.runtime_additions {
         println!("  library  {a}");
     }
+    if r.stripped.files > 0 {
+        println!(
+            "  stripped {} of debug sections from {} compiled extension(s)",
+            human(r.stripped.bytes),
+            r.stripped.files
+        );
+    }
     if let Some(m) = r.sandbox.as_deref().filter(|m| *m != "namespaces") {
         println!("  sandbox  {m} (no user namespaces here: see the README's security section)");
     }

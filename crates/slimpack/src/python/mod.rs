@@ -5,6 +5,7 @@
 pub mod bytecode;
 pub mod local;
 pub mod native;
+pub mod strip;
 pub mod system;
 pub mod uv;
 
