@@ -110,6 +110,21 @@ fn slimpack(args: &[&str], table: &Path, port: u16) -> Output {
         .unwrap()
 }
 
+/// A build of `project` for `version` that must fail; its stderr.
+fn failed_build(project: &Path, version: &str, table: &Path, port: u16) -> String {
+    let args = [
+        "build",
+        project.to_str().unwrap(),
+        "--python",
+        version,
+        "-o",
+        "oci:/dev/null/never",
+    ];
+    let out = slimpack(&args, table, port);
+    assert!(!out.status.success());
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 fn cached_release(sha: &str) -> PathBuf {
     shared_cache().join("python").join(format!("{sha}.tar.gz"))
 }
@@ -224,20 +239,7 @@ fn a_wrong_hash_is_refused_and_nothing_is_cached() {
     let t = table(&wrong);
     let project = copy_example("flask");
     let (_, version) = fixture();
-    let out = slimpack(
-        &[
-            "build",
-            project.path().to_str().unwrap(),
-            "--python",
-            version,
-            "-o",
-            "oci:/dev/null/never",
-        ],
-        t.path(),
-        port,
-    );
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = failed_build(project.path(), version, t.path(), port);
     assert!(err.contains("SHA-256 is"), "{err}");
     assert!(err.contains(&wrong), "{err}");
     assert!(err.contains("nothing was cached"), "{err}");
@@ -257,20 +259,7 @@ fn an_interrupted_download_fails_and_nothing_is_cached() {
     let (port, hits) = release_host(Serve::Truncated);
     let t = table(&sha);
     let project = copy_example("flask");
-    let out = slimpack(
-        &[
-            "build",
-            project.path().to_str().unwrap(),
-            "--python",
-            version,
-            "-o",
-            "oci:/dev/null/never",
-        ],
-        t.path(),
-        port,
-    );
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = failed_build(project.path(), version, t.path(), port);
     assert!(
         err.contains("downloading Python") && err.contains("127.0.0.1"),
         "{err}"

@@ -823,31 +823,15 @@ mod tests {
 
     #[test]
     fn an_oversized_manifest_is_an_error_asked_once() {
-        use std::io::{BufRead, BufReader, Write};
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
         let manifest_asks = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let asks = manifest_asks.clone();
-        std::thread::spawn(move || {
-            for s in listener.incoming().flatten().take(8) {
-                let mut r = BufReader::new(s.try_clone().unwrap());
-                let mut line = String::new();
-                let _ = r.read_line(&mut line);
-                loop {
-                    let mut h = String::new();
-                    if r.read_line(&mut h).unwrap_or(0) <= 2 {
-                        break;
-                    }
-                }
-                let mut s = s;
-                if line.contains("/manifests/") {
-                    asks.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                    // Says 300 MB, sends a little, keeps the connection.
-                    let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nContent-Length: 300000000\r\n\r\n{");
-                    std::thread::sleep(std::time::Duration::from_millis(200));
-                } else {
-                    let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}");
-                }
+        let port = super::super::testing::serve(8, move |line| {
+            if line.contains("/manifests/") {
+                asks.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                // Says 300 MB, sends a little, keeps the connection.
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nContent-Length: 300000000\r\n\r\n{".to_vec()
+            } else {
+                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}".to_vec()
             }
         });
         let r = Reference::parse(&format!("127.0.0.1:{port}/app:v1")).unwrap();

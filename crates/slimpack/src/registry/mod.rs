@@ -9,6 +9,8 @@ pub mod google;
 mod pull;
 mod push;
 pub mod reference;
+#[cfg(test)]
+mod testing;
 
 pub use pull::{pull, PullReport};
 pub use push::{push, BlobAction, PushReport, PushedBlob};

@@ -121,14 +121,11 @@ pub fn pull(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::{BufRead, BufReader, Write};
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
 
     #[test]
     fn a_config_larger_than_any_config_is_refused_before_it_is_fetched() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
         let blob_asks = Arc::new(AtomicUsize::new(0));
         let asks = blob_asks.clone();
         let manifest = serde_json::json!({
@@ -139,32 +136,20 @@ mod tests {
             "layers": []
         })
         .to_string();
-        std::thread::spawn(move || {
-            for s in listener.incoming().flatten().take(8) {
-                let mut r = BufReader::new(s.try_clone().unwrap());
-                let mut line = String::new();
-                let _ = r.read_line(&mut line);
-                loop {
-                    let mut h = String::new();
-                    if r.read_line(&mut h).unwrap_or(0) <= 2 {
-                        break;
-                    }
-                }
-                let mut s = s;
-                if line.contains("/blobs/") {
-                    asks.fetch_add(1, Ordering::SeqCst);
-                }
-                let body = if line.contains("/manifests/") {
-                    manifest.as_str()
-                } else {
-                    "{}"
-                };
-                let _ = write!(
-                    s,
-                    "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nContent-Length: {}\r\n\r\n{body}",
-                    body.len()
-                );
+        let port = super::super::testing::serve(8, move |line| {
+            if line.contains("/blobs/") {
+                asks.fetch_add(1, Ordering::SeqCst);
             }
+            let body = if line.contains("/manifests/") {
+                manifest.as_str()
+            } else {
+                "{}"
+            };
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .into_bytes()
         });
         let d = tempfile::tempdir().unwrap();
         let cache = Cache::open(d.path()).unwrap();
