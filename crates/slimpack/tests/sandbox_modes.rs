@@ -53,6 +53,16 @@ fn command(cache: &Path, wrap: &[&str], project: &Path, extra: &[&str]) -> Comma
     cmd
 }
 
+/// A container that forbids new user namespaces, as the brief simulates it.
+const CONTAINER: [&str; 6] = [
+    "bwrap",
+    "--dev-bind",
+    "/",
+    "/",
+    "--unshare-user",
+    "--disable-userns",
+];
+
 /// A build with a source compile, its venv built afresh.
 fn build(cache: &Path, wrap: &[&str], project: &Path) -> Value {
     let mut cmd = command(cache, wrap, project, &["--no-binary", "markupsafe"]);
@@ -63,14 +73,7 @@ fn build(cache: &Path, wrap: &[&str], project: &Path) -> Value {
 fn builds_without_user_namespaces_make_the_same_image() {
     let cache = private_cache();
     let project = copy_example("flask");
-    let outer = [
-        "bwrap",
-        "--dev-bind",
-        "/",
-        "/",
-        "--unshare-user",
-        "--disable-userns",
-    ];
+    let outer = CONTAINER;
     let normal = build(cache.path(), &[], project.path());
     assert_eq!(normal["sandbox"], "namespaces");
     // Root in a container that forbids user namespaces but lets root mount.
@@ -111,19 +114,8 @@ fn without_namespaces_or_root_bytecode_comes_from_the_images_own_loader() {
     let cache = private_cache();
     let project = copy_example("flask");
     // Not root, and no user namespaces: no sandbox at all.
-    let outer = [
-        "bwrap",
-        "--dev-bind",
-        "/",
-        "/",
-        "--unshare-user",
-        "--disable-userns",
-        "--uid",
-        "1000",
-        "--gid",
-        "1000",
-        "--",
-    ];
+    let mut outer = CONTAINER.to_vec();
+    outer.extend(["--uid", "1000", "--gid", "1000", "--"]);
     let wheels = ["--bytecode", "imports"];
     let normal: Value = serde_json::from_str(&run_ok(&mut command(
         cache.path(),
