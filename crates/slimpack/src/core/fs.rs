@@ -19,6 +19,20 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// Parses TOML, turning a syntax error into `file:line:col: message`.
+/// A TOML value that must be a list of strings (absent: empty); the error
+/// names it as `what`.
+pub fn toml_strings(v: Option<&Value>, what: &str) -> Result<Vec<String>> {
+    let bad = || anyhow::anyhow!("{what} must be a list of strings");
+    match v {
+        None => Ok(Vec::new()),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|i| i.as_str().map(str::to_string).ok_or_else(bad))
+            .collect(),
+        Some(_) => Err(bad()),
+    }
+}
+
 pub fn parse_toml(path: &Path, text: &str) -> Result<Value> {
     text.parse::<toml::Table>().map(Value::Table).map_err(|e| {
         let (line, col) = e

@@ -56,16 +56,7 @@ fn requirement(name: &str, spec: &Value) -> Result<String> {
                     bail!("{name}: `{unsupported}` dependencies are not supported yet; publish the package to an index, or build from requirements.txt");
                 }
             }
-            let extras = t
-                .get("extras")
-                .and_then(Value::as_array)
-                .map(|a| {
-                    a.iter()
-                        .filter_map(Value::as_str)
-                        .map(str::to_string)
-                        .collect()
-                })
-                .unwrap_or_default();
+            let extras = crate::core::fs::toml_strings(t.get("extras"), &format!("{name}.extras"))?;
             (
                 t.get("version")
                     .and_then(Value::as_str)

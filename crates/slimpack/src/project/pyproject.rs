@@ -38,18 +38,7 @@ pub enum Style {
 pub use crate::core::fs::parse_toml;
 
 fn strings(v: Option<&Value>, what: &str, path: &Path) -> Result<Vec<String>> {
-    match v {
-        None => Ok(Vec::new()),
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|i| {
-                i.as_str()
-                    .map(str::to_string)
-                    .ok_or_else(|| anyhow!("{}: {what} must be a list of strings", path.display()))
-            })
-            .collect(),
-        Some(_) => bail!("{}: {what} must be a list of strings", path.display()),
-    }
+    crate::core::fs::toml_strings(v, &format!("{}: {what}", path.display()))
 }
 
 pub fn read(path: &Path) -> Result<PyProject> {
@@ -150,7 +139,7 @@ fn apply_uv_sources(doc: &Value, path: &Path, deps: &mut [String]) -> Result<()>
         return Ok(());
     };
     let dir = path.parent().unwrap_or(Path::new("."));
-    let members = workspace_members(doc, dir);
+    let members = workspace_members(doc, dir, path)?;
     for dep in deps.iter_mut() {
         let name = dep
             .split(|c: char| !(c.is_alphanumeric() || "-_.".contains(c)))
@@ -181,20 +170,15 @@ fn apply_uv_sources(doc: &Value, path: &Path, deps: &mut [String]) -> Result<()>
 }
 
 /// `[tool.uv.workspace] members` (globs of one `*` level) with their names.
-fn workspace_members(doc: &Value, dir: &Path) -> Vec<(String, String)> {
-    let globs: Vec<String> = doc
-        .get("tool")
-        .and_then(|t| t.get("uv"))
-        .and_then(|u| u.get("workspace"))
-        .and_then(|w| w.get("members"))
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default();
+fn workspace_members(doc: &Value, dir: &Path, path: &Path) -> Result<Vec<(String, String)>> {
+    let globs = strings(
+        doc.get("tool")
+            .and_then(|t| t.get("uv"))
+            .and_then(|u| u.get("workspace"))
+            .and_then(|w| w.get("members")),
+        "[tool.uv.workspace].members",
+        path,
+    )?;
     let mut out = Vec::new();
     for g in globs {
         let dirs: Vec<String> = match g.strip_suffix("/*") {
@@ -208,16 +192,18 @@ fn workspace_members(doc: &Value, dir: &Path) -> Vec<(String, String)> {
             None => vec![g.clone()],
         };
         for d in dirs {
-            let name = std::fs::read_to_string(dir.join(&d).join("pyproject.toml"))
-                .ok()
-                .and_then(|t| t.parse::<toml::Table>().ok())
-                .and_then(|t| t.get("project")?.get("name")?.as_str().map(str::to_string));
+            // A member is project input: read inside the project only.
+            let name =
+                crate::core::fs::read_project_file(dir, &dir.join(&d).join("pyproject.toml"))
+                    .ok()
+                    .and_then(|t| t.parse::<toml::Table>().ok())
+                    .and_then(|t| t.get("project")?.get("name")?.as_str().map(str::to_string));
             if let Some(n) = name {
                 out.push((crate::project::normalize_name(&n), d));
             }
         }
     }
-    out
+    Ok(out)
 }
 
 /// PEP 735 `[dependency-groups]`, with `{include-group = "x"}`.
@@ -498,6 +484,38 @@ mod tests {
         );
         assert_eq!(poetry_constraint("*", p, "x").unwrap(), "");
         assert!(poetry_constraint("^1 || ^2", p, "x").is_err());
+    }
+
+    #[test]
+    fn workspace_members_are_strings_read_inside_the_project() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("ws");
+        std::fs::create_dir_all(root.join("packages/lib")).unwrap();
+        std::fs::write(
+            root.join("packages/lib/pyproject.toml"),
+            "[project]\nname = \"My_Lib\"\n",
+        )
+        .unwrap();
+        // A member that is a link to a project outside is not read.
+        std::fs::create_dir_all(d.path().join("outside")).unwrap();
+        std::fs::write(
+            d.path().join("outside/pyproject.toml"),
+            "[project]\nname = \"secret\"\n",
+        )
+        .unwrap();
+        std::os::unix::fs::symlink(d.path().join("outside"), root.join("packages/evil")).unwrap();
+        let path = root.join("pyproject.toml");
+        let doc = parse_toml(&path, "[tool.uv.workspace]\nmembers = [\"packages/*\"]\n").unwrap();
+        let got = workspace_members(&doc, &root, &path).unwrap();
+        assert_eq!(got, [("my-lib".to_string(), "packages/lib".to_string())]);
+        let bad = parse_toml(&path, "[tool.uv.workspace]\nmembers = [\"a\", 3]\n").unwrap();
+        let e = workspace_members(&bad, &root, &path)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("[tool.uv.workspace].members must be a list of strings"),
+            "{e}"
+        );
     }
 
     #[test]
