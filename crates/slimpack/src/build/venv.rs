@@ -133,12 +133,19 @@ pub fn build(
         // The base's own venv must not show through ours.
         b.add(OPAQUE_VENV, Entry::bytes(0o644, Vec::new()))?;
     }
-    // The stdlib's bytecode, beside it: Debian's under /usr, a standalone
-    // Python's under /opt/python.
-    for top in ["usr", "opt"] {
-        if pyc_dir.join(top).is_dir() {
-            add_tree(&mut b, &pyc_dir.join(top), top)?;
-        }
+    // The stdlib's bytecode, beside it wherever the interpreter keeps its
+    // stdlib (/usr for Debian's, /opt/python for a standalone one, another
+    // path in a registry base): the tree mirrors the image's paths.
+    let mut tops: Vec<_> = std::fs::read_dir(&pyc_dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect();
+    tops.sort();
+    for top in tops {
+        add_tree(&mut b, &pyc_dir.join(&top), &top)?;
     }
     Ok(VenvRecord {
         layer: b.write(&req.cache.blobs, req.mtime)?,
