@@ -125,7 +125,12 @@ pub fn table() -> Result<Vec<Download>> {
         }
         None => (TABLE.to_string(), "the table shipped with slimpack".into()),
     };
-    let t: Table = serde_json::from_str(&text)
+    parse_table(&text, &origin)
+}
+
+/// A table's text, checked entry by entry; newest first.
+fn parse_table(text: &str, origin: &str) -> Result<Vec<Download>> {
+    let t: Table = serde_json::from_str(text)
         .map_err(|e| anyhow!("{origin}: not a python-build-standalone table: {e}"))?;
     let mut downloads = t.downloads;
     for d in &downloads {
@@ -378,6 +383,94 @@ mod tests {
         assert!(t.iter().any(|d| d.minor() == "3.10"));
         // Newest first.
         assert!(t.windows(2).all(|w| w[0].numbers() >= w[1].numbers()));
+    }
+
+    #[test]
+    fn a_broken_table_is_refused_naming_it() {
+        let e = parse_table("{", "t.json").unwrap_err().to_string();
+        assert!(
+            e.contains("t.json") && e.contains("not a python-build-standalone table"),
+            "{e}"
+        );
+        for bad in [
+            r#"{"downloads": [{"version": "3.12", "build": "1", "sha256": "00"}]}"#,
+            r#"{"downloads": [{"version": "x.y.z", "build": "1", "sha256": "%"}]}"#,
+            r#"{"downloads": [{"version": "3.12.1", "build": "../../x", "sha256": "0000000000000000000000000000000000000000000000000000000000000000"}]}"#,
+        ] {
+            let e = parse_table(bad, "t.json").unwrap_err().to_string();
+            assert!(e.contains("malformed"), "{e}");
+        }
+    }
+
+    /// Writes a gzip tar of `entries` (path, kind, link target or content).
+    fn archive(dir: &Path, entries: &[(&str, tar::EntryType, &str)]) -> PathBuf {
+        let p = dir.join("a.tar.gz");
+        let gz = flate2::write::GzEncoder::new(
+            std::fs::File::create(&p).unwrap(),
+            flate2::Compression::fast(),
+        );
+        let mut b = tar::Builder::new(gz);
+        for (path, kind, extra) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(*kind);
+            h.set_mode(0o755);
+            let data = if matches!(kind, tar::EntryType::Regular) {
+                extra.as_bytes()
+            } else {
+                &[]
+            };
+            h.set_size(data.len() as u64);
+            if matches!(kind, tar::EntryType::Symlink | tar::EntryType::Link) {
+                h.set_link_name(extra).unwrap();
+            }
+            // Names set raw: the builder's own checks would refuse `..`.
+            let name = h.as_old_mut().name.as_mut();
+            name[..path.len()].copy_from_slice(path.as_bytes());
+            h.set_cksum();
+            b.append(&h, data).unwrap();
+        }
+        b.into_inner().unwrap().finish().unwrap();
+        p
+    }
+
+    #[test]
+    fn a_hostile_archive_is_refused() {
+        use tar::EntryType::*;
+        let d = tempfile::tempdir().unwrap();
+        let good = archive(
+            d.path(),
+            &[
+                ("python/bin/python3.12", Regular, "elf"),
+                ("python/bin/python3", Symlink, "python3.12"),
+            ],
+        );
+        let mut b = LayerBuilder::new();
+        add_tree(&mut b, &good, "3.12", false).unwrap();
+        assert!(b.contains("opt/python/bin/python3.12"));
+        for (entries, needle) in [
+            (
+                vec![("python/../etc/passwd", Regular, "x")],
+                "not a plain path",
+            ),
+            (vec![("etc/passwd", Regular, "x")], "not a plain path"),
+            (
+                vec![("python/bin/x", Symlink, "/etc/shadow")],
+                "outside python/",
+            ),
+            (
+                vec![("python/bin/x", Symlink, "../../../etc")],
+                "outside python/",
+            ),
+            (vec![("python/bin/x", Link, "etc/passwd")], "leaves python/"),
+            (vec![("python/dev/null", Char, "")], "not a file"),
+        ] {
+            let sub = tempfile::tempdir().unwrap();
+            let a = archive(sub.path(), &entries);
+            let e = add_tree(&mut LayerBuilder::new(), &a, "3.12", false)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(needle), "{entries:?}: {e}");
+        }
     }
 
     #[test]
