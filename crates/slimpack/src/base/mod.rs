@@ -87,12 +87,17 @@ fn parse_base(base: &str) -> Result<Suite> {
     bail!("unknown base {base:?}: use debian:trixie (Python 3.13), debian:bookworm (3.11), debian:bullseye (3.9) or debian:forky (3.14)")
 }
 
-pub(crate) fn minor_of(v: &str) -> Option<String> {
-    let v = v
-        .trim()
+/// A version as people write it, without its `python`, `cpython-` or `@`
+/// prefix.
+fn bare_version(v: &str) -> &str {
+    v.trim()
         .trim_start_matches("python")
         .trim_start_matches("cpython-")
-        .trim_start_matches('@');
+        .trim_start_matches('@')
+}
+
+pub(crate) fn minor_of(v: &str) -> Option<String> {
+    let v = bare_version(v);
     let mut it = v.split('.');
     let (maj, min) = (it.next()?, it.next()?);
     (maj.chars().all(|c| c.is_ascii_digit())
@@ -123,11 +128,7 @@ struct Asked {
 
 impl Asked {
     fn parse(v: &str) -> Option<Asked> {
-        let v = v
-            .trim()
-            .trim_start_matches("python")
-            .trim_start_matches("cpython-")
-            .trim_start_matches('@');
+        let v = bare_version(v);
         let (v, freethreaded) = match v.strip_suffix('t') {
             Some(rest) => (rest, true),
             None => (v, false),
