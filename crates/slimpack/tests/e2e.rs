@@ -234,10 +234,28 @@ fn flask_example_builds_runs_reproduces_and_rebuilds_one_layer() {
     let digest = first["digest"].as_str().unwrap().to_string();
     // MarkupSafe's wheel ships its extension with debug information; the
     // image does not (and the app, which loads it, still serves below).
+    let debug = first["stripped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["rule"] == "debug");
     assert!(
-        first["stripped"]["files"].as_u64().unwrap_or(0) >= 1,
+        debug.is_some_and(|d| d["files"].as_u64().unwrap() >= 1),
         "{}",
         first["stripped"]
+    );
+    // The app names flask: what of it the dependencies' trace did not
+    // import gets bytecode in a layer of its own.
+    let names: Vec<&str> = first["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["runtime", "venv", "bytecode", "app"], "{first}");
+    assert_eq!(
+        first["named_bytecode"]["packages"],
+        serde_json::json!(["flask"])
     );
     let warnings = first["warnings"].to_string();
     assert!(
@@ -258,14 +276,14 @@ fn flask_example_builds_runs_reproduces_and_rebuilds_one_layer() {
     ))
     .unwrap();
     assert_eq!(inspect["Digest"], digest.as_str());
-    assert_eq!(inspect["Layers"].as_array().unwrap().len(), 3);
+    assert_eq!(inspect["Layers"].as_array().unwrap().len(), 4);
     let from_archive: Value = serde_json::from_str(&run_ok(
         Command::new("skopeo")
             .arg("inspect")
             .arg(format!("docker-archive:{}", archive.display())),
     ))
     .unwrap();
-    assert_eq!(from_archive["Layers"].as_array().unwrap().len(), 3);
+    assert_eq!(from_archive["Layers"].as_array().unwrap().len(), 4);
     // The docker-archive runs too (its layers are imported, not re-read from the layout).
     let (ok, report) = run_check_ref(
         &format!("docker-archive:{}", archive.display()),
@@ -365,7 +383,8 @@ fn flask_example_builds_runs_reproduces_and_rebuilds_one_layer() {
     let (a, b) = (layer_digests(&first), layer_digests(&edited));
     assert_eq!(a[0], b[0], "runtime layer unchanged");
     assert_eq!(a[1], b[1], "venv layer unchanged");
-    assert_ne!(a[2], b[2], "app layer changed");
+    assert_eq!(a[2], b[2], "bytecode layer unchanged");
+    assert_ne!(a[3], b[3], "app layer changed");
     assert_ne!(edited["digest"], first["digest"]);
     let cached: Vec<bool> = edited["layers"]
         .as_array()
@@ -375,7 +394,7 @@ fn flask_example_builds_runs_reproduces_and_rebuilds_one_layer() {
         .collect();
     assert_eq!(
         cached,
-        vec![true, true, false],
+        vec![true, true, true, false],
         "only the app layer is rebuilt: {edited}"
     );
 }
@@ -467,6 +486,30 @@ fn dependency_groups_and_plan() {
     let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
     let pkgs = plan["dependencies"]["packages"].as_array().unwrap();
     assert!(!pkgs.iter().any(|p| p["name"] == "pytest"));
+    // Every strip rule is listed; one turned off is not, and the venv is
+    // another (its key changes).
+    let rules = |plan: &Value| -> Vec<String> {
+        plan["python"]["strip"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r.as_str().unwrap().split(':').next().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(rules(&plan), ["debug", "tests", "stubs"], "{plan}");
+    let out = slimpack(
+        &[
+            "build",
+            src.path().to_str().unwrap(),
+            "--plan",
+            "--no-strip",
+            "tests",
+        ],
+        &cache,
+    );
+    let kept: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rules(&kept), ["debug", "stubs"]);
+    assert_ne!(kept["layers"][1]["key"], plan["layers"][1]["key"]);
     let lock = std::fs::read_to_string(src.path().join("poetry.lock")).unwrap();
     let django = pkgs.iter().find(|p| p["name"] == "django").unwrap()["version"]
         .as_str()

@@ -92,7 +92,8 @@ fn push_skips_what_exists_mounts_across_repositories_and_pulls_back() {
         push["reference"],
         format!("{}/demo/flask@{digest}", reg.host()).as_str()
     );
-    assert_eq!(blobs_by_action(push, "uploaded").len(), 4, "{push}");
+    // runtime, venv, bytecode (of flask, which the app names), app, config
+    assert_eq!(blobs_by_action(push, "uploaded").len(), 5, "{push}");
     let total: u64 = r["layers"]
         .as_array()
         .unwrap()
@@ -118,7 +119,7 @@ fn push_skips_what_exists_mounts_across_repositories_and_pulls_back() {
     // Nothing changed: no blob bytes move.
     let again = push_json(dir, &target, &cache, &[], "second push");
     assert_eq!(again["uploaded_bytes"], 0, "{again}");
-    assert_eq!(blobs_by_action(&again, "skipped").len(), 4);
+    assert_eq!(blobs_by_action(&again, "skipped").len(), 5);
 
     // A one-line edit: only the app layer and the config go up.
     let main = app.path().join("main.py");
@@ -130,7 +131,8 @@ fn push_skips_what_exists_mounts_across_repositories_and_pulls_back() {
         "push after an edit",
     );
     let layers = edited["layers"].as_array().unwrap();
-    let app_layer = layers[2]["digest"].as_str().unwrap().to_string();
+    let app_layer = layers[3]["digest"].as_str().unwrap().to_string();
+    assert_eq!(layers[3]["name"], "app");
     let mut uploaded = blobs_by_action(&edited["push"], "uploaded");
     uploaded.sort();
     let config = edited["push"]["blobs"]
@@ -158,7 +160,7 @@ fn push_skips_what_exists_mounts_across_repositories_and_pulls_back() {
         "push to a second repository",
     );
     assert_eq!(moved["uploaded_bytes"], 0, "{moved}");
-    assert_eq!(blobs_by_action(&moved, "mounted").len(), 4, "{moved}");
+    assert_eq!(blobs_by_action(&moved, "mounted").len(), 5, "{moved}");
     assert_eq!(moved["tags"], serde_json::json!(["v1", "extra"]));
     let edited_digest = edited["digest"].as_str().unwrap();
     assert_eq!(
@@ -190,9 +192,9 @@ fn push_skips_what_exists_mounts_across_repositories_and_pulls_back() {
         ),
         "build on a registry base",
     );
-    let base_layers: Vec<&Value> = edited["layers"].as_array().unwrap()[..3].iter().collect();
+    let base_layers: Vec<&Value> = edited["layers"].as_array().unwrap().iter().collect();
     let new_layers = on_base["layers"].as_array().unwrap();
-    assert_eq!(new_layers.len(), 5, "{on_base}");
+    assert_eq!(new_layers.len(), 7, "{on_base}");
     for (b, n) in base_layers.iter().zip(new_layers) {
         assert_eq!(
             b["digest"], n["digest"],
@@ -801,7 +803,7 @@ fn bearer_tokens_from_the_registrys_token_service() {
         "second repository with a Bearer token",
     );
     assert_eq!(r2["digest"], r["digest"]);
-    assert_eq!(blobs_by_action(&r2, "mounted").len(), 4, "{r2}");
+    assert_eq!(blobs_by_action(&r2, "mounted").len(), 5, "{r2}");
     let out = slimpack_env(&["push", dir_s, &target], &cache, &[]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);

@@ -14,6 +14,7 @@
 //! of its inputs and reused from the cache when they did not change.
 
 mod app;
+mod named;
 pub mod plan;
 mod report;
 mod runtime;
@@ -116,7 +117,7 @@ pub struct Planned {
     secrets: Vec<String>,
     start: entrypoint::StartCommand,
     pub image: ImageConfig,
-    mode: bytecode::Mode,
+    venv_opts: venv::Options,
     mtime: u64,
     venv_key: String,
     pub warnings: Vec<String>,
@@ -140,7 +141,10 @@ pub fn plan(ctx: &Context, inputs: Inputs) -> Result<Planned> {
     } = inputs;
     let mut warnings = Vec::new();
     let locked = check_lock(&project, require_lock, &mut warnings)?;
-    let mode = cfg.bytecode.unwrap_or(bytecode::Mode::Imports);
+    let venv_opts = venv::Options::new(
+        cfg.bytecode.unwrap_or(bytecode::Mode::Imports),
+        &cfg.no_strip,
+    );
     let mtime = epoch()?;
     let mut runtime = runtime::select(ctx, &cfg, &project)?;
     if matches!(runtime.base, runtime::RuntimeBase::Debian(_)) {
@@ -184,13 +188,17 @@ pub fn plan(ctx: &Context, inputs: Inputs) -> Result<Planned> {
         secrets,
         start,
         image,
-        mode,
+        venv_opts,
         mtime,
         venv_key: String::new(),
         warnings,
         started,
     };
-    planned.venv_key = venv::key(&planned.request(ctx), &planned.runtime.base, mode);
+    planned.venv_key = venv::key(
+        &planned.request(ctx),
+        &planned.runtime.base,
+        &planned.venv_opts,
+    );
     Ok(planned)
 }
 
@@ -401,7 +409,13 @@ impl Planned {
                 target: target.clone(),
                 chosen_because: self.runtime.why.clone(),
                 interpreter: target.interpreter.clone(),
-                bytecode: self.mode.as_str().into(),
+                bytecode: self.venv_opts.bytecode.as_str().into(),
+                strip: self
+                    .venv_opts
+                    .strip
+                    .iter()
+                    .map(|r| format!("{}: {}", r.as_str(), r.describe()))
+                    .collect(),
             },
             base: self
                 .runtime
@@ -437,7 +451,7 @@ impl Planned {
                     contents: format!(
                         "/opt/venv with {} packages, bytecode: {}",
                         lock.packages.len(),
-                        self.mode.as_str()
+                        self.venv_opts.bytecode.as_str()
                     ),
                     key: self.venv_key.clone(),
                 },
@@ -463,7 +477,7 @@ pub fn venv(ctx: &Context, planned: &Planned) -> Result<(VenvRecord, bool)> {
     if let Some(r) = venv::cached(&req, &planned.venv_key) {
         return Ok((r, true));
     }
-    let built = venv::build(&req, &planned.runtime.base, planned.mode)?;
+    let built = venv::build(&req, &planned.runtime.base, &planned.venv_opts)?;
     ctx.cache.put(
         crate::core::cache::RecordKind::VenvLayer,
         &planned.venv_key,
@@ -480,33 +494,65 @@ pub fn build(ctx: &Context, planned: &Planned) -> Result<Built> {
         .runtime
         .base
         .layers(&planned.request(ctx), &record.runtime_additions)?;
+    let named = named_bytecode(ctx, planned, &record)?;
     let (app_layer, app_cached) = app::layer(&ctx.cache, &planned.app, planned.mtime)?;
-    let named: Vec<(String, Layer, bool)> = runtime
-        .layers
-        .iter()
-        .cloned()
-        .chain([
-            ("venv".to_string(), record.layer.clone(), venv_cached),
-            ("app".to_string(), app_layer, app_cached),
-        ])
-        .collect();
+    let mut layers: Vec<(String, Layer, bool)> = runtime.layers.clone();
+    let mut history = history(planned, runtime.layers.len());
+    layers.push(("venv".to_string(), record.layer.clone(), venv_cached));
+    history.push(format!(
+        "slimpack: /opt/venv ({})",
+        planned.project.describe_deps()
+    ));
+    if let Some((n, cached)) = &named {
+        if let Some(l) = &n.layer {
+            layers.push(("bytecode".to_string(), l.clone(), *cached));
+            history.push(format!(
+                "slimpack: bytecode of {} (named by the app)",
+                n.packages.join(", ")
+            ));
+        }
+    }
+    layers.push(("app".to_string(), app_layer, app_cached));
+    history.push(format!("slimpack: {WORKDIR}"));
     let image = Image::assemble(
         &ctx.cache.blobs,
-        &planned.image.spec(history(planned, runtime.layers.len())),
-        named.iter().map(|(_, l, _)| l.clone()).collect(),
+        &planned.image.spec(history),
+        layers.iter().map(|(_, l, _)| l.clone()).collect(),
     )?;
-    let report = report::new(planned, &image, &named, &runtime, &record);
+    let report = report::new(
+        planned,
+        &image,
+        &layers,
+        &runtime,
+        &record,
+        named.map(|(n, _)| n),
+    );
     Ok(Built { image, report })
+}
+
+/// The bytecode stage ([`named`]), in `imports` mode when the app names a
+/// package of the venv.
+fn named_bytecode(
+    ctx: &Context,
+    planned: &Planned,
+    record: &VenvRecord,
+) -> Result<Option<(named::NamedRecord, bool)>> {
+    if planned.venv_opts.bytecode != bytecode::Mode::Imports {
+        return Ok(None);
+    }
+    let names = named::names(&planned.app.files, &record.modules)?;
+    if names.is_empty() {
+        return Ok(None);
+    }
+    let req = planned.request(ctx);
+    let root = planned.runtime.base.root(&req, &record.runtime_additions)?;
+    named::layer(&req, &root, record, &planned.venv_key, names).map(Some)
 }
 
 fn history(planned: &Planned, runtime_layers: usize) -> Vec<String> {
     let (base, target) = (&planned.runtime.base, &planned.runtime.target);
     (0..runtime_layers)
         .map(|i| base.history(i, target, planned.runtime.spec.suite))
-        .chain([
-            format!("slimpack: /opt/venv ({})", planned.project.describe_deps()),
-            format!("slimpack: {WORKDIR}"),
-        ])
         .collect()
 }
 

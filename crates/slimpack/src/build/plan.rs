@@ -40,6 +40,8 @@ pub struct PythonPlan {
     pub chosen_because: String,
     pub interpreter: String,
     pub bytecode: String,
+    /// The strip rules applied to the venv (`no-strip` turns one off).
+    pub strip: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]

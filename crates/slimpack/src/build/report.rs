@@ -32,8 +32,10 @@ pub struct BuildReport {
     pub os_packages: usize,
     pub python_packages: usize,
     pub bytecode: Option<bytecode::Compiled>,
-    /// Debug sections taken out of the venv's compiled extensions.
-    pub stripped: crate::python::strip::Stripped,
+    /// What each strip rule took out of the venv.
+    pub stripped: Vec<StripReport>,
+    /// Bytecode of the venv's packages the app names, in a layer of its own.
+    pub named_bytecode: Option<super::named::NamedRecord>,
     /// How the image's programs were isolated when this build ran them
     /// (`namespaces`, `root-namespaces`, `chroot`); None when nothing ran.
     pub sandbox: Option<String>,
@@ -54,6 +56,13 @@ pub struct BuildReport {
     pub seconds: f64,
 }
 
+#[derive(Debug, Clone, Serialize)]
+pub struct StripReport {
+    pub rule: crate::python::strip::Rule,
+    pub files: usize,
+    pub bytes: u64,
+}
+
 /// The report of a build not yet written anywhere.
 pub(super) fn new(
     planned: &Planned,
@@ -61,6 +70,7 @@ pub(super) fn new(
     layers: &[(String, Layer, bool)],
     runtime: &RuntimeLayers,
     venv: &VenvRecord,
+    named: Option<super::named::NamedRecord>,
 ) -> BuildReport {
     let lock = &planned.lock;
     BuildReport {
@@ -85,7 +95,16 @@ pub(super) fn new(
         os_packages: runtime.os_packages,
         python_packages: lock.packages.len(),
         bytecode: venv.bytecode.clone(),
-        stripped: venv.stripped.clone(),
+        stripped: venv
+            .stripped
+            .iter()
+            .map(|(rule, s)| StripReport {
+                rule: *rule,
+                files: s.files,
+                bytes: s.bytes,
+            })
+            .collect(),
+        named_bytecode: named,
         sandbox: layers
             .iter()
             .any(|(name, _, cached)| name == "venv" && !cached)

@@ -349,6 +349,21 @@ impl RuntimeBase {
         }
     }
 
+    /// The unpacked root of the runtime with `additions`, where the image's
+    /// interpreter runs at build time.
+    pub fn root(
+        &self,
+        req: &builder::Request,
+        additions: &[native::Addition],
+    ) -> Result<std::path::PathBuf> {
+        match self {
+            RuntimeBase::Debian(resolved) => super::venv::runtime_with(req, resolved, additions)?
+                .0
+                .rootfs(req.cache),
+            RuntimeBase::Registry(b) => Ok(b.root.clone()),
+        }
+    }
+
     /// The runtime's layers, with the packages the venv's compiled code
     /// needs added to a Debian runtime.
     pub fn layers(

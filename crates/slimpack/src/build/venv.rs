@@ -7,6 +7,7 @@ use super::runtime::RuntimeBase;
 use crate::base::debian;
 use crate::builder;
 use crate::core::cache::{CacheDir, KeyHasher, RecordKind};
+use crate::python::strip::Rule;
 use crate::python::{self, bytecode, native};
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
@@ -14,7 +15,8 @@ use slimpack_oci::{add_tree, Entry, LayerBuilder};
 use std::path::{Path, PathBuf};
 
 // v5: debug sections stripped from the venv's shared objects.
-const VENV_POLICY: &str = "venv-v5";
+// v6: venv bytecode for traced imports only; tests and stubs stripped.
+const VENV_POLICY: &str = "venv-v6";
 const OPAQUE_VENV: &str = "opt/venv/.wh..wh..opq";
 
 /// The venv layer and what building it decided about the rest.
@@ -24,23 +26,53 @@ pub struct VenvRecord {
     pub runtime_additions: Vec<native::Addition>,
     pub builder: Option<builder::Built>,
     pub bytecode: Option<bytecode::Compiled>,
-    /// Debug sections taken out of the venv's compiled extensions.
+    /// What each strip rule took out.
     #[serde(default)]
-    pub stripped: python::strip::Stripped,
+    pub stripped: python::strip::Report,
+    /// The venv's top-level modules (what an app's code can name).
+    #[serde(default)]
+    pub modules: Vec<String>,
+}
+
+/// How the venv is made smaller: which bytecode, which strip rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Options {
+    pub bytecode: bytecode::Mode,
+    /// The rules applied (every rule but those the project turned off).
+    pub strip: Vec<python::strip::Rule>,
+}
+
+impl Options {
+    pub fn new(bytecode: bytecode::Mode, no_strip: &[python::strip::Rule]) -> Options {
+        Options {
+            bytecode,
+            strip: python::strip::Rule::ALL
+                .into_iter()
+                .filter(|r| !no_strip.contains(r))
+                .collect(),
+        }
+    }
+
+    fn strips(&self, r: python::strip::Rule) -> bool {
+        self.strip.contains(&r)
+    }
 }
 
 /// Everything the venv layer is made from.
-pub fn key(req: &builder::Request, runtime: &RuntimeBase, mode: bytecode::Mode) -> String {
+pub fn key(req: &builder::Request, runtime: &RuntimeBase, opts: &Options) -> String {
     let mut h = KeyHasher::new(RecordKind::VenvLayer.as_str());
     h.part("policy", VENV_POLICY)
         .part("lock", &req.lock.text)
         .part("python", &req.target.version)
         .part("platform", &req.target.platform)
-        .part("bytecode", mode.as_str())
+        .part("bytecode", opts.bytecode.as_str())
         .part("uv", &req.uv.version)
         .part("mtime", req.mtime.to_string());
     for p in req.no_binary {
         h.part("no-binary", p);
+    }
+    for r in &opts.strip {
+        h.part("strip", r.as_str());
     }
     for p in req.build_packages {
         h.part("build-package", p);
@@ -93,11 +125,7 @@ pub fn runtime_with(
 /// Builds the venv layer: installs the lock (from wheels, or in the builder),
 /// adds to the runtime the libraries its compiled code links, and compiles
 /// bytecode with that runtime's interpreter.
-pub fn build(
-    req: &builder::Request,
-    runtime: &RuntimeBase,
-    mode: bytecode::Mode,
-) -> Result<VenvRecord> {
+pub fn build(req: &builder::Request, runtime: &RuntimeBase, opts: &Options) -> Result<VenvRecord> {
     let work = tempfile::tempdir_in(req.cache.dir(CacheDir::Work)?)?;
     let venv_dir = work.path().join("venv");
     let site = python::site_dir(&venv_dir, req.target);
@@ -105,7 +133,10 @@ pub fn build(
     python::local::install(req.project_dir, req.local, req.target, req.uv, &venv_dir)?;
     python::local::install_vcs(&req.lock.vcs, req.target, req.uv, &venv_dir)?;
     python::finish_venv(&venv_dir, req.target)?;
-    let stripped = python::strip::strip_debug(&venv_dir)?;
+    let mut stripped = python::strip::Report::new();
+    if opts.strips(Rule::Debug) {
+        stripped.push((Rule::Debug, python::strip::strip_debug(&venv_dir)?));
+    }
     if let Some(p) = req.app_package {
         python::install_app_package(&venv_dir, req.target, p)?;
     }
@@ -117,16 +148,33 @@ pub fn build(
         }
     };
     let pyc_dir = work.path().join("pyc");
-    let compiled = if mode == bytecode::Mode::None {
-        None
-    } else {
-        let sp = req
-            .progress
-            .spinner("Compiling bytecode with the image's interpreter".into());
-        let c = bytecode::compile(&root, &venv_dir, &pyc_dir, req.target, mode)?;
-        sp.finish_and_clear();
-        Some(c)
+    let sp = req
+        .progress
+        .spinner("Compiling bytecode with the image's interpreter".into());
+    let traced = match opts.bytecode {
+        bytecode::Mode::Imports => bytecode::trace(&root, &venv_dir, &pyc_dir, req.target)?,
+        _ => Vec::new(),
     };
+    // Only the trace tells which test suites are imported.
+    if opts.strips(Rule::Tests) && opts.bytecode == bytecode::Mode::Imports {
+        let prefix = format!("/opt/venv/lib/python{}/site-packages/", req.target.minor);
+        let imported = traced
+            .iter()
+            .filter_map(|t| t.strip_prefix(&prefix))
+            .map(str::to_string)
+            .collect();
+        stripped.push((Rule::Tests, python::strip::strip_tests(&site, &imported)?));
+    }
+    if opts.strips(Rule::Stubs) {
+        stripped.push((Rule::Stubs, python::strip::strip_stubs(&site)?));
+    }
+    let compiled = match opts.bytecode {
+        bytecode::Mode::None => None,
+        mode => Some(bytecode::compile(
+            &root, &venv_dir, &pyc_dir, req.target, mode, &traced,
+        )?),
+    };
+    sp.finish_and_clear();
     let mut b = LayerBuilder::new();
     add_tree(&mut b, &venv_dir, "opt/venv")?;
     if crate::sandbox::exists_in_root(&root, "opt/venv") {
@@ -153,6 +201,7 @@ pub fn build(
         builder: built,
         bytecode: compiled,
         stripped,
+        modules: bytecode::top_level_modules(&site),
     })
 }
 

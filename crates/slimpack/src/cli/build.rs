@@ -118,11 +118,19 @@ fn print_report(r: &BuildReport) -> Result<()> {
     for a in &r.runtime_additions {
         println!("  library  {a}");
     }
-    if r.stripped.files > 0 {
+    for s in r.stripped.iter().filter(|s| s.files > 0) {
         println!(
-            "  stripped {} of debug sections from {} compiled extension(s)",
-            human(r.stripped.bytes),
-            r.stripped.files
+            "  stripped {} in {} file(s): {}",
+            human(s.bytes),
+            s.files,
+            s.rule.describe()
+        );
+    }
+    if let Some(n) = &r.named_bytecode {
+        println!(
+            "  bytecode {} module(s) of {} (named by the app)",
+            n.files,
+            n.packages.join(", ")
         );
     }
     if let Some(m) = r.sandbox.as_deref().filter(|m| *m != "namespaces") {

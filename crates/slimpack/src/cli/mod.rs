@@ -155,6 +155,10 @@ struct ProjectFlags {
     /// distribution needs (e.g. pdf2image → poppler-utils). Repeatable.
     #[arg(long = "no-system-package")]
     no_system_packages: Vec<String>,
+    /// Keep what the venv would lose: debug (debug sections of compiled
+    /// extensions), tests (packages' test suites), stubs (type stubs). Repeatable.
+    #[arg(long = "no-strip", value_enum, hide_possible_values = true)]
+    no_strip: Vec<crate::python::strip::Rule>,
     /// Bytecode: imports (default), all, none.
     #[arg(long, value_enum, hide_possible_values = true)]
     bytecode: Option<crate::python::bytecode::Mode>,
@@ -187,6 +191,7 @@ impl ProjectFlags {
             user: self.user.clone(),
             with: self.with.clone(),
             no_system_packages: self.no_system_packages.clone(),
+            no_strip: self.no_strip.clone(),
             bytecode: self.bytecode,
             mirror: self.mirror.clone(),
             security_mirror: None,

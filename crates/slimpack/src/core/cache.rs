@@ -19,6 +19,8 @@ pub enum RecordKind {
     RuntimeLayer,
     VenvLayer,
     AppLayer,
+    /// Bytecode of the venv's packages an app names.
+    NamedBytecodeLayer,
     /// A registry base's Python, by image digest.
     BasePython,
     /// A compressed layer's uncompressed size, by digest.
@@ -35,6 +37,7 @@ impl RecordKind {
             RecordKind::RuntimeLayer => "runtime-layer",
             RecordKind::VenvLayer => "venv-layer",
             RecordKind::AppLayer => "app-layer",
+            RecordKind::NamedBytecodeLayer => "bytecode-layer",
             RecordKind::BasePython => "base-python",
             RecordKind::LayerSize => "layer-size",
             RecordKind::BlobLocations => "blob-locations",

@@ -2,19 +2,23 @@
 //! `unchecked-hash` invalidation (no mtimes: the same source gives the same
 //! `.pyc` bytes anywhere) and a fixed hash seed.
 //!
-//! The size/start-up trade-off: the stdlib's bytecode costs ~12 MB but an
-//! app imports a fraction of it. In `imports` mode (the default) the stdlib
-//! gets bytecode only for the modules its dependencies import (every
-//! top-level module of the venv, all submodules of the server, and a fixed
-//! list of modules web apps commonly use), traced by importing them in the
-//! sandbox. The trace never looks at the app's own code, so the layer's
-//! content depends only on the dependency set and the runtime: an app edit
-//! never rebuilds it, and two machines give the same bytes.
+//! The size/start-up trade-off: bytecode is about as large as the source
+//! (the stdlib's ~12 MB, a venv with SQLAlchemy ~17 MB), and an app
+//! imports a fraction of it. In `imports` mode (the default) the stdlib and
+//! the venv get bytecode only for the modules the dependencies import
+//! (every top-level module of the venv, all submodules of servers and
+//! other packages that load themselves lazily, and a fixed list of stdlib
+//! modules web apps commonly use), traced by importing them in the
+//! sandbox. The trace never looks at the app's own code, so the venv
+//! layer's content depends only on the dependency set and the runtime: an
+//! app edit never rebuilds it, and two machines give the same bytes. What
+//! the app itself imports is covered by [`compile_packages`]: every module
+//! of each package the app's code names, in a layer of its own.
 
 use crate::sandbox::Sandbox;
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use crate::settings::BytecodeMode as Mode;
@@ -72,14 +76,24 @@ const WEB_STDLIB: &[&str] = &[
     "signal",
 ];
 
-/// Servers whose submodules are all imported in the trace: they load most
-/// of themselves lazily, after start.
-const SERVERS: &[&str] = &["gunicorn", "uvicorn", "hypercorn", "waitress", "daphne"];
+/// Packages whose submodules are all imported in the trace: servers load
+/// most of themselves lazily, after start; anyio loads its event-loop
+/// backend on the first request.
+const WALKED: &[&str] = &[
+    "gunicorn",
+    "uvicorn",
+    "hypercorn",
+    "waitress",
+    "daphne",
+    "anyio",
+];
 
+/// Every script starts with the paths of the image's `/`, the venv and
+/// the output directory as the interpreter sees them (see [`Interp`]).
 const TRACE: &str = r#"
 import sys, os, importlib, pkgutil
-walk = set(filter(None, sys.argv[1].split(',')))
-mods = sys.argv[2:]
+walk = set(filter(None, sys.argv[4].split(',')))
+mods = sys.argv[5:]
 # Importing must not start anything: no arguments to parse, no forks.
 sys.argv = [sys.argv[0]]
 def _nofork(*a, **k):
@@ -119,25 +133,17 @@ except ImportError:
     pass
 "#;
 
-/// Compiles the traced (or every) stdlib module into `out` and the whole
-/// venv in place. `root`, `venv` and `out` are where the image's `/`,
-/// `/opt/venv` and the output directory are as the interpreter sees them:
-/// `""`, `/opt/venv` and `/tmp/out` in a sandbox, host paths without one.
-/// Every file is compiled under its name in the image.
-const COMPILE: &str = r#"
+/// What the compiling scripts share. Every file is compiled under its name
+/// in the image.
+const COMPILING: &str = r#"
 import sys, os, py_compile, importlib.util
-mode, minor, stdlib, root, venv, out = sys.argv[1:7]
-site = venv + '/lib/python' + minor + '/site-packages'
+root, venv, out = sys.argv[1:4]
 def walk(root):
     out = []
     for d, dirs, files in os.walk(root):
         dirs.sort()
         out.extend(os.path.join(d, f) for f in sorted(files) if f.endswith('.py'))
     return out
-if mode == 'all':
-    std = [f[len(root):] for f in walk(root + stdlib) if '/site-packages/' not in f and '/dist-packages/' not in f]
-else:
-    std = [l for l in open(out + '/.trace').read().split('\n') if l.startswith(stdlib + '/')]
 n = 0
 def comp(src, dfile, cfile):
     global n
@@ -147,16 +153,46 @@ def comp(src, dfile, cfile):
         n += 1
     except Exception:
         pass
+def image(src):
+    return '/opt/venv' + src[len(venv):]
+"#;
+
+/// The traced (or every) stdlib module into `out`, and the traced (or
+/// every) module of the venv in place. The trace is `out/.trace`.
+const COMPILE: &str = r#"
+mode, minor, stdlib = sys.argv[4:7]
+site = venv + '/lib/python' + minor + '/site-packages'
+if mode == 'all':
+    std = [f[len(root):] for f in walk(root + stdlib) if '/site-packages/' not in f and '/dist-packages/' not in f]
+    env = walk(site)
+else:
+    trace = open(out + '/.trace').read().split('\n')
+    std = [l for l in trace if l.startswith(stdlib + '/')]
+    env = [venv + l[len('/opt/venv'):] for l in trace if l.startswith('/opt/venv/')]
 for img in std:
     comp(root + img, img, out + importlib.util.cache_from_source(img))
 ns = n
-for src in walk(site):
-    comp(src, '/opt/venv' + src[len(venv):], importlib.util.cache_from_source(src))
+for src in env:
+    comp(src, image(src), importlib.util.cache_from_source(src))
 print(ns, n - ns)
 "#;
 
+/// Every module of the named top-level packages that has no bytecode in
+/// the venv yet, into `out` (mirroring `/opt/venv`).
+const COMPILE_PACKAGES: &str = r#"
+minor = sys.argv[4]
+site = venv + '/lib/python' + minor + '/site-packages'
+for name in sys.argv[5:]:
+    d = site + '/' + name
+    files = walk(d) if os.path.isdir(d) else [f for f in [d + '.py'] if os.path.isfile(f)]
+    for src in files:
+        if not os.path.exists(importlib.util.cache_from_source(src)):
+            comp(src, image(src), out + importlib.util.cache_from_source(image(src)))
+print(n)
+"#;
+
 /// Top-level importable names in a site-packages directory.
-fn top_level_modules(site: &Path) -> Vec<String> {
+pub fn top_level_modules(site: &Path) -> Vec<String> {
     let mut out = Vec::new();
     let Ok(rd) = std::fs::read_dir(site) else {
         return out;
@@ -195,73 +231,114 @@ pub struct Compiled {
     pub venv_files: usize,
 }
 
-/// Compiles bytecode: in place in `venv` (mounted at /opt/venv), and for the
-/// stdlib into `out` (mirroring `/usr/lib/pythonX.Y/.../__pycache__`).
-pub fn compile(
+/// The image's interpreter with the venv as its venv: in the sandbox (the
+/// image's `/`, the venv at /opt/venv, `out` at /tmp/out), or without one
+/// through the image's own dynamic loader at host paths. Either way a
+/// script's first arguments say where `/`, the venv and `out` are, and the
+/// bytes it writes are the same.
+struct Interp<'a> {
+    rootfs: &'a Path,
+    venv: PathBuf,
+    out: &'a Path,
+    target: &'a super::Target,
+    /// The host paths of the image's root and the venv, in the loader mode.
+    loader: Option<(String, String)>,
+}
+
+impl<'a> Interp<'a> {
+    fn new(
+        rootfs: &'a Path,
+        venv: &Path,
+        out: &'a Path,
+        target: &'a super::Target,
+    ) -> Result<Interp<'a>> {
+        std::fs::create_dir_all(out)?;
+        let venv = std::fs::canonicalize(venv)?;
+        let loader = if crate::sandbox::mode()? == crate::sandbox::Mode::Loader {
+            let root = crate::sandbox::loader::host_root(rootfs)?;
+            Some((root.display().to_string(), venv.display().to_string()))
+        } else {
+            None
+        };
+        Ok(Interp {
+            rootfs,
+            venv,
+            out,
+            target,
+            loader,
+        })
+    }
+
+    fn run(&self, script: &str, args: &[&str], secs: u64) -> Result<crate::sandbox::Output> {
+        let timeout = Duration::from_secs(secs);
+        let Some((root, venv)) = &self.loader else {
+            let mut argv = vec![
+                "/opt/venv/bin/python",
+                "-c",
+                script,
+                "",
+                "/opt/venv",
+                "/tmp/out",
+            ];
+            argv.extend(args);
+            return Sandbox::new(self.rootfs)
+                .bind(&self.venv, "/opt/venv", Some("/opt"))
+                .bind(self.out, "/tmp/out", None)
+                .env("PATH", "/opt/venv/bin:/usr/local/bin:/usr/bin:/bin")
+                .env("PYTHONHASHSEED", "0")
+                .env("PYTHONDONTWRITEBYTECODE", "1")
+                .env("HOME", "/tmp")
+                .run(&argv, timeout);
+        };
+        let interpreter = self.target.interpreter.as_str();
+        let mut c = crate::sandbox::loader::command(Path::new(root), interpreter)?;
+        c.args(["-S", "-c"])
+            .arg(format!("{LOADER_PRELUDE}{script}"))
+            .args([venv.as_str(), self.target.minor.as_str()])
+            .arg(root)
+            .arg(venv)
+            .arg(self.out)
+            .args(args)
+            .env("PATH", "/usr/bin:/bin")
+            .env("PYTHONHASHSEED", "0")
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .env("HOME", self.out);
+        crate::sandbox::wait(c, &[interpreter], timeout)
+    }
+
+    /// A path the interpreter printed, as a path in the image.
+    fn image_path(&self, p: &str) -> Option<String> {
+        let Some((root, venv)) = &self.loader else {
+            return Some(p.to_string());
+        };
+        if let Some(rest) = p.strip_prefix(venv.as_str()) {
+            return Some(format!("/opt/venv{rest}"));
+        }
+        p.strip_prefix(root.as_str()).map(str::to_string)
+    }
+}
+
+/// The image paths of the `.py` files the dependencies import: every
+/// top-level module of the venv, every submodule of [`WALKED`] packages,
+/// and [`WEB_STDLIB`]. `out` is scratch space.
+pub fn trace(
     rootfs: &Path,
     venv: &Path,
     out: &Path,
     target: &super::Target,
-    mode: Mode,
-) -> Result<Compiled> {
-    let minor = target.minor.as_str();
-    if mode == Mode::None {
-        return Ok(Compiled::default());
-    }
-    std::fs::create_dir_all(out)?;
-    if crate::sandbox::mode()? == crate::sandbox::Mode::Loader {
-        return compile_with_loader(rootfs, venv, out, target, mode);
-    }
-    let base = || {
-        Sandbox::new(rootfs)
-            .bind(venv, "/opt/venv", Some("/opt"))
-            .bind(out, "/tmp/out", None)
-            .env("PATH", "/opt/venv/bin:/usr/local/bin:/usr/bin:/bin")
-            .env("PYTHONHASHSEED", "0")
-            .env("PYTHONDONTWRITEBYTECODE", "1")
-            .env("HOME", "/tmp")
-    };
-    if mode == Mode::Imports {
-        let (walk, tops) = trace_targets(venv, minor);
-        let mut argv: Vec<&str> = vec!["/opt/venv/bin/python", "-c", TRACE, &walk];
-        argv.extend(WEB_STDLIB);
-        argv.extend(tops.iter().map(String::as_str));
-        let o = base().run(&argv, Duration::from_secs(120))?;
-        traced(&o)?;
-        std::fs::write(out.join(".trace"), &o.stdout)?;
-    }
-    let o = base().run(
-        &[
-            "/opt/venv/bin/python",
-            "-c",
-            COMPILE,
-            mode.as_str(),
-            minor,
-            &target.stdlib,
-            "",
-            "/opt/venv",
-            "/tmp/out",
-        ],
-        Duration::from_secs(600),
-    )?;
-    let _ = std::fs::remove_file(out.join(".trace"));
-    compiled(&o)
-}
-
-/// The servers whose submodules are all traced (comma-separated), and the
-/// venv's top-level modules.
-fn trace_targets(venv: &Path, minor: &str) -> (String, Vec<String>) {
-    let site = venv.join(format!("lib/python{minor}/site-packages"));
-    let tops = top_level_modules(&site);
-    let walk: Vec<&str> = SERVERS
+) -> Result<Vec<String>> {
+    let interp = Interp::new(rootfs, venv, out, target)?;
+    let tops = top_level_modules(&super::site_dir(venv, target));
+    let walk: Vec<&str> = WALKED
         .iter()
         .copied()
         .filter(|s| tops.iter().any(|t| t == s))
         .collect();
-    (walk.join(","), tops)
-}
-
-fn traced(o: &crate::sandbox::Output) -> Result<()> {
+    let walk = walk.join(",");
+    let mut args: Vec<&str> = vec![&walk];
+    args.extend(WEB_STDLIB);
+    args.extend(tops.iter().map(String::as_str));
+    let o = interp.run(TRACE, &args, 120)?;
     if o.status != 0 {
         bail!(
             "tracing the dependencies' imports failed (exit {}):\n{}",
@@ -269,80 +346,73 @@ fn traced(o: &crate::sandbox::Output) -> Result<()> {
             o.stderr.trim_end()
         );
     }
-    Ok(())
+    Ok(o.stdout
+        .lines()
+        .filter_map(|l| interp.image_path(l))
+        .collect())
 }
 
-fn compiled(o: &crate::sandbox::Output) -> Result<Compiled> {
-    if o.status != 0 {
-        bail!(
-            "compiling bytecode failed (exit {}):\n{}",
-            o.status,
-            o.stderr.trim_end()
-        );
+/// Compiles bytecode: in place in `venv` (mounted at /opt/venv), and for
+/// the stdlib into `out` (mirroring `/usr/lib/pythonX.Y/.../__pycache__`):
+/// in `imports` mode the `traced` files (image paths, from [`trace`]), in
+/// `all` mode everything.
+pub fn compile(
+    rootfs: &Path,
+    venv: &Path,
+    out: &Path,
+    target: &super::Target,
+    mode: Mode,
+    traced: &[String],
+) -> Result<Compiled> {
+    if mode == Mode::None {
+        return Ok(Compiled::default());
     }
-    let mut it = o.stdout.split_whitespace().map(|n| n.parse().unwrap_or(0));
+    let interp = Interp::new(rootfs, venv, out, target)?;
+    let trace = out.join(".trace");
+    std::fs::write(&trace, traced.join("\n"))?;
+    let o = interp.run(
+        &format!("{COMPILING}{COMPILE}"),
+        &[mode.as_str(), &target.minor, &target.stdlib],
+        600,
+    );
+    let _ = std::fs::remove_file(&trace);
+    let o = ran("compiling bytecode", o?)?;
+    let mut it = o.split_whitespace().map(|n| n.parse().unwrap_or(0));
     Ok(Compiled {
         stdlib_files: it.next().unwrap_or(0),
         venv_files: it.next().unwrap_or(0),
     })
 }
 
-/// [`compile`] without a sandbox: the image's interpreter through its own
-/// dynamic loader, at host paths, every path it reports mapped back to
-/// the image's, so the same bytes come out.
-fn compile_with_loader(
+/// Compiles, into `out` (mirroring `/opt/venv`), every module of the
+/// top-level packages `names` that has no bytecode in `venv`. Returns how
+/// many were compiled.
+pub fn compile_packages(
     rootfs: &Path,
     venv: &Path,
     out: &Path,
     target: &super::Target,
-    mode: Mode,
-) -> Result<Compiled> {
-    use crate::sandbox::loader;
-    let minor = target.minor.as_str();
-    let root = loader::host_root(rootfs)?;
-    let venv = std::fs::canonicalize(venv)?;
-    let (root_s, venv_s) = (root.display().to_string(), venv.display().to_string());
-    let run = |script: &str, args: &[&str], secs: u64| {
-        let mut c = loader::command(&root, &target.interpreter)?;
-        c.args(["-S", "-c"])
-            .arg(format!("{LOADER_PRELUDE}{script}"))
-            .args([venv_s.as_str(), minor])
-            .args(args)
-            .env("PATH", "/usr/bin:/bin")
-            .env("PYTHONHASHSEED", "0")
-            .env("PYTHONDONTWRITEBYTECODE", "1")
-            .env("HOME", out);
-        crate::sandbox::wait(c, &[target.interpreter.as_str()], Duration::from_secs(secs))
-    };
-    if mode == Mode::Imports {
-        let (walk, tops) = trace_targets(&venv, minor);
-        let mut args: Vec<&str> = vec![&walk];
-        args.extend(WEB_STDLIB);
-        args.extend(tops.iter().map(String::as_str));
-        let o = run(TRACE, &args, 120)?;
-        traced(&o)?;
-        // Host paths back to the image's: only the stdlib's are used.
-        let mapped: String = o
-            .stdout
-            .lines()
-            .filter_map(|l| l.strip_prefix(root_s.as_str()))
-            .map(|l| format!("{l}\n"))
-            .collect();
-        std::fs::write(out.join(".trace"), mapped)?;
+    names: &[String],
+) -> Result<usize> {
+    if names.is_empty() {
+        return Ok(0);
     }
-    let out_s = out.display().to_string();
-    let o = run(
-        COMPILE,
-        &[
-            mode.as_str(),
-            minor,
-            &target.stdlib,
-            &root_s,
-            &venv_s,
-            &out_s,
-        ],
-        600,
-    )?;
-    let _ = std::fs::remove_file(out.join(".trace"));
-    compiled(&o)
+    let interp = Interp::new(rootfs, venv, out, target)?;
+    let mut args = vec![target.minor.as_str()];
+    args.extend(names.iter().map(String::as_str));
+    let o = interp.run(&format!("{COMPILING}{COMPILE_PACKAGES}"), &args, 600)?;
+    let o = ran("compiling the bytecode of the packages the app names", o)?;
+    Ok(o.trim().parse().unwrap_or(0))
+}
+
+/// The output of a script that must have succeeded.
+fn ran(what: &str, o: crate::sandbox::Output) -> Result<String> {
+    if o.status != 0 {
+        bail!(
+            "{what} failed (exit {}):\n{}",
+            o.status,
+            o.stderr.trim_end()
+        );
+    }
+    Ok(o.stdout)
 }

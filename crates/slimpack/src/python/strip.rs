@@ -1,22 +1,66 @@
-//! Debug information in the venv's compiled extensions. Wheels on PyPI
-//! often carry it (SQLAlchemy's Cython modules hold 4 MB of it, greenlet's
-//! 1.2 MB), and nothing reads it at run time: the `.debug_*` sections go,
-//! as `strip --strip-debug` removes them. Symbols stay, so tracebacks of
-//! native crashes and profilers still name functions.
+//! What the venv ships that no import or loader reads, taken out by rules
+//! a project can turn off one by one (`no-strip`):
+//!
+//! - `debug`: debug information in compiled extensions. Wheels on PyPI
+//!   often carry it (SQLAlchemy's Cython modules hold 4 MB of it, greenlet's
+//!   1.2 MB): the `.debug_*` sections go, as `strip --strip-debug` removes
+//!   them. Symbols stay, so tracebacks of native crashes and profilers
+//!   still name functions.
+//! - `tests`: the test suites packages install (`tests/`, `test/`,
+//!   `testing/` inside a package) when the import trace saw no module of
+//!   them imported: only test runners read them.
+//! - `stubs`: type stubs (`*.pyi`, `py.typed`), read by type checkers,
+//!   never by the interpreter.
 
 use anyhow::{Context, Result};
 use object::build::elf::Builder;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
 use std::path::Path;
 
-/// What stripping took out of a venv.
+/// A rule of what the venv does not ship.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum Rule {
+    Debug,
+    Tests,
+    Stubs,
+}
+
+impl Rule {
+    pub const ALL: [Rule; 3] = [Rule::Debug, Rule::Tests, Rule::Stubs];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rule::Debug => "debug",
+            Rule::Tests => "tests",
+            Rule::Stubs => "stubs",
+        }
+    }
+
+    /// What the rule takes out, for the plan.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Rule::Debug => "debug sections of compiled extensions",
+            Rule::Tests => "packages' test suites that nothing imports",
+            Rule::Stubs => "type stubs (*.pyi, py.typed)",
+        }
+    }
+}
+
+/// What one rule took out of a venv.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stripped {
-    /// Shared objects that had debug sections.
+    /// Files changed (debug) or removed (the others).
     pub files: usize,
-    /// Bytes those sections took.
+    /// Bytes saved.
     pub bytes: u64,
 }
+
+/// Per rule applied, what it took out.
+pub type Report = Vec<(Rule, Stripped)>;
 
 fn is_debug(name: &[u8]) -> bool {
     name.starts_with(b".debug") || name.starts_with(b".zdebug")
@@ -70,6 +114,74 @@ pub fn strip_debug(dir: &Path) -> Result<Stripped> {
         }
     }
     Ok(done)
+}
+
+/// The names a test suite's directory has inside a package.
+fn is_test_dir(name: &str) -> bool {
+    matches!(name, "tests" | "test" | "testing")
+}
+
+/// Removes test suites from the packages in `site` (not `site`'s own
+/// top level: a top-level `tests` is a package someone installed on
+/// purpose) unless a module under them is in `imported` (paths relative to
+/// `site`, as the import trace saw them).
+pub fn strip_tests(site: &Path, imported: &BTreeSet<String>) -> Result<Stripped> {
+    let mut done = Stripped::default();
+    let mut it = walkdir::WalkDir::new(site)
+        .min_depth(2)
+        .sort_by_file_name()
+        .into_iter();
+    while let Some(e) = it.next() {
+        let e = e?;
+        if !e.file_type().is_dir() || !is_test_dir(&e.file_name().to_string_lossy()) {
+            continue;
+        }
+        let rel = e.path().strip_prefix(site)?.to_string_lossy().into_owned();
+        let inside = format!("{rel}/");
+        if rel
+            .split('/')
+            .next()
+            .is_some_and(|top| top.ends_with(".dist-info"))
+            || imported.iter().any(|m| m.starts_with(&inside))
+        {
+            continue;
+        }
+        it.skip_current_dir();
+        let (files, bytes) = tree_size(e.path())?;
+        std::fs::remove_dir_all(e.path())
+            .with_context(|| format!("removing {}", e.path().display()))?;
+        done.files += files;
+        done.bytes += bytes;
+    }
+    Ok(done)
+}
+
+/// Removes type stubs from `site`.
+pub fn strip_stubs(site: &Path) -> Result<Stripped> {
+    let mut done = Stripped::default();
+    for e in walkdir::WalkDir::new(site).sort_by_file_name() {
+        let e = e?;
+        let name = e.file_name().to_string_lossy();
+        if e.file_type().is_file() && (name.ends_with(".pyi") || name == "py.typed") {
+            done.files += 1;
+            done.bytes += e.metadata()?.len();
+            std::fs::remove_file(e.path())
+                .with_context(|| format!("removing {}", e.path().display()))?;
+        }
+    }
+    Ok(done)
+}
+
+fn tree_size(dir: &Path) -> Result<(usize, u64)> {
+    let (mut files, mut bytes) = (0, 0);
+    for e in walkdir::WalkDir::new(dir) {
+        let e = e?;
+        if e.file_type().is_file() {
+            files += 1;
+            bytes += e.metadata()?.len();
+        }
+    }
+    Ok((files, bytes))
 }
 
 #[cfg(test)]
@@ -134,5 +246,57 @@ mod tests {
         assert_eq!(s.files, 1);
         assert!(s.bytes > 0);
         assert_eq!(std::fs::read(d.path().join("x.so")).unwrap(), b"text");
+    }
+
+    fn touch(root: &Path, rel: &str, len: usize) {
+        let p = root.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, vec![b'x'; len]).unwrap();
+    }
+
+    #[test]
+    fn test_suites_go_unless_imported_or_top_level() {
+        let d = tempfile::tempdir().unwrap();
+        let site = d.path();
+        touch(site, "greenlet/tests/test_a.py", 10);
+        touch(site, "greenlet/tests/data/x.bin", 5);
+        touch(site, "sqlalchemy/testing/plugin.py", 7);
+        touch(site, "numpy/testing/__init__.py", 3);
+        touch(site, "numpy/core/tests/test_b.py", 4);
+        touch(site, "tests/__init__.py", 1);
+        touch(site, "pkg-1.0.dist-info/tests/x", 1);
+        touch(site, "pkg/contest/x.py", 1);
+        let imported: BTreeSet<String> = ["numpy/testing/__init__.py".to_string()].into();
+        let s = strip_tests(site, &imported).unwrap();
+        assert_eq!(
+            s,
+            Stripped {
+                files: 4,
+                bytes: 26
+            }
+        );
+        assert!(!site.join("greenlet/tests").exists());
+        assert!(!site.join("sqlalchemy/testing").exists());
+        assert!(!site.join("numpy/core/tests").exists());
+        assert!(site.join("numpy/testing/__init__.py").exists(), "imported");
+        assert!(
+            site.join("tests/__init__.py").exists(),
+            "a top-level package"
+        );
+        assert!(site.join("pkg-1.0.dist-info/tests/x").exists());
+        assert!(site.join("pkg/contest/x.py").exists());
+    }
+
+    #[test]
+    fn stubs_go_and_modules_stay() {
+        let d = tempfile::tempdir().unwrap();
+        touch(d.path(), "a/__init__.pyi", 9);
+        touch(d.path(), "a/py.typed", 0);
+        touch(d.path(), "a/__init__.py", 3);
+        touch(d.path(), "a/pyi.py", 3);
+        let s = strip_stubs(d.path()).unwrap();
+        assert_eq!(s, Stripped { files: 2, bytes: 9 });
+        assert!(d.path().join("a/__init__.py").exists());
+        assert!(d.path().join("a/pyi.py").exists());
     }
 }

@@ -42,6 +42,11 @@ pub struct Config {
     /// programs and libraries they call) are not to be added.
     #[serde(default)]
     pub no_system_packages: Vec<String>,
+    /// What the venv keeps that slimpack would take out: `debug` (debug
+    /// sections of compiled extensions), `tests` (packages' test suites),
+    /// `stubs` (type stubs).
+    #[serde(default)]
+    pub no_strip: Vec<crate::python::strip::Rule>,
     /// `imports` (default), `all`, or `none`.
     pub bytecode: Option<BytecodeMode>,
     pub mirror: Option<String>,
@@ -116,6 +121,7 @@ impl Config {
         self.labels.extend(over.labels);
         self.with.extend(over.with);
         self.no_system_packages.extend(over.no_system_packages);
+        self.no_strip.extend(over.no_strip);
         self.deploy = self.deploy.overlay(over.deploy);
         self
     }
@@ -139,7 +145,8 @@ pub enum PythonSource {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum BytecodeMode {
-    /// Venv fully; stdlib for what the dependencies import.
+    /// What the dependencies import, and every module of the packages the
+    /// app names.
     Imports,
     /// Venv and the whole stdlib.
     All,

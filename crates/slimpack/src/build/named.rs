@@ -1,0 +1,164 @@
+//! The bytecode stage: every module of each venv package the app's code
+//! names, compiled into a layer between the venv and the app.
+//!
+//! The venv layer holds bytecode only for what the dependencies import when
+//! imported themselves (see `python::bytecode`); an app that uses
+//! `sqlalchemy.orm`, or names a backend in a string (Django's
+//! `INSTALLED_APPS`, SQLAlchemy's URL schemes, `import_module`), would
+//! compile those modules at every start. A name here is any word of the
+//! app's Python files that is a top-level module of the venv: imports,
+//! dotted paths in strings, even a comment: a false match costs bytes,
+//! never start-up time. The layer is keyed by the venv's key and the names,
+//! so an edit that names no new package reuses it, and it is left out when
+//! there is nothing to add.
+
+use super::venv::VenvRecord;
+use crate::builder;
+use crate::core::cache::{CacheDir, KeyHasher, RecordKind};
+use crate::project::ignore::AppFile;
+use crate::python::bytecode;
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use slimpack_oci::{add_tree, Layer, LayerBuilder};
+use std::collections::BTreeSet;
+use std::path::Path;
+
+const NAMED_POLICY: &str = "named-bytecode-v1";
+
+/// The layer, when there was bytecode to add, and what it holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NamedRecord {
+    pub layer: Option<Layer>,
+    /// The venv's packages the app names.
+    pub packages: Vec<String>,
+    /// Modules compiled into the layer.
+    pub files: usize,
+}
+
+/// The venv's top-level modules that the app's Python files name.
+pub fn names(files: &[AppFile], modules: &[String]) -> Result<Vec<String>> {
+    let modules: BTreeSet<&str> = modules.iter().map(String::as_str).collect();
+    let mut found = BTreeSet::new();
+    for f in files
+        .iter()
+        .filter(|f| f.symlink.is_none() && f.rel.ends_with(".py"))
+    {
+        let text =
+            std::fs::read(&f.path).with_context(|| format!("reading {}", f.path.display()))?;
+        for word in text.split(|b| !(b.is_ascii_alphanumeric() || *b == b'_')) {
+            if let Some(m) = std::str::from_utf8(word).ok().and_then(|w| modules.get(w)) {
+                found.insert(m.to_string());
+            }
+        }
+    }
+    Ok(found.into_iter().collect())
+}
+
+pub fn key(venv_key: &str, names: &[String]) -> String {
+    let mut h = KeyHasher::new(RecordKind::NamedBytecodeLayer.as_str());
+    h.part("policy", NAMED_POLICY).part("venv", venv_key);
+    for n in names {
+        h.part("name", n);
+    }
+    h.finish()
+}
+
+/// The record for `names` from the cache, or built and cached; the flag
+/// says it came from the cache.
+pub fn layer(
+    req: &builder::Request,
+    root: &Path,
+    venv: &VenvRecord,
+    venv_key: &str,
+    names: Vec<String>,
+) -> Result<(NamedRecord, bool)> {
+    let key = key(venv_key, &names);
+    let cached = req
+        .cache
+        .get::<NamedRecord>(RecordKind::NamedBytecodeLayer, &key)
+        .filter(|r| {
+            r.layer
+                .as_ref()
+                .is_none_or(|l| req.cache.blobs.contains(&l.digest))
+        });
+    if let Some(r) = cached {
+        return Ok((r, true));
+    }
+    let sp = req.progress.spinner(format!(
+        "Compiling the bytecode of {} (named by the app)",
+        names.join(", ")
+    ));
+    let work = tempfile::tempdir_in(req.cache.dir(CacheDir::Work)?)?;
+    let unpacked = work.path().join("venv");
+    crate::sandbox::unpack(
+        &req.cache.blobs,
+        std::slice::from_ref(&venv.layer),
+        &unpacked,
+        false,
+    )?;
+    let out = work.path().join("out");
+    let files =
+        bytecode::compile_packages(root, &unpacked.join("opt/venv"), &out, req.target, &names)?;
+    let layer = if files == 0 {
+        None
+    } else {
+        let mut b = LayerBuilder::new();
+        add_tree(&mut b, &out.join("opt"), "opt")?;
+        Some(b.write(&req.cache.blobs, req.mtime)?)
+    };
+    sp.finish_and_clear();
+    let record = NamedRecord {
+        layer,
+        packages: names,
+        files,
+    };
+    req.cache
+        .put(RecordKind::NamedBytecodeLayer, &key, &record)?;
+    Ok((record, false))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_words_of_python_files_that_are_venv_modules() {
+        let d = tempfile::tempdir().unwrap();
+        let file = |rel: &str, text: &str| {
+            let path = d.path().join(rel);
+            std::fs::write(&path, text).unwrap();
+            AppFile {
+                rel: rel.into(),
+                path,
+                executable: false,
+                symlink: None,
+            }
+        };
+        let files = vec![
+            file(
+                "main.py",
+                "from sqlalchemy.orm import Session\nimport fastapi, os\n",
+            ),
+            file(
+                "settings.py",
+                "INSTALLED_APPS = ['rest_framework', \"django.contrib.admin\"]\n# uses yaml_x\n",
+            ),
+            file("notes.txt", "click"),
+        ];
+        let modules: Vec<String> = [
+            "click",
+            "django",
+            "fastapi",
+            "rest_framework",
+            "sqlalchemy",
+            "yaml",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(
+            names(&files, &modules).unwrap(),
+            ["django", "fastapi", "rest_framework", "sqlalchemy"]
+        );
+        assert!(names(&files, &[]).unwrap().is_empty());
+    }
+}
