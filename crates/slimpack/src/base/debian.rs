@@ -291,31 +291,16 @@ pub fn resolve(
     let mut release_version = String::new();
     // Which mirror serves each archive (the security archive differs).
     let mut mirrors: BTreeMap<String, String> = BTreeMap::new();
+    let sp = progress.spinner(format!("Verifying {code} indexes"));
     for (mirror, dist) in archives(spec) {
-        let sp = progress.spinner(format!("Verifying {dist} index"));
-        let index = "main/binary-amd64/Packages.xz";
-        let (version, xz) = archive::with_release(suite, &mirror, &dist, |release, text| {
-            let version = text
-                .lines()
-                .find_map(|l| l.strip_prefix("Version: "))
-                .unwrap_or("")
-                .to_string();
-            Ok((
-                version,
-                archive::fetch_index(cache, &mirror, &dist, release, index)?,
-            ))
-        })?;
+        let (version, packages) = archive_packages(spec, cache, &mirror, &dist)?;
         if dist == code {
             release_version = version;
         }
-        let text = slimpack_debian::decompress_xz(&xz)
-            .ok()
-            .and_then(|b| String::from_utf8(b).ok())
-            .ok_or_else(|| anyhow!("{mirror}/dists/{dist}/{index}: cannot decompress"))?;
-        all.push(parse_packages(&text, &dist)?);
+        all.push(packages);
         mirrors.insert(dist, mirror);
-        sp.finish_and_clear();
     }
+    sp.finish_and_clear();
     let mut resolver = Resolver::new(all, "amd64");
     // Programs asked for (`tools`) get the libraries they depend on, even
     // those the interpreter alone goes without.
@@ -359,6 +344,52 @@ pub fn resolve(
     };
     cache.put(RecordKind::DebianResolution, &key, &resolved)?;
     Ok(resolved)
+}
+
+/// An archive's release version and packages, verified and parsed once per
+/// process: a build resolves up to three package sets (the runtime, the
+/// builder, the runtime with the venv's libraries) from the same archives,
+/// and fetching, verifying and parsing an index takes about a second. A
+/// second caller waits for the first instead of doing the same work.
+fn archive_packages(
+    spec: &BaseSpec,
+    cache: &Cache,
+    mirror: &str,
+    dist: &str,
+) -> Result<(String, Vec<Package>)> {
+    type Slot = std::sync::Arc<std::sync::Mutex<Option<(String, Vec<Package>)>>>;
+    static SEEN: std::sync::OnceLock<std::sync::Mutex<BTreeMap<(String, String), Slot>>> =
+        std::sync::OnceLock::new();
+    let slot = SEEN
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry((mirror.to_string(), dist.to_string()))
+        .or_default()
+        .clone();
+    let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(hit) = slot.as_ref() {
+        return Ok(hit.clone());
+    }
+    let index = "main/binary-amd64/Packages.xz";
+    let (version, xz) = archive::with_release(spec.suite, mirror, dist, |release, text| {
+        let version = text
+            .lines()
+            .find_map(|l| l.strip_prefix("Version: "))
+            .unwrap_or("")
+            .to_string();
+        Ok((
+            version,
+            archive::fetch_index(cache, mirror, dist, release, index)?,
+        ))
+    })?;
+    let text = slimpack_debian::decompress_xz(&xz)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(|| anyhow!("{mirror}/dists/{dist}/{index}: cannot decompress"))?;
+    let packages = parse_packages(&text, dist)?;
+    *slot = Some((version.clone(), packages.clone()));
+    Ok((version, packages))
 }
 
 /// The suite, its updates and its security archive.
@@ -631,9 +662,9 @@ fn assemble(
     let names: BTreeSet<&str> = resolved.packages.iter().map(|p| p.name.as_str()).collect();
     let mut b = LayerBuilder::new();
     let mut ca_roots: Vec<(String, Vec<u8>)> = Vec::new();
-    for ((deb_name, bytes), p) in debs.iter().zip(&resolved.packages) {
+    for (entries, p) in read_debs(&debs)?.into_iter().zip(&resolved.packages) {
         let tool = spec.tools.contains(&p.name);
-        for e in read_deb(deb_name, bytes)? {
+        for e in entries {
             let Some(path) = merged_usr(&e.path) else {
                 continue;
             };
@@ -703,6 +734,24 @@ fn assemble(
         }
     }
     Ok(b)
+}
+
+/// The entries of each `.deb`, in order. Decompressing (mostly xz) is the
+/// slow part of assembling a root, and one package does not wait for
+/// another: they are read on every core, and added in order after.
+fn read_debs(debs: &[(String, Vec<u8>)]) -> Result<Vec<Vec<slimpack_debian::DebEntry>>> {
+    let slots: Vec<std::sync::Mutex<Vec<slimpack_debian::DebEntry>>> =
+        debs.iter().map(|_| Default::default()).collect();
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    crate::core::parallel::for_each(workers, debs, |i, (name, bytes)| {
+        let entries = read_deb(name, bytes)?;
+        *slots[i].lock().unwrap_or_else(|e| e.into_inner()) = entries;
+        Ok(())
+    })?;
+    Ok(slots
+        .into_iter()
+        .map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner()))
+        .collect())
 }
 
 /// The builder root file system for a resolved builder package set,

@@ -129,7 +129,24 @@ pub fn build(req: &builder::Request, runtime: &RuntimeBase, opts: &Options) -> R
     let work = tempfile::tempdir_in(req.cache.dir(CacheDir::Work)?)?;
     let venv_dir = work.path().join("venv");
     let site = python::site_dir(&venv_dir, req.target);
-    let built = install(req, runtime, &site)?;
+    let built = std::thread::scope(|s| {
+        // The runtime without additions (its layer and root, cached) is
+        // what the venv's libraries are checked against after the install;
+        // made meanwhile, it overlaps the install's downloads and the
+        // builder's single-threaded compiler. Errors show again, in order,
+        // where the root is used.
+        if let RuntimeBase::Debian(resolved) = runtime {
+            s.spawn(|| {
+                let quiet = crate::core::progress::Progress::hidden();
+                let r = builder::Request {
+                    progress: &quiet,
+                    ..*req
+                };
+                let _ = runtime_with(&r, resolved, &[]).and_then(|(rt, _)| rt.rootfs(req.cache));
+            });
+        }
+        install(req, runtime, &site)
+    })?;
     python::local::install(req.project_dir, req.local, req.target, req.uv, &venv_dir)?;
     python::local::install_vcs(&req.lock.vcs, req.target, req.uv, &venv_dir)?;
     python::finish_venv(&venv_dir, req.target)?;

@@ -17,6 +17,11 @@ impl Progress {
         }
     }
 
+    /// No progress shown: for work running beside work that shows its own.
+    pub fn hidden() -> Self {
+        Self { enabled: false }
+    }
+
     pub fn spinner(&self, msg: String) -> ProgressBar {
         if !self.enabled {
             return ProgressBar::hidden();

@@ -137,7 +137,9 @@ except ImportError:
 /// in the image.
 const COMPILING: &str = r#"
 import sys, os, py_compile, importlib.util
-root, venv, out = sys.argv[1:4]
+root, venv, out, shard, shards = sys.argv[1:6]
+shard, shards = int(shard), int(shards)
+del sys.argv[1:6]
 def walk(root):
     out = []
     for d, dirs, files in os.walk(root):
@@ -145,8 +147,12 @@ def walk(root):
         out.extend(os.path.join(d, f) for f in sorted(files) if f.endswith('.py'))
     return out
 n = 0
+seen = 0
 def comp(src, dfile, cfile):
-    global n
+    global n, seen
+    seen += 1
+    if (seen - 1) % shards != shard:
+        return
     try:
         py_compile.compile(src, cfile=cfile, dfile=dfile, doraise=True,
                            invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
@@ -160,7 +166,7 @@ def image(src):
 /// The traced (or every) stdlib module into `out`, and the traced (or
 /// every) module of the venv in place. The trace is `out/.trace`.
 const COMPILE: &str = r#"
-mode, minor, stdlib = sys.argv[4:7]
+mode, minor, stdlib = sys.argv[1:4]
 site = venv + '/lib/python' + minor + '/site-packages'
 if mode == 'all':
     std = [f[len(root):] for f in walk(root + stdlib) if '/site-packages/' not in f and '/dist-packages/' not in f]
@@ -172,6 +178,7 @@ else:
 for img in std:
     comp(root + img, img, out + importlib.util.cache_from_source(img))
 ns = n
+seen = 0
 for src in env:
     comp(src, image(src), importlib.util.cache_from_source(src))
 print(ns, n - ns)
@@ -180,9 +187,9 @@ print(ns, n - ns)
 /// Every module of the named top-level packages that has no bytecode in
 /// the venv yet, into `out` (mirroring `/opt/venv`).
 const COMPILE_PACKAGES: &str = r#"
-minor = sys.argv[4]
+minor = sys.argv[1]
 site = venv + '/lib/python' + minor + '/site-packages'
-for name in sys.argv[5:]:
+for name in sys.argv[2:]:
     d = site + '/' + name
     files = walk(d) if os.path.isdir(d) else [f for f in [d + '.py'] if os.path.isfile(f)]
     for src in files:
@@ -370,18 +377,20 @@ pub fn compile(
     let interp = Interp::new(rootfs, venv, out, target)?;
     let trace = out.join(".trace");
     std::fs::write(&trace, traced.join("\n"))?;
-    let o = interp.run(
+    let outputs = run_sharded(
+        &interp,
+        "compiling bytecode",
         &format!("{COMPILING}{COMPILE}"),
         &[mode.as_str(), &target.minor, &target.stdlib],
-        600,
     );
     let _ = std::fs::remove_file(&trace);
-    let o = ran("compiling bytecode", o?)?;
-    let mut it = o.split_whitespace().map(|n| n.parse().unwrap_or(0));
-    Ok(Compiled {
-        stdlib_files: it.next().unwrap_or(0),
-        venv_files: it.next().unwrap_or(0),
-    })
+    let mut compiled = Compiled::default();
+    for o in outputs? {
+        let mut it = o.split_whitespace().map(|n| n.parse().unwrap_or(0));
+        compiled.stdlib_files += it.next().unwrap_or(0);
+        compiled.venv_files += it.next().unwrap_or(0);
+    }
+    Ok(compiled)
 }
 
 /// Compiles, into `out` (mirroring `/opt/venv`), every module of the
@@ -400,9 +409,46 @@ pub fn compile_packages(
     let interp = Interp::new(rootfs, venv, out, target)?;
     let mut args = vec![target.minor.as_str()];
     args.extend(names.iter().map(String::as_str));
-    let o = interp.run(&format!("{COMPILING}{COMPILE_PACKAGES}"), &args, 600)?;
-    let o = ran("compiling the bytecode of the packages the app names", o)?;
-    Ok(o.trim().parse().unwrap_or(0))
+    let outputs = run_sharded(
+        &interp,
+        "compiling the bytecode of the packages the app names",
+        &format!("{COMPILING}{COMPILE_PACKAGES}"),
+        &args,
+    )?;
+    Ok(outputs
+        .iter()
+        .map(|o| o.trim().parse::<usize>().unwrap_or(0))
+        .sum())
+}
+
+/// Runs a [`COMPILING`] script as one process per core, each compiling
+/// every n-th file; their outputs, each checked.
+fn run_sharded(interp: &Interp, what: &str, script: &str, args: &[&str]) -> Result<Vec<String>> {
+    // A chroot run moves its binds into its own copy of the root: two at
+    // once would take the venv from each other.
+    let shards = match crate::sandbox::mode()? {
+        crate::sandbox::Mode::Chroot => 1,
+        _ => std::thread::available_parallelism().map_or(2, |n| n.get().min(4)),
+    };
+    let total = shards.to_string();
+    let outputs: Vec<Result<crate::sandbox::Output>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..shards)
+            .map(|i| {
+                let total = &total;
+                s.spawn(move || {
+                    let shard = i.to_string();
+                    let mut all = vec![shard.as_str(), total.as_str()];
+                    all.extend(args);
+                    interp.run(script, &all, 600)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| bail!("{what} panicked")))
+            .collect()
+    });
+    outputs.into_iter().map(|o| ran(what, o?)).collect()
 }
 
 /// The output of a script that must have succeeded.
