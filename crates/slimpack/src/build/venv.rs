@@ -15,8 +15,9 @@ use slimpack_oci::{add_tree, Entry, LayerBuilder};
 use std::path::{Path, PathBuf};
 
 // v5: debug sections stripped from the venv's shared objects.
-// v6: venv bytecode for traced imports only; tests and stubs stripped.
-const VENV_POLICY: &str = "venv-v6";
+// v6: venv bytecode for traced imports; tests and stubs stripped.
+// v7: walked packages compiled whole.
+const VENV_POLICY: &str = "venv-v7";
 const OPAQUE_VENV: &str = "opt/venv/.wh..wh..opq";
 
 /// The venv layer and what building it decided about the rest.

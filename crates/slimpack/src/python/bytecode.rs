@@ -166,7 +166,7 @@ def image(src):
 /// The traced (or every) stdlib module into `out`, and the traced (or
 /// every) module of the venv in place. The trace is `out/.trace`.
 const COMPILE: &str = r#"
-mode, minor, stdlib = sys.argv[1:4]
+mode, minor, stdlib, walked = sys.argv[1:5]
 site = venv + '/lib/python' + minor + '/site-packages'
 if mode == 'all':
     std = [f[len(root):] for f in walk(root + stdlib) if '/site-packages/' not in f and '/dist-packages/' not in f]
@@ -175,6 +175,10 @@ else:
     trace = open(out + '/.trace').read().split('\n')
     std = [l for l in trace if l.startswith(stdlib + '/')]
     env = [venv + l[len('/opt/venv'):] for l in trace if l.startswith('/opt/venv/')]
+    # Walked packages whole: a module that failed to import in the trace
+    # (an optional dependency missing) is still compiled at every start
+    # when the package tries it.
+    env = sorted(set(env).union(*(walk(site + '/' + w) for w in filter(None, walked.split(',')))))
 for img in std:
     comp(root + img, img, out + importlib.util.cache_from_source(img))
 ns = n
@@ -325,6 +329,17 @@ impl<'a> Interp<'a> {
     }
 }
 
+/// The [`WALKED`] packages among the venv's top-level modules,
+/// comma-separated.
+fn walked(tops: &[String]) -> String {
+    WALKED
+        .iter()
+        .copied()
+        .filter(|w| tops.iter().any(|t| t == w))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// The image paths of the `.py` files the dependencies import: every
 /// top-level module of the venv, every submodule of [`WALKED`] packages,
 /// and [`WEB_STDLIB`]. `out` is scratch space.
@@ -336,12 +351,7 @@ pub fn trace(
 ) -> Result<Vec<String>> {
     let interp = Interp::new(rootfs, venv, out, target)?;
     let tops = top_level_modules(&super::site_dir(venv, target));
-    let walk: Vec<&str> = WALKED
-        .iter()
-        .copied()
-        .filter(|s| tops.iter().any(|t| t == s))
-        .collect();
-    let walk = walk.join(",");
+    let walk = walked(&tops);
     let mut args: Vec<&str> = vec![&walk];
     args.extend(WEB_STDLIB);
     args.extend(tops.iter().map(String::as_str));
@@ -381,7 +391,12 @@ pub fn compile(
         &interp,
         "compiling bytecode",
         &format!("{COMPILING}{COMPILE}"),
-        &[mode.as_str(), &target.minor, &target.stdlib],
+        &[
+            mode.as_str(),
+            &target.minor,
+            &target.stdlib,
+            &walked(&top_level_modules(&super::site_dir(venv, target))),
+        ],
     );
     let _ = std::fs::remove_file(&trace);
     let mut compiled = Compiled::default();
