@@ -397,6 +397,28 @@ fn flask_example_builds_runs_reproduces_and_rebuilds_one_layer() {
         vec![true, true, true, false],
         "only the app layer is rebuilt: {edited}"
     );
+
+    // Code that starts using another package of the venv: the venv stays,
+    // the bytecode layer now covers that package too (werkzeug.debug is
+    // nothing flask imports by itself).
+    writeln!(f, "import werkzeug.debug  # {stamp}").unwrap();
+    let named = build_json(
+        src.path(),
+        &["-o", &format!("oci:{}", layout.display())],
+        &cache,
+    );
+    let c = layer_digests(&named);
+    assert_eq!(c[1], a[1], "venv layer unchanged");
+    assert_ne!(c[2], a[2], "bytecode layer extended");
+    assert_eq!(named["layers"][1]["cached"], true);
+    assert_eq!(
+        named["named_bytecode"]["packages"],
+        serde_json::json!(["flask", "werkzeug"])
+    );
+    assert!(
+        named["named_bytecode"]["files"].as_u64() > first["named_bytecode"]["files"].as_u64(),
+        "{named}"
+    );
 }
 
 #[test]

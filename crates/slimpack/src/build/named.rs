@@ -8,7 +8,9 @@
 //! compile those modules at every start. A name here is any word of the
 //! app's Python files that is a top-level module of the venv: imports,
 //! dotted paths in strings, even a comment: a false match costs bytes,
-//! never start-up time. The layer is keyed by the venv's key and the names,
+//! never start-up time. What importing those packages loads from the
+//! stdlib and the rest of the venv gets bytecode there too. The layer is
+//! keyed by the venv's key and the names,
 //! so an edit that names no new package reuses it, and it is left out when
 //! there is nothing to add.
 
@@ -23,7 +25,8 @@ use slimpack_oci::{add_tree, Layer, LayerBuilder};
 use std::collections::BTreeSet;
 use std::path::Path;
 
-const NAMED_POLICY: &str = "named-bytecode-v1";
+// v2: with what importing the named packages loads (stdlib and venv).
+const NAMED_POLICY: &str = "named-bytecode-v2";
 
 /// The layer, when there was bytecode to add, and what it holds.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -97,13 +100,32 @@ pub fn layer(
         false,
     )?;
     let out = work.path().join("out");
-    let files =
-        bytecode::compile_packages(root, &unpacked.join("opt/venv"), &out, req.target, &names)?;
+    let files = bytecode::compile_packages(
+        root,
+        &unpacked.join("opt/venv"),
+        &out,
+        req.target,
+        &names,
+        |py| {
+            let pyc = bytecode::cache_path(py, &req.target.minor);
+            unpacked.join(pyc.trim_start_matches('/')).is_file()
+        },
+    )?;
     let layer = if files == 0 {
         None
     } else {
+        // The tree mirrors the image: /opt/venv, and the stdlib wherever
+        // the interpreter keeps it.
         let mut b = LayerBuilder::new();
-        add_tree(&mut b, &out.join("opt"), "opt")?;
+        let mut tops: Vec<String> = std::fs::read_dir(&out)?
+            .flatten()
+            .filter(|e| e.path().is_dir())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect();
+        tops.sort();
+        for top in tops {
+            add_tree(&mut b, &out.join(&top), &top)?;
+        }
         Some(b.write(&req.cache.blobs, req.mtime)?)
     };
     sp.finish_and_clear();

@@ -190,15 +190,26 @@ print(ns, n - ns)
 
 /// Every module of the named top-level packages that has no bytecode in
 /// the venv yet, into `out` (mirroring `/opt/venv`).
+/// Every module of the named top-level packages that has no bytecode in
+/// the venv yet, and what importing them loads (`out/.trace`: venv files
+/// without bytecode, stdlib files known to have none), into `out`
+/// (mirroring the image).
 const COMPILE_PACKAGES: &str = r#"
 minor = sys.argv[1]
 site = venv + '/lib/python' + minor + '/site-packages'
+files = []
 for name in sys.argv[2:]:
     d = site + '/' + name
-    files = walk(d) if os.path.isdir(d) else [f for f in [d + '.py'] if os.path.isfile(f)]
-    for src in files:
-        if not os.path.exists(importlib.util.cache_from_source(src)):
-            comp(src, image(src), out + importlib.util.cache_from_source(image(src)))
+    files += walk(d) if os.path.isdir(d) else [f for f in [d + '.py'] if os.path.isfile(f)]
+traced = [l for l in open(out + '/.trace').read().split('\n') if l]
+files += [venv + l[len('/opt/venv'):] for l in traced if l.startswith('/opt/venv/')]
+for src in sorted(set(files)):
+    if not os.path.exists(importlib.util.cache_from_source(src)):
+        comp(src, image(src), out + importlib.util.cache_from_source(image(src)))
+seen = 0
+for img in traced:
+    if not img.startswith('/opt/venv/'):
+        comp(root + img, img, out + importlib.util.cache_from_source(img))
 print(n)
 "#;
 
@@ -351,10 +362,16 @@ pub fn trace(
 ) -> Result<Vec<String>> {
     let interp = Interp::new(rootfs, venv, out, target)?;
     let tops = top_level_modules(&super::site_dir(venv, target));
-    let walk = walked(&tops);
-    let mut args: Vec<&str> = vec![&walk];
-    args.extend(WEB_STDLIB);
-    args.extend(tops.iter().map(String::as_str));
+    let mut mods: Vec<&str> = WEB_STDLIB.to_vec();
+    mods.extend(tops.iter().map(String::as_str));
+    run_trace(&interp, &walked(&tops), &mods)
+}
+
+/// The image paths of the `.py` files importing `mods` loads, with every
+/// submodule of the packages in `walk` (comma-separated).
+fn run_trace(interp: &Interp, walk: &str, mods: &[&str]) -> Result<Vec<String>> {
+    let mut args: Vec<&str> = vec![walk];
+    args.extend(mods);
     let o = interp.run(TRACE, &args, 120)?;
     if o.status != 0 {
         bail!(
@@ -408,29 +425,54 @@ pub fn compile(
     Ok(compiled)
 }
 
-/// Compiles, into `out` (mirroring `/opt/venv`), every module of the
-/// top-level packages `names` that has no bytecode in `venv`. Returns how
-/// many were compiled.
+/// Where CPython keeps the bytecode of the image path `py` (a `.py` file).
+pub fn cache_path(py: &str, minor: &str) -> String {
+    let (dir, file) = py.rsplit_once('/').unwrap_or(("", py));
+    let stem = file.strip_suffix(".py").unwrap_or(file);
+    format!(
+        "{dir}/__pycache__/{stem}.cpython-{}.pyc",
+        minor.replace('.', "")
+    )
+}
+
+/// Compiles, into `out` (mirroring the image), every module of the
+/// top-level packages `names` that has no bytecode in `venv`, and what
+/// importing all of them loads (traced like the dependencies: a Django
+/// app loads asyncio and email from the stdlib, which Django's own
+/// top-level import does not), unless `has_bytecode` says the image has
+/// it. Returns how many were compiled.
 pub fn compile_packages(
     rootfs: &Path,
     venv: &Path,
     out: &Path,
     target: &super::Target,
     names: &[String],
+    has_bytecode: impl Fn(&str) -> bool,
 ) -> Result<usize> {
     if names.is_empty() {
         return Ok(0);
     }
     let interp = Interp::new(rootfs, venv, out, target)?;
+    let mods: Vec<&str> = names.iter().map(String::as_str).collect();
+    let traced: Vec<String> = run_trace(&interp, &names.join(","), &mods)?
+        .into_iter()
+        .filter(|p| {
+            p.starts_with("/opt/venv/")
+                || p.starts_with(&format!("{}/", target.stdlib)) && !has_bytecode(p)
+        })
+        .collect();
+    let trace = out.join(".trace");
+    std::fs::write(&trace, traced.join("\n"))?;
     let mut args = vec![target.minor.as_str()];
-    args.extend(names.iter().map(String::as_str));
+    args.extend(&mods);
     let outputs = run_sharded(
         &interp,
         "compiling the bytecode of the packages the app names",
         &format!("{COMPILING}{COMPILE_PACKAGES}"),
         &args,
-    )?;
-    Ok(outputs
+    );
+    let _ = std::fs::remove_file(&trace);
+    Ok(outputs?
         .iter()
         .map(|o| o.trim().parse::<usize>().unwrap_or(0))
         .sum())
@@ -476,4 +518,28 @@ fn ran(what: &str, o: crate::sandbox::Output) -> Result<String> {
         );
     }
     Ok(o.stdout)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytecode_paths_are_cpythons() {
+        assert_eq!(
+            cache_path("/usr/lib/python3.13/asyncio/events.py", "3.13"),
+            "/usr/lib/python3.13/asyncio/__pycache__/events.cpython-313.pyc"
+        );
+        assert_eq!(
+            cache_path("/opt/python/lib/python3.12/json/__init__.py", "3.12"),
+            "/opt/python/lib/python3.12/json/__pycache__/__init__.cpython-312.pyc"
+        );
+    }
+
+    #[test]
+    fn walked_packages_are_those_installed() {
+        let tops: Vec<String> = ["anyio", "flask", "uvicorn"].map(String::from).to_vec();
+        assert_eq!(walked(&tops), "uvicorn,anyio");
+        assert_eq!(walked(&[]), "");
+    }
 }
