@@ -21,7 +21,7 @@ use crate::project::ignore::AppFile;
 use crate::python::bytecode;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
-use slimpack_oci::{add_tree, Layer, LayerBuilder};
+use slimpack_oci::{Layer, LayerBuilder};
 use std::collections::BTreeSet;
 use std::path::Path;
 
@@ -114,18 +114,9 @@ pub fn layer(
     let layer = if files == 0 {
         None
     } else {
-        // The tree mirrors the image: /opt/venv, and the stdlib wherever
-        // the interpreter keeps it.
+        // /opt/venv, and the stdlib wherever the interpreter keeps it.
         let mut b = LayerBuilder::new();
-        let mut tops: Vec<String> = std::fs::read_dir(&out)?
-            .flatten()
-            .filter(|e| e.path().is_dir())
-            .filter_map(|e| e.file_name().into_string().ok())
-            .collect();
-        tops.sort();
-        for top in tops {
-            add_tree(&mut b, &out.join(&top), &top)?;
-        }
+        super::venv::add_mirrored(&mut b, &out)?;
         Some(b.write(&req.cache.blobs, req.mtime)?)
     };
     sp.finish_and_clear();

@@ -201,18 +201,8 @@ pub fn build(req: &builder::Request, runtime: &RuntimeBase, opts: &Options) -> R
     }
     // The stdlib's bytecode, beside it wherever the interpreter keeps its
     // stdlib (/usr for Debian's, /opt/python for a standalone one, another
-    // path in a registry base): the tree mirrors the image's paths.
-    let mut tops: Vec<_> = std::fs::read_dir(&pyc_dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| e.path().is_dir())
-        .filter_map(|e| e.file_name().into_string().ok())
-        .collect();
-    tops.sort();
-    for top in tops {
-        add_tree(&mut b, &pyc_dir.join(&top), &top)?;
-    }
+    // path in a registry base).
+    add_mirrored(&mut b, &pyc_dir)?;
     Ok(VenvRecord {
         layer: b.write(&req.cache.blobs, req.mtime)?,
         runtime_additions: additions,
@@ -221,6 +211,22 @@ pub fn build(req: &builder::Request, runtime: &RuntimeBase, opts: &Options) -> R
         stripped,
         modules: bytecode::top_level_modules(&site),
     })
+}
+
+/// Adds `dir`, a tree that mirrors the image's paths, at the image's root.
+pub(super) fn add_mirrored(b: &mut LayerBuilder, dir: &Path) -> Result<()> {
+    let mut tops: Vec<_> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect();
+    tops.sort();
+    for top in tops {
+        add_tree(b, &dir.join(&top), &top)?;
+    }
+    Ok(())
 }
 
 /// Installs the lock into `site`: from wheels, or in the builder for what
