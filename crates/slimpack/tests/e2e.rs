@@ -419,6 +419,16 @@ fn flask_example_builds_runs_reproduces_and_rebuilds_one_layer() {
         named["named_bytecode"]["files"].as_u64() > first["named_bytecode"]["files"].as_u64(),
         "{named}"
     );
+    // The plan shows the layer, once the venv it depends on is known.
+    let out = slimpack(&["build", src.path().to_str().unwrap(), "--plan"], &cache);
+    let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let layers = plan["layers"].as_array().unwrap();
+    let names: Vec<&str> = layers.iter().map(|l| l["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["runtime", "venv", "bytecode", "app"], "{plan}");
+    assert!(layers[2]["contents"]
+        .as_str()
+        .unwrap()
+        .contains("flask, werkzeug"));
 }
 
 #[test]

@@ -377,14 +377,44 @@ impl Planned {
     /// the venv was built before (they are known only then).
     pub fn plan(&self, ctx: &Context) -> Plan {
         let mut plan = self.plan_without_venv();
-        plan.dependencies.runtime_libraries =
-            venv::cached(&self.request(ctx), &self.venv_key).map(|r| r.runtime_additions);
+        let record = venv::cached(&self.request(ctx), &self.venv_key);
+        if let Some(r) = &record {
+            self.add_named_layer(&mut plan, r);
+        }
+        plan.dependencies.runtime_libraries = record.map(|r| r.runtime_additions);
         plan
+    }
+
+    /// The bytecode layer, before the app's, when the app names packages of
+    /// the venv (known once the venv was built).
+    fn add_named_layer(&self, plan: &mut Plan, venv: &VenvRecord) {
+        if self.venv_opts.bytecode != bytecode::Mode::Imports {
+            return;
+        }
+        let Ok(names) = named::names(&self.app.files, &venv.modules) else {
+            return;
+        };
+        if names.is_empty() {
+            return;
+        }
+        let at = plan.layers.len().saturating_sub(1);
+        plan.layers.insert(
+            at,
+            LayerPlan {
+                name: "bytecode".into(),
+                contents: format!(
+                    "bytecode of {} and what they load (named by the app), where the venv has none",
+                    names.join(", ")
+                ),
+                key: named::key(&self.venv_key, &names),
+            },
+        );
     }
 
     /// The plan completed with what building the venv decided.
     pub fn plan_with_venv(&self, venv: &VenvRecord) -> Plan {
         let mut plan = self.plan_without_venv();
+        self.add_named_layer(&mut plan, venv);
         plan.dependencies.runtime_libraries = Some(venv.runtime_additions.clone());
         if let Some(b) = &venv.builder {
             plan.dependencies.build_packages = b.build_packages.clone();
