@@ -158,7 +158,7 @@ struct ProjectFlags {
     /// Keep what the venv would lose: debug (debug sections of compiled
     /// extensions), tests (packages' test suites), stubs (type stubs). Repeatable.
     #[arg(long = "no-strip", value_enum, hide_possible_values = true)]
-    no_strip: Vec<crate::python::strip::Rule>,
+    no_strip: Vec<crate::settings::StripRule>,
     /// Bytecode: imports (default), all, none.
     #[arg(long, value_enum, hide_possible_values = true)]
     bytecode: Option<crate::python::bytecode::Mode>,

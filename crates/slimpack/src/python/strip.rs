@@ -18,37 +18,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::path::Path;
 
-/// A rule of what the venv does not ship.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum,
-)]
-#[serde(rename_all = "kebab-case")]
-pub enum Rule {
-    Debug,
-    Tests,
-    Stubs,
-}
-
-impl Rule {
-    pub const ALL: [Rule; 3] = [Rule::Debug, Rule::Tests, Rule::Stubs];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Rule::Debug => "debug",
-            Rule::Tests => "tests",
-            Rule::Stubs => "stubs",
-        }
-    }
-
-    /// What the rule takes out, for the plan.
-    pub fn describe(self) -> &'static str {
-        match self {
-            Rule::Debug => "debug sections of compiled extensions",
-            Rule::Tests => "packages' test suites that nothing imports",
-            Rule::Stubs => "type stubs (*.pyi, py.typed)",
-        }
-    }
-}
+pub use crate::settings::StripRule as Rule;
 
 /// What one rule took out of a venv.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -46,7 +46,7 @@ pub struct Config {
     /// sections of compiled extensions), `tests` (packages' test suites),
     /// `stubs` (type stubs).
     #[serde(default)]
-    pub no_strip: Vec<crate::python::strip::Rule>,
+    pub no_strip: Vec<StripRule>,
     /// `imports` (default), `all`, or `none`.
     pub bytecode: Option<BytecodeMode>,
     pub mirror: Option<String>,
@@ -160,6 +160,38 @@ impl BytecodeMode {
             BytecodeMode::Imports => "imports",
             BytecodeMode::All => "all",
             BytecodeMode::None => "none",
+        }
+    }
+}
+
+/// A rule of what the venv does not ship (`python::strip` applies them).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum StripRule {
+    Debug,
+    Tests,
+    Stubs,
+}
+
+impl StripRule {
+    pub const ALL: [StripRule; 3] = [StripRule::Debug, StripRule::Tests, StripRule::Stubs];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StripRule::Debug => "debug",
+            StripRule::Tests => "tests",
+            StripRule::Stubs => "stubs",
+        }
+    }
+
+    /// What the rule takes out, for the plan.
+    pub fn describe(self) -> &'static str {
+        match self {
+            StripRule::Debug => "debug sections of compiled extensions",
+            StripRule::Tests => "packages' test suites that nothing imports",
+            StripRule::Stubs => "type stubs (*.pyi, py.typed)",
         }
     }
 }
