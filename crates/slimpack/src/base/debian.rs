@@ -740,18 +740,8 @@ fn assemble(
 /// slow part of assembling a root, and one package does not wait for
 /// another: they are read on every core, and added in order after.
 fn read_debs(debs: &[(String, Vec<u8>)]) -> Result<Vec<Vec<slimpack_debian::DebEntry>>> {
-    let slots: Vec<std::sync::Mutex<Vec<slimpack_debian::DebEntry>>> =
-        debs.iter().map(|_| Default::default()).collect();
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
-    crate::core::parallel::for_each(workers, debs, |i, (name, bytes)| {
-        let entries = read_deb(name, bytes)?;
-        *slots[i].lock().unwrap_or_else(|e| e.into_inner()) = entries;
-        Ok(())
-    })?;
-    Ok(slots
-        .into_iter()
-        .map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner()))
-        .collect())
+    crate::core::parallel::map(workers, debs, |_, (name, bytes)| Ok(read_deb(name, bytes)?))
 }
 
 /// The builder root file system for a resolved builder package set,

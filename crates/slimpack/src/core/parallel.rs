@@ -36,6 +36,29 @@ pub fn for_each<T: Sync>(
     }
 }
 
+/// [`for_each`] that keeps what `work` returns: the results in the items'
+/// order, or the first error.
+pub fn map<T: Sync, R: Send>(
+    workers: usize,
+    items: &[T],
+    work: impl Fn(usize, &T) -> anyhow::Result<R> + Sync,
+) -> anyhow::Result<Vec<R>> {
+    let slots: Vec<Mutex<Option<R>>> = items.iter().map(|_| Mutex::new(None)).collect();
+    for_each(workers, items, |i, item| {
+        let r = work(i, item)?;
+        *slots[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
+        Ok(())
+    })?;
+    slots
+        .into_iter()
+        .map(|s| {
+            s.into_inner()
+                .unwrap_or_else(|e| e.into_inner())
+                .ok_or_else(|| anyhow::anyhow!("an item was not worked on"))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -60,5 +83,31 @@ mod tests {
         .unwrap_err();
         assert_eq!(e.to_string(), "item 2 failed");
         for_each(4, &[] as &[u8], |_, _| anyhow::bail!("never")).unwrap();
+    }
+
+    #[test]
+    fn results_in_the_items_order() {
+        let items: Vec<u64> = (0..50).collect();
+        let out = map(4, &items, |i, n| {
+            // Later items finish first.
+            std::thread::sleep(std::time::Duration::from_micros(50 - n));
+            Ok((i, n * 2))
+        })
+        .unwrap();
+        assert_eq!(
+            out,
+            items
+                .iter()
+                .map(|n| (*n as usize, n * 2))
+                .collect::<Vec<_>>()
+        );
+        let e = map(2, &[1, 2, 3], |_, n| {
+            if *n == 3 {
+                anyhow::bail!("item {n} failed")
+            }
+            Ok(*n)
+        })
+        .unwrap_err();
+        assert_eq!(e.to_string(), "item 3 failed");
     }
 }

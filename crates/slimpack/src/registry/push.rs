@@ -7,7 +7,6 @@ use crate::core::progress::{human, Progress};
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Serialize;
 use slimpack_oci::BlobStore;
-use std::sync::Mutex;
 use std::time::Instant;
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -130,20 +129,18 @@ pub fn push(
     let client = Client::connect(target, "pull,push", &mount_repos, insecure)?;
 
     let bars = indicatif::MultiProgress::new();
-    let results: Mutex<Vec<Option<PushedBlob>>> = Mutex::new(vec![None; blobs.len()]);
-    crate::core::parallel::for_each(super::WORKERS, &blobs, |i, (digest, size, kind)| {
+    let pushed = crate::core::parallel::map(super::WORKERS, &blobs, |i, (digest, size, kind)| {
         let bar = bars.add(progress.bytes(format!("{kind} {}", &digest[7..19]), *size));
         match push_blob(&client, store, digest, *size, &sources[i], &bar) {
             Ok(action) => {
                 bar.finish_and_clear();
                 record_location(cache, digest, &repo_key);
-                results.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(PushedBlob {
+                Ok(PushedBlob {
                     digest: digest.clone(),
                     kind,
                     size: *size,
                     action,
-                });
-                Ok(())
+                })
             }
             Err(e) => {
                 bar.abandon();
@@ -151,12 +148,6 @@ pub fn push(
             }
         }
     })?;
-    let pushed: Vec<PushedBlob> = results
-        .into_inner()
-        .unwrap_or_else(|e| e.into_inner())
-        .into_iter()
-        .map(|b| b.ok_or_else(|| anyhow!("a blob was not pushed")))
-        .collect::<Result<_>>()?;
 
     // The manifest last: a registry never shows an image whose blobs are
     // missing. Tags first named, then extra ones; by digest when none.
