@@ -33,7 +33,7 @@ pub struct BuildReport {
     pub python_packages: usize,
     pub bytecode: Option<bytecode::Compiled>,
     /// What each strip rule took out of the venv.
-    pub stripped: Vec<StripReport>,
+    pub stripped: Vec<crate::python::strip::Applied>,
     /// Bytecode of the venv's packages the app names, in a layer of its own.
     pub named_bytecode: Option<super::named::NamedRecord>,
     /// How the image's programs were isolated when this build ran them
@@ -54,13 +54,6 @@ pub struct BuildReport {
     pub push: Option<crate::registry::PushReport>,
     pub warnings: Vec<String>,
     pub seconds: f64,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct StripReport {
-    pub rule: crate::python::strip::Rule,
-    pub files: usize,
-    pub bytes: u64,
 }
 
 /// The report of a build not yet written anywhere.
@@ -95,15 +88,7 @@ pub(super) fn new(
         os_packages: runtime.os_packages,
         python_packages: lock.packages.len(),
         bytecode: venv.bytecode.clone(),
-        stripped: venv
-            .stripped
-            .iter()
-            .map(|(rule, s)| StripReport {
-                rule: *rule,
-                files: s.files,
-                bytes: s.bytes,
-            })
-            .collect(),
+        stripped: venv.stripped.clone(),
         named_bytecode: named,
         sandbox: layers
             .iter()

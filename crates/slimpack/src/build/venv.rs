@@ -29,7 +29,7 @@ pub struct VenvRecord {
     pub bytecode: Option<bytecode::Compiled>,
     /// What each strip rule took out.
     #[serde(default)]
-    pub stripped: python::strip::Report,
+    pub stripped: Vec<python::strip::Applied>,
     /// The venv's top-level modules (what an app's code can name).
     #[serde(default)]
     pub modules: Vec<String>,
@@ -136,24 +136,24 @@ pub fn build(req: &builder::Request, runtime: &RuntimeBase, opts: &Options) -> R
         // made meanwhile, it overlaps the install's downloads and the
         // builder's single-threaded compiler. Errors show again, in order,
         // where the root is used.
-        if let RuntimeBase::Debian(resolved) = runtime {
-            s.spawn(|| {
-                let quiet = crate::core::progress::Progress::hidden();
-                let r = builder::Request {
+        s.spawn(|| {
+            let quiet = crate::core::progress::Progress::hidden();
+            let _ = runtime.root(
+                &builder::Request {
                     progress: &quiet,
                     ..*req
-                };
-                let _ = runtime_with(&r, resolved, &[]).and_then(|(rt, _)| rt.rootfs(req.cache));
-            });
-        }
+                },
+                &[],
+            );
+        });
         install(req, runtime, &site)
     })?;
     python::local::install(req.project_dir, req.local, req.target, req.uv, &venv_dir)?;
     python::local::install_vcs(&req.lock.vcs, req.target, req.uv, &venv_dir)?;
     python::finish_venv(&venv_dir, req.target)?;
-    let mut stripped = python::strip::Report::new();
+    let mut stripped = Vec::new();
     if opts.strips(Rule::Debug) {
-        stripped.push((Rule::Debug, python::strip::strip_debug(&venv_dir)?));
+        stripped.push(python::strip::strip_debug(&venv_dir)?.by(Rule::Debug));
     }
     if let Some(p) = req.app_package {
         python::install_app_package(&venv_dir, req.target, p)?;
@@ -165,34 +165,10 @@ pub fn build(req: &builder::Request, runtime: &RuntimeBase, opts: &Options) -> R
             (b.root.clone(), Vec::new())
         }
     };
+    let modules = bytecode::top_level_modules(&site);
     let pyc_dir = work.path().join("pyc");
-    let sp = req
-        .progress
-        .spinner("Compiling bytecode with the image's interpreter".into());
-    let traced = match opts.bytecode {
-        bytecode::Mode::Imports => bytecode::trace(&root, &venv_dir, &pyc_dir, req.target)?,
-        _ => Vec::new(),
-    };
-    // Only the trace tells which test suites are imported.
-    if opts.strips(Rule::Tests) && opts.bytecode == bytecode::Mode::Imports {
-        let prefix = format!("/opt/venv/lib/python{}/site-packages/", req.target.minor);
-        let imported = traced
-            .iter()
-            .filter_map(|t| t.strip_prefix(&prefix))
-            .map(str::to_string)
-            .collect();
-        stripped.push((Rule::Tests, python::strip::strip_tests(&site, &imported)?));
-    }
-    if opts.strips(Rule::Stubs) {
-        stripped.push((Rule::Stubs, python::strip::strip_stubs(&site)?));
-    }
-    let compiled = match opts.bytecode {
-        bytecode::Mode::None => None,
-        mode => Some(bytecode::compile(
-            &root, &venv_dir, &pyc_dir, req.target, mode, &traced,
-        )?),
-    };
-    sp.finish_and_clear();
+    let (compiled, more) = strip_and_compile(req, opts, &root, &venv_dir, &pyc_dir, &modules)?;
+    stripped.extend(more);
     let mut b = LayerBuilder::new();
     add_tree(&mut b, &venv_dir, "opt/venv")?;
     if crate::sandbox::exists_in_root(&root, "opt/venv") {
@@ -209,8 +185,50 @@ pub fn build(req: &builder::Request, runtime: &RuntimeBase, opts: &Options) -> R
         builder: built,
         bytecode: compiled,
         stripped,
-        modules: bytecode::top_level_modules(&site),
+        modules,
     })
+}
+
+/// Traces what the dependencies import, takes out what the strip rules say
+/// (test suites only with the trace, which tells which are imported), and
+/// compiles the bytecode: in the venv, and the stdlib's into `pyc_dir`.
+fn strip_and_compile(
+    req: &builder::Request,
+    opts: &Options,
+    root: &Path,
+    venv_dir: &Path,
+    pyc_dir: &Path,
+    modules: &[String],
+) -> Result<(Option<bytecode::Compiled>, Vec<python::strip::Applied>)> {
+    let site = python::site_dir(venv_dir, req.target);
+    let sp = req
+        .progress
+        .spinner("Compiling bytecode with the image's interpreter".into());
+    let mut stripped = Vec::new();
+    let traced = match opts.bytecode {
+        bytecode::Mode::Imports => bytecode::trace(root, venv_dir, pyc_dir, req.target, modules)?,
+        _ => Vec::new(),
+    };
+    if opts.strips(Rule::Tests) && opts.bytecode == bytecode::Mode::Imports {
+        let prefix = format!("/opt/venv/lib/python{}/site-packages/", req.target.minor);
+        let imported = traced
+            .iter()
+            .filter_map(|t| t.strip_prefix(&prefix))
+            .map(str::to_string)
+            .collect();
+        stripped.push(python::strip::strip_tests(&site, &imported)?.by(Rule::Tests));
+    }
+    if opts.strips(Rule::Stubs) {
+        stripped.push(python::strip::strip_stubs(&site)?.by(Rule::Stubs));
+    }
+    let compiled = match opts.bytecode {
+        bytecode::Mode::None => None,
+        mode => Some(bytecode::compile(
+            root, venv_dir, pyc_dir, req.target, mode, &traced, modules,
+        )?),
+    };
+    sp.finish_and_clear();
+    Ok((compiled, stripped))
 }
 
 /// Adds `dir`, a tree that mirrors the image's paths, at the image's root.

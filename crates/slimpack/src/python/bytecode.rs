@@ -189,8 +189,6 @@ print(ns, n - ns)
 "#;
 
 /// Every module of the named top-level packages that has no bytecode in
-/// the venv yet, into `out` (mirroring `/opt/venv`).
-/// Every module of the named top-level packages that has no bytecode in
 /// the venv yet, and what importing them loads (`out/.trace`: venv files
 /// without bytecode, stdlib files known to have none), into `out`
 /// (mirroring the image).
@@ -352,38 +350,47 @@ fn walked(tops: &[String]) -> String {
 }
 
 /// The image paths of the `.py` files the dependencies import: every
-/// top-level module of the venv, every submodule of [`WALKED`] packages,
-/// and [`WEB_STDLIB`]. `out` is scratch space.
+/// top-level module of the venv (`modules`), every submodule of
+/// [`WALKED`] packages, and [`WEB_STDLIB`]. `out` is scratch space.
 pub fn trace(
     rootfs: &Path,
     venv: &Path,
     out: &Path,
     target: &super::Target,
+    modules: &[String],
 ) -> Result<Vec<String>> {
     let interp = Interp::new(rootfs, venv, out, target)?;
-    let tops = top_level_modules(&super::site_dir(venv, target));
     let mut mods: Vec<&str> = WEB_STDLIB.to_vec();
-    mods.extend(tops.iter().map(String::as_str));
-    run_trace(&interp, &walked(&tops), &mods)
+    mods.extend(modules.iter().map(String::as_str));
+    run_trace(
+        &interp,
+        "tracing the dependencies' imports",
+        &walked(modules),
+        &mods,
+    )
 }
 
 /// The image paths of the `.py` files importing `mods` loads, with every
 /// submodule of the packages in `walk` (comma-separated).
-fn run_trace(interp: &Interp, walk: &str, mods: &[&str]) -> Result<Vec<String>> {
+fn run_trace(interp: &Interp, what: &str, walk: &str, mods: &[&str]) -> Result<Vec<String>> {
     let mut args: Vec<&str> = vec![walk];
     args.extend(mods);
-    let o = interp.run(TRACE, &args, 120)?;
-    if o.status != 0 {
-        bail!(
-            "tracing the dependencies' imports failed (exit {}):\n{}",
-            o.status,
-            o.stderr.trim_end()
-        );
-    }
-    Ok(o.stdout
+    let stdout = ran(what, interp.run(TRACE, &args, 120)?)?;
+    Ok(stdout
         .lines()
         .filter_map(|l| interp.image_path(l))
+        .filter(|p| plain_absolute(p))
         .collect())
+}
+
+/// Whether `p` is an absolute path of plain names only. The trace is
+/// printed by the image's interpreter: a path with `..` in it must not lead
+/// a look or a write elsewhere.
+fn plain_absolute(p: &str) -> bool {
+    p.strip_prefix('/').is_some_and(|rest| {
+        rest.split('/')
+            .all(|c| !c.is_empty() && c != "." && c != "..")
+    })
 }
 
 /// Compiles bytecode: in place in `venv` (mounted at /opt/venv), and for
@@ -397,13 +404,12 @@ pub fn compile(
     target: &super::Target,
     mode: Mode,
     traced: &[String],
+    modules: &[String],
 ) -> Result<Compiled> {
     if mode == Mode::None {
         return Ok(Compiled::default());
     }
     let interp = Interp::new(rootfs, venv, out, target)?;
-    let trace = out.join(".trace");
-    std::fs::write(&trace, traced.join("\n"))?;
     let outputs = run_sharded(
         &interp,
         "compiling bytecode",
@@ -412,12 +418,12 @@ pub fn compile(
             mode.as_str(),
             &target.minor,
             &target.stdlib,
-            &walked(&top_level_modules(&super::site_dir(venv, target))),
+            &walked(modules),
         ],
-    );
-    let _ = std::fs::remove_file(&trace);
+        traced,
+    )?;
     let mut compiled = Compiled::default();
-    for o in outputs? {
+    for o in outputs {
         let mut it = o.split_whitespace().map(|n| n.parse().unwrap_or(0));
         compiled.stdlib_files += it.next().unwrap_or(0);
         compiled.venv_files += it.next().unwrap_or(0);
@@ -454,15 +460,14 @@ pub fn compile_packages(
     }
     let interp = Interp::new(rootfs, venv, out, target)?;
     let mods: Vec<&str> = names.iter().map(String::as_str).collect();
-    let traced: Vec<String> = run_trace(&interp, &names.join(","), &mods)?
+    let what = "tracing the imports of the packages the app names";
+    let traced: Vec<String> = run_trace(&interp, what, &names.join(","), &mods)?
         .into_iter()
         .filter(|p| {
             p.starts_with("/opt/venv/")
                 || p.starts_with(&format!("{}/", target.stdlib)) && !has_bytecode(p)
         })
         .collect();
-    let trace = out.join(".trace");
-    std::fs::write(&trace, traced.join("\n"))?;
     let mut args = vec![target.minor.as_str()];
     args.extend(&mods);
     let outputs = run_sharded(
@@ -470,42 +475,41 @@ pub fn compile_packages(
         "compiling the bytecode of the packages the app names",
         &format!("{COMPILING}{COMPILE_PACKAGES}"),
         &args,
-    );
-    let _ = std::fs::remove_file(&trace);
-    Ok(outputs?
+        &traced,
+    )?;
+    Ok(outputs
         .iter()
         .map(|o| o.trim().parse::<usize>().unwrap_or(0))
         .sum())
 }
 
 /// Runs a [`COMPILING`] script as one process per core, each compiling
-/// every n-th file; their outputs, each checked.
-fn run_sharded(interp: &Interp, what: &str, script: &str, args: &[&str]) -> Result<Vec<String>> {
+/// every n-th file, with `trace` in `out/.trace`; their outputs, each
+/// checked.
+fn run_sharded(
+    interp: &Interp,
+    what: &str,
+    script: &str,
+    args: &[&str],
+    trace: &[String],
+) -> Result<Vec<String>> {
     // A chroot run moves its binds into its own copy of the root: two at
     // once would take the venv from each other.
     let shards = match crate::sandbox::mode()? {
         crate::sandbox::Mode::Chroot => 1,
         _ => std::thread::available_parallelism().map_or(2, |n| n.get().min(4)),
     };
+    let file = interp.out.join(".trace");
+    std::fs::write(&file, trace.join("\n"))?;
     let total = shards.to_string();
-    let outputs: Vec<Result<crate::sandbox::Output>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..shards)
-            .map(|i| {
-                let total = &total;
-                s.spawn(move || {
-                    let shard = i.to_string();
-                    let mut all = vec![shard.as_str(), total.as_str()];
-                    all.extend(args);
-                    interp.run(script, &all, 600)
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| bail!("{what} panicked")))
-            .collect()
+    let shard_ids: Vec<String> = (0..shards).map(|i| i.to_string()).collect();
+    let outputs = crate::core::parallel::map(shards, &shard_ids, |_, shard| {
+        let mut all = vec![shard.as_str(), total.as_str()];
+        all.extend(args);
+        ran(what, interp.run(script, &all, 600)?)
     });
-    outputs.into_iter().map(|o| ran(what, o?)).collect()
+    let _ = std::fs::remove_file(&file);
+    outputs
 }
 
 /// The output of a script that must have succeeded.
@@ -534,6 +538,21 @@ mod tests {
             cache_path("/opt/python/lib/python3.12/json/__init__.py", "3.12"),
             "/opt/python/lib/python3.12/json/__pycache__/__init__.cpython-312.pyc"
         );
+    }
+
+    #[test]
+    fn traced_paths_with_dots_are_dropped() {
+        assert!(plain_absolute("/usr/lib/python3.11/json/__init__.py"));
+        for bad in [
+            "usr/lib/x.py",
+            "/usr/lib/../../etc/x.py",
+            "/usr/./lib/x.py",
+            "/usr//lib/x.py",
+            "/usr/lib/.",
+            "",
+        ] {
+            assert!(!plain_absolute(bad), "{bad}");
+        }
     }
 
     #[test]

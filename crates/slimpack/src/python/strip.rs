@@ -29,8 +29,24 @@ pub struct Stripped {
     pub bytes: u64,
 }
 
-/// Per rule applied, what it took out.
-pub type Report = Vec<(Rule, Stripped)>;
+/// What a rule applied to a venv took out (the plan's and the report's
+/// line for it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Applied {
+    pub rule: Rule,
+    pub files: usize,
+    pub bytes: u64,
+}
+
+impl Stripped {
+    pub fn by(self, rule: Rule) -> Applied {
+        Applied {
+            rule,
+            files: self.files,
+            bytes: self.bytes,
+        }
+    }
+}
 
 fn is_debug(name: &[u8]) -> bool {
     name.starts_with(b".debug") || name.starts_with(b".zdebug")
