@@ -5,6 +5,7 @@ use crate::core::cache::{Cache, KeyHasher, RecordKind};
 use crate::project::ignore::AppFile;
 use anyhow::{Context, Result};
 use slimpack_oci::{Entry, Layer, LayerBuilder};
+use std::collections::BTreeSet;
 
 const APP_POLICY: &str = "app-v1";
 const OPAQUE_APP: &str = "app/.wh..wh..opq";
@@ -19,6 +20,21 @@ pub struct AppInput {
     /// Symlinks that point outside /app: hashed (the key is as it always
     /// was) but left out of the layer, with a warning each.
     pub left_out: Vec<String>,
+    /// The words of the app's Python files (what could name a package, for
+    /// the bytecode stage), read with the files for the key.
+    pub words: BTreeSet<String>,
+}
+
+/// Adds the identifier-like words of `text` to `into`.
+fn words_of(text: &[u8], into: &mut BTreeSet<String>) {
+    for w in text.split(|b| !(b.is_ascii_alphanumeric() || *b == b'_')) {
+        match std::str::from_utf8(w) {
+            Ok(w) if !w.is_empty() && !into.contains(w) => {
+                into.insert(w.to_string());
+            }
+            _ => {}
+        }
+    }
 }
 
 /// A link that leaves /app means nothing in the image.
@@ -36,6 +52,7 @@ pub fn input(files: Vec<AppFile>, mtime: u64, opaque: bool) -> Result<AppInput> 
         h.part("opaque", "app");
     }
     let mut left_out = Vec::new();
+    let mut words = BTreeSet::new();
     for f in &files {
         h.part("path", &f.rel);
         match &f.symlink {
@@ -51,6 +68,9 @@ pub fn input(files: Vec<AppFile>, mtime: u64, opaque: bool) -> Result<AppInput> 
             None => {
                 let bytes = std::fs::read(&f.path)
                     .with_context(|| format!("reading {}", f.path.display()))?;
+                if f.rel.ends_with(".py") {
+                    words_of(&bytes, &mut words);
+                }
                 h.part("mode", if f.executable { "755" } else { "644" })
                     .part("content", bytes);
             }
@@ -61,6 +81,7 @@ pub fn input(files: Vec<AppFile>, mtime: u64, opaque: bool) -> Result<AppInput> 
         key: h.finish(),
         opaque,
         left_out,
+        words,
     })
 }
 
@@ -90,4 +111,34 @@ pub fn layer(cache: &Cache, input: &AppInput, mtime: u64) -> Result<(Layer, bool
     let layer = b.write(&cache.blobs, mtime)?;
     cache.put(RecordKind::AppLayer, &input.key, &layer)?;
     Ok((layer, false))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn words_are_identifiers_wherever_they_stand() {
+        let mut w = BTreeSet::new();
+        words_of(
+            b"from sqlalchemy.orm import Session\nAPPS = ['rest_framework', \"django.contrib\"]  # yaml\n\xff\xfe",
+            &mut w,
+        );
+        let got: Vec<&str> = w.iter().map(String::as_str).collect();
+        assert_eq!(
+            got,
+            [
+                "APPS",
+                "Session",
+                "contrib",
+                "django",
+                "from",
+                "import",
+                "orm",
+                "rest_framework",
+                "sqlalchemy",
+                "yaml"
+            ]
+        );
+    }
 }

@@ -379,22 +379,31 @@ impl Planned {
         let mut plan = self.plan_without_venv();
         let record = venv::cached(&self.request(ctx), &self.venv_key);
         if let Some(r) = &record {
-            self.add_named_layer(&mut plan, r);
+            self.add_named_layer(ctx, &mut plan, r);
         }
         plan.dependencies.runtime_libraries = record.map(|r| r.runtime_additions);
         plan
     }
 
-    /// The bytecode layer, before the app's, when the app names packages of
-    /// the venv (known once the venv was built).
-    fn add_named_layer(&self, plan: &mut Plan, venv: &VenvRecord) {
+    /// The venv's packages the app names, whose bytecode the bytecode stage
+    /// adds ([`named`]); none unless bytecode is by imports.
+    fn named_packages(&self, venv: &VenvRecord) -> Vec<String> {
         if self.venv_opts.bytecode != bytecode::Mode::Imports {
+            return Vec::new();
+        }
+        named::names(&self.app.words, &venv.modules)
+    }
+
+    /// The bytecode layer, before the app's, when the app names packages of
+    /// the venv (known once the venv was built), unless a build already
+    /// found nothing to add.
+    fn add_named_layer(&self, ctx: &Context, plan: &mut Plan, venv: &VenvRecord) {
+        let names = self.named_packages(venv);
+        if names.is_empty() {
             return;
         }
-        let Ok(names) = named::names(&self.app.files, &venv.modules) else {
-            return;
-        };
-        if names.is_empty() {
+        let key = named::key(&self.venv_key, &names);
+        if named::cached(&ctx.cache, &key).is_some_and(|r| r.layer.is_none()) {
             return;
         }
         let at = plan.layers.len().saturating_sub(1);
@@ -406,7 +415,7 @@ impl Planned {
                     "bytecode of {} and what they load (named by the app), where the venv has none",
                     names.join(", ")
                 ),
-                key: named::key(&self.venv_key, &names),
+                key,
             },
         );
     }
@@ -414,7 +423,6 @@ impl Planned {
     /// The plan completed with what building the venv decided.
     pub fn plan_with_venv(&self, venv: &VenvRecord) -> Plan {
         let mut plan = self.plan_without_venv();
-        self.add_named_layer(&mut plan, venv);
         plan.dependencies.runtime_libraries = Some(venv.runtime_additions.clone());
         if let Some(b) = &venv.builder {
             plan.dependencies.build_packages = b.build_packages.clone();
@@ -560,23 +568,20 @@ pub fn build(ctx: &Context, planned: &Planned) -> Result<Built> {
     Ok(Built { image, report })
 }
 
-/// The bytecode stage ([`named`]), in `imports` mode when the app names a
-/// package of the venv.
+/// The bytecode stage ([`named`]), when the app names a package of the
+/// venv and bytecode is by imports.
 fn named_bytecode(
     ctx: &Context,
     planned: &Planned,
     record: &VenvRecord,
 ) -> Result<Option<(named::NamedRecord, bool)>> {
-    if planned.venv_opts.bytecode != bytecode::Mode::Imports {
-        return Ok(None);
-    }
-    let names = named::names(&planned.app.files, &record.modules)?;
+    let names = planned.named_packages(record);
     if names.is_empty() {
         return Ok(None);
     }
     let req = planned.request(ctx);
-    let root = planned.runtime.base.root(&req, &record.runtime_additions)?;
-    named::layer(&req, &root, record, &planned.venv_key, names).map(Some)
+    let root = || planned.runtime.base.root(&req, &record.runtime_additions);
+    named::layer(&req, root, record, &planned.venv_key, names).map(Some)
 }
 
 fn history(planned: &Planned, runtime_layers: usize) -> Vec<String> {

@@ -17,13 +17,12 @@
 use super::venv::VenvRecord;
 use crate::builder;
 use crate::core::cache::{CacheDir, KeyHasher, RecordKind};
-use crate::project::ignore::AppFile;
 use crate::python::bytecode;
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use slimpack_oci::{Layer, LayerBuilder};
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::path::PathBuf;
 
 // v2: with what importing the named packages loads (stdlib and venv).
 const NAMED_POLICY: &str = "named-bytecode-v2";
@@ -38,23 +37,24 @@ pub struct NamedRecord {
     pub files: usize,
 }
 
-/// The venv's top-level modules that the app's Python files name.
-pub fn names(files: &[AppFile], modules: &[String]) -> Result<Vec<String>> {
-    let modules: BTreeSet<&str> = modules.iter().map(String::as_str).collect();
-    let mut found = BTreeSet::new();
-    for f in files
+/// The venv's top-level modules that are words of the app's Python files.
+pub fn names(words: &BTreeSet<String>, modules: &[String]) -> Vec<String> {
+    modules
         .iter()
-        .filter(|f| f.symlink.is_none() && f.rel.ends_with(".py"))
-    {
-        let text =
-            std::fs::read(&f.path).with_context(|| format!("reading {}", f.path.display()))?;
-        for word in text.split(|b| !(b.is_ascii_alphanumeric() || *b == b'_')) {
-            if let Some(m) = std::str::from_utf8(word).ok().and_then(|w| modules.get(w)) {
-                found.insert(m.to_string());
-            }
-        }
-    }
-    Ok(found.into_iter().collect())
+        .filter(|m| words.contains(m.as_str()))
+        .cloned()
+        .collect()
+}
+
+/// The record for `key`, if its layer's blob is still there.
+pub fn cached(cache: &crate::core::cache::Cache, key: &str) -> Option<NamedRecord> {
+    cache
+        .get::<NamedRecord>(RecordKind::NamedBytecodeLayer, key)
+        .filter(|r| {
+            r.layer
+                .as_ref()
+                .is_none_or(|l| cache.blobs.contains(&l.digest))
+        })
 }
 
 pub fn key(venv_key: &str, names: &[String]) -> String {
@@ -67,26 +67,20 @@ pub fn key(venv_key: &str, names: &[String]) -> String {
 }
 
 /// The record for `names` from the cache, or built and cached; the flag
-/// says it came from the cache.
+/// says it came from the cache. `root` (the runtime's unpacked root, which
+/// may need unpacking) is asked for only to build.
 pub fn layer(
     req: &builder::Request,
-    root: &Path,
+    root: impl FnOnce() -> Result<PathBuf>,
     venv: &VenvRecord,
     venv_key: &str,
     names: Vec<String>,
 ) -> Result<(NamedRecord, bool)> {
     let key = key(venv_key, &names);
-    let cached = req
-        .cache
-        .get::<NamedRecord>(RecordKind::NamedBytecodeLayer, &key)
-        .filter(|r| {
-            r.layer
-                .as_ref()
-                .is_none_or(|l| req.cache.blobs.contains(&l.digest))
-        });
-    if let Some(r) = cached {
+    if let Some(r) = cached(req.cache, &key) {
         return Ok((r, true));
     }
+    let root = root()?;
     let sp = req.progress.spinner(format!(
         "Compiling the bytecode of {} (named by the app)",
         names.join(", ")
@@ -101,14 +95,14 @@ pub fn layer(
     )?;
     let out = work.path().join("out");
     let files = bytecode::compile_packages(
-        root,
+        &root,
         &unpacked.join("opt/venv"),
         &out,
         req.target,
         &names,
         |py| {
             let pyc = bytecode::cache_path(py, &req.target.minor);
-            unpacked.join(pyc.trim_start_matches('/')).is_file()
+            crate::sandbox::file_in_root(&unpacked, pyc.trim_start_matches('/'))
         },
     )?;
     let layer = if files == 0 {
@@ -136,28 +130,22 @@ mod tests {
 
     #[test]
     fn names_are_words_of_python_files_that_are_venv_modules() {
-        let d = tempfile::tempdir().unwrap();
-        let file = |rel: &str, text: &str| {
-            let path = d.path().join(rel);
-            std::fs::write(&path, text).unwrap();
-            AppFile {
-                rel: rel.into(),
-                path,
-                executable: false,
-                symlink: None,
-            }
-        };
-        let files = vec![
-            file(
-                "main.py",
-                "from sqlalchemy.orm import Session\nimport fastapi, os\n",
-            ),
-            file(
-                "settings.py",
-                "INSTALLED_APPS = ['rest_framework', \"django.contrib.admin\"]\n# uses yaml_x\n",
-            ),
-            file("notes.txt", "click"),
-        ];
+        let words: BTreeSet<String> = [
+            "from",
+            "sqlalchemy",
+            "orm",
+            "import",
+            "Session",
+            "fastapi",
+            "os",
+            "INSTALLED_APPS",
+            "rest_framework",
+            "django",
+            "contrib",
+            "yaml_x",
+        ]
+        .map(String::from)
+        .into();
         let modules: Vec<String> = [
             "click",
             "django",
@@ -169,9 +157,9 @@ mod tests {
         .map(String::from)
         .to_vec();
         assert_eq!(
-            names(&files, &modules).unwrap(),
+            names(&words, &modules),
             ["django", "fastapi", "rest_framework", "sqlalchemy"]
         );
-        assert!(names(&files, &[]).unwrap().is_empty());
+        assert!(names(&words, &[]).is_empty());
     }
 }
