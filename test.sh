@@ -5,9 +5,14 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 # tool → Debian package
-declare -A pkg=([buildah]=buildah [debootstrap]=debootstrap [bwrap]=bubblewrap [skopeo]=skopeo [umoci]=umoci [dpkg-query]=dpkg [git]=git [python3]=python3 [curl]=curl [slirp4netns]=slirp4netns [docker-registry]=docker-registry [htpasswd]=apache2-utils [base64]=coreutils [patchelf]=patchelf [ldd]=libc-bin)
+declare -A pkg=([buildah]=buildah [debootstrap]=debootstrap [bwrap]=bubblewrap [skopeo]=skopeo [umoci]=umoci [dpkg-query]=dpkg [git]=git [python3]=python3 [curl]=curl [slirp4netns]=slirp4netns [docker-registry]=docker-registry [htpasswd]=apache2-utils [base64]=coreutils [patchelf]=patchelf [ldd]=libc-bin [gcc]=gcc [make]=make [xz]=xz-utils)
 need=()
 for t in "${!pkg[@]}"; do command -v "$t" >/dev/null || need+=("${pkg[$t]}"); done
+# Libraries the free-threaded CPython built from source for the tests links
+# (tests/fixtures/make-freethreaded-python).
+for p in libssl-dev zlib1g-dev libffi-dev; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || need+=("$p")
+done
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"

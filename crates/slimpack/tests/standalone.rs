@@ -50,11 +50,16 @@ enum Serve {
 /// Serves the fixture at `/{BUILD}/{file}`; counts the requests.
 fn release_host(serve: Serve) -> (u16, Arc<AtomicUsize>) {
     let (bytes, version) = fixture().clone();
+    serve_release(bytes, file_name(&version), serve)
+}
+
+/// Serves `bytes` at `/{BUILD}/{file}`; counts the requests.
+fn serve_release(bytes: Vec<u8>, file: String, serve: Serve) -> (u16, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let hits = Arc::new(AtomicUsize::new(0));
     let counted = hits.clone();
-    let path = format!("/{BUILD}/{}", file_name(&version));
+    let path = format!("/{BUILD}/{file}");
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut s) = stream else { continue };
@@ -298,28 +303,138 @@ fn a_request_nothing_satisfies_fails_before_any_download() {
     assert_eq!(hits.load(Ordering::SeqCst), 0, "nothing may be downloaded");
 }
 
+/// A free-threaded interpreter laid out as a release, and its version:
+/// CPython built from source with --disable-gil (once per target
+/// directory), since neither the releases nor a Debian package of one can
+/// be had here.
+fn freethreaded_fixture() -> &'static (Vec<u8>, String) {
+    static F: OnceLock<(Vec<u8>, String)> = OnceLock::new();
+    F.get_or_init(|| {
+        let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+        let prefix = tmp.join("freethreaded-python");
+        let fixtures = workspace().join("crates/slimpack/tests/fixtures");
+        run_ok(Command::new(fixtures.join("make-freethreaded-python")).arg(&prefix));
+        let out = tmp.join("standalone-python-freethreaded.tar.gz");
+        let version = run_ok(
+            Command::new(fixtures.join("make-standalone-python"))
+                .arg(&out)
+                .env("PYTHON", prefix.join("bin/python3.13t")),
+        )
+        .trim()
+        .to_string();
+        (std::fs::read(&out).unwrap(), version)
+    })
+}
+
 #[test]
-fn free_threaded_builds_are_refused_before_any_download() {
-    // The shipped table pins 3.14.5t; its wheels cannot be installed yet.
-    let project = copy_example("flask");
-    let out = Command::new(env!("CARGO_BIN_EXE_slimpack"))
-        .args([
-            "build",
-            project.path().to_str().unwrap(),
-            "--python",
-            "3.14t",
-        ])
-        .env("SLIMPACK_CACHE", shared_cache())
-        .env("SLIMPACK_PYTHON_INSTALL_MIRROR", "http://127.0.0.1:9")
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("free-threaded") && err.contains("3.14"),
-        "{err}"
+fn a_free_threaded_python_gets_free_threaded_wheels_and_runs() {
+    let (bytes, version) = freethreaded_fixture().clone();
+    let sha = sha256(&bytes);
+    let file = format!(
+        "cpython-{version}%2B{BUILD}-x86_64-unknown-linux-gnu-freethreaded-install_only_stripped.tar.gz"
     );
-    assert!(!err.contains("127.0.0.1:9"), "{err}");
+    let (port, _) = serve_release(bytes, file, Serve::Whole);
+    let t = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        t.path(),
+        format!(
+            r#"{{"downloads": [{{"version": "{version}", "build": "{BUILD}", "freethreaded": true, "sha256": "{sha}"}}]}}"#
+        ),
+    )
+    .unwrap();
+    // markupsafe has cp313t wheels; psycopg2-binary 2.9.10 has none, so the
+    // builder compiles it with the free-threaded interpreter's headers.
+    let project = copy_example("flask");
+    std::fs::remove_file(project.path().join(".python-version")).unwrap();
+    std::fs::write(
+        project.path().join("requirements.txt"),
+        "flask==3.0.0\ngunicorn==21.2.0\npsycopg2-binary==2.9.10\n",
+    )
+    .unwrap();
+    let dir = project.path().to_str().unwrap();
+    let out_dir = tempfile::tempdir().unwrap();
+    let layout = out_dir.path().join("img.oci");
+    let target = format!("oci:{}", layout.display());
+    let out = slimpack(
+        &["build", dir, "--python", "3.13t", "-o", &target],
+        t.path(),
+        port,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let plan = slimpack(
+        &["build", dir, "--python", "3.13t", "--plan"],
+        t.path(),
+        port,
+    );
+    let plan: Value = serde_json::from_slice(&plan.stdout).unwrap();
+    assert_eq!(plan["python"]["minor"], "3.13t");
+    assert_eq!(plan["python"]["freethreaded"], true);
+    assert_eq!(plan["python"]["interpreter"], "/opt/python/bin/python3.13t");
+    assert_eq!(plan["base"]["standalone"]["freethreaded"], true);
+    assert_eq!(plan["base"]["standalone"]["sha256"], sha.as_str());
+    let built_from_source = plan["dependencies"]["source_builds"].to_string();
+    assert!(
+        built_from_source.contains("psycopg2-binary"),
+        "{built_from_source}"
+    );
+
+    let rootfs = out_dir.path().join("rootfs");
+    run_ok(
+        Command::new("umoci")
+            .args(["raw", "unpack", "--rootless", "--image"])
+            .arg(format!("{}:latest", layout.display()))
+            .arg(&rootfs),
+    );
+    let site = rootfs.join("opt/venv/lib/python3.13t/site-packages");
+    // Extensions for the free-threaded ABI: a wheel and a source build.
+    for so in [
+        "markupsafe/_speedups.cpython-313t-x86_64-linux-gnu.so",
+        "psycopg2/_psycopg.cpython-313t-x86_64-linux-gnu.so",
+    ] {
+        assert!(site.join(so).is_file(), "{so} missing");
+    }
+    assert_eq!(
+        std::fs::read_link(rootfs.join("usr/bin/python3")).unwrap(),
+        Path::new("/opt/python/bin/python3.13t")
+    );
+    // Its bytecode carries the tag CPython gives it (no `t`).
+    assert!(rootfs
+        .join("opt/python/lib/python3.13t/json/__pycache__/__init__.cpython-313.pyc")
+        .is_file());
+
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_slimpack"))
+            .arg("run")
+            .arg(&target)
+            .args(args)
+            .env("SLIMPACK_CACHE", shared_cache())
+            .output()
+            .unwrap()
+    };
+    let out = run(&[
+        "--",
+        "python",
+        "-c",
+        "import sys, markupsafe._speedups; print(sys._is_gil_enabled())",
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "False",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run_port = free_port().to_string();
+    let out = run(&["--check", "--port", &run_port]);
+    assert!(
+        out.status.success(),
+        "run --check failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]

@@ -33,6 +33,8 @@ struct Probe {
     executable: String,
     stdlib: String,
     libc: (String, String),
+    #[serde(default)]
+    freethreaded: bool,
 }
 
 const PROBE: &str = r#"
@@ -43,6 +45,7 @@ print(json.dumps({
     "executable": os.path.realpath(sys.executable),
     "stdlib": sysconfig.get_path("stdlib"),
     "libc": list(platform.libc_ver()),
+    "freethreaded": bool(sysconfig.get_config_var("Py_GIL_DISABLED")),
 }))
 "#;
 
@@ -131,11 +134,17 @@ fn probe_python(reference: &Reference, root: &std::path::Path, path: &str) -> Re
         );
     }
     Ok(Target {
-        minor: probe.minor,
+        minor: if probe.freethreaded {
+            format!("{}t", probe.minor)
+        } else {
+            probe.minor
+        },
         version: probe.version,
         platform: python::platform_for_glibc(&probe.libc.1),
         interpreter: probe.executable,
         stdlib: probe.stdlib,
+        freethreaded: probe.freethreaded,
+        host_interpreter: None,
     })
 }
 

@@ -359,6 +359,102 @@ fn link_stays_inside(link: &str, target: &str) -> bool {
     true
 }
 
+/// The release unpacked here, whole, for uv to run its interpreter: uv
+/// learns a free-threaded build's wheel tags (`cp313t`) only by asking the
+/// interpreter, as it does for the Pythons it installs itself. The builds
+/// need nothing of the system but glibc, so they run on any x86_64 Linux.
+/// Unpacked once per hash, whole or not at all.
+pub fn host_interpreter(p: &Pinned, cache: &Cache, progress: &Progress) -> Result<PathBuf> {
+    let dir = cache
+        .dir(CacheDir::Python)?
+        .join(format!("{}.tree", p.download.sha256));
+    let interpreter = dir.join(format!("python/bin/python{}", p.download.abi_name()));
+    if interpreter.is_file() {
+        return Ok(interpreter);
+    }
+    let archive = fetch(p, cache, progress)?;
+    let parent = dir.parent().unwrap_or(&dir);
+    let staging = tempfile::Builder::new()
+        .prefix(".tmp-python-")
+        .tempdir_in(parent)?;
+    unpack_tree(&archive, staging.path())?;
+    if !staging
+        .path()
+        .join(interpreter.strip_prefix(&dir).unwrap_or(&interpreter))
+        .is_file()
+    {
+        bail!(
+            "{}: the archive has no python/bin/python{}",
+            p.url,
+            p.download.abi_name()
+        );
+    }
+    let staged = staging.keep();
+    if let Err(e) = std::fs::rename(&staged, &dir) {
+        let _ = std::fs::remove_dir_all(&staged);
+        // Another build unpacked it first.
+        if !interpreter.is_file() {
+            return Err(e)
+                .with_context(|| format!("moving the unpacked Python to {}", dir.display()));
+        }
+    }
+    Ok(interpreter)
+}
+
+/// Unpacks the release archive into `dest` as it is, after the same checks
+/// as [`add_tree`]: plain paths under `python/`, links that stay inside.
+fn unpack_tree(archive: &Path, dest: &Path) -> Result<()> {
+    let file =
+        std::fs::File::open(archive).with_context(|| format!("opening {}", archive.display()))?;
+    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    tar.set_preserve_permissions(true);
+    std::fs::create_dir_all(dest)?;
+    let what = || format!("the python-build-standalone archive {}", archive.display());
+    for entry in tar.entries().with_context(what)? {
+        let mut entry = entry.with_context(what)?;
+        let path = entry.path().with_context(what)?.into_owned();
+        let rest = under_python(&path).ok_or_else(|| {
+            anyhow!(
+                "{}: entry {} is not a plain path under python/",
+                what(),
+                crate::core::text::escape_controls(&path.display().to_string())
+            )
+        })?;
+        match entry.header().entry_type() {
+            tar::EntryType::Directory | tar::EntryType::Regular | tar::EntryType::Continuous => {}
+            tar::EntryType::Symlink => {
+                let target = entry
+                    .link_name()
+                    .with_context(what)?
+                    .map(|t| t.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                if !link_stays_inside(&rest, &target) {
+                    bail!(
+                        "{}: link {rest} points outside python/ ({})",
+                        what(),
+                        crate::core::text::escape_controls(&target)
+                    );
+                }
+            }
+            tar::EntryType::Link => {
+                let target = entry.link_name().with_context(what)?;
+                if target.as_deref().and_then(under_python).is_none() {
+                    bail!("{}: hard link {rest} leaves python/", what());
+                }
+            }
+            other => bail!("{}: {rest} is a {other:?}, not a file", what()),
+        }
+        entry.set_mask(0o022);
+        if !entry.unpack_in(dest).with_context(what)? {
+            bail!(
+                "{}: entry {rest} would land outside the unpack root",
+                what()
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Fetches the release and adds it to `b` (the runtime or the builder).
 pub fn add(
     b: &mut LayerBuilder,
@@ -447,6 +543,14 @@ mod tests {
         let mut b = LayerBuilder::new();
         add_tree(&mut b, &good, "3.12", false).unwrap();
         assert!(b.contains("opt/python/bin/python3.12"));
+        // Unpacked on the host (a free-threaded build, for uv to ask), the
+        // same archive lands whole, and a hostile one leaves nothing outside.
+        let host = d.path().join("host");
+        unpack_tree(&good, &host).unwrap();
+        assert_eq!(
+            std::fs::read_link(host.join("python/bin/python3")).unwrap(),
+            Path::new("python3.12")
+        );
         for (entries, needle) in [
             (
                 vec![("python/../etc/passwd", Regular, "x")],
@@ -470,6 +574,10 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(e.contains(needle), "{entries:?}: {e}");
+            let root = sub.path().join("root");
+            let e = unpack_tree(&a, &root).unwrap_err().to_string();
+            assert!(e.contains(needle), "host unpack, {entries:?}: {e}");
+            assert!(!sub.path().join("etc").exists());
         }
     }
 

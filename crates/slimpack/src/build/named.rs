@@ -94,6 +94,7 @@ pub fn layer(
         false,
     )?;
     let out = work.path().join("out");
+    let tag = req.target.cache_tag();
     let files = bytecode::compile_packages(
         &root,
         &unpacked.join("opt/venv"),
@@ -101,7 +102,7 @@ pub fn layer(
         req.target,
         &names,
         |py| {
-            let pyc = bytecode::cache_path(py, &req.target.minor);
+            let pyc = bytecode::cache_path(py, &tag);
             crate::sandbox::file_in_root(&unpacked, pyc.trim_start_matches('/'))
         },
     )?;

@@ -70,17 +70,6 @@ pub fn select(ctx: &Context, cfg: &Config, project: &Project) -> Result<Selected
             cfg.python_mirror.as_deref(),
         )?,
     };
-    if let Some(p) = choice
-        .standalone
-        .as_ref()
-        .filter(|p| p.download.freethreaded)
-    {
-        bail!(
-            "Python {} (free-threaded) is in slimpack's python-build-standalone table, but its wheels cannot be installed yet: uv selects wheels for a target it does not run by version alone, and a version has no free-threaded marker; use {} or newer without the `t`",
-            p.download.label(),
-            p.download.minor()
-        );
-    }
     let (suite, why) = (choice.suite, choice.why);
     let spec = debian::BaseSpec {
         suite,
@@ -101,7 +90,14 @@ pub fn select(ctx: &Context, cfg: &Config, project: &Project) -> Result<Selected
         }
         None => {
             let resolved = debian::resolve(&spec, &ctx.cache, ctx.refresh, &ctx.progress)?;
-            let t = target_of(&spec, &resolved);
+            let mut t = target_of(&spec, &resolved);
+            if let Some(p) = spec.standalone.as_ref().filter(|_| t.freethreaded) {
+                t.host_interpreter = Some(base::standalone::host_interpreter(
+                    p,
+                    &ctx.cache,
+                    &ctx.progress,
+                )?);
+            }
             (RuntimeBase::Debian(resolved), t)
         }
     };
@@ -130,6 +126,8 @@ fn target_of(spec: &debian::BaseSpec, resolved: &debian::Resolved) -> Target {
             platform: crate::python::platform_for_glibc(&resolved.glibc_version),
             interpreter: p.interpreter(),
             stdlib: p.stdlib(),
+            freethreaded: p.download.freethreaded,
+            host_interpreter: None,
         },
     }
 }

@@ -28,6 +28,8 @@ use std::time::Duration;
 /// search covers what is not here.
 const KNOWN_BUILD_NEEDS: &[(&str, &[&str])] = &[
     ("psycopg2", &["libpq-dev"]),
+    // Built from source where it has no wheel (a new or free-threaded Python).
+    ("psycopg2-binary", &["libpq-dev"]),
     ("psycopg", &["libpq-dev"]),
     ("psycopg-c", &["libpq-dev"]),
     ("mysqlclient", &["default-libmysqlclient-dev", "pkgconf"]),

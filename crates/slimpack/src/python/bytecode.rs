@@ -432,13 +432,10 @@ pub fn compile(
 }
 
 /// Where CPython keeps the bytecode of the image path `py` (a `.py` file).
-pub fn cache_path(py: &str, minor: &str) -> String {
+pub fn cache_path(py: &str, cache_tag: &str) -> String {
     let (dir, file) = py.rsplit_once('/').unwrap_or(("", py));
     let stem = file.strip_suffix(".py").unwrap_or(file);
-    format!(
-        "{dir}/__pycache__/{stem}.cpython-{}.pyc",
-        minor.replace('.', "")
-    )
+    format!("{dir}/__pycache__/{stem}.{cache_tag}.pyc")
 }
 
 /// Compiles, into `out` (mirroring the image), every module of the
@@ -531,11 +528,11 @@ mod tests {
     #[test]
     fn bytecode_paths_are_cpythons() {
         assert_eq!(
-            cache_path("/usr/lib/python3.13/asyncio/events.py", "3.13"),
+            cache_path("/usr/lib/python3.13/asyncio/events.py", "cpython-313"),
             "/usr/lib/python3.13/asyncio/__pycache__/events.cpython-313.pyc"
         );
         assert_eq!(
-            cache_path("/opt/python/lib/python3.12/json/__init__.py", "3.12"),
+            cache_path("/opt/python/lib/python3.12/json/__init__.py", "cpython-312"),
             "/opt/python/lib/python3.12/json/__pycache__/__init__.cpython-312.pyc"
         );
     }

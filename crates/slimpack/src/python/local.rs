@@ -233,7 +233,7 @@ fn install_no_deps<S: AsRef<std::ffi::OsStr>>(
 ) -> Result<()> {
     let site = site_dir(venv, target);
     std::fs::create_dir_all(&site)?;
-    let mut c = super::pip_install_into(uv, target, &site);
+    let mut c = super::pip_install_into(uv, target, &site)?;
     c.args(what);
     uv.run(c, doing)?;
     forget_build_paths(&site)

@@ -22,7 +22,8 @@ pub const VENV: &str = "/opt/venv";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Target {
-    /// `3.11`
+    /// `3.11`; `3.13t` for a free-threaded build: the name its interpreter,
+    /// library directory and bytecode carry.
     pub minor: String,
     /// `3.11.2`, the interpreter's exact version.
     pub version: String,
@@ -35,6 +36,15 @@ pub struct Target {
     /// Its standard library directory in the image.
     #[serde(default)]
     pub stdlib: String,
+    /// A free-threaded build (`3.13t`): its wheels carry another ABI
+    /// (`cp313t`), which uv takes only from an interpreter it runs, never
+    /// from a version.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub freethreaded: bool,
+    /// The same interpreter, runnable here, for uv to ask (set for
+    /// free-threaded targets only; never part of a key or the plan).
+    #[serde(skip)]
+    pub host_interpreter: Option<PathBuf>,
 }
 
 impl Target {
@@ -46,7 +56,36 @@ impl Target {
             platform: platform_for_glibc(glibc),
             interpreter: format!("/usr/bin/python{minor}"),
             stdlib: format!("/usr/lib/python{minor}"),
+            freethreaded: false,
+            host_interpreter: None,
         }
+    }
+
+    /// The tag of its bytecode files (`cpython-313`): the same for a
+    /// free-threaded build, whose bytecode is the same.
+    pub fn cache_tag(&self) -> String {
+        let minor = self.minor.strip_suffix('t').unwrap_or(&self.minor);
+        format!("cpython-{}", minor.replace('.', ""))
+    }
+
+    /// How uv is told the Python to resolve and install for: the version
+    /// alone, or for a free-threaded build the interpreter itself (its ABI
+    /// is not part of a version uv accepts); the platform either way.
+    pub fn uv_python_args(&self) -> Result<Vec<std::ffi::OsString>> {
+        let mut args: Vec<std::ffi::OsString> = Vec::new();
+        if self.freethreaded {
+            let host = self.host_interpreter.as_ref().ok_or_else(|| {
+                anyhow!(
+                    "Python {} is free-threaded, and slimpack has no copy of it to ask for its wheel tags (a registry base with a free-threaded Python is not supported)",
+                    self.minor
+                )
+            })?;
+            args.extend(["--python".into(), host.into()]);
+        } else {
+            args.extend(["--python-version".into(), self.minor.clone().into()]);
+        }
+        args.extend(["--python-platform".into(), self.platform.clone().into()]);
+        Ok(args)
     }
 }
 
@@ -378,12 +417,7 @@ impl Compiler<'_> {
                     "--only-binary",
                     ":all:",
                 ])
-                .args([
-                    "--python-version",
-                    &self.target.minor,
-                    "--python-platform",
-                    &self.target.platform,
-                ]);
+                .args(self.target.uv_python_args()?);
             for p in &self.source_builds {
                 c.args(["--no-binary", p]);
             }
@@ -536,7 +570,11 @@ pub fn site_dir(dest: &Path, target: &Target) -> PathBuf {
 /// without dependencies (a lock names them all), copied, no bytecode (the
 /// image's interpreter compiles it): what every install into the venv
 /// shares. The caller adds what to install.
-pub(crate) fn pip_install_into(uv: &Uv, target: &Target, site: &Path) -> std::process::Command {
+pub(crate) fn pip_install_into(
+    uv: &Uv,
+    target: &Target,
+    site: &Path,
+) -> Result<std::process::Command> {
     let mut c = uv.command();
     c.args([
         "pip",
@@ -546,14 +584,11 @@ pub(crate) fn pip_install_into(uv: &Uv, target: &Target, site: &Path) -> std::pr
         "--link-mode",
         "copy",
         "--no-compile",
-        "--python-version",
-        &target.minor,
-        "--python-platform",
-        &target.platform,
-        "--target",
     ])
+    .args(target.uv_python_args()?)
+    .arg("--target")
     .arg(site);
-    c
+    Ok(c)
 }
 
 /// Installs `lock` from wheels into `site`, on the host, for the target's
@@ -566,7 +601,7 @@ pub fn install_wheels(lock: &Lock, target: &Target, uv: &Uv, site: &Path) -> Res
     let work = tempfile::tempdir()?;
     let req = work.path().join("lock.txt");
     std::fs::write(&req, &lock.text)?;
-    let mut c = pip_install_into(uv, target, site);
+    let mut c = pip_install_into(uv, target, site)?;
     c.args(["--require-hashes", "--only-binary", ":all:", "-r"])
         .arg(&req);
     uv.run(c, "installing dependencies")?;
@@ -755,6 +790,45 @@ fn rewrite_shebang(bytes: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn uv_is_told_a_free_threaded_python_by_its_interpreter() {
+        let mut t = Target::debian("3.13", "3.13.5", "2.41");
+        let args = |t: &Target| -> Vec<String> {
+            t.uv_python_args()
+                .unwrap()
+                .iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect()
+        };
+        assert_eq!(
+            args(&t),
+            [
+                "--python-version",
+                "3.13",
+                "--python-platform",
+                "x86_64-manylinux_2_40"
+            ]
+        );
+        assert_eq!(t.cache_tag(), "cpython-313");
+        t.minor = "3.13t".into();
+        t.freethreaded = true;
+        // A version cannot say `t`; without a copy to ask, no guess.
+        let e = t.uv_python_args().unwrap_err().to_string();
+        assert!(e.contains("free-threaded"), "{e}");
+        t.host_interpreter = Some("/cache/python/x.tree/python/bin/python3.13t".into());
+        assert_eq!(
+            args(&t),
+            [
+                "--python",
+                "/cache/python/x.tree/python/bin/python3.13t",
+                "--python-platform",
+                "x86_64-manylinux_2_40"
+            ]
+        );
+        // Its bytecode is CPython 3.13's; only its extensions differ.
+        assert_eq!(t.cache_tag(), "cpython-313");
+    }
 
     #[test]
     fn console_scripts_of_the_project_are_checked_before_they_are_written() {
