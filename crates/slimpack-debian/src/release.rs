@@ -29,12 +29,14 @@ pub struct Release {
 /// At least one signature must verify with a primary key of `keys` or a
 /// subkey whose binding to its primary verifies (Debian's archive keys sign
 /// with subkeys). `expected_codename` guards against a mirror serving another
-/// suite's index; `now` (Unix seconds) is checked against `Valid-Until`.
+/// suite's index; `now` (Unix seconds) is checked against `Valid-Until`,
+/// unless it is None: a snapshot archive (snapshot.debian.org) serves
+/// releases past it by design, as apt's `check-valid-until=no` allows.
 pub fn verify_inrelease(
     text: &str,
     keys: &[SignedPublicKey],
     expected_codename: &str,
-    now: u64,
+    now: Option<u64>,
 ) -> Result<Release> {
     let what = format!("InRelease of {expected_codename}");
     let bad = |detail: String| Error::BadSignature {
@@ -72,7 +74,7 @@ pub fn verify_inrelease(
             found: release.codename,
         });
     }
-    if let Some(until) = &release.valid_until {
+    if let (Some(until), Some(now)) = (&release.valid_until, now) {
         let t = parse_http_date(until).ok_or_else(|| Error::Malformed {
             what: what.clone(),
             detail: format!("Valid-Until {until:?}"),
@@ -177,7 +179,9 @@ mod tests {
 
     const INRELEASE: &str = include_str!("../tests/data/bookworm-InRelease");
     // A time before the fixture's date; bookworm's main InRelease has no Valid-Until.
-    const NOW: u64 = 1_780_000_000;
+    const NOW: Option<u64> = Some(1_780_000_000);
+    // Debian testing's, which has one (Fri, 06 Nov 2026 08:08:01 UTC).
+    const FORKY: &str = include_str!("../tests/data/forky-InRelease");
 
     #[test]
     fn real_bookworm_inrelease_verifies() {
@@ -207,6 +211,28 @@ mod tests {
         let err =
             verify_inrelease(INRELEASE, &archive_keys(Suite::Bookworm), "trixie", NOW).unwrap_err();
         assert!(matches!(err, Error::WrongSuite { .. }), "{err}");
+    }
+
+    #[test]
+    fn valid_until_is_checked_unless_the_caller_says_snapshot() {
+        let keys = archive_keys(Suite::Forky);
+        let until = parse_http_date("Fri, 06 Nov 2026 08:08:01 UTC").unwrap();
+        let r = verify_inrelease(FORKY, &keys, "forky", Some(until - 1)).unwrap();
+        assert_eq!(
+            r.valid_until.as_deref(),
+            Some("Fri, 06 Nov 2026 08:08:01 UTC")
+        );
+        let err = verify_inrelease(FORKY, &keys, "forky", Some(until + 1)).unwrap_err();
+        assert!(matches!(err, Error::Expired { .. }), "{err}");
+        assert!(err.to_string().contains("06 Nov 2026"), "{err}");
+        // Not checked: still signed, still the suite asked for.
+        verify_inrelease(FORKY, &keys, "forky", None).unwrap();
+        let tampered = FORKY.replacen("Label: Debian", "Label: Debiam", 1);
+        assert!(verify_inrelease(&tampered, &keys, "forky", None).is_err());
+        assert!(matches!(
+            verify_inrelease(FORKY, &keys, "trixie", None).unwrap_err(),
+            Error::WrongSuite { .. }
+        ));
     }
 
     #[test]

@@ -183,6 +183,15 @@ const CASES: &[Case] = &[
         },
     },
     Case {
+        name: "python314-flask",
+        rule: "WSGI app app:app in app.py",
+        expect: Expect::Serves {
+            probe: Some("/health"),
+            path: "/health",
+            body: "python 3.14",
+        },
+    },
+    Case {
         name: "native-lib-job",
         rule: "main.py",
         expect: Expect::Job {

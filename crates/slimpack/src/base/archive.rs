@@ -7,7 +7,7 @@
 
 use crate::core::cache::{Cache, CacheDir};
 use crate::core::http;
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, Result};
 use slimpack_debian::{archive_keys, sha256_hex, verify_inrelease, IndexFile, Release, Suite};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -31,14 +31,32 @@ fn now() -> u64 {
         .unwrap_or(0)
 }
 
-/// Downloads and verifies `dists/DIST/InRelease`.
-pub fn fetch_release(suite: Suite, mirror: &str, dist: &str) -> Result<(Release, String)> {
+/// Downloads and verifies `dists/DIST/InRelease`; its `Valid-Until` is
+/// checked unless `check_valid_until` is false (a snapshot archive).
+pub fn fetch_release(
+    suite: Suite,
+    mirror: &str,
+    dist: &str,
+    check_valid_until: bool,
+) -> Result<(Release, String)> {
     let url = format!("{mirror}/dists/{dist}/InRelease");
     let text =
         String::from_utf8(http::get(&url, None)?).map_err(|_| anyhow!("{url}: not UTF-8"))?;
-    let release = verify_inrelease(&text, &archive_keys(suite), dist, now())
-        .with_context(|| format!("checking {url}"))?;
-    Ok((release, text))
+    let now = check_valid_until.then(now);
+    verify_inrelease(&text, &archive_keys(suite), dist, now)
+        .map(|release| (release, text))
+        .map_err(|e| {
+            let expired = matches!(e, slimpack_debian::Error::Expired { .. });
+            let e = anyhow::Error::new(e).context(format!("checking {url}"));
+            if expired {
+                crate::core::errors::hinted(
+                    format!("{e:#}"),
+                    "use a mirror that is up to date (--mirror, or `mirror` in the configuration); for a snapshot archive such as snapshot.debian.org, whose releases expire by design, set `check-valid-until = false`",
+                )
+            } else {
+                e
+            }
+        })
 }
 
 /// Runs `read` on a verified Release of `dist`; when an index it names
@@ -48,12 +66,13 @@ pub fn with_release<T>(
     suite: Suite,
     mirror: &str,
     dist: &str,
+    check_valid_until: bool,
     read: impl Fn(&Release, &str) -> Result<T>,
 ) -> Result<T> {
-    let (release, text) = fetch_release(suite, mirror, dist)?;
+    let (release, text) = fetch_release(suite, mirror, dist, check_valid_until)?;
     match read(&release, &text) {
         Err(e) if e.downcast_ref::<IndexMismatch>().is_some() => {
-            let (release, text) = fetch_release(suite, mirror, dist)?;
+            let (release, text) = fetch_release(suite, mirror, dist, check_valid_until)?;
             read(&release, &text)
         }
         r => r,

@@ -109,6 +109,19 @@ pub struct BaseSpec {
     /// runtime then has no Python packages, and the release under /opt/python.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub standalone: Option<super::standalone::Pinned>,
+    /// Refuse a Release past its `Valid-Until` (false only for snapshot
+    /// archives, whose releases expire by design). Not part of any key:
+    /// the same signed Release gives the same packages either way.
+    #[serde(default = "yes", skip_serializing_if = "is_yes")]
+    pub check_valid_until: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_yes(b: &bool) -> bool {
+    *b
 }
 
 /// The builder's own tools, beside the runtime's packages: a C compiler, the
@@ -372,17 +385,23 @@ fn archive_packages(
         return Ok(hit.clone());
     }
     let index = "main/binary-amd64/Packages.xz";
-    let (version, xz) = archive::with_release(spec.suite, mirror, dist, |release, text| {
-        let version = text
-            .lines()
-            .find_map(|l| l.strip_prefix("Version: "))
-            .unwrap_or("")
-            .to_string();
-        Ok((
-            version,
-            archive::fetch_index(cache, mirror, dist, release, index)?,
-        ))
-    })?;
+    let (version, xz) = archive::with_release(
+        spec.suite,
+        mirror,
+        dist,
+        spec.check_valid_until,
+        |release, text| {
+            let version = text
+                .lines()
+                .find_map(|l| l.strip_prefix("Version: "))
+                .unwrap_or("")
+                .to_string();
+            Ok((
+                version,
+                archive::fetch_index(cache, mirror, dist, release, index)?,
+            ))
+        },
+    )?;
     let text = slimpack_debian::decompress_xz(&xz)
         .ok()
         .and_then(|b| String::from_utf8(b).ok())
@@ -410,25 +429,31 @@ fn archives(spec: &BaseSpec) -> [(String, String); 3] {
 pub fn contents(spec: &BaseSpec, cache: &Cache, progress: &Progress) -> Result<ContentsIndex> {
     let code = spec.suite.codename();
     let path = "main/Contents-amd64.gz";
-    archive::with_release(spec.suite, &spec.mirror, code, |release, _| {
-        let entry = archive::index_entry(&spec.mirror, code, release, path)?;
-        let reduced = cache
-            .dir(CacheDir::Contents)?
-            .join(format!("{}.txt", entry.sha256));
-        if let Ok(text) = std::fs::read_to_string(&reduced) {
-            return Ok(ContentsIndex::from_text(&text));
-        }
-        let sp = progress.spinner(format!("Reading the {code} Contents index"));
-        let gz = archive::download_index(&spec.mirror, code, release, path);
-        sp.finish_and_clear();
-        let gz = gz?;
-        let idx = ContentsIndex::parse(std::io::BufReader::new(flate2::read::GzDecoder::new(
-            gz.as_slice(),
-        )))
-        .with_context(|| format!("reading {}/dists/{code}/{path}", spec.mirror))?;
-        crate::core::fs::write_atomic(&reduced, idx.to_text().as_bytes())?;
-        Ok(idx)
-    })
+    archive::with_release(
+        spec.suite,
+        &spec.mirror,
+        code,
+        spec.check_valid_until,
+        |release, _| {
+            let entry = archive::index_entry(&spec.mirror, code, release, path)?;
+            let reduced = cache
+                .dir(CacheDir::Contents)?
+                .join(format!("{}.txt", entry.sha256));
+            if let Ok(text) = std::fs::read_to_string(&reduced) {
+                return Ok(ContentsIndex::from_text(&text));
+            }
+            let sp = progress.spinner(format!("Reading the {code} Contents index"));
+            let gz = archive::download_index(&spec.mirror, code, release, path);
+            sp.finish_and_clear();
+            let gz = gz?;
+            let idx = ContentsIndex::parse(std::io::BufReader::new(flate2::read::GzDecoder::new(
+                gz.as_slice(),
+            )))
+            .with_context(|| format!("reading {}/dists/{code}/{path}", spec.mirror))?;
+            crate::core::fs::write_atomic(&reduced, idx.to_text().as_bytes())?;
+            Ok(idx)
+        },
+    )
 }
 
 /// `p` as recorded; `mirrors` maps its archive (its origin) to the mirror

@@ -149,6 +149,12 @@ pub fn plan(ctx: &Context, inputs: Inputs) -> Result<Planned> {
     let mut runtime = runtime::select(ctx, &cfg, &project)?;
     if matches!(runtime.base, runtime::RuntimeBase::Debian(_)) {
         warnings.extend(crate::base::suite_warning(runtime.spec.suite));
+        if !runtime.spec.check_valid_until {
+            warnings.push(format!(
+                "check-valid-until = false: {}'s Releases are accepted after their Valid-Until date (still signature- and hash-checked), so a mirror replaying old, unpatched packages would go unnoticed; use it only for a snapshot archive",
+                runtime.spec.mirror
+            ));
+        }
     }
     let uv = Uv::locate(&ctx.cache)?;
     let no_binary: Vec<String> = cfg.no_binary.iter().map(|n| normalize_name(n)).collect();

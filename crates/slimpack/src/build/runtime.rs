@@ -82,6 +82,7 @@ pub fn select(ctx: &Context, cfg: &Config, project: &Project) -> Result<Selected
         purpose: debian::Purpose::Runtime,
         tools: cfg.packages.clone(),
         standalone: choice.standalone,
+        check_valid_until: cfg.check_valid_until.unwrap_or(true),
     };
     let (base, target) = match registry_base {
         Some(b) => {

@@ -165,6 +165,11 @@ struct ProjectFlags {
     /// Debian mirror for the runtime packages.
     #[arg(long)]
     mirror: Option<String>,
+    /// Accept the mirror's Releases after their Valid-Until date: for a
+    /// snapshot archive such as snapshot.debian.org (signatures and hashes
+    /// are still checked).
+    #[arg(long)]
+    no_check_valid_until: bool,
     /// Ask the Debian archive and PyPI again instead of reusing cached resolutions.
     #[arg(long)]
     refresh: bool,
@@ -195,6 +200,7 @@ impl ProjectFlags {
             bytecode: self.bytecode,
             mirror: self.mirror.clone(),
             security_mirror: None,
+            check_valid_until: self.no_check_valid_until.then_some(false),
             python_source: self.python_source,
             python_mirror: self.python_mirror.clone(),
             deploy: Default::default(),

@@ -51,6 +51,10 @@ pub struct Config {
     pub bytecode: Option<BytecodeMode>,
     pub mirror: Option<String>,
     pub security_mirror: Option<String>,
+    /// false accepts the mirror's Releases after their `Valid-Until` (as
+    /// apt's `check-valid-until=no`): for snapshot archives such as
+    /// snapshot.debian.org, whose releases expire by design.
+    pub check_valid_until: Option<bool>,
     /// Where the interpreter comes from: `auto` (Debian's where a stable
     /// release has the version, python-build-standalone otherwise),
     /// `debian` or `standalone`.
@@ -111,6 +115,7 @@ impl Config {
             bytecode,
             mirror,
             security_mirror,
+            check_valid_until,
             python_source,
             python_mirror
         );
