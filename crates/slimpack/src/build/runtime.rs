@@ -375,11 +375,11 @@ impl RuntimeBase {
                 let (runtime, cached) = super::venv::runtime_with(req, resolved, additions)?;
                 RuntimeLayers {
                     layers: vec![("runtime".into(), runtime.layer.clone(), cached)],
-                    description: format!(
-                        "Debian {} ({})",
-                        runtime.resolved.release_version,
-                        req.spec.suite.codename()
-                    ),
+                    // Testing has no release number.
+                    description: match runtime.resolved.release_version.as_str() {
+                        "" => format!("Debian testing ({})", req.spec.suite.codename()),
+                        v => format!("Debian {v} ({})", req.spec.suite.codename()),
+                    },
                     os_packages: runtime.resolved.packages.len(),
                 }
             }
