@@ -209,7 +209,7 @@ fn run_uv(
     let mut sb = Sandbox::new(root)
         .share_net()
         .tmpfs("/run")
-        .ro_bind(&req.uv.path, &format!("{TOOLS}/uv"))
+        .ro_bind(req.uv.path()?, &format!("{TOOLS}/uv"))
         .ro_bind(&lock_file, &format!("{TOOLS}/lock.txt"))
         .bind(req.uv.cache_dir(), &format!("{TOOLS}/uv-cache"), None)
         .bind(site, OUT, Some("/opt"))

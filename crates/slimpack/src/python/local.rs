@@ -197,7 +197,7 @@ pub fn install(
         let src = work.path().join("src").join(&p.path);
         copy_tree(&project.join(&p.path), &src)?;
         let before: Vec<PathBuf> = list(&wheels);
-        let mut c = uv.command();
+        let mut c = uv.command()?;
         c.args(["build", "--wheel", "--quiet", "--out-dir"])
             .arg(&wheels)
             .arg(&src);

@@ -406,7 +406,7 @@ struct Compiler<'a> {
 impl Compiler<'_> {
     fn compile(&mut self, args: &[&std::ffi::OsStr], what: &str) -> Result<()> {
         loop {
-            let mut c = self.uv.command();
+            let mut c = self.uv.command()?;
             c.current_dir(self.dir)
                 .args([
                     "pip",
@@ -459,7 +459,7 @@ fn direct_requirements(project: &Project, uv: &Uv, setup: &Path) -> Result<Strin
         std::fs::copy(&f.path, &to).with_context(|| format!("copying {}", f.path.display()))?;
     }
     let out = copy.path().join(".slimpack-requirements.txt");
-    let mut c = uv.command();
+    let mut c = uv.command()?;
     c.current_dir(copy.path())
         .args([
             "pip",
@@ -512,7 +512,7 @@ fn requirements_in(project: &Project, groups: &[String], work: &Path) -> Result<
 /// uv.lock as hash-pinned requirements, with the selected groups/extras.
 fn export_uv_lock(project: &Project, groups: &[String], uv: &Uv, out: &Path) -> Result<()> {
     let pp = project.pyproject.clone().unwrap_or_default();
-    let mut c = uv.command();
+    let mut c = uv.command()?;
     c.current_dir(&project.dir)
         .args([
             "export",
@@ -575,7 +575,7 @@ pub(crate) fn pip_install_into(
     target: &Target,
     site: &Path,
 ) -> Result<std::process::Command> {
-    let mut c = uv.command();
+    let mut c = uv.command()?;
     c.args([
         "pip",
         "install",

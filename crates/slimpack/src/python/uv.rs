@@ -32,9 +32,13 @@ pub const INDEX_VARS: [&str; 5] = [
 
 #[derive(Debug, Clone)]
 pub struct Uv {
-    pub path: PathBuf,
+    /// Where the binary is: known at once when it is on PATH, else fetched
+    /// on first use (a build whose every stage is cached never runs uv, and
+    /// never downloads it).
+    path: std::sync::Arc<std::sync::OnceLock<PathBuf>>,
     pub version: String,
     cache_dir: PathBuf,
+    tools_dir: PathBuf,
 }
 
 fn version_of(path: &Path) -> Result<String> {
@@ -52,66 +56,47 @@ fn version_of(path: &Path) -> Result<String> {
 impl Uv {
     pub fn locate(cache: &Cache) -> Result<Uv> {
         let cache_dir = cache.dir(CacheDir::UvCache)?;
+        let tools_dir = cache.dir(CacheDir::Tools)?;
+        let path = std::sync::Arc::new(std::sync::OnceLock::new());
         if let Some(p) = std::env::var_os("SLIMPACK_UV")
             .map(PathBuf::from)
             .or_else(|| crate::core::which("uv"))
         {
             let version = version_of(&p)?;
+            let _ = path.set(p);
             return Ok(Uv {
-                path: p,
+                path,
                 version,
                 cache_dir,
+                tools_dir,
             });
         }
-        let dir = cache.dir(CacheDir::Tools)?.join(format!("uv-{UV_VERSION}"));
-        let bin = dir.join("uv");
-        if !bin.is_file() {
-            let index = std::env::var("UV_INDEX_URL")
-                .or_else(|_| std::env::var("PIP_INDEX_URL"))
-                .unwrap_or_else(|_| "https://pypi.org/simple".into());
-            let meta = http::get_accept(
-                &format!("{}/uv/", index.trim_end_matches('/')),
-                Some("application/vnd.pypi.simple.v1+json"),
-                None,
-            )
-            .context("looking up the uv wheel on the package index (or put uv on PATH)")?;
-            let meta: serde_json::Value = serde_json::from_slice(&meta)?;
-            let url = meta["files"]
-                .as_array()
-                .and_then(|a| a.iter().find(|u| u["filename"] == UV_WHEEL))
-                .and_then(|u| u["url"].as_str())
-                .ok_or_else(|| anyhow!("PyPI lists no {UV_WHEEL}"))?
-                .to_string();
-            let wheel = http::get(&url, None)?;
-            let got = slimpack_oci::sha256_digest(&wheel);
-            if got != format!("sha256:{UV_WHEEL_SHA256}") {
-                bail!("{url}: sha256 {got} does not match the pinned {UV_WHEEL_SHA256}; refusing to run it");
-            }
-            let mut zip = zip::ZipArchive::new(std::io::Cursor::new(wheel))?;
-            let mut f = zip
-                .by_name(&format!("uv-{UV_VERSION}.data/scripts/uv"))
-                .context("the uv wheel has no uv binary")?;
-            let mut bytes = Vec::new();
-            std::io::Read::read_to_end(&mut f, &mut bytes)?;
-            crate::core::fs::write_atomic(&bin, &bytes)?;
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755))?;
-        }
         Ok(Uv {
-            path: bin,
+            path,
             version: UV_VERSION.into(),
             cache_dir,
+            tools_dir,
         })
     }
 
+    /// The binary: the one found, or the pinned wheel's, fetched and
+    /// checked the first time it is needed.
+    pub fn path(&self) -> Result<&Path> {
+        if let Some(p) = self.path.get() {
+            return Ok(p);
+        }
+        let bin = fetch_pinned(&self.tools_dir)?;
+        Ok(self.path.get_or_init(|| bin))
+    }
+
     /// A uv command on the host, with [`SETTINGS`] and our cache.
-    pub fn command(&self) -> Command {
-        let mut c = Command::new(&self.path);
+    pub fn command(&self) -> Result<Command> {
+        let mut c = Command::new(self.path()?);
         c.env("UV_CACHE_DIR", &self.cache_dir).envs(SETTINGS);
         if let Some(ca) = http::host_ca_bundle() {
             c.env("SSL_CERT_FILE", ca);
         }
-        c
+        Ok(c)
     }
 
     /// uv's cache directory, shared with the builder sandbox.
@@ -121,9 +106,7 @@ impl Uv {
 
     /// Runs a uv command; on failure the error carries uv's own message.
     pub fn run(&self, mut cmd: Command, what: &str) -> Result<String> {
-        let out = cmd
-            .output()
-            .with_context(|| format!("running {}", self.path.display()))?;
+        let out = cmd.output().context("running uv")?;
         if !out.status.success() {
             let stderr = String::from_utf8_lossy(&out.stderr);
             return Err(failure(what, stderr.trim_end()));
@@ -151,6 +134,49 @@ pub struct MissingWheels {
 }
 
 /// uv's failure, read once into what the caller acts on.
+/// The pinned uv wheel from the package index, checked by hash, its binary
+/// unpacked under `tools`.
+fn fetch_pinned(tools: &Path) -> Result<PathBuf> {
+    let dir = tools.join(format!("uv-{UV_VERSION}"));
+    let bin = dir.join("uv");
+    if bin.is_file() {
+        return Ok(bin);
+    }
+    let index = std::env::var("UV_INDEX_URL")
+        .or_else(|_| std::env::var("PIP_INDEX_URL"))
+        .unwrap_or_else(|_| "https://pypi.org/simple".into());
+    let meta = http::get_accept(
+        &format!("{}/uv/", index.trim_end_matches('/')),
+        Some("application/vnd.pypi.simple.v1+json"),
+        None,
+    )
+    .context("looking up the uv wheel on the package index (or put uv on PATH)")?;
+    let meta: serde_json::Value = serde_json::from_slice(&meta)?;
+    let url = meta["files"]
+        .as_array()
+        .and_then(|a| a.iter().find(|u| u["filename"] == UV_WHEEL))
+        .and_then(|u| u["url"].as_str())
+        .ok_or_else(|| anyhow!("PyPI lists no {UV_WHEEL}"))?
+        .to_string();
+    let wheel = http::get(&url, None)?;
+    let got = slimpack_oci::sha256_digest(&wheel);
+    if got != format!("sha256:{UV_WHEEL_SHA256}") {
+        bail!(
+            "{url}: sha256 {got} does not match the pinned {UV_WHEEL_SHA256}; refusing to run it"
+        );
+    }
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(wheel))?;
+    let mut f = zip
+        .by_name(&format!("uv-{UV_VERSION}.data/scripts/uv"))
+        .context("the uv wheel has no uv binary")?;
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut f, &mut bytes)?;
+    crate::core::fs::write_atomic(&bin, &bytes)?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755))?;
+    Ok(bin)
+}
+
 fn failure(what: &str, stderr: &str) -> anyhow::Error {
     let failed = UvFailed {
         what: what.to_string(),
