@@ -641,7 +641,7 @@ pub fn build(
     }
     let key = h.finish();
     if let Some(layer) = cache.get::<Layer>(RecordKind::RuntimeLayer, &key) {
-        if cache.blobs.contains(&layer.digest) {
+        if cache.has_blob(&layer.digest) {
             return Ok((
                 Runtime {
                     suite: spec.suite,

@@ -31,6 +31,7 @@ use crate::core::time::{epoch, rfc3339};
 use crate::image::{Sink, SinkContext, Written};
 use crate::project::{entrypoint, ignore, normalize_name, Project};
 use crate::python::{self, bytecode, uv::Uv, Lock};
+use crate::registry::cache_repo::RegistryCache;
 use crate::settings::{Command as CfgCommand, Config};
 use anyhow::{bail, Result};
 use plan::*;
@@ -54,6 +55,9 @@ pub struct Context {
     pub refresh: bool,
     /// Registries spoken to over plain HTTP (loopback ones always are).
     pub insecure_registries: Vec<String>,
+    /// The build cache in a registry (`--cache`, `cache`), once the
+    /// project's configuration has been read.
+    build_cache: std::sync::OnceLock<std::sync::Arc<RegistryCache>>,
 }
 
 impl Context {
@@ -63,7 +67,23 @@ impl Context {
             progress: Progress::new(progress),
             refresh: false,
             insecure_registries: Vec::new(),
+            build_cache: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Puts the registry repository `repo` behind the local cache.
+    fn use_build_cache(&self, repo: &str) -> Result<()> {
+        if self.build_cache.get().is_some() {
+            return Ok(());
+        }
+        let shared = std::sync::Arc::new(RegistryCache::new(repo, &self.insecure_registries)?);
+        self.cache.share(Box::new(shared.clone()));
+        let _ = self.build_cache.set(shared);
+        Ok(())
+    }
+
+    pub fn build_cache(&self) -> Option<&RegistryCache> {
+        self.build_cache.get().map(|b| b.as_ref())
     }
 }
 
@@ -146,6 +166,9 @@ pub fn plan(ctx: &Context, inputs: Inputs) -> Result<Planned> {
         &cfg.no_strip,
     );
     let mtime = epoch()?;
+    if let Some(repo) = cfg.cache.as_deref().filter(|r| !r.is_empty()) {
+        ctx.use_build_cache(repo)?;
+    }
     let mut runtime = runtime::select(ctx, &cfg, &project)?;
     if matches!(runtime.base, runtime::RuntimeBase::Debian(_)) {
         warnings.extend(crate::base::suite_warning(runtime.spec.suite));
@@ -563,7 +586,7 @@ pub fn build(ctx: &Context, planned: &Planned) -> Result<Built> {
         &planned.image.spec(history),
         layers.iter().map(|(_, l, _)| l.clone()).collect(),
     )?;
-    let report = report::new(
+    let mut report = report::new(
         planned,
         &image,
         &layers,
@@ -571,6 +594,11 @@ pub fn build(ctx: &Context, planned: &Planned) -> Result<Built> {
         &record,
         named.map(|(n, _)| n),
     );
+    if let Some(bc) = ctx.build_cache() {
+        for l in report.layers.iter_mut() {
+            l.from_build_cache = bc.found(&l.digest);
+        }
+    }
     Ok(Built { image, report })
 }
 
@@ -598,16 +626,23 @@ fn history(planned: &Planned, runtime_layers: usize) -> Vec<String> {
 }
 
 /// Writes the built image to each sink (`sinks` without a file sink: the
-/// default `target/slimpack/NAME.oci` too), and finishes the report.
+/// default `target/slimpack/NAME.oci` too, unless the image goes to a
+/// registry and the build cache is one: a file would need every layer the
+/// cache only named), publishes what the build made to the build cache,
+/// and finishes the report. `to_registry`: the caller pushes the image
+/// itself (deploy).
 pub fn deliver(
     ctx: &Context,
     planned: &Planned,
     built: Built,
     sinks: &[Sink],
+    to_registry: bool,
 ) -> Result<BuildReport> {
     let Built { image, mut report } = built;
     let mut sinks = sinks.to_vec();
-    if !sinks.iter().any(|s| !matches!(s, Sink::Registry(_))) {
+    let registry_bound = to_registry || sinks.iter().any(|s| matches!(s, Sink::Registry(_)));
+    let no_file = !sinks.iter().any(|s| !matches!(s, Sink::Registry(_)));
+    if no_file && !(registry_bound && ctx.build_cache().is_some()) {
         sinks.insert(0, Sink::default_for(&planned.project.name));
     }
     let sink_ctx = SinkContext {
@@ -622,6 +657,31 @@ pub fn deliver(
             Written::Pushed(p) => report.push = Some(p),
         }
     }
+    if let Some(bc) = ctx.build_cache() {
+        report.build_cache = Some(publish(ctx, bc));
+    }
     report.seconds = planned.started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// Pushes what this build made to the build cache. The image is delivered
+/// already: a failure here is reported, not fatal.
+fn publish(ctx: &Context, bc: &RegistryCache) -> report::BuildCacheReport {
+    let published = bc.publish(&ctx.cache, &ctx.progress);
+    let mut warnings = bc.warnings();
+    let published = match published {
+        Ok(p) => p,
+        Err(e) => {
+            let w = format!("the build cache {} was not updated: {e:#}", bc.repository());
+            eprintln!("warning: {}", crate::core::text::escape_controls(&w));
+            warnings.push(w);
+            Default::default()
+        }
+    };
+    report::BuildCacheReport {
+        repository: bc.repository(),
+        downloaded_bytes: bc.downloaded(),
+        published,
+        warnings,
+    }
 }

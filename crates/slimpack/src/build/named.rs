@@ -50,11 +50,7 @@ pub fn names(words: &BTreeSet<String>, modules: &[String]) -> Vec<String> {
 pub fn cached(cache: &crate::core::cache::Cache, key: &str) -> Option<NamedRecord> {
     cache
         .get::<NamedRecord>(RecordKind::NamedBytecodeLayer, key)
-        .filter(|r| {
-            r.layer
-                .as_ref()
-                .is_none_or(|l| cache.blobs.contains(&l.digest))
-        })
+        .filter(|r| r.layer.as_ref().is_none_or(|l| cache.has_blob(&l.digest)))
 }
 
 pub fn key(venv_key: &str, names: &[String]) -> String {

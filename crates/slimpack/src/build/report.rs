@@ -17,6 +17,20 @@ pub struct LayerReport {
     pub uncompressed_size: u64,
     /// Reused from the cache rather than built.
     pub cached: bool,
+    /// Found in the build cache's registry repository (`--cache`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub from_build_cache: bool,
+}
+
+/// What the build cache in a registry (`--cache`) gave and got.
+#[derive(Debug, Clone, Serialize)]
+pub struct BuildCacheReport {
+    pub repository: String,
+    /// Records and layers fetched from it.
+    pub downloaded_bytes: u64,
+    /// What this build's records added to it.
+    pub published: crate::registry::cache_repo::Published,
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -52,6 +66,8 @@ pub struct BuildReport {
     pub health_path: Option<String>,
     /// What `--push` sent, when asked.
     pub push: Option<crate::registry::PushReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub build_cache: Option<BuildCacheReport>,
     pub warnings: Vec<String>,
     pub seconds: f64,
 }
@@ -79,6 +95,7 @@ pub(super) fn new(
                 size: l.size,
                 uncompressed_size: l.uncompressed_size,
                 cached: *cached,
+                from_build_cache: false,
             })
             .collect(),
         size: image.compressed_size(),
@@ -107,6 +124,7 @@ pub(super) fn new(
         port: planned.image.port,
         health_path: planned.start.health_path.clone(),
         push: None,
+        build_cache: None,
         warnings: planned.warnings.clone(),
         seconds: planned.started.elapsed().as_secs_f64(),
     }

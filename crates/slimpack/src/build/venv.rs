@@ -105,7 +105,7 @@ pub fn key(req: &builder::Request, runtime: &RuntimeBase, opts: &Options) -> Str
 pub fn cached(req: &builder::Request, key: &str) -> Option<VenvRecord> {
     req.cache
         .get::<VenvRecord>(RecordKind::VenvLayer, key)
-        .filter(|r| req.cache.blobs.contains(&r.layer.digest))
+        .filter(|r| req.cache.has_blob(&r.layer.digest))
 }
 
 /// The runtime layer for the base packages plus `additions`.

@@ -66,7 +66,7 @@ pub(super) fn run(a: BuildArgs) -> Result<i32> {
         return Ok(0);
     }
     let built = build::build(&ctx, &planned)?;
-    let report = build::deliver(&ctx, &planned, built, &sinks)?;
+    let report = build::deliver(&ctx, &planned, built, &sinks, false)?;
     if a.json {
         print_json(&report)?;
     } else {
@@ -84,7 +84,7 @@ pub(super) fn project_image(ctx: &Context, dir: &Path, quiet: bool) -> Result<Bu
     };
     let planned: Planned = build::plan(ctx, build::Inputs::read(&request)?)?;
     let built = build::build(ctx, &planned)?;
-    let report = build::deliver(ctx, &planned, built, &[])?;
+    let report = build::deliver(ctx, &planned, built, &[], false)?;
     if !quiet {
         eprintln!("built {} ({})", report.name, report.digest);
     }
@@ -147,7 +147,13 @@ fn print_report(r: &BuildReport) -> Result<()> {
             l.name,
             human(l.size),
             human(l.uncompressed_size),
-            if l.cached { "cached" } else { "built" },
+            if l.from_build_cache {
+                "registry"
+            } else if l.cached {
+                "cached"
+            } else {
+                "built"
+            },
             &l.digest[..19]
         );
     }
@@ -159,6 +165,17 @@ fn print_report(r: &BuildReport) -> Result<()> {
     );
     if let Some(p) = &r.push {
         print_push(p);
+    }
+    if let Some(c) = &r.build_cache {
+        println!(
+            "Build cache {}: downloaded {}; {} record(s) pushed ({} uploaded, {} mounted), {} already there",
+            c.repository,
+            human(c.downloaded_bytes),
+            c.published.records,
+            human(c.published.uploaded_bytes),
+            human(c.published.mounted_bytes),
+            c.published.present
+        );
     }
     Ok(())
 }

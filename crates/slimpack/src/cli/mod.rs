@@ -87,6 +87,12 @@ struct RegistryFlags {
     /// Cache directory (default $SLIMPACK_CACHE or ~/.cache/slimpack).
     #[arg(long, env = "SLIMPACK_CACHE")]
     cache_dir: Option<PathBuf>,
+    /// A registry repository holding the build cache (`REGISTRY/REPO`):
+    /// what is cached there is reused, mounted rather than downloaded when
+    /// the image goes to the same registry; what this build made is pushed
+    /// there.
+    #[arg(long = "cache", env = "SLIMPACK_CACHE_REPO")]
+    cache_repo: Option<String>,
 }
 
 impl RegistryFlags {
@@ -176,6 +182,12 @@ struct ProjectFlags {
     /// Cache directory (default $SLIMPACK_CACHE or ~/.cache/slimpack).
     #[arg(long, env = "SLIMPACK_CACHE")]
     cache_dir: Option<PathBuf>,
+    /// A registry repository holding the build cache (`REGISTRY/REPO`):
+    /// what is cached there is reused, mounted rather than downloaded when
+    /// the image goes to the same registry; what this build made is pushed
+    /// there.
+    #[arg(long = "cache", env = "SLIMPACK_CACHE_REPO")]
+    cache_repo: Option<String>,
 }
 
 impl ProjectFlags {
@@ -203,6 +215,7 @@ impl ProjectFlags {
             check_valid_until: self.no_check_valid_until.then_some(false),
             python_source: self.python_source,
             python_mirror: self.python_mirror.clone(),
+            cache: self.cache_repo.clone(),
             deploy: Default::default(),
         })
     }

@@ -30,6 +30,21 @@ pub enum RecordKind {
 }
 
 impl RecordKind {
+    /// Results that are the same on every machine for the same key, worth
+    /// sharing through `--cache`: resolutions and the layers built from
+    /// them. The app layer (cheap, and made of the project's files) and
+    /// this machine's hints are not.
+    pub fn is_shared(self) -> bool {
+        matches!(
+            self,
+            RecordKind::DebianResolution
+                | RecordKind::Resolution
+                | RecordKind::RuntimeLayer
+                | RecordKind::VenvLayer
+                | RecordKind::NamedBytecodeLayer
+        )
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             RecordKind::DebianResolution => "debian-resolution",
@@ -87,6 +102,41 @@ const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(6 * 3600
 pub struct Cache {
     root: PathBuf,
     pub blobs: BlobStore,
+    shared: std::sync::OnceLock<Box<dyn Shared>>,
+    /// The shared kinds' records this process read or wrote, in order.
+    used: std::sync::Mutex<Vec<Used>>,
+}
+
+/// A second tier behind the local records and blobs, shared between
+/// machines (the registry repository of `--cache`): asked on a local miss.
+/// An implementation verifies what it returns; anything suspect is a miss.
+pub trait Shared: Send + Sync {
+    /// The JSON of a record, when the shared store has a sound one.
+    fn record(&self, cache: &Cache, kind: RecordKind, key: &str) -> Option<Vec<u8>>;
+    /// Fetches a blob a shared record named into the cache's store,
+    /// checked against its digest.
+    fn blob(&self, cache: &Cache, digest: &str) -> Result<()>;
+    /// Whether a record it gave names this blob (so it can provide it).
+    fn holds(&self, digest: &str) -> bool;
+}
+
+/// Where a record this process used came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Origin {
+    /// This machine's cache.
+    Local,
+    /// The shared tier.
+    Shared,
+    /// Made by this build.
+    Made,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Used {
+    pub kind: RecordKind,
+    pub key: String,
+    pub origin: Origin,
 }
 
 impl Cache {
@@ -117,6 +167,8 @@ impl Cache {
         let cache = Self {
             root: root.to_path_buf(),
             blobs,
+            shared: std::sync::OnceLock::new(),
+            used: Default::default(),
         };
         cache.sweep_now_and_then();
         Ok(cache)
@@ -197,14 +249,79 @@ impl Cache {
             .join(format!("{key}.json"))
     }
 
+    /// Puts a shared tier behind this cache (once: a second is ignored).
+    pub fn share(&self, shared: Box<dyn Shared>) {
+        let _ = self.shared.set(shared);
+    }
+
     pub fn get<T: DeserializeOwned>(&self, kind: RecordKind, key: &str) -> Option<T> {
-        let bytes = std::fs::read(self.record_path(kind, key)).ok()?;
-        serde_json::from_slice(&bytes).ok()
+        if let Some(v) = std::fs::read(self.record_path(kind, key))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+        {
+            self.note(kind, key, Origin::Local);
+            return Some(v);
+        }
+        let shared = self.shared.get().filter(|_| kind.is_shared())?;
+        let bytes = shared.record(self, kind, key)?;
+        let v = serde_json::from_slice(&bytes).ok()?;
+        // Kept here too: the next build on this machine needs no network.
+        let _ = crate::core::fs::write_atomic(&self.record_path(kind, key), &bytes);
+        self.note(kind, key, Origin::Shared);
+        Some(v)
     }
 
     pub fn put<T: Serialize>(&self, kind: RecordKind, key: &str, value: &T) -> Result<()> {
         let path = self.record_path(kind, key);
-        crate::core::fs::write_atomic(&path, &serde_json::to_vec_pretty(value)?)
+        crate::core::fs::write_atomic(&path, &serde_json::to_vec_pretty(value)?)?;
+        self.note(kind, key, Origin::Made);
+        Ok(())
+    }
+
+    /// A record's bytes as stored here.
+    pub fn record_bytes(&self, kind: RecordKind, key: &str) -> Option<Vec<u8>> {
+        std::fs::read(self.record_path(kind, key)).ok()
+    }
+
+    fn note(&self, kind: RecordKind, key: &str, origin: Origin) {
+        if !kind.is_shared() {
+            return;
+        }
+        let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
+        if !used.iter().any(|u| u.kind == kind && u.key == key) {
+            used.push(Used {
+                kind,
+                key: key.to_string(),
+                origin,
+            });
+        }
+    }
+
+    /// The shared kinds' records this process used, each once, with where
+    /// it first came from.
+    pub fn used(&self) -> Vec<Used> {
+        self.used.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Whether the blob is here, or the shared tier holds it: a record
+    /// whose layer is neither is stale (its blob was swept).
+    pub fn has_blob(&self, digest: &str) -> bool {
+        self.blobs.contains(digest) || self.shared.get().is_some_and(|s| s.holds(digest))
+    }
+
+    /// Makes sure the blob is in the local store: it is, or the shared tier
+    /// (which named it in a record) provides it.
+    pub fn ensure_blob(&self, digest: &str) -> Result<()> {
+        if self.blobs.contains(digest) {
+            return Ok(());
+        }
+        match self.shared.get() {
+            Some(s) => s.blob(self, digest),
+            None => anyhow::bail!(
+                "blob {digest} is not in the cache at {}",
+                self.root.display()
+            ),
+        }
     }
 }
 
@@ -235,6 +352,71 @@ impl KeyHasher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A shared tier holding one record and counting what it is asked.
+    struct OneRecord {
+        asked: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl Shared for OneRecord {
+        fn record(&self, _: &Cache, kind: RecordKind, key: &str) -> Option<Vec<u8>> {
+            self.asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            (kind == RecordKind::Resolution && key == "k").then(|| b"[1,2]".to_vec())
+        }
+        fn blob(&self, cache: &Cache, digest: &str) -> Result<()> {
+            let d = cache.blobs.put_bytes(b"layer")?;
+            anyhow::ensure!(d == digest, "not mine");
+            Ok(())
+        }
+        fn holds(&self, digest: &str) -> bool {
+            digest == slimpack_oci::sha256_digest(b"layer")
+        }
+    }
+
+    #[test]
+    fn the_shared_tier_answers_local_misses_of_shared_kinds_only() {
+        let d = tempfile::tempdir().unwrap();
+        let cache = Cache::open(d.path()).unwrap();
+        let asked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        cache.share(Box::new(OneRecord {
+            asked: asked.clone(),
+        }));
+        assert_eq!(
+            cache.get::<Vec<u8>>(RecordKind::Resolution, "k"),
+            Some(vec![1, 2])
+        );
+        // Kept locally: asked once.
+        assert_eq!(
+            cache.get::<Vec<u8>>(RecordKind::Resolution, "k"),
+            Some(vec![1, 2])
+        );
+        assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(cache.get::<Vec<u8>>(RecordKind::Resolution, "other"), None);
+        // Machine-local kinds never go to the shared tier.
+        assert_eq!(cache.get::<Vec<u8>>(RecordKind::AppLayer, "k"), None);
+        assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 2);
+        cache.put(RecordKind::VenvLayer, "v", &3).unwrap();
+        cache.put(RecordKind::LayerSize, "x", &4).unwrap();
+        let used: Vec<(RecordKind, String, Origin)> = cache
+            .used()
+            .into_iter()
+            .map(|u| (u.kind, u.key, u.origin))
+            .collect();
+        assert_eq!(
+            used,
+            [
+                (RecordKind::Resolution, "k".to_string(), Origin::Shared),
+                (RecordKind::VenvLayer, "v".to_string(), Origin::Made),
+            ]
+        );
+        let digest = slimpack_oci::sha256_digest(b"layer");
+        assert!(cache.has_blob(&digest) && !cache.blobs.contains(&digest));
+        cache.ensure_blob(&digest).unwrap();
+        assert!(cache.blobs.contains(&digest));
+        assert!(cache
+            .ensure_blob(&format!("sha256:{}", "0".repeat(64)))
+            .is_err());
+    }
 
     #[test]
     fn a_killed_builds_temporaries_are_swept_and_a_running_ones_kept() {

@@ -210,6 +210,13 @@ impl Sink {
     /// Writes `image` (whose blobs are in the cache) here.
     pub fn write(&self, image: &Image, ctx: &SinkContext) -> Result<Written> {
         let blobs = &ctx.cache.blobs;
+        if !matches!(self, Sink::Registry(_)) {
+            // A file holds every layer: those the build cache (`--cache`)
+            // only named are fetched and checked now.
+            for l in &image.layers {
+                ctx.cache.ensure_blob(&l.digest)?;
+            }
+        }
         match self {
             Sink::Layout { path, tag } => slimpack_oci::write_layout(blobs, image, path, tag)?,
             Sink::DockerArchive { path } => {

@@ -720,14 +720,20 @@ impl Client {
 
     /// GETs a manifest: its bytes and media type.
     pub fn get_manifest(&self, reference: &str) -> Result<(Vec<u8>, String)> {
+        self.find_manifest(reference)?.ok_or_else(|| {
+            anyhow::anyhow!(
+                "{}:{reference} not found in the registry (HTTP 404)",
+                self.reference.repo_key()
+            )
+        })
+    }
+
+    /// GETs a manifest that may not exist: None on 404.
+    pub fn find_manifest(&self, reference: &str) -> Result<Option<(Vec<u8>, String)>> {
         let url = self.url(&format!("manifests/{reference}"));
         let r = self.request("GET", &url, &[("Accept", MANIFEST_ACCEPT)], Body::Empty)?;
         if r.status == 404 {
-            bail!(
-                "{}:{reference} not found in the registry (HTTP 404 {})",
-                self.reference.repo_key(),
-                r.error_text()
-            );
+            return Ok(None);
         }
         if r.status != 200 {
             return Err(self.failure(
@@ -739,7 +745,7 @@ impl Client {
             .header("Content-Type")
             .map(|c| c.split(';').next().unwrap_or(c).trim().to_string())
             .unwrap_or_default();
-        Ok((r.body, media_type))
+        Ok(Some((r.body, media_type)))
     }
 
     /// Streams a blob into `store`, checking its digest before it is kept.

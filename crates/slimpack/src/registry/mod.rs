@@ -4,6 +4,7 @@
 //! mounted, and pulled blobs are cached by digest.
 
 pub mod auth;
+pub mod cache_repo;
 pub mod client;
 pub mod google;
 mod pull;

@@ -103,14 +103,6 @@ pub fn push(
             .enumerate()
             .map(|(i, (d, s))| (d, s, if i == 0 { "config" } else { "layer" }))
             .collect();
-    for (d, _, _) in &blobs {
-        if !store.contains(d) {
-            bail!(
-                "blob {d} of {manifest_digest} is not in {}; the image is incomplete (rebuild it, or pull it first)",
-                store.root().display()
-            );
-        }
-    }
     let repo_key = target.repo_key();
     let same_registry = format!("{}/", target.registry);
     let sources: Vec<Vec<String>> = blobs
@@ -123,6 +115,19 @@ pub fn push(
                 .collect()
         })
         .collect();
+    // A layer of the build cache (`--cache`) may be here only as a record:
+    // mounted from the cache repository when it is on this registry,
+    // fetched (and checked) otherwise.
+    for ((d, _, _), from) in blobs.iter().zip(&sources) {
+        if !store.contains(d) && from.is_empty() {
+            cache.ensure_blob(d).map_err(|e| {
+                anyhow!(
+                    "blob {d} of {manifest_digest} is not in {} ({e:#}); the image is incomplete (rebuild it, or pull it first)",
+                    store.root().display()
+                )
+            })?;
+        }
+    }
     let mut mount_repos: Vec<String> = sources.iter().flatten().cloned().collect();
     mount_repos.sort();
     mount_repos.dedup();
@@ -131,7 +136,7 @@ pub fn push(
     let bars = indicatif::MultiProgress::new();
     let pushed = crate::core::parallel::map(super::WORKERS, &blobs, |i, (digest, size, kind)| {
         let bar = bars.add(progress.bytes(format!("{kind} {}", &digest[7..19]), *size));
-        match push_blob(&client, store, digest, *size, &sources[i], &bar) {
+        match push_blob(&client, (store, cache), digest, *size, &sources[i], &bar) {
             Ok(action) => {
                 bar.finish_and_clear();
                 record_location(cache, digest, &repo_key);
@@ -186,9 +191,11 @@ pub fn push(
     })
 }
 
+/// `stores`: where the image is, and the cache whose shared tier has what
+/// the image only names.
 fn push_blob(
     client: &Client,
-    store: &BlobStore,
+    (store, cache): (&BlobStore, &Cache),
     digest: &str,
     size: u64,
     sources: &[String],
@@ -197,7 +204,6 @@ fn push_blob(
     if client.has_blob(digest)? {
         return Ok(BlobAction::Skipped);
     }
-    let path = store.path(digest)?;
     let mut last = None;
     for attempt in 0..BLOB_ATTEMPTS {
         let mut location = None;
@@ -214,6 +220,13 @@ fn push_blob(
         let location = match location {
             Some(l) => l,
             None => client.start_upload()?,
+        };
+        // Not mounted: its bytes are needed here.
+        let path = if store.contains(digest) {
+            store.path(digest)?
+        } else {
+            cache.ensure_blob(digest)?;
+            cache.blobs.path(digest)?
         };
         match client.upload(&location, digest, &path, size, Some(bar)) {
             Ok(()) => return Ok(BlobAction::Uploaded),

@@ -61,6 +61,10 @@ pub struct Config {
     pub python_source: Option<PythonSource>,
     /// A mirror of python-build-standalone's releases (same layout).
     pub python_mirror: Option<String>,
+    /// A registry repository (`REGISTRY/REPO`) that holds the build cache:
+    /// what a build resolves and makes is looked up there first and pushed
+    /// there after, so runners with an empty cache reuse it.
+    pub cache: Option<String>,
     /// `[tool.slimpack.deploy]`: where `slimpack deploy` runs the app.
     #[serde(default, skip_serializing_if = "is_default")]
     pub deploy: DeployConfig,
@@ -117,7 +121,8 @@ impl Config {
             security_mirror,
             check_valid_until,
             python_source,
-            python_mirror
+            python_mirror,
+            cache
         );
         self.packages.extend(over.packages);
         self.build_packages.extend(over.build_packages);
