@@ -275,7 +275,13 @@ impl RegistryCache {
         let reader = Client::connect(&self.repo, "pull", &[], self.insecure)?;
         for u in used {
             let tag = tag(u.kind, &u.key);
-            if reader.find_manifest(&tag)?.is_some() {
+            // Present and sound: kept. Anything else under the tag (a
+            // foreign or poisoned manifest) is replaced.
+            let sound = reader.find_manifest(&tag)?.is_some_and(|(bytes, _)| {
+                serde_json::from_slice::<Value>(&bytes)
+                    .is_ok_and(|d| check_manifest(&d, u.kind, &u.key).is_ok())
+            });
+            if sound {
                 done.present += 1;
                 continue;
             }
