@@ -87,9 +87,20 @@ pub fn cloudbuild(spec: &ServiceSpec) -> Result<String> {
             "script": script,
         }],
     });
+    let build_there = format!(
+        "To build on Cloud Build too, replace the step with one that runs the slimpack\n\
+         # binary on the source (a runner starts with an empty cache; --cache makes it\n\
+         # reuse what earlier builds pushed, mounting those layers, and push only the app):\n\
+         #   - id: build-and-deploy\n\
+         #     name: debian:bookworm-slim\n\
+         #     script: ./slimpack deploy . --cache {} --project {} --region {}",
+        s.cache_repository(),
+        s.project,
+        s.region
+    );
     Ok(header(
         spec,
-        "The image is built and pushed by slimpack; this build only deploys it.\n# Run: gcloud builds submit --no-source --config cloudbuild.yaml",
+        &format!("The image is built and pushed by slimpack; this build only deploys it.\n# Run: gcloud builds submit --no-source --config cloudbuild.yaml\n# {build_there}"),
     ) + &yaml(&doc)?)
 }
 
@@ -324,6 +335,10 @@ mod tests {
         assert!(script.contains(
             "gcloud run services replace /workspace/service.yaml --project my-project --region us-central1"
         ));
+        // How a pipeline builds with the registry cache, beside the images.
+        let cache = format!("--cache {}", spec.settings.cache_repository());
+        assert!(text.contains(&cache), "{text}");
+        assert!(cache.ends_with("/slimpack-cache"));
         use clap::ValueEnum;
         assert_eq!(Format::from_str("tf", false).unwrap(), Format::Terraform);
         assert_eq!(

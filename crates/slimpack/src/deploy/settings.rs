@@ -234,6 +234,15 @@ impl DeploySettings {
         )
     }
 
+    /// `REGISTRY/PROJECT/REPO/slimpack-cache`: a build cache (`--cache`)
+    /// beside the images, so pushes mount its layers.
+    pub fn cache_repository(&self) -> String {
+        format!(
+            "{}/{}/{}/slimpack-cache",
+            self.registry, self.project, self.repo
+        )
+    }
+
     /// Cloud Run's limits.
     pub fn check(&self) -> Result<()> {
         let dns_label = |n: &str, max: usize| {
