@@ -308,10 +308,12 @@ mod tests {
                     let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
                     log.lock().unwrap().push((path.clone(), auth));
                     let mut s = s;
+                    // One request per connection: a connection the client
+                    // kept for the redirect would meet a closed socket.
                     let reply = match (&to, path.as_str()) {
-                        (Some(t), "/a") => format!("HTTP/1.1 307 Temporary Redirect\r\nLocation: {t}\r\nContent-Length: 0\r\n\r\n"),
-                        (None, "/a") => format!("HTTP/1.1 307 Temporary Redirect\r\nLocation: http://127.0.0.1:{port}/b\r\nContent-Length: 0\r\n\r\n"),
-                        _ => "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_string(),
+                        (Some(t), "/a") => format!("HTTP/1.1 307 Temporary Redirect\r\nLocation: {t}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
+                        (None, "/a") => format!("HTTP/1.1 307 Temporary Redirect\r\nLocation: http://127.0.0.1:{port}/b\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
+                        _ => "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok".to_string(),
                     };
                     let _ = s.write_all(reply.as_bytes());
                 }
