@@ -255,10 +255,13 @@ fn a_fresh_runner_ships_a_code_edit_from_the_registry_cache() {
     let warnings = on_c["build_cache"]["warnings"].to_string();
     assert!(warnings.contains("was ignored"), "{warnings}");
     assert!(warnings.contains("does not match its digest"), "{warnings}");
-    // Rebuilt, not taken: the venv was compiled here.
+    // Rebuilt, not taken: the venv was made here (psycopg2's compiled
+    // files, kept by A under their own key, were sound and reused).
     assert_eq!(layer(&on_c, "venv")["from_build_cache"], Value::Null);
     assert!(!on_c["sandbox"].is_null());
-    assert!(!walk(&machine_c.path().join("debs")).is_empty());
+    assert!(on_c["builder"]["reused"]
+        .to_string()
+        .contains("psycopg2==2.9.9"));
     // The foreign manifest under the venv's tag was replaced by the record.
     let now: Value = serde_json::from_str(&run_ok(Command::new("curl").args([
         "-sf",
@@ -271,4 +274,45 @@ fn a_fresh_runner_ships_a_code_edit_from_the_registry_cache() {
         now["annotations"]["dev.slimpack.cache.key"],
         key("venv").as_str()
     );
+
+    // The lock changes elsewhere (a new pure-Python dependency): the venv
+    // is built again on an empty runner, but psycopg2, unchanged, is not
+    // compiled again: its files come from the build cache. The digest is
+    // the one an empty machine without the cache compiles to.
+    let reqs = src.path().join("requirements.txt");
+    let mut text = std::fs::read_to_string(&reqs).unwrap();
+    text.push_str("six==1.16.0\n");
+    std::fs::write(&reqs, text).unwrap();
+    let machine_d = tempfile::tempdir().unwrap();
+    let on_d = slimpack(
+        &[
+            "build",
+            dir,
+            "--cache",
+            &cache_repo,
+            "--push",
+            &format!("{host}/app-d:v3"),
+        ],
+        machine_d.path(),
+    );
+    let builder = &on_d["builder"];
+    assert!(
+        builder["reused"].to_string().contains("psycopg2==2.9.9"),
+        "{builder}"
+    );
+    assert_eq!(builder["compiled"], serde_json::json!([]), "{builder}");
+    assert!(walk(&machine_d.path().join("debs")).is_empty());
+    let machine_e = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let on_e = slimpack(
+        &[
+            "build",
+            dir,
+            "-o",
+            &format!("oci:{}", out.path().join("img.oci").display()),
+        ],
+        machine_e.path(),
+    );
+    assert!(on_e["builder"]["compiled"].to_string().contains("psycopg2"));
+    assert_eq!(on_d["digest"], on_e["digest"]);
 }

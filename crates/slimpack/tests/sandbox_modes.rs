@@ -37,6 +37,8 @@ fn private_cache() -> tempfile::TempDir {
 /// `wrap` (an outer sandbox playing a container).
 fn command(cache: &Path, wrap: &[&str], project: &Path, extra: &[&str]) -> Command {
     let _ = std::fs::remove_dir_all(cache.join("records/venv-layer"));
+    // And compiled afresh: no package kept from an earlier build.
+    let _ = std::fs::remove_dir_all(cache.join("records/built-package"));
     let exe = env!("CARGO_BIN_EXE_slimpack");
     let mut cmd = match wrap.split_first() {
         Some((first, rest)) => {

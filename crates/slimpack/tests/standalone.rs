@@ -351,6 +351,13 @@ fn a_free_threaded_python_gets_free_threaded_wheels_and_runs() {
         "flask==3.0.0\ngunicorn==21.2.0\npsycopg2-binary==2.9.10\n",
     )
     .unwrap();
+    // Named, so that no Contents index is needed (the test mirror's can be
+    // inconsistent; the e2e tests cover finding it there).
+    std::fs::write(
+        project.path().join("slimpack.toml"),
+        "build-packages = [\"libpq-dev\"]\n",
+    )
+    .unwrap();
     let dir = project.path().to_str().unwrap();
     let out_dir = tempfile::tempdir().unwrap();
     let layout = out_dir.path().join("img.oci");

@@ -195,7 +195,7 @@ impl BaseSpec {
         b
     }
 
-    fn key(&self) -> String {
+    pub fn key(&self) -> String {
         let mut h = KeyHasher::new(RecordKind::DebianResolution.as_str());
         h.part("suite", self.suite.codename())
             .part("mirror", &self.mirror)

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 // v5: debug sections stripped from the venv's shared objects.
 // v6: venv bytecode for traced imports; tests and stubs stripped.
 // v7: walked packages compiled whole.
-const VENV_POLICY: &str = "venv-v7";
+const VENV_POLICY: &str = "venv-v8";
 const OPAQUE_VENV: &str = "opt/venv/.wh..wh..opq";
 
 /// The venv layer and what building it decided about the rest.

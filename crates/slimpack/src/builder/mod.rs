@@ -24,12 +24,12 @@ use std::path::Path;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+pub mod packages;
+
 /// First guesses for packages everyone builds from source. The Contents
 /// search covers what is not here.
 const KNOWN_BUILD_NEEDS: &[(&str, &[&str])] = &[
     ("psycopg2", &["libpq-dev"]),
-    // Built from source where it has no wheel (a new or free-threaded Python).
-    ("psycopg2-binary", &["libpq-dev"]),
     ("psycopg", &["libpq-dev"]),
     ("psycopg-c", &["libpq-dev"]),
     ("mysqlclient", &["default-libmysqlclient-dev", "pkgconf"]),
@@ -57,6 +57,10 @@ pub struct Built {
     pub build_packages: Vec<String>,
     /// Packages added after a failed build, and why.
     pub added: Vec<String>,
+    /// Packages not compiled again: their files kept from an earlier build
+    /// (`name==version`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reused: Vec<String>,
 }
 
 /// What installing the lock needs, in the builder or on the host (the
@@ -104,6 +108,51 @@ pub fn initial_build_packages(lock: &Lock, configured: &[String]) -> Vec<String>
 /// `/opt/venv/lib/pythonX.Y/site-packages`); `from_source` are the packages
 /// with no usable wheel (the rest are installed from wheels as on the host).
 pub fn install(req: &Request, site: &Path, from_source: &[String]) -> Result<Built> {
+    let initial = initial_build_packages(req.lock, req.build_packages);
+    let mut kept = Vec::new();
+    let mut to_build = Vec::new();
+    for name in from_source {
+        match packages::cached(req, name, &initial) {
+            Some(b) => kept.push((name.clone(), b)),
+            None => to_build.push(name.clone()),
+        }
+    }
+    if kept.is_empty() {
+        return compile(req, site, from_source, initial);
+    }
+    // What was compiled before (here, or by another machine through the
+    // build cache) is not compiled again: the rest of the lock is installed
+    // as it would be, then its files are put back.
+    let names: Vec<String> = kept.iter().map(|(n, _)| n.clone()).collect();
+    let lock = req.lock.without(&names);
+    let mut built = if to_build.is_empty() {
+        clear_dir(site)?;
+        crate::python::install_wheels(&lock, req.target, req.uv, site)?;
+        Built::default()
+    } else {
+        let rest = Request {
+            lock: &lock,
+            ..*req
+        };
+        compile(&rest, site, &to_build, initial)?
+    };
+    for (_, b) in &kept {
+        packages::restore(req, site, b)?;
+        built.reused.push(b.requirement.clone());
+    }
+    Ok(built)
+}
+
+/// Compiles `from_source` in the builder (installing the rest of the lock
+/// from wheels there), starting with the `initial` build packages and
+/// adding what a failed build shows it missed; keeps each compiled
+/// package's files for later builds.
+fn compile(
+    req: &Request,
+    site: &Path,
+    from_source: &[String],
+    initial: Vec<String>,
+) -> Result<Built> {
     if crate::sandbox::mode()? == crate::sandbox::Mode::Loader {
         anyhow::bail!(
             "{} must be compiled from source, which runs its build in a sandbox, and none can be made here: this machine forbids new user namespaces and slimpack is not root. Run slimpack as root in this container, allow user namespaces, or pin versions that have wheels",
@@ -114,7 +163,7 @@ pub fn install(req: &Request, site: &Path, from_source: &[String]) -> Result<Bui
             }
         );
     }
-    let mut packages = initial_build_packages(req.lock, req.build_packages);
+    let mut packages = initial.clone();
     let mut added: Vec<String> = Vec::new();
     let mut contents: Option<ContentsIndex> = None;
     for attempt in 0..=MAX_RETRIES {
@@ -129,10 +178,20 @@ pub fn install(req: &Request, site: &Path, from_source: &[String]) -> Result<Bui
         let out = run_uv(req, &root, site, from_source)?;
         sp.finish_and_clear();
         if out.status == 0 {
+            for name in from_source {
+                // Only an optimisation for later builds: never a failure.
+                if let Err(e) = packages::keep(req, site, name, &initial) {
+                    eprintln!(
+                        "warning: the build of {name} was not kept for later builds: {}",
+                        crate::core::text::escape_controls(&format!("{e:#}"))
+                    );
+                }
+            }
             return Ok(Built {
                 compiled: pinned(req.lock, from_source),
                 build_packages: packages,
                 added,
+                reused: Vec::new(),
             });
         }
         let needs = diagnose(&out.stderr);

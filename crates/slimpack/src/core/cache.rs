@@ -27,6 +27,8 @@ pub enum RecordKind {
     LayerSize,
     /// Repositories of a registry known to hold a blob (for mounts).
     BlobLocations,
+    /// One package the builder compiled: its files as a layer.
+    BuiltPackage,
 }
 
 impl RecordKind {
@@ -42,6 +44,7 @@ impl RecordKind {
                 | RecordKind::RuntimeLayer
                 | RecordKind::VenvLayer
                 | RecordKind::NamedBytecodeLayer
+                | RecordKind::BuiltPackage
         )
     }
 
@@ -56,6 +59,7 @@ impl RecordKind {
             RecordKind::BasePython => "base-python",
             RecordKind::LayerSize => "layer-size",
             RecordKind::BlobLocations => "blob-locations",
+            RecordKind::BuiltPackage => "built-package",
         }
     }
 }

@@ -129,6 +129,66 @@ pub struct Lock {
     pub vcs: Vec<String>,
 }
 
+impl Lock {
+    /// The requirement `name` takes in the lock text, with its hashes: the
+    /// line and its continuation lines.
+    pub fn requirement(&self, name: &str) -> Option<String> {
+        let name = normalize_name(name);
+        requirement_blocks(&self.text)
+            .into_iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, b)| b)
+    }
+
+    /// This lock without the packages `names`.
+    pub fn without(&self, names: &[String]) -> Lock {
+        let names: Vec<String> = names.iter().map(|n| normalize_name(n)).collect();
+        let text: String = requirement_blocks(&self.text)
+            .into_iter()
+            .filter(|(n, _)| !names.contains(n))
+            .map(|(_, b)| b)
+            .collect();
+        Lock {
+            packages: self
+                .packages
+                .iter()
+                .filter(|p| !names.contains(&normalize_name(&p.name)))
+                .cloned()
+                .collect(),
+            text,
+            source_builds: self
+                .source_builds
+                .iter()
+                .filter(|p| !names.contains(&normalize_name(p)))
+                .cloned()
+                .collect(),
+            ..self.clone()
+        }
+    }
+}
+
+/// The lock text's requirements as (normalized name, text of the block):
+/// a requirement starts at an unindented line; `--hash` continuations and
+/// `# via` comments under it belong to it.
+fn requirement_blocks(text: &str) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for line in text.lines() {
+        let starts = !line.is_empty() && !line.starts_with([' ', '\t', '#']);
+        if starts {
+            let name: String = line
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+                .collect();
+            out.push((normalize_name(&name), String::new()));
+        }
+        if let Some((_, block)) = out.last_mut() {
+            block.push_str(line);
+            block.push('\n');
+        }
+    }
+    out
+}
+
 fn parse_locked(text: &str) -> Vec<LockedPackage> {
     let mut out = Vec::new();
     for line in text.lines() {
@@ -714,6 +774,7 @@ pub fn finish_venv(dest: &Path, target: &Target) -> Result<()> {
             std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755))?;
         }
         std::fs::remove_dir_all(&staged_bin)?;
+        fix_script_records(&site, &bin)?;
     }
     // uv leaves no pip in a --target install unless asked; never ship one.
     for e in std::fs::read_dir(&site)?.flatten() {
@@ -763,6 +824,50 @@ fn prune_build_inputs(site: &Path) -> Result<()> {
 }
 
 /// Points a console script at the venv's interpreter (uv wrote the host's).
+/// Makes the `RECORD` lines of console scripts say what the venv holds:
+/// `../../../bin/NAME` with the hash and size of the script as rewritten
+/// (uv recorded it under `bin/` with the shebang of whatever interpreter it
+/// was told, which differs between an install here and one in the
+/// builder); a script the venv does not keep loses its line.
+fn fix_script_records(site: &Path, bin: &Path) -> Result<()> {
+    use base64::Engine;
+    use sha2::Digest;
+    for e in std::fs::read_dir(site)?.flatten() {
+        if !e.file_name().to_string_lossy().ends_with(".dist-info") {
+            continue;
+        }
+        let record = e.path().join("RECORD");
+        let Ok(text) = std::fs::read_to_string(&record) else {
+            continue;
+        };
+        if !text.lines().any(|l| l.starts_with("bin/")) {
+            continue;
+        }
+        let mut out = String::with_capacity(text.len());
+        for line in text.lines() {
+            let Some(rest) = line.strip_prefix("bin/") else {
+                out.push_str(line);
+                out.push('\n');
+                continue;
+            };
+            let name = rest.split(',').next().unwrap_or("");
+            let script = bin.join(name);
+            if name.contains('/') || !script.is_file() {
+                continue;
+            }
+            let bytes = std::fs::read(&script)?;
+            let hash = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .encode(sha2::Sha256::digest(&bytes));
+            out.push_str(&format!(
+                "../../../bin/{name},sha256={hash},{}\n",
+                bytes.len()
+            ));
+        }
+        std::fs::write(&record, out)?;
+    }
+    Ok(())
+}
+
 fn rewrite_shebang(bytes: &[u8]) -> Vec<u8> {
     let text = String::from_utf8_lossy(bytes);
     if !text.starts_with("#!") {
@@ -790,6 +895,29 @@ fn rewrite_shebang(bytes: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lock_gives_a_requirement_with_its_hashes_and_loses_one() {
+        let text = "psycopg2==2.9.9 \\\n    --hash=sha256:aa \\\n    --hash=sha256:bb\n    # via -r requirements.txt\nsix==1.16.0 \\\n    --hash=sha256:cc\n";
+        let lock = Lock {
+            text: text.into(),
+            packages: parse_locked(text),
+            how: String::new(),
+            key: String::new(),
+            source_builds: vec!["psycopg2".into()],
+            local: Vec::new(),
+            vcs: Vec::new(),
+        };
+        assert_eq!(
+            lock.requirement("PsycoPG2").unwrap(),
+            "psycopg2==2.9.9 \\\n    --hash=sha256:aa \\\n    --hash=sha256:bb\n    # via -r requirements.txt\n"
+        );
+        let rest = lock.without(&["psycopg2".into()]);
+        assert_eq!(rest.text, "six==1.16.0 \\\n    --hash=sha256:cc\n");
+        assert_eq!(rest.packages.len(), 1);
+        assert!(rest.source_builds.is_empty());
+        assert!(lock.requirement("flask").is_none());
+    }
 
     #[test]
     fn uv_is_told_a_free_threaded_python_by_its_interpreter() {
