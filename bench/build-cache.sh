@@ -25,26 +25,9 @@ regpid=""
 trap '[ -n "$regpid" ] && kill "$regpid" 2>/dev/null; rm -rf "$work"' EXIT
 cargo build --release --locked -q
 bin=$PWD/target/release/slimpack
-median() { python3 -c 'import sys,statistics; v=[float(x) for x in sys.argv[1:]]; print(f"{statistics.median(v):.3f}")' "$@"; }
-now() { date +%s.%N; }
-json() { python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2], {}, {"d": d}))' "$@"; }
+. bench/common.sh
 
-command -v docker-registry >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-registry >/dev/null; }
-regport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-cat > "$work/registry.yml" <<EOF
-version: 0.1
-log:
-  level: error
-storage:
-  filesystem:
-    rootdirectory: $work/registry
-http:
-  addr: 127.0.0.1:$regport
-EOF
-docker-registry serve "$work/registry.yml" >/dev/null 2>&1 &
-regpid=$!
-until (echo > "/dev/tcp/127.0.0.1/$regport") 2>/dev/null; do sleep 0.1; done
-reg=127.0.0.1:$regport
+start_registry "$work"
 export SOURCE_DATE_EPOCH=1700000000
 
 src=$work/$example

@@ -28,9 +28,7 @@ trap '[ -n "$regpid" ] && kill "$regpid" 2>/dev/null; rm -rf "$work"' EXIT
 cargo build --release --locked -q
 bin=$PWD/target/release/slimpack
 
-median() { python3 -c 'import sys,statistics; v=[float(x) for x in sys.argv[1:]]; print(f"{statistics.median(v):.3f}")' "$@"; }
-now() { date +%s.%N; }
-json() { python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2], {}, {"d": d}))' "$@"; }
+. bench/common.sh
 
 # --- peer -------------------------------------------------------------------
 peer_json=""
@@ -56,13 +54,7 @@ export SLIMPACK_CACHE=$work/cache-cold-1
 
 # A registry on loopback (Debian's docker-registry): what a push after an
 # edit sends, and cold starts that pull.
-command -v docker-registry >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-registry >/dev/null; }
-regport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-printf 'version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: 127.0.0.1:%s\n' "$work/registry" "$regport" > "$work/registry.yml"
-docker-registry serve "$work/registry.yml" >"$work/registry.log" 2>&1 &
-regpid=$!
-for _ in $(seq 50); do curl -sf "http://127.0.0.1:$regport/v2/" >/dev/null && break; sleep 0.1; done
-reg=127.0.0.1:$regport
+start_registry "$work"
 "$bin" push "oci:$work/ours.oci" "$reg/ours:latest" --json > "$work/push0.json"
 
 warm=(); edit=()

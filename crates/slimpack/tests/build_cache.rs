@@ -226,15 +226,7 @@ fn a_fresh_runner_ships_a_code_edit_from_the_registry_cache() {
         &url(&bytecode_tag),
     ])))
     .unwrap();
-    let record = manifest["layers"][0]["digest"].as_str().unwrap();
-    let hex = record.trim_start_matches("sha256:");
-    let data = registry
-        .dir
-        .path()
-        .join("data/docker/registry/v2/blobs/sha256")
-        .join(&hex[..2])
-        .join(hex)
-        .join("data");
+    let data = registry.blob_path(manifest["layers"][0]["digest"].as_str().unwrap());
     let mut bytes = std::fs::read(&data).unwrap();
     bytes[0] ^= 0x20;
     std::fs::write(&data, bytes).unwrap();

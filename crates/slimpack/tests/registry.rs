@@ -295,13 +295,7 @@ fn push_skips_what_exists_mounts_across_repositories_and_pulls_back() {
 
     // A blob the registry serves corrupted is refused and never cached.
     let hex = app_layer.trim_start_matches("sha256:");
-    let stored = reg
-        .dir
-        .path()
-        .join("data/docker/registry/v2/blobs/sha256")
-        .join(&hex[..2])
-        .join(hex)
-        .join("data");
+    let stored = reg.blob_path(&app_layer);
     let mut bytes = std::fs::read(&stored).unwrap();
     let last = bytes.len() - 1;
     bytes[last] ^= 0xff;

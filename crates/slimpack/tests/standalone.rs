@@ -130,22 +130,38 @@ fn failed_build(project: &Path, version: &str, table: &Path, port: u16) -> Strin
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// The image of an OCI layout unpacked by umoci, as anyone would.
+fn unpack(layout: &Path, rootfs: &Path) -> PathBuf {
+    run_ok(
+        Command::new("umoci")
+            .args(["raw", "unpack", "--rootless", "--image"])
+            .arg(format!("{}:latest", layout.display()))
+            .arg(rootfs),
+    );
+    rootfs.to_path_buf()
+}
+
 fn cached_release(sha: &str) -> PathBuf {
     shared_cache().join("python").join(format!("{sha}.tar.gz"))
 }
 
-/// Nothing but verified release files in the cache's python/ directory.
+/// Nothing but verified release files in the cache's python/ directory
+/// (and the trees a free-threaded build unpacks from one of them).
 fn only_verified_files_cached() {
     let Ok(dir) = std::fs::read_dir(shared_cache().join("python")) else {
         return;
     };
     for e in dir.flatten() {
-        let bytes = std::fs::read(e.path()).unwrap();
         let name = e.file_name().to_string_lossy().into_owned();
         if name.starts_with(".tmp") {
             // Another test's verified download, being renamed into place.
             continue;
         }
+        if let Some(sha) = name.strip_suffix(".tree") {
+            assert!(cached_release(sha).is_file(), "{name} without its release");
+            continue;
+        }
+        let bytes = std::fs::read(e.path()).unwrap();
         assert_eq!(
             name,
             format!("{}.tar.gz", sha256(&bytes)),
@@ -204,13 +220,7 @@ fn a_standalone_python_is_verified_unpacked_and_runs() {
     );
 
     // The image: the release under /opt/python, python3 is it, the app runs.
-    let rootfs = out_dir.path().join("rootfs");
-    run_ok(
-        Command::new("umoci")
-            .args(["raw", "unpack", "--rootless", "--image"])
-            .arg(format!("{}:latest", layout.display()))
-            .arg(&rootfs),
-    );
+    let rootfs = unpack(&layout, &out_dir.path().join("rootfs"));
     assert!(rootfs.join("opt/python/bin/python3.11").is_file());
     assert!(!rootfs.join("usr/bin/python3.11").exists());
     assert!(!rootfs.join("opt/python/lib/python3.11/test").exists());
@@ -389,13 +399,7 @@ fn a_free_threaded_python_gets_free_threaded_wheels_and_runs() {
         "{built_from_source}"
     );
 
-    let rootfs = out_dir.path().join("rootfs");
-    run_ok(
-        Command::new("umoci")
-            .args(["raw", "unpack", "--rootless", "--image"])
-            .arg(format!("{}:latest", layout.display()))
-            .arg(&rootfs),
-    );
+    let rootfs = unpack(&layout, &out_dir.path().join("rootfs"));
     let site = rootfs.join("opt/venv/lib/python3.13t/site-packages");
     // Extensions for the free-threaded ABI: a wheel and a source build.
     for so in [

@@ -259,13 +259,30 @@ fn dropped(rest: &str, abi: &str, builder: bool) -> bool {
             .any(|p| bin.starts_with(p))
 }
 
-/// Adds the release archive's `python/` tree under [`PREFIX`], trimmed.
-/// Every path must be a plain relative path under `python/`, and links must
-/// stay inside it: the archive is verified, but is still input.
-pub fn add_tree(b: &mut LayerBuilder, archive: &Path, abi: &str, builder: bool) -> Result<()> {
+/// An archive entry that passed the checks, by what it is.
+enum Checked {
+    Dir,
+    File,
+    /// Its target, relative and inside `python/`.
+    Symlink(String),
+    /// Its target's path under `python/`.
+    Hardlink(String),
+}
+
+type GzEntry<'a> = tar::Entry<'a, flate2::read::GzDecoder<std::fs::File>>;
+
+/// Walks the release archive: every path must be a plain relative path
+/// under `python/`, links must stay inside it, and nothing but files,
+/// directories and links may be there (the archive is verified, but is
+/// still input). `f` gets each entry with its path under `python/`.
+fn each_entry(
+    archive: &Path,
+    mut f: impl FnMut(&mut GzEntry, &str, Checked) -> Result<()>,
+) -> Result<()> {
     let file =
         std::fs::File::open(archive).with_context(|| format!("opening {}", archive.display()))?;
     let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    tar.set_preserve_permissions(true);
     let what = || format!("the python-build-standalone archive {}", archive.display());
     for entry in tar.entries().with_context(what)? {
         let mut entry = entry.with_context(what)?;
@@ -277,18 +294,9 @@ pub fn add_tree(b: &mut LayerBuilder, archive: &Path, abi: &str, builder: bool) 
                 crate::core::text::escape_controls(&path.display().to_string())
             )
         })?;
-        if rest.is_empty() || dropped(&rest, abi, builder) {
-            continue;
-        }
-        let dest = format!("{PREFIX}/{rest}");
-        let mode = entry.header().mode().unwrap_or(0o644) & 0o7777 & !0o6000;
-        let kind = match entry.header().entry_type() {
-            tar::EntryType::Directory => EntryKind::Dir,
-            tar::EntryType::Regular | tar::EntryType::Continuous => {
-                let mut data = Vec::with_capacity(entry.size() as usize);
-                std::io::Read::read_to_end(&mut entry, &mut data).with_context(what)?;
-                EntryKind::Bytes(data)
-            }
+        let checked = match entry.header().entry_type() {
+            tar::EntryType::Directory => Checked::Dir,
+            tar::EntryType::Regular | tar::EntryType::Continuous => Checked::File,
             tar::EntryType::Symlink => {
                 let target = entry
                     .link_name()
@@ -303,24 +311,44 @@ pub fn add_tree(b: &mut LayerBuilder, archive: &Path, abi: &str, builder: bool) 
                         crate::core::text::escape_controls(&target)
                     );
                 }
-                EntryKind::Symlink(target)
+                Checked::Symlink(target)
             }
-            tar::EntryType::Link => {
-                let target = entry
+            tar::EntryType::Link => Checked::Hardlink(
+                entry
                     .link_name()
                     .with_context(what)?
                     .and_then(|t| under_python(&t))
-                    .ok_or_else(|| anyhow!("{}: hard link {rest} leaves python/", what()))?;
-                EntryKind::Hardlink(format!("{PREFIX}/{target}"))
-            }
+                    .ok_or_else(|| anyhow!("{}: hard link {rest} leaves python/", what()))?,
+            ),
             other => bail!("{}: {rest} is a {other:?}, not a file", what()),
         };
-        if matches!(kind, EntryKind::Dir) && b.contains(&dest) {
-            continue;
-        }
-        b.add(&dest, Entry::new(mode, kind))?;
+        f(&mut entry, &rest, checked).with_context(what)?;
     }
     Ok(())
+}
+
+/// Adds the release archive's `python/` tree under [`PREFIX`], trimmed.
+pub fn add_tree(b: &mut LayerBuilder, archive: &Path, abi: &str, builder: bool) -> Result<()> {
+    each_entry(archive, |entry, rest, checked| {
+        if rest.is_empty() || dropped(rest, abi, builder) {
+            return Ok(());
+        }
+        let dest = format!("{PREFIX}/{rest}");
+        let mode = entry.header().mode().unwrap_or(0o644) & 0o7777 & !0o6000;
+        let kind = match checked {
+            Checked::Dir if b.contains(&dest) => return Ok(()),
+            Checked::Dir => EntryKind::Dir,
+            Checked::File => {
+                let mut data = Vec::with_capacity(entry.size() as usize);
+                std::io::Read::read_to_end(entry, &mut data)?;
+                EntryKind::Bytes(data)
+            }
+            Checked::Symlink(target) => EntryKind::Symlink(target),
+            Checked::Hardlink(target) => EntryKind::Hardlink(format!("{PREFIX}/{target}")),
+        };
+        b.add(&dest, Entry::new(mode, kind))?;
+        Ok(())
+    })
 }
 
 /// `python/bin/python3` → `bin/python3`; None for anything not under
@@ -402,57 +430,16 @@ pub fn host_interpreter(p: &Pinned, cache: &Cache, progress: &Progress) -> Resul
 }
 
 /// Unpacks the release archive into `dest` as it is, after the same checks
-/// as [`add_tree`]: plain paths under `python/`, links that stay inside.
+/// as [`add_tree`].
 fn unpack_tree(archive: &Path, dest: &Path) -> Result<()> {
-    let file =
-        std::fs::File::open(archive).with_context(|| format!("opening {}", archive.display()))?;
-    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(file));
-    tar.set_preserve_permissions(true);
     std::fs::create_dir_all(dest)?;
-    let what = || format!("the python-build-standalone archive {}", archive.display());
-    for entry in tar.entries().with_context(what)? {
-        let mut entry = entry.with_context(what)?;
-        let path = entry.path().with_context(what)?.into_owned();
-        let rest = under_python(&path).ok_or_else(|| {
-            anyhow!(
-                "{}: entry {} is not a plain path under python/",
-                what(),
-                crate::core::text::escape_controls(&path.display().to_string())
-            )
-        })?;
-        match entry.header().entry_type() {
-            tar::EntryType::Directory | tar::EntryType::Regular | tar::EntryType::Continuous => {}
-            tar::EntryType::Symlink => {
-                let target = entry
-                    .link_name()
-                    .with_context(what)?
-                    .map(|t| t.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                if !link_stays_inside(&rest, &target) {
-                    bail!(
-                        "{}: link {rest} points outside python/ ({})",
-                        what(),
-                        crate::core::text::escape_controls(&target)
-                    );
-                }
-            }
-            tar::EntryType::Link => {
-                let target = entry.link_name().with_context(what)?;
-                if target.as_deref().and_then(under_python).is_none() {
-                    bail!("{}: hard link {rest} leaves python/", what());
-                }
-            }
-            other => bail!("{}: {rest} is a {other:?}, not a file", what()),
-        }
+    each_entry(archive, |entry, rest, _| {
         entry.set_mask(0o022);
-        if !entry.unpack_in(dest).with_context(what)? {
-            bail!(
-                "{}: entry {rest} would land outside the unpack root",
-                what()
-            );
+        if !entry.unpack_in(dest)? {
+            bail!("entry {rest} would land outside the unpack root");
         }
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 /// Fetches the release and adds it to `b` (the runtime or the builder).
