@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
+use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
 
@@ -324,6 +325,11 @@ impl Setup {
     }
 
     fn deploy(&self, service: &str, extra: &[&str]) -> Output {
+        self.deploy_with(&shared_cache(), service, extra)
+    }
+
+    /// A deploy from the machine whose cache is `cache`.
+    fn deploy_with(&self, cache: &Path, service: &str, extra: &[&str]) -> Output {
         let host = self.registry.host();
         let mut c = Command::new(env!("CARGO_BIN_EXE_slimpack"));
         c.arg("deploy");
@@ -335,7 +341,7 @@ impl Setup {
             .args(["--service", service, "--registry", &host])
             .args(extra)
             .current_dir(self.project.path())
-            .env("SLIMPACK_CACHE", shared_cache())
+            .env("SLIMPACK_CACHE", cache)
             .env("SLIMPACK_RUN_API", &self.google.base)
             .env("SLIMPACK_ARTIFACT_REGISTRY_API", &self.google.base)
             .env(
@@ -514,6 +520,45 @@ fn deploy_creates_the_repository_pushes_by_digest_and_rolls_out() {
     let seen = s.google.take_seen();
     assert!(seen.iter().any(|r| r.url.contains(":getIamPolicy")));
     assert!(!seen.iter().any(|r| r.url.contains(":setIamPolicy")));
+    assert_eq!(s.google.problems(), Vec::<String>::new());
+}
+
+/// `deploy --cache`: what a machine built goes to the cache repository,
+/// and a runner with an empty cache deploys the same image by mounting it.
+#[test]
+fn a_fresh_runner_deploys_from_the_registry_cache() {
+    let s = Setup::new();
+    let cache_repo = format!("{}/backend-cache", s.registry.host());
+    let first: Value = serde_json::from_str(&ok(&s.deploy(
+        "cached-app",
+        &["--create-repo", "--cache", &cache_repo, "--json"],
+    )))
+    .unwrap();
+    let fresh = tempfile::tempdir().unwrap();
+    let out = ok(&s.deploy_with(
+        fresh.path(),
+        "cached-app",
+        &["--cache", &cache_repo, "--json"],
+    ));
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["image"], first["image"], "the same image, by digest");
+    let mounted_or_there = report["push"]["blobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| b["kind"] == "layer" && b["action"] != "uploaded")
+        .count();
+    assert_eq!(mounted_or_there, 4, "{report:#}");
+    // Nothing built: no .deb, no unpacked root, no layout written.
+    for dir in ["debs", "rootfs"] {
+        let n = std::fs::read_dir(fresh.path().join(dir))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        assert_eq!(n, 0, "{dir}");
+    }
+    // Going to a registry with a registry cache, no local layout is written
+    // (it would need every layer the cache only named).
+    assert!(!s.project.path().join("target/slimpack").exists());
     assert_eq!(s.google.problems(), Vec::<String>::new());
 }
 
