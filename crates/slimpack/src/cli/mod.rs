@@ -87,12 +87,6 @@ struct RegistryFlags {
     /// Cache directory (default $SLIMPACK_CACHE or ~/.cache/slimpack).
     #[arg(long, env = "SLIMPACK_CACHE")]
     cache_dir: Option<PathBuf>,
-    /// A registry repository holding the build cache (`REGISTRY/REPO`):
-    /// what is cached there is reused, mounted rather than downloaded when
-    /// the image goes to the same registry; what this build made is pushed
-    /// there.
-    #[arg(long = "cache", env = "SLIMPACK_CACHE_REPO")]
-    cache_repo: Option<String>,
 }
 
 impl RegistryFlags {
