@@ -264,8 +264,12 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// The runtime layer unpacked once per runtime, for the sandbox.
+    /// The runtime layer unpacked once per runtime, for the sandbox (its
+    /// blob fetched first when a build cache only named it).
     pub fn rootfs(&self, cache: &Cache) -> Result<std::path::PathBuf> {
+        if cache.has_blob(&self.layer.digest) {
+            cache.ensure_blob(&self.layer.digest)?;
+        }
         Ok(crate::sandbox::cached_rootfs(
             cache,
             &cache.blobs,

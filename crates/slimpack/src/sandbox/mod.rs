@@ -371,12 +371,6 @@ pub fn cached_rootfs(
     let skipped = if dir.is_dir() {
         Vec::new()
     } else {
-        // A layer the build cache only named is fetched (checked) first.
-        if std::ptr::eq(store, &cache.blobs) {
-            for l in layers {
-                cache.ensure_blob(&l.digest)?;
-            }
-        }
         unpack(store, layers, &dir, keep_setuid).context("unpacking the image")?
     };
     Ok((dir, skipped))
