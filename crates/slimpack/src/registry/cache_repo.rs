@@ -125,6 +125,16 @@ fn check_manifest(
     Ok((digest.to_string(), size, held))
 }
 
+/// The layers a record names, when the manifest that carries it holds
+/// every one (else a layer could be named that the repository lets go).
+fn held_layers(record: &Value, held: &[String]) -> std::result::Result<Vec<Layer>, String> {
+    let layers = layers_in(record);
+    match layers.iter().find(|l| !held.contains(&l.digest)) {
+        Some(l) => Err(format!("it names layer {} but does not hold it", l.digest)),
+        None => Ok(layers),
+    }
+}
+
 /// The cache repository, as the local cache's shared tier.
 pub struct RegistryCache {
     repo: Reference,
@@ -241,48 +251,27 @@ impl RegistryCache {
         let value: Value = serde_json::from_slice(&record)
             .map_err(|_| anyhow!("{}:{tag}: its record is not JSON", self.repository()))?;
         let repo_key = self.repository();
-        for l in layers_in(&value) {
-            if !held.contains(&l.digest) {
-                bail!(
-                    "{repo_key}:{tag} was ignored: it names layer {} but does not hold it",
-                    l.digest
-                );
-            }
-        }
-        for l in layers_in(&value) {
+        let layers = held_layers(&value, &held)
+            .map_err(|why| anyhow!("{repo_key}:{tag} was ignored: {why}"))?;
+        let mut found = self.found_layers.lock().unwrap_or_else(|e| e.into_inner());
+        for l in layers {
             // Where a push mounts it from.
             super::record_location(cache, &l.digest, &repo_key);
-            self.found_layers
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(l.digest);
+            found.push(l.digest);
         }
         Ok(Some(record))
     }
 
     /// Pushes every record this build used that the repository lacks, with
     /// the layers it names (mounted where the registry has them already).
+    /// A record's manifest is made here, so its digest is known without
+    /// asking: once this machine saw the repository hold it, it is not
+    /// asked again.
     pub fn publish(&self, cache: &Cache, progress: &Progress) -> Result<Published> {
         let mut done = Published::default();
-        let used: Vec<_> = cache
-            .used()
-            .into_iter()
-            .filter(|u| u.origin != Origin::Shared)
-            .collect();
-        if used.is_empty() {
-            return Ok(done);
-        }
-        let reader = Client::connect(&self.repo, "pull", &[], self.insecure)?;
-        for u in used {
-            let tag = tag(u.kind, &u.key);
-            // Present and sound: kept. Anything else under the tag (a
-            // foreign or poisoned manifest) is replaced.
-            let sound = reader.find_manifest(&tag)?.is_some_and(|(bytes, _)| {
-                serde_json::from_slice::<Value>(&bytes)
-                    .is_ok_and(|d| check_manifest(&d, u.kind, &u.key).is_ok())
-            });
-            if sound {
-                done.present += 1;
+        let repo_key = self.repository();
+        for u in cache.used() {
+            if u.origin == Origin::Shared {
                 continue;
             }
             let Some(bytes) = cache.record_bytes(u.kind, &u.key) else {
@@ -291,6 +280,28 @@ impl RegistryCache {
             let layers = serde_json::from_slice::<Value>(&bytes)
                 .map(|v| layers_in(&v))
                 .unwrap_or_default();
+            let record = slimpack_oci::sha256_digest(&bytes);
+            let m = manifest(u.kind, &u.key, (&record, bytes.len() as u64), &layers);
+            let m_digest = slimpack_oci::sha256_digest(&m);
+            if super::known_locations(cache, &m_digest).contains(&repo_key) {
+                done.present += 1;
+                continue;
+            }
+            let client = self
+                .client()
+                .ok_or_else(|| anyhow!("the build cache {repo_key} cannot be reached"))?;
+            let tag = tag(u.kind, &u.key);
+            // Present and sound: kept. Anything else under the tag (a
+            // foreign or poisoned manifest) is replaced.
+            let sound = client.find_manifest(&tag)?.is_some_and(|(bytes, _)| {
+                serde_json::from_slice::<Value>(&bytes)
+                    .is_ok_and(|d| check_manifest(&d, u.kind, &u.key).is_ok())
+            });
+            if sound {
+                super::record_location(cache, &m_digest, &repo_key);
+                done.present += 1;
+                continue;
+            }
             if let Some(l) = layers.iter().find(|l| !cache.blobs.contains(&l.digest)) {
                 // Made from a layer this machine never had: whoever
                 // built it shares it.
@@ -302,23 +313,23 @@ impl RegistryCache {
                 ));
                 continue;
             }
-            let record = cache.blobs.put_bytes(&bytes)?;
+            cache.blobs.put_bytes(&bytes)?;
             cache.blobs.put_bytes(EMPTY)?;
-            let m = manifest(u.kind, &u.key, (&record, bytes.len() as u64), &layers);
-            let m = cache.blobs.put_bytes(&m)?;
+            cache.blobs.put_bytes(&m)?;
             let target = Reference {
                 tag: Some(tag),
                 ..self.repo.clone()
             };
             let r = super::push::push(
                 &cache.blobs,
-                &m,
+                &m_digest,
                 &target,
                 &[],
                 self.insecure,
                 cache,
                 progress,
             )?;
+            super::record_location(cache, &m_digest, &repo_key);
             done.records += 1;
             done.uploaded_bytes += r.uploaded_bytes + r.manifest_bytes;
             done.mounted_bytes += r.mounted_bytes;
@@ -404,6 +415,11 @@ mod tests {
         huge["layers"][0]["size"] = json!(MAX_RECORD + 1);
         assert!(check_manifest(&huge, RecordKind::VenvLayer, "k1").is_err());
         assert_eq!(tag(RecordKind::VenvLayer, "k1"), "venv-layer-k1");
+        // A record naming a layer its manifest does not hold: refused.
+        let record = json!({"layer": layer('a')});
+        assert_eq!(held_layers(&record, &held).unwrap(), [layer('a')]);
+        let e = held_layers(&record, &[layer('b').digest]).unwrap_err();
+        assert!(e.contains("does not hold"), "{e}");
         assert!(super::super::reference::valid_tag(&tag(
             RecordKind::NamedBytecodeLayer,
             &"e".repeat(64)
