@@ -396,7 +396,8 @@ pub fn host_interpreter(p: &Pinned, cache: &Cache, progress: &Progress) -> Resul
     let dir = cache
         .dir(CacheDir::Python)?
         .join(format!("{}.tree", p.download.sha256));
-    let interpreter = dir.join(format!("python/bin/python{}", p.download.abi_name()));
+    let inside = format!("python/bin/python{}", p.download.abi_name());
+    let interpreter = dir.join(&inside);
     if interpreter.is_file() {
         return Ok(interpreter);
     }
@@ -406,16 +407,8 @@ pub fn host_interpreter(p: &Pinned, cache: &Cache, progress: &Progress) -> Resul
         .prefix(".tmp-python-")
         .tempdir_in(parent)?;
     unpack_tree(&archive, staging.path())?;
-    if !staging
-        .path()
-        .join(interpreter.strip_prefix(&dir).unwrap_or(&interpreter))
-        .is_file()
-    {
-        bail!(
-            "{}: the archive has no python/bin/python{}",
-            p.url,
-            p.download.abi_name()
-        );
+    if !staging.path().join(&inside).is_file() {
+        bail!("{}: the archive has no {inside}", p.url);
     }
     let staged = staging.keep();
     if let Err(e) = std::fs::rename(&staged, &dir) {

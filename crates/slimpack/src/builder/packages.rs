@@ -9,7 +9,7 @@ use crate::core::cache::{KeyHasher, RecordKind};
 use crate::project::normalize_name;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
-use slimpack_oci::{Layer, LayerBuilder};
+use slimpack_oci::{Entry, Layer, LayerBuilder};
 use std::path::{Component, Path};
 
 /// Bumped when what is kept per package changes.
@@ -57,7 +57,7 @@ pub fn keep(req: &Request, site: &Path, name: &str, build_packages: &[String]) -
     let (dist_info, version) = dist_info(site, name)?;
     let record = std::fs::read_to_string(dist_info.join("RECORD"))
         .with_context(|| format!("reading {}/RECORD", dist_info.display()))?;
-    let stage = tempfile::tempdir()?;
+    let mut b = LayerBuilder::new();
     let mut files = 0;
     for line in record.lines() {
         let path = line.split(',').next().unwrap_or("");
@@ -72,17 +72,23 @@ pub fn keep(req: &Request, site: &Path, name: &str, build_packages: &[String]) -
             Ok(m) if m.is_file() => m,
             _ => continue,
         };
-        let to = stage.path().join(rel);
-        std::fs::create_dir_all(to.parent().unwrap_or(stage.path()))?;
-        std::fs::copy(&from, &to)?;
-        std::fs::set_permissions(&to, meta.permissions())?;
+        for dir in rel.ancestors().skip(1) {
+            if !dir.as_os_str().is_empty() {
+                b.add(&dir.to_string_lossy(), Entry::dir(0o755))?;
+            }
+        }
+        use std::os::unix::fs::PermissionsExt;
+        let mode = if meta.permissions().mode() & 0o111 != 0 {
+            0o755
+        } else {
+            0o644
+        };
+        b.add(path, Entry::file(mode, from))?;
         files += 1;
     }
     if files == 0 {
         return Ok(());
     }
-    let mut b = LayerBuilder::new();
-    slimpack_oci::add_tree(&mut b, stage.path(), "")?;
     let layer = b.write(&req.cache.blobs, req.mtime)?;
     req.cache.put(
         RecordKind::BuiltPackage,
