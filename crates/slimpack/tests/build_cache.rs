@@ -28,6 +28,15 @@ fn slimpack(args: &[&str], cache: &Path) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// `build DIR --cache REPO --push TARGET` on the machine whose cache is
+/// `machine`.
+fn build_pushed(dir: &str, cache_repo: &str, target: &str, machine: &Path) -> Value {
+    slimpack(
+        &["build", dir, "--cache", cache_repo, "--push", target],
+        machine,
+    )
+}
+
 fn layer<'a>(report: &'a Value, name: &str) -> &'a Value {
     report["layers"]
         .as_array()
@@ -83,15 +92,10 @@ fn a_fresh_runner_ships_a_code_edit_from_the_registry_cache() {
     let dir = src.path().to_str().unwrap();
 
     // A: a cold build, pushed; what it made goes to the cache repository.
-    let first = slimpack(
-        &[
-            "build",
-            dir,
-            "--cache",
-            &cache_repo,
-            "--push",
-            &format!("{host}/app:v1"),
-        ],
+    let first = build_pushed(
+        dir,
+        &cache_repo,
+        &format!("{host}/app:v1"),
         machine_a.path(),
     );
     assert!(
@@ -109,27 +113,17 @@ fn a_fresh_runner_ships_a_code_edit_from_the_registry_cache() {
     let mut code = std::fs::read_to_string(&main).unwrap();
     code.push_str("\n# a one-line edit\n");
     std::fs::write(&main, code).unwrap();
-    let on_a = slimpack(
-        &[
-            "build",
-            dir,
-            "--cache",
-            &cache_repo,
-            "--push",
-            &format!("{host}/app:v2"),
-        ],
+    let on_a = build_pushed(
+        dir,
+        &cache_repo,
+        &format!("{host}/app:v2"),
         machine_a.path(),
     );
     // ...and by B, whose cache is empty, to another repository.
-    let on_b = slimpack(
-        &[
-            "build",
-            dir,
-            "--cache",
-            &cache_repo,
-            "--push",
-            &format!("{host}/app-b:v2"),
-        ],
+    let on_b = build_pushed(
+        dir,
+        &cache_repo,
+        &format!("{host}/app-b:v2"),
         machine_b.path(),
     );
     assert_eq!(on_b["digest"], on_a["digest"]);
@@ -206,7 +200,9 @@ fn a_fresh_runner_ships_a_code_edit_from_the_registry_cache() {
         .find(|t| t.starts_with("runtime-layer-"))
         .unwrap()
         .to_string();
-    let foreign = run_ok(Command::new("curl").args(["-sf", "-H", accept, &url(&other)]));
+    let manifest_text =
+        |tag: &str| run_ok(Command::new("curl").args(["-sf", "-H", accept, &url(tag)]));
+    let foreign = manifest_text(&other);
     let venv_tag = format!("venv-layer-{}", key("venv"));
     run_ok(Command::new("curl").args([
         "-sf",
@@ -219,28 +215,17 @@ fn a_fresh_runner_ships_a_code_edit_from_the_registry_cache() {
         &url(&venv_tag),
     ]));
     let bytecode_tag = format!("bytecode-layer-{}", key("bytecode"));
-    let manifest: Value = serde_json::from_str(&run_ok(Command::new("curl").args([
-        "-sf",
-        "-H",
-        accept,
-        &url(&bytecode_tag),
-    ])))
-    .unwrap();
+    let manifest: Value = serde_json::from_str(&manifest_text(&bytecode_tag)).unwrap();
     let data = registry.blob_path(manifest["layers"][0]["digest"].as_str().unwrap());
     let mut bytes = std::fs::read(&data).unwrap();
     bytes[0] ^= 0x20;
     std::fs::write(&data, bytes).unwrap();
 
     let machine_c = tempfile::tempdir().unwrap();
-    let on_c = slimpack(
-        &[
-            "build",
-            dir,
-            "--cache",
-            &cache_repo,
-            "--push",
-            &format!("{host}/app-c:v2"),
-        ],
+    let on_c = build_pushed(
+        dir,
+        &cache_repo,
+        &format!("{host}/app-c:v2"),
         machine_c.path(),
     );
     assert_eq!(on_c["digest"], on_a["digest"]);
@@ -255,13 +240,7 @@ fn a_fresh_runner_ships_a_code_edit_from_the_registry_cache() {
         .to_string()
         .contains("psycopg2==2.9.9"));
     // The foreign manifest under the venv's tag was replaced by the record.
-    let now: Value = serde_json::from_str(&run_ok(Command::new("curl").args([
-        "-sf",
-        "-H",
-        accept,
-        &url(&venv_tag),
-    ])))
-    .unwrap();
+    let now: Value = serde_json::from_str(&manifest_text(&venv_tag)).unwrap();
     assert_eq!(
         now["annotations"]["dev.slimpack.cache.key"],
         key("venv").as_str()
@@ -276,15 +255,10 @@ fn a_fresh_runner_ships_a_code_edit_from_the_registry_cache() {
     text.push_str("six==1.16.0\n");
     std::fs::write(&reqs, text).unwrap();
     let machine_d = tempfile::tempdir().unwrap();
-    let on_d = slimpack(
-        &[
-            "build",
-            dir,
-            "--cache",
-            &cache_repo,
-            "--push",
-            &format!("{host}/app-d:v3"),
-        ],
+    let on_d = build_pushed(
+        dir,
+        &cache_repo,
+        &format!("{host}/app-d:v3"),
         machine_d.path(),
     );
     let builder = &on_d["builder"];
