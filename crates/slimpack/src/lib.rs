@@ -18,6 +18,7 @@ pub mod core;
 pub mod deploy;
 pub mod dockerfile;
 pub mod image;
+pub mod inspect;
 pub mod project;
 pub mod python;
 pub mod registry;

@@ -16,7 +16,7 @@ const LAYERS: &[&[&str]] = &[
     &["sandbox"],
     &["registry"],
     &["image"],
-    &["python"],
+    &["python", "inspect"],
     &["base"],
     &["builder"],
     &["build"],

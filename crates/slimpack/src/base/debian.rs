@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Bump when the layer's content rules change, so cached layers are rebuilt.
-const POLICY_VERSION: &str = "runtime-v2";
+const POLICY_VERSION: &str = "runtime-v3";
 /// How long a verified package resolution is reused before the archive is
 /// asked again (security updates land within this time).
 const RESOLUTION_TTL_SECS: u64 = 24 * 3600;
@@ -524,10 +524,24 @@ fn fetch_debs(
         .collect()
 }
 
+/// A package's copyright file (and its doc directory, or the link that
+/// stands for it): Debian's terms for shipping its binaries, and what an
+/// SBOM reads a package's license from.
+fn is_license_path(path: &str) -> bool {
+    path.strip_prefix("usr/share/doc/").is_some_and(|rest| {
+        let rest = rest.trim_end_matches('/');
+        !rest.is_empty()
+            && (!rest.contains('/') || rest.split_once('/').is_some_and(|(_, f)| f == "copyright"))
+    })
+}
+
 /// Leaves out what no app uses: docs, man pages, locales, glibc's iconv
 /// modules (Python never loads them), the stdlib's IDE, test and packaging
 /// helpers, and ca-certificates' individual files once bundled.
 fn dropped(path: &str, python: &str) -> bool {
+    if is_license_path(path) {
+        return false;
+    }
     const PREFIXES: &[&str] = &[
         "usr/share/doc/",
         "usr/share/man/",
@@ -673,6 +687,39 @@ pub fn build(
     ))
 }
 
+/// dpkg's file lists (`/var/lib/dpkg/info/PKG.list`) of what each package
+/// still has in the tree, so that `dpkg -S`, scanners and `slimpack
+/// inspect` can tell whose a file is.
+fn add_file_lists(b: &mut LayerBuilder, owned: &[(&PackageRecord, Vec<String>)]) -> Result<()> {
+    for (p, paths) in owned {
+        let mut list = String::from("/.\n");
+        let mut kept: Vec<&String> = paths.iter().filter(|path| b.contains(path)).collect();
+        kept.sort();
+        kept.dedup();
+        for path in kept {
+            list.push('/');
+            list.push_str(path.trim_end_matches('/'));
+            list.push('\n');
+        }
+        let arch = p
+            .stanza
+            .lines()
+            .find_map(|l| l.strip_prefix("Architecture:"))
+            .map(str::trim)
+            .unwrap_or("amd64");
+        let name = if p.stanza.lines().any(|l| l.trim() == "Multi-Arch: same") {
+            format!("{}:{arch}", p.name)
+        } else {
+            p.name.clone()
+        };
+        b.add(
+            &format!("var/lib/dpkg/info/{name}.list"),
+            Entry::bytes(0o644, list),
+        )?;
+    }
+    Ok(())
+}
+
 /// Every file of the resolved packages as one tree, trimmed by the policy
 /// of `spec.purpose`, with the system files dpkg's scripts would have made.
 fn assemble(
@@ -691,8 +738,10 @@ fn assemble(
     let names: BTreeSet<&str> = resolved.packages.iter().map(|p| p.name.as_str()).collect();
     let mut b = LayerBuilder::new();
     let mut ca_roots: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut owned: Vec<(&PackageRecord, Vec<String>)> = Vec::new();
     for (entries, p) in read_debs(&debs)?.into_iter().zip(&resolved.packages) {
         let tool = spec.tools.contains(&p.name);
+        owned.push((p, Vec::new()));
         for e in entries {
             let Some(path) = merged_usr(&e.path) else {
                 continue;
@@ -716,6 +765,9 @@ fn assemble(
                 DebEntryKind::Symlink(t) => EntryKind::Symlink(t),
                 DebEntryKind::Hardlink(t) => EntryKind::Hardlink(merged_usr(&t).unwrap_or(t)),
             };
+            if let Some((_, paths)) = owned.last_mut() {
+                paths.push(path.clone());
+            }
             if matches!(kind, EntryKind::Dir) && b.contains(&path) {
                 continue;
             }
@@ -751,6 +803,9 @@ fn assemble(
     }
     if let Some(p) = &spec.standalone {
         super::standalone::add(&mut b, p, spec.purpose == Purpose::Builder, cache, progress)?;
+    }
+    if spec.purpose == Purpose::Runtime {
+        add_file_lists(&mut b, &owned)?;
     }
     add_system_files(&mut b, spec, resolved, ca_roots)?;
     if spec.purpose == Purpose::Builder {
@@ -999,7 +1054,10 @@ mod tests {
 
     #[test]
     fn drop_policy() {
-        assert!(dropped("usr/share/doc/libc6/copyright", "3.11"));
+        assert!(!dropped("usr/share/doc/libc6/copyright", "3.11"));
+        assert!(!dropped("usr/share/doc/libpython3.11-minimal", "3.11"));
+        assert!(dropped("usr/share/doc/libc6/changelog.Debian.gz", "3.11"));
+        assert!(dropped("usr/share/doc/libc6/sub/copyright", "3.11"));
         assert!(dropped("usr/lib/x86_64-linux-gnu/gconv/UTF-16.so", "3.11"));
         assert!(dropped("usr/lib/python3.11/idlelib/idle.py", "3.11"));
         assert!(dropped("usr/lib/python3.11/ensurepip/__init__.py", "3.11"));

@@ -18,6 +18,7 @@ mod named;
 pub mod plan;
 mod report;
 mod runtime;
+pub mod sbom;
 mod venv;
 
 pub use report::{BuildReport, LayerReport};
@@ -637,8 +638,14 @@ pub fn deliver(
     built: Built,
     sinks: &[Sink],
     to_registry: bool,
+    sbom_file: Option<&PathBuf>,
 ) -> Result<BuildReport> {
     let Built { image, mut report } = built;
+    // Made before anything is written: a layer it cannot read fails the
+    // build, not a push half done.
+    let document = (sbom_file.is_some() || sinks.iter().any(|s| matches!(s, Sink::Registry(_))))
+        .then(|| sbom::document(ctx, planned, &image))
+        .transpose()?;
     let mut sinks = sinks.to_vec();
     let registry_bound = to_registry || sinks.iter().any(|s| matches!(s, Sink::Registry(_)));
     let no_file = !sinks.iter().any(|s| !matches!(s, Sink::Registry(_)));
@@ -656,6 +663,9 @@ pub fn deliver(
             Written::File(f) => report.outputs.push(f),
             Written::Pushed(p) => report.push = Some(p),
         }
+    }
+    if let Some(d) = document {
+        report.sbom = Some(sbom::deliver(ctx, &image, d, sbom_file, &sinks)?);
     }
     if let Some(bc) = ctx.build_cache() {
         report.build_cache = Some(publish(ctx, bc));

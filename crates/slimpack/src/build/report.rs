@@ -68,6 +68,9 @@ pub struct BuildReport {
     pub push: Option<crate::registry::PushReport>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub build_cache: Option<BuildCacheReport>,
+    /// The SPDX document, when one was written or attached.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sbom: Option<super::sbom::SbomReport>,
     pub warnings: Vec<String>,
     pub seconds: f64,
 }
@@ -125,6 +128,7 @@ pub(super) fn new(
         health_path: planned.start.health_path.clone(),
         push: None,
         build_cache: None,
+        sbom: None,
         warnings: planned.warnings.clone(),
         seconds: planned.started.elapsed().as_secs_f64(),
     }

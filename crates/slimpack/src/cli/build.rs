@@ -34,6 +34,10 @@ pub(super) struct BuildArgs {
     /// (`REGISTRY/REPO[:TAG]`); the outputs are written too.
     #[arg(long)]
     push: Option<String>,
+    /// Write an SPDX 2.3 SBOM of the image to FILE (one is attached to
+    /// the image on every push either way).
+    #[arg(long, value_name = "FILE")]
+    sbom: Option<std::path::PathBuf>,
     /// Speak plain HTTP to this registry (loopback ones always are). Repeatable.
     #[arg(long = "insecure-registry")]
     insecure: Vec<String>,
@@ -66,7 +70,7 @@ pub(super) fn run(a: BuildArgs) -> Result<i32> {
         return Ok(0);
     }
     let built = build::build(&ctx, &planned)?;
-    let report = build::deliver(&ctx, &planned, built, &sinks, false)?;
+    let report = build::deliver(&ctx, &planned, built, &sinks, false, a.sbom.as_ref())?;
     if a.json {
         print_json(&report)?;
     } else {
@@ -84,7 +88,7 @@ pub(super) fn project_image(ctx: &Context, dir: &Path, quiet: bool) -> Result<Bu
     };
     let planned: Planned = build::plan(ctx, build::Inputs::read(&request)?)?;
     let built = build::build(ctx, &planned)?;
-    let report = build::deliver(ctx, &planned, built, &[], false)?;
+    let report = build::deliver(ctx, &planned, built, &[], false, None)?;
     if !quiet {
         eprintln!("built {} ({})", report.name, report.digest);
     }
@@ -163,6 +167,25 @@ fn print_report(r: &BuildReport) -> Result<()> {
         human(r.size),
         human(r.uncompressed_size)
     );
+    if let Some(s) = &r.sbom {
+        let to = s
+            .file
+            .as_deref()
+            .map(|f| format!(" → {f}"))
+            .unwrap_or_default();
+        println!(
+            "  sbom    SPDX 2.3, {} Debian and {} Python packages{to}",
+            s.debian_packages, s.python_packages
+        );
+        for a in &s.attached {
+            let how = a
+                .fallback_tag
+                .as_deref()
+                .map(|t| format!(" (tag {t})"))
+                .unwrap_or_default();
+            println!("          attached as {}{how}", a.digest);
+        }
+    }
     if let Some(p) = &r.push {
         print_push(p);
     }

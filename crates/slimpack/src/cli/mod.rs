@@ -6,6 +6,7 @@
 mod build;
 mod deploy;
 mod dockerfile;
+mod inspect;
 mod lint;
 mod registry;
 mod run;
@@ -38,6 +39,9 @@ enum Cmd {
     Push(registry::PushArgs),
     /// Pull an image from a registry into the cache (and an OCI layout).
     Pull(registry::PullArgs),
+    /// What is in an image and where its bytes go: layers, waste,
+    /// categories, largest files; `--diff` another image; `--sbom`.
+    Inspect(inspect::InspectArgs),
     /// Lint a Dockerfile: hadolint's core rules, Docker's build checks, and
     /// Python/Cloud Run rules, each with a fix.
     Lint(lint::LintArgs),
@@ -58,6 +62,7 @@ pub fn main(cli: Cli) -> i32 {
         Cmd::Run(a) => run::run(a),
         Cmd::Push(a) => registry::push(a),
         Cmd::Pull(a) => registry::pull(a),
+        Cmd::Inspect(a) => inspect::run(a),
         Cmd::Lint(a) => lint::run(a),
         Cmd::Dockerfile(a) => dockerfile::run(a),
         Cmd::Deploy(a) => deploy::run(*a),

@@ -29,6 +29,9 @@ pub enum RecordKind {
     BlobLocations,
     /// One package the builder compiled: its files as a layer.
     BuiltPackage,
+    /// What an SBOM needs of a layer (package databases, licenses,
+    /// Python metadata), by the layer's digest.
+    LayerFacts,
 }
 
 impl RecordKind {
@@ -45,6 +48,7 @@ impl RecordKind {
                 | RecordKind::VenvLayer
                 | RecordKind::NamedBytecodeLayer
                 | RecordKind::BuiltPackage
+                | RecordKind::LayerFacts
         )
     }
 
@@ -60,6 +64,7 @@ impl RecordKind {
             RecordKind::LayerSize => "layer-size",
             RecordKind::BlobLocations => "blob-locations",
             RecordKind::BuiltPackage => "built-package",
+            RecordKind::LayerFacts => "layer-facts",
         }
     }
 }

@@ -88,7 +88,7 @@ fn prepare(ctx: &Context, opts: &DeployOptions) -> Result<Prepared> {
     let settings = DeploySettings::resolve(&cfg.deploy, &fallbacks)?;
     let planned = build::plan(ctx, inputs)?;
     let built = build::build(ctx, &planned)?;
-    let report = build::deliver(ctx, &planned, built, &[], true)?;
+    let report = build::deliver(ctx, &planned, built, &[], true, None)?;
     let image = format!("{}@{}", settings.image_repository(), report.digest);
     let spec = ServiceSpec::new(
         &settings,

@@ -10,6 +10,7 @@ pub mod google;
 mod pull;
 mod push;
 pub mod reference;
+pub mod referrers;
 #[cfg(test)]
 mod testing;
 
