@@ -22,11 +22,26 @@ fn slimpack(args: &[&str]) -> Command {
 /// peer harness's copy is used when it exists; otherwise one is made once
 /// per target directory.
 fn python_base() -> PathBuf {
+    debootstrap_base("python-base", "python3,ca-certificates", false)
+}
+
+/// The peer harness's own base (`../shared/peer/run-peer.sh`): python3 with
+/// pip, venv and `python`, and the host's CA bundle so that pip and apt work
+/// behind this machine's TLS-intercepting proxy (the harness does the same).
+fn peer_base() -> PathBuf {
+    debootstrap_base(
+        "peer-base",
+        "python3,python3-pip,python3-venv,python-is-python3,ca-certificates",
+        true,
+    )
+}
+
+fn debootstrap_base(name: &str, include: &str, host_ca: bool) -> PathBuf {
     let peer = Path::new("/var/tmp/peer-cache/base.oci");
     if peer.join("index.json").is_file() {
         return peer.to_path_buf();
     }
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("python-base");
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
     let layout = dir.join("base.oci");
     if layout.join("index.json").is_file() {
         return layout;
@@ -38,7 +53,7 @@ fn python_base() -> PathBuf {
         Command::new("debootstrap")
             .args([
                 "--variant=minbase",
-                "--include=python3,ca-certificates",
+                &format!("--include={include}"),
                 "bookworm",
             ])
             .arg(&rootfs)
@@ -49,8 +64,17 @@ fn python_base() -> PathBuf {
         "var/lib/apt/lists",
         "usr/share/doc",
         "usr/share/man",
+        "usr/share/locale",
+        "usr/share/info",
     ] {
         let _ = std::fs::remove_dir_all(rootfs.join(junk));
+    }
+    if host_ca {
+        std::fs::copy(
+            "/etc/ssl/certs/ca-certificates.crt",
+            rootfs.join("etc/ssl/certs/ca-certificates.crt"),
+        )
+        .unwrap();
     }
     let tmp = dir.join("base.oci.tmp");
     let image = format!("{}:slim", tmp.display());
@@ -156,19 +180,7 @@ fn emitted_dockerfile_builds_with_buildah_and_passes_the_contract_check() {
         format!("[[registry]]\nlocation = \"{host}\"\ninsecure = true\n"),
     )
     .unwrap();
-    let buildah = |args: &[&str]| {
-        let mut c = Command::new("buildah");
-        c.arg("--root")
-            .arg(work.path().join("storage"))
-            .arg("--runroot")
-            .arg(work.path().join("run"))
-            .arg("--registries-conf")
-            .arg(&conf)
-            .args(args)
-            .env("STORAGE_DRIVER", "vfs")
-            .env("BUILDAH_ISOLATION", "chroot");
-        c
-    };
+    let buildah = |args: &[&str]| buildah_in(work.path(), &conf, args);
     // The proxy's CA goes in as a build secret, never into a layer.
     run_ok(
         buildah(&[
@@ -221,4 +233,130 @@ fn emitted_dockerfile_builds_with_buildah_and_passes_the_contract_check() {
         !inside.contains("Dockerfile"),
         ".dockerignore keeps the build files out: {inside}"
     );
+}
+
+/// buildah with its own storage under `work`, trusting `conf`'s registries.
+fn buildah_in(work: &Path, conf: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new("buildah");
+    c.arg("--root")
+        .arg(work.join("storage"))
+        .arg("--runroot")
+        .arg(work.join("run"))
+        .arg("--registries-conf")
+        .arg(conf)
+        .args(args)
+        .env("STORAGE_DRIVER", "vfs")
+        .env("BUILDAH_ISOLATION", "chroot");
+    c
+}
+
+/// The seed's own Dockerfile for Flask (tests/fixtures/peer-seed000-flask,
+/// as the peer harness builds it) against slimpack's image of
+/// examples/flask, the same app: `inspect --diff` lists the peer's extra
+/// bytes by category, and its table fits 80 columns.
+#[test]
+fn inspect_diff_shows_the_peers_extra_bytes_by_category() {
+    let work = tempfile::tempdir().unwrap();
+    let registry = Registry::start(None);
+    let host = registry.host();
+    skopeo_copy(
+        &format!("oci:{}:slim", peer_base().display()),
+        &format!("docker://{host}/library/python:3.11-slim"),
+    );
+    let conf = work.path().join("registries.conf");
+    std::fs::write(
+        &conf,
+        format!("[[registry]]\nlocation = \"{host}\"\ninsecure = true\n"),
+    )
+    .unwrap();
+    let ctx = work.path().join("ctx");
+    std::fs::create_dir(&ctx).unwrap();
+    let fixture = workspace().join("crates/slimpack/tests/fixtures/peer-seed000-flask");
+    for f in ["Dockerfile", "main.py", "requirements.txt"] {
+        let text = std::fs::read_to_string(fixture.join(f)).unwrap();
+        let text = text.replace("PEER_BASE", &format!("{host}/library/python:3.11-slim"));
+        std::fs::write(ctx.join(f), text).unwrap();
+    }
+    run_ok(
+        buildah_in(
+            work.path(),
+            &conf,
+            &["bud", "-q", "--tls-verify=false", "-t", "peer-flask"],
+        )
+        .arg(&ctx),
+    );
+    let peer = work.path().join("peer.oci");
+    run_ok(
+        buildah_in(work.path(), &conf, &["push", "-q", "peer-flask"])
+            .arg(format!("oci:{}:latest", peer.display())),
+    );
+    let peer = format!("oci:{}:latest", peer.display());
+
+    let app = copy_example("flask");
+    let ours = format!("oci:{}", work.path().join("ours.oci").display());
+    run_ok(slimpack(&["build", "-o", &ours]).arg(app.path()));
+
+    let diff: serde_json::Value = serde_json::from_str(&run_ok(&mut slimpack(&[
+        "inspect", &peer, "--diff", &ours, "--json",
+    ])))
+    .unwrap();
+    let group = |n: &str| {
+        diff["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["name"] == n)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {n} in {diff}"))
+    };
+    let bytes = |g: &serde_json::Value, side: &str| g[side].as_u64().unwrap();
+    // The peer's leftovers: pip and setuptools in its venv, which ours has not.
+    let left = group("leftovers");
+    assert!(
+        bytes(&left, "left") > 1_000_000 && bytes(&left, "right") == 0,
+        "{left}"
+    );
+    let pip = left["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == "pip and setuptools");
+    assert!(
+        pip.is_some_and(|p| p["left"].as_u64().unwrap() > 1_000_000),
+        "{left}"
+    );
+    // A fuller Debian (curl, perl, apt, …) and the whole stdlib.
+    for g in ["system packages", "interpreter and stdlib"] {
+        let g = group(g);
+        assert!(bytes(&g, "left") > bytes(&g, "right"), "{g}");
+    }
+    let extra = group("system packages")["items"]
+        .as_array()
+        .unwrap()
+        .clone();
+    for only_peer in ["curl", "apt", "perl-base"] {
+        assert!(
+            extra
+                .iter()
+                .any(|i| i["name"] == only_peer && i["right"] == 0),
+            "{only_peer} not listed as the peer's: {extra:?}"
+        );
+    }
+    assert!(diff["left_bytes"].as_u64().unwrap() > 3 * diff["right_bytes"].as_u64().unwrap());
+
+    // For people: every line within 80 columns, no color off a terminal.
+    for args in [
+        vec!["inspect", &peer, "--diff", &ours],
+        vec!["inspect", &peer],
+    ] {
+        let text = run_ok(&mut slimpack(&args));
+        assert!(!text.contains('\x1b'));
+        for line in text.lines() {
+            assert!(
+                line.chars().count() <= 80,
+                "{} columns: {line}",
+                line.chars().count()
+            );
+        }
+    }
 }

@@ -959,6 +959,105 @@ fn dpkg_packages(rootfs: &Path) -> String {
     )
 }
 
+/// The SPDX document of the build: valid for an independent validator
+/// (the `spdx-tools` package ./test.sh installs), naming libpq5 (from
+/// Debian, with its purl and license) and psycopg2 (from PyPI, with the
+/// lock's hash), and the same bytes as `inspect --sbom` would not be (the
+/// build adds the lock's hashes) but the same packages.
+fn assert_sbom_names_libpq_and_psycopg2(sbom: &Path, report: &Value) {
+    let validator = std::env::var("SLIMPACK_SPDX_VALIDATOR").unwrap_or_else(|_| {
+        workspace()
+            .join("target/spdx-tools/bin/pyspdxtools")
+            .display()
+            .to_string()
+    });
+    assert!(
+        Path::new(&validator).is_file(),
+        "{validator} is missing: ./test.sh installs spdx-tools there"
+    );
+    let v = Command::new(&validator)
+        .arg("-i")
+        .arg(sbom)
+        .output()
+        .unwrap();
+    assert!(
+        v.status.success(),
+        "the SBOM is not valid SPDX: {}{}",
+        String::from_utf8_lossy(&v.stdout),
+        String::from_utf8_lossy(&v.stderr)
+    );
+    let doc: Value = serde_json::from_slice(&std::fs::read(sbom).unwrap()).unwrap();
+    assert_eq!(doc["spdxVersion"], "SPDX-2.3");
+    let packages = doc["packages"].as_array().unwrap();
+    let find = |name: &str| {
+        packages
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("{name} not in the SBOM"))
+    };
+    let libpq = find("libpq5");
+    let purl = libpq["externalRefs"][0]["referenceLocator"]
+        .as_str()
+        .unwrap();
+    assert!(
+        purl.starts_with("pkg:deb/debian/libpq5@") && purl.contains("distro=debian-12"),
+        "{purl}"
+    );
+    assert_eq!(libpq["licenseDeclared"], "PostgreSQL", "{libpq}");
+    let psycopg2 = find("psycopg2");
+    assert_eq!(
+        psycopg2["externalRefs"][0]["referenceLocator"],
+        "pkg:pypi/psycopg2@2.9.9"
+    );
+    assert!(
+        psycopg2["comment"].as_str().unwrap().contains("SHA-256"),
+        "{psycopg2}"
+    );
+    assert_eq!(find("CPython")["versionInfo"], "3.11.2");
+    assert_eq!(packages[0]["versionInfo"], report["digest"]);
+    assert_eq!(report["sbom"]["file"], sbom.to_str().unwrap());
+    let described = doc["relationships"].as_array().unwrap().iter().any(|r| {
+        r["relationshipType"] == "DESCRIBES" && r["relatedSpdxElement"] == "SPDXRef-Image"
+    });
+    assert!(described);
+}
+
+/// `inspect` of the same image: libpq5 among the system packages,
+/// psycopg2 among the Python ones, nothing the seeds' recipe would leave.
+fn assert_inspect_sees_what_the_build_put(image: &str) {
+    let out =
+        run_ok(Command::new(env!("CARGO_BIN_EXE_slimpack")).args(["inspect", image, "--json"]));
+    let i: Value = serde_json::from_str(&out).unwrap();
+    let group = |n: &str| {
+        i["categories"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["name"] == n)
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    let has = |g: &Value, item: &str| {
+        g["items"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|x| x["name"] == item))
+    };
+    assert!(
+        has(&group("system packages"), "libpq5"),
+        "{}",
+        group("system packages")
+    );
+    assert!(
+        has(&group("python packages"), "psycopg2"),
+        "{}",
+        group("python packages")
+    );
+    assert_eq!(group("leftovers"), Value::Null, "{}", group("leftovers"));
+    assert_eq!(i["waste"]["overwritten_bytes"], 0);
+    assert_eq!(i["waste"]["deleted_bytes"], 0);
+    assert_eq!(i["contents"]["interpreter"]["origin"], "debian");
+}
+
 #[test]
 fn builder_compiles_source_packages_and_adds_only_the_libraries_they_link() {
     for t in ["bwrap", "umoci", "dpkg-query"] {
@@ -972,7 +1071,14 @@ fn builder_compiles_source_packages_and_adds_only_the_libraries_they_link() {
     let out = tempfile::tempdir().unwrap();
     let layout = out.path().join("img.oci");
     let dest = format!("oci:{}", layout.display());
-    let report = build_json(src.path(), &["-o", &dest], &cache);
+    let sbom = out.path().join("sbom.spdx.json");
+    let report = build_json(
+        src.path(),
+        &["-o", &dest, "--sbom", sbom.to_str().unwrap()],
+        &cache,
+    );
+    assert_sbom_names_libpq_and_psycopg2(&sbom, &report);
+    assert_inspect_sees_what_the_build_put(&dest);
     let compiled = report["builder"]["compiled"].to_string();
     assert!(compiled.contains("psycopg2==2.9.9"), "{report}");
     let additions = report["runtime_additions"].as_array().unwrap();

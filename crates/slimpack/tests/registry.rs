@@ -806,3 +806,138 @@ fn bearer_tokens_from_the_registrys_token_service() {
         "{err}"
     );
 }
+
+/// `build --push` attaches the build's SBOM to the image as an OCI
+/// referrer; docker-registry has no referrers API, so it is listed under
+/// the fallback tag `sha256-<hex>`. Reading it back gives the document
+/// `--sbom` wrote, byte for byte; pushing the same image again attaches
+/// nothing twice; `push LAYOUT` attaches one made from the image's contents.
+#[test]
+fn a_pushed_image_carries_its_sbom_and_it_reads_back() {
+    let reg = Registry::start(None);
+    let cache = shared_cache();
+    let app = copy_example("flask");
+    let dir = app.path().to_str().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let sbom = out.path().join("sbom.json");
+    let target = format!("{}/demo/sbom:v1", reg.host());
+    let r = ok_json(
+        slimpack_env(
+            &[
+                "build",
+                dir,
+                "--json",
+                "--push",
+                &target,
+                "--sbom",
+                sbom.to_str().unwrap(),
+            ],
+            &cache,
+            &[],
+        ),
+        "build --push --sbom",
+    );
+    let digest = r["digest"].as_str().unwrap();
+    let fallback = digest.replacen(':', "-", 1);
+    let attached = &r["sbom"]["attached"][0];
+    assert_eq!(attached["fallback_tag"], fallback.as_str(), "{r}");
+    assert_eq!(attached["artifact_type"], "application/spdx+json");
+
+    // The fallback tag holds an index naming the SBOM's manifest, whose
+    // subject is the image: what any OCI 1.1 client (oras, cosign) reads.
+    let raw = Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(format!("docker://{}/demo/sbom:{fallback}", reg.host()))
+        .output()
+        .unwrap();
+    assert!(
+        raw.status.success(),
+        "{}",
+        String::from_utf8_lossy(&raw.stderr)
+    );
+    let index: Value = serde_json::from_slice(&raw.stdout).unwrap();
+    let listed = index["manifests"].as_array().unwrap();
+    assert_eq!(listed.len(), 1, "{index}");
+    assert_eq!(listed[0]["digest"], attached["digest"]);
+    assert_eq!(listed[0]["artifactType"], "application/spdx+json");
+
+    let back = out.path().join("back.json");
+    let by_digest = format!("{}/demo/sbom@{digest}", reg.host());
+    let o = slimpack_env(
+        &[
+            "inspect",
+            &by_digest,
+            "--attached-sbom",
+            back.to_str().unwrap(),
+        ],
+        &cache,
+        &[],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(std::fs::read(&back).unwrap(), std::fs::read(&sbom).unwrap());
+
+    // The same image again: the index still names one SBOM.
+    ok_json(
+        slimpack_env(&["build", dir, "--json", "--push", &target], &cache, &[]),
+        "second build --push",
+    );
+    let raw = Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(format!("docker://{}/demo/sbom:{fallback}", reg.host()))
+        .output()
+        .unwrap();
+    let index: Value = serde_json::from_slice(&raw.stdout).unwrap();
+    assert_eq!(index["manifests"].as_array().unwrap().len(), 1, "{index}");
+
+    // An image with nothing attached says so, and names what to do.
+    let layout = out.path().join("img.oci");
+    ok_json(
+        slimpack_env(
+            &[
+                "build",
+                dir,
+                "--json",
+                "-o",
+                &format!("oci:{}", layout.display()),
+            ],
+            &cache,
+            &[],
+        ),
+        "build -o",
+    );
+    let bare = format!("{}/demo/bare:v1", reg.host());
+    let pushed = ok_json(
+        slimpack_env(
+            &[
+                "push",
+                &format!("oci:{}", layout.display()),
+                &bare,
+                "--json",
+            ],
+            &cache,
+            &[],
+        ),
+        "push a layout",
+    );
+    assert_eq!(
+        pushed["sbom"]["fallback_tag"],
+        fallback.as_str(),
+        "{pushed}"
+    );
+    let o = slimpack_env(&["inspect", &bare, "--attached-sbom", "-"], &cache, &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let doc: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(doc["packages"][0]["versionInfo"], digest);
+    let plain = format!("{}/demo/plain:v1", reg.host());
+    run_ok(
+        Command::new("skopeo")
+            .args(["copy", "--dest-tls-verify=false"])
+            .arg(format!("oci:{}:latest", layout.display()))
+            .arg(format!("docker://{plain}")),
+    );
+    let none = slimpack_env(&["inspect", &plain, "--attached-sbom", "-"], &cache, &[]);
+    assert!(!none.status.success());
+    let err = String::from_utf8_lossy(&none.stderr);
+    assert!(err.contains("no SPDX document is attached"), "{err}");
+    assert!(none.stdout.is_empty());
+}

@@ -6,7 +6,7 @@
 
 use super::{Context, Planned};
 use crate::image::Sink;
-use crate::inspect::{self, contents, sbom};
+use crate::inspect::{self, sbom};
 use crate::registry::{self, referrers};
 use anyhow::{Context as _, Result};
 use serde::Serialize;
@@ -27,13 +27,13 @@ pub struct SbomReport {
 
 /// The document, and what the report says of it.
 pub fn document(ctx: &Context, planned: &Planned, image: &Image) -> Result<(Vec<u8>, SbomReport)> {
-    let facts = image
-        .layers
-        .iter()
-        .map(|l| inspect::layer_facts(&ctx.cache, l))
-        .collect::<Result<Vec<_>>>()
-        .context("reading the image for its SBOM")?;
-    let contents = contents::Contents::read(&contents::Facts::stack(facts), &planned.image.env);
+    let contents = inspect::image_contents(
+        &ctx.cache,
+        &ctx.cache.blobs,
+        &image.layers,
+        &planned.image.env,
+    )
+    .context("reading the image for its SBOM")?;
     let standalone = planned.runtime.spec.standalone.as_ref();
     let app = planned.project.name_declared.then(|| {
         let version = planned

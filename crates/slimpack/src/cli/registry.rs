@@ -4,6 +4,7 @@ use super::build::{print_push, project_image};
 use super::{print_json, RegistryFlags};
 use crate::core::progress::human;
 use crate::image::{Sink, Source};
+use crate::inspect::sbom;
 use crate::registry::{self, Reference};
 use anyhow::{bail, Result};
 
@@ -61,21 +62,66 @@ pub(super) fn push(a: PushArgs) -> Result<i32> {
         ),
         Source::Registry(_) => return Err(not_pushable()),
     };
-    let report = registry::push(
+    let insecure = registry::is_insecure(&target, &a.common.insecure);
+    let mut report = registry::push(
         &store,
         &digest,
         &target,
         &a.tags,
-        registry::is_insecure(&target, &a.common.insecure),
+        insecure,
         &ctx.cache,
         &ctx.progress,
     )?;
+    report.sbom = Some(attach_sbom(&ctx, &store, &digest, &target, insecure)?);
     if a.common.json {
         print_json(&report)?;
     } else {
         print_push(&report);
     }
     Ok(0)
+}
+
+/// An SBOM of what the pushed image holds, attached to it. Named after
+/// the repository, so one image pushed to one place gets the same bytes.
+fn attach_sbom(
+    ctx: &crate::build::Context,
+    store: &slimpack_oci::BlobStore,
+    digest: &str,
+    target: &Reference,
+    insecure: bool,
+) -> Result<registry::referrers::Attached> {
+    let image = slimpack_oci::load_manifest(store, digest)?;
+    let cfg = crate::image::RunConfig::of(&image)?;
+    let contents = crate::inspect::image_contents(&ctx.cache, store, &image.layers, cfg.env())?;
+    let name = format!("{}/{}", target.registry, target.repository);
+    let created = image.config.get("created").and_then(|c| c.as_str());
+    let doc = sbom::document(
+        &sbom::Subject {
+            name: &name,
+            manifest_digest: digest,
+            created,
+        },
+        &contents,
+        None,
+    )?;
+    let manifest = store.read(digest)?;
+    let media_type = serde_json::from_slice::<serde_json::Value>(&manifest)?["mediaType"]
+        .as_str()
+        .unwrap_or(slimpack_oci::MEDIA_TYPE_MANIFEST)
+        .to_string();
+    registry::referrers::attach(
+        &ctx.cache,
+        target,
+        &registry::referrers::Subject {
+            digest,
+            size: manifest.len() as u64,
+            media_type: &media_type,
+        },
+        sbom::MEDIA_TYPE,
+        &doc,
+        insecure,
+        &ctx.progress,
+    )
 }
 
 pub(super) fn pull(a: PullArgs) -> Result<i32> {

@@ -95,8 +95,12 @@ pub fn wanted(path: &str) -> bool {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Facts {
     pub texts: BTreeMap<String, String>,
+    /// By doc directory (`usr/share/doc/PKG`).
     pub licenses: BTreeMap<String, license::Declared>,
     pub pythons: Vec<String>,
+    /// What the layer's whiteouts remove from the layers below it.
+    #[serde(default)]
+    pub removed: Vec<String>,
 }
 
 impl Facts {
@@ -111,7 +115,7 @@ impl Facts {
                 .filter(|p| !p.contains('/'))
             {
                 if let Some(d) = license::debian(&text, pkg) {
-                    f.licenses.insert(pkg.to_string(), d);
+                    f.licenses.insert(format!("usr/share/doc/{pkg}"), d);
                 }
             } else if path.ends_with("/METADATA") {
                 let head = text.split("\n\n").next().unwrap_or("");
@@ -138,14 +142,24 @@ impl Facts {
             .filter(|(p, n)| n.kind != Kind::Dir && is_python_binary(p))
             .map(|(p, _)| p.clone())
             .collect();
+        f.removed = w.whiteouts.clone();
         f
     }
 
-    /// Layers' facts, lowest first, as one image's. Whiteouts are not
-    /// seen: only for images slimpack built, which have none.
+    /// Layers' facts, lowest first, as one image's: each layer's
+    /// whiteouts remove what the layers below said first.
     pub fn stack(layers: impl IntoIterator<Item = Facts>) -> Facts {
         let mut out = Facts::default();
         for l in layers {
+            for r in &l.removed {
+                let gone = |p: &String| match r.strip_suffix('/') {
+                    Some(dir) => dir.is_empty() || p.starts_with(r.as_str()),
+                    None => p == r || p.starts_with(&format!("{r}/")),
+                };
+                out.texts.retain(|p, _| !gone(p));
+                out.licenses.retain(|p, _| !gone(p));
+                out.pythons.retain(|p| !gone(p));
+            }
             out.texts.extend(l.texts);
             out.licenses.extend(l.licenses);
             out.pythons.extend(l.pythons);
@@ -192,7 +206,7 @@ impl Contents {
         debs.sort_by(|a, b| (&a.name, &a.architecture).cmp(&(&b.name, &b.architecture)));
         debs.dedup_by(|a, b| a.name == b.name && a.architecture == b.architecture);
         for mut d in debs {
-            if let Some(declared) = facts.licenses.get(&d.name) {
+            if let Some(declared) = facts.licenses.get(&format!("usr/share/doc/{}", d.name)) {
                 d.license = Some(c.add_refs(declared.clone(), &d.name));
             }
             c.debs.push(d);
@@ -713,6 +727,35 @@ mod tests {
             (p[1].source.as_str(), p[1].source_version.as_str()),
             ("openssl", "3.0.15-1~deb12u1")
         );
+    }
+
+    #[test]
+    fn a_later_layers_whiteouts_remove_what_lower_ones_said() {
+        let mut low = Facts::default();
+        low.texts.insert(
+            "venv/site/pip-24.dist-info/METADATA".into(),
+            "Name: pip".into(),
+        );
+        low.texts.insert(
+            "venv/site/flask-3.dist-info/METADATA".into(),
+            "Name: flask".into(),
+        );
+        low.texts.insert("opt/x/a".into(), String::new());
+        low.pythons.push("usr/bin/python3.11".into());
+        let high = Facts {
+            removed: vec![
+                "venv/site/pip-24.dist-info".into(),
+                "opt/x/".into(),
+                "usr/bin/python3.11".into(),
+            ],
+            ..Default::default()
+        };
+        let s = Facts::stack([low, high]);
+        assert_eq!(
+            s.texts.keys().collect::<Vec<_>>(),
+            vec!["venv/site/flask-3.dist-info/METADATA"]
+        );
+        assert!(s.pythons.is_empty());
     }
 
     #[test]

@@ -67,18 +67,25 @@ pub struct Inspection {
 }
 
 /// What an SBOM needs of one layer: from the cache (and through it the
-/// build cache), else read from the blob, fetched first when the build
-/// cache only named it.
-pub fn layer_facts(cache: &Cache, layer: &slimpack_oci::Layer) -> Result<contents::Facts> {
+/// build cache), else read from `store`, or from the cache's blobs when
+/// the build cache only named the layer (fetched first).
+pub fn layer_facts(
+    cache: &Cache,
+    store: &BlobStore,
+    layer: &slimpack_oci::Layer,
+) -> Result<contents::Facts> {
     let key = layer.digest.trim_start_matches("sha256:");
     if let Some(f) = cache.get::<contents::Facts>(RecordKind::LayerFacts, key) {
         return Ok(f);
     }
-    if !cache.blobs.contains(&layer.digest) {
+    let store = if store.contains(&layer.digest) {
+        store
+    } else {
         cache.ensure_blob(&layer.digest)?;
-    }
+        &cache.blobs
+    };
     let w = walk::walk(
-        &cache.blobs,
+        store,
         std::slice::from_ref(layer),
         &[],
         contents::wanted,
@@ -87,6 +94,21 @@ pub fn layer_facts(cache: &Cache, layer: &slimpack_oci::Layer) -> Result<content
     let facts = contents::Facts::from_walk(&w);
     cache.put(RecordKind::LayerFacts, key, &facts)?;
     Ok(facts)
+}
+
+/// What an image holds, from its layers' facts (each cached): enough for
+/// an SBOM, without the file-by-file walk `inspect` makes.
+pub fn image_contents(
+    cache: &Cache,
+    store: &BlobStore,
+    layers: &[slimpack_oci::Layer],
+    env: &[String],
+) -> Result<Contents> {
+    let facts = layers
+        .iter()
+        .map(|l| layer_facts(cache, store, l))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Contents::read(&contents::Facts::stack(facts), env))
 }
 
 /// Reads `image` from `store`.

@@ -86,6 +86,9 @@ pub struct Walk {
     pub kept: BTreeMap<String, Vec<u8>>,
     /// The targets of the symbolic links `wanted` names.
     pub links: BTreeMap<String, String>,
+    /// What the layers' whiteouts removed: a path, or `dir/` for an
+    /// opaque directory's former children.
+    pub whiteouts: Vec<String>,
 }
 
 /// Per path, across layers (dive's `EfficiencyData`).
@@ -197,6 +200,7 @@ fn apply_layer(
         };
         if name == ".wh..wh..opq" {
             let dir = dir.unwrap_or("");
+            w.whiteouts.push(format!("{dir}/"));
             let removed = remove_children(w, dir);
             account_removal(seen, stats, &mut w.waste, dir, &removed);
             continue;
@@ -206,6 +210,7 @@ fn apply_layer(
                 Some(d) => format!("{d}/{victim}"),
                 None => victim.to_string(),
             };
+            w.whiteouts.push(target.clone());
             let mut removed = remove_children(w, &target);
             w.links.remove(&target);
             if let Some(n) = w.tree.remove(&target) {

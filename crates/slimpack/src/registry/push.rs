@@ -42,6 +42,9 @@ pub struct PushReport {
     pub skipped_bytes: u64,
     pub manifest_bytes: u64,
     pub seconds: f64,
+    /// The SBOM attached to the image, when the caller attached one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sbom: Option<super::referrers::Attached>,
 }
 
 impl PushReport {
@@ -188,6 +191,7 @@ pub fn push(
         manifest_bytes: manifest.len() as u64,
         blobs: pushed,
         seconds: started.elapsed().as_secs_f64(),
+        sbom: None,
     })
 }
 
