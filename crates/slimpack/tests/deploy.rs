@@ -474,6 +474,25 @@ fn deploy_creates_the_repository_pushes_by_digest_and_rolls_out() {
     assert_eq!(repo, "my-project/backend/my-app");
     assert_eq!(manifest_status(&s.registry.host(), repo, digest), 200);
     assert_eq!(manifest_status(&s.registry.host(), repo, "latest"), 200);
+    // Its SBOM went along, listed under the referrers fallback tag.
+    let index = Command::new("curl")
+        .args([
+            "-sf",
+            "-H",
+            "Accept: application/vnd.oci.image.index.v1+json",
+        ])
+        .arg(format!(
+            "http://{}/v2/{repo}/manifests/{}",
+            s.registry.host(),
+            digest.replacen(':', "-", 1)
+        ))
+        .output()
+        .unwrap();
+    let index: Value = serde_json::from_slice(&index.stdout).unwrap_or_default();
+    assert_eq!(
+        index["manifests"][0]["artifactType"], "application/spdx+json",
+        "{index}"
+    );
     let body = &seen[5].body;
     assert_eq!(body["invokerIamDisabled"], true);
     assert_eq!(

@@ -17,26 +17,20 @@ fn slimpack(args: &[&str]) -> Command {
     c
 }
 
-/// The stand-in for Docker Hub's python:3.11-slim (unreachable here): Debian
-/// bookworm minbase with python3, as an OCI layout with the tag `slim`. The
-/// peer harness's copy is used when it exists; otherwise one is made once
-/// per target directory.
+/// The stand-in for Docker Hub's python:3.11-slim (unreachable here), as
+/// the peer harness (`../shared/peer/run-peer.sh`) makes it: Debian
+/// bookworm minbase with python3, pip, venv and `python`, and the host's CA
+/// bundle so that pip and apt work behind this machine's TLS-intercepting
+/// proxy; an OCI layout with the tag `slim`. The harness's copy is used
+/// when it exists; otherwise one is made once per target directory.
 fn python_base() -> PathBuf {
-    debootstrap_base("python-base", "python3,ca-certificates", false)
-}
-
-/// The peer harness's own base (`../shared/peer/run-peer.sh`): python3 with
-/// pip, venv and `python`, and the host's CA bundle so that pip and apt work
-/// behind this machine's TLS-intercepting proxy (the harness does the same).
-fn peer_base() -> PathBuf {
     debootstrap_base(
-        "peer-base",
+        "python-base",
         "python3,python3-pip,python3-venv,python-is-python3,ca-certificates",
-        true,
     )
 }
 
-fn debootstrap_base(name: &str, include: &str, host_ca: bool) -> PathBuf {
+fn debootstrap_base(name: &str, include: &str) -> PathBuf {
     let peer = Path::new("/var/tmp/peer-cache/base.oci");
     if peer.join("index.json").is_file() {
         return peer.to_path_buf();
@@ -69,13 +63,11 @@ fn debootstrap_base(name: &str, include: &str, host_ca: bool) -> PathBuf {
     ] {
         let _ = std::fs::remove_dir_all(rootfs.join(junk));
     }
-    if host_ca {
-        std::fs::copy(
-            "/etc/ssl/certs/ca-certificates.crt",
-            rootfs.join("etc/ssl/certs/ca-certificates.crt"),
-        )
-        .unwrap();
-    }
+    std::fs::copy(
+        "/etc/ssl/certs/ca-certificates.crt",
+        rootfs.join("etc/ssl/certs/ca-certificates.crt"),
+    )
+    .unwrap();
     let tmp = dir.join("base.oci.tmp");
     let image = format!("{}:slim", tmp.display());
     run_ok(Command::new("umoci").args(["init", "--layout"]).arg(&tmp));
@@ -260,7 +252,7 @@ fn inspect_diff_shows_the_peers_extra_bytes_by_category() {
     let registry = Registry::start(None);
     let host = registry.host();
     skopeo_copy(
-        &format!("oci:{}:slim", peer_base().display()),
+        &format!("oci:{}:slim", python_base().display()),
         &format!("docker://{host}/library/python:3.11-slim"),
     );
     let conf = work.path().join("registries.conf");

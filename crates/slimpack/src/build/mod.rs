@@ -643,9 +643,11 @@ pub fn deliver(
     let Built { image, mut report } = built;
     // Made before anything is written: a layer it cannot read fails the
     // build, not a push half done.
-    let document = (sbom_file.is_some() || sinks.iter().any(|s| matches!(s, Sink::Registry(_))))
-        .then(|| sbom::document(ctx, planned, &image))
-        .transpose()?;
+    let document = (sbom_file.is_some()
+        || to_registry
+        || sinks.iter().any(|s| matches!(s, Sink::Registry(_))))
+    .then(|| sbom::document(ctx, planned, &image))
+    .transpose()?;
     let mut sinks = sinks.to_vec();
     let registry_bound = to_registry || sinks.iter().any(|s| matches!(s, Sink::Registry(_)));
     let no_file = !sinks.iter().any(|s| !matches!(s, Sink::Registry(_)));

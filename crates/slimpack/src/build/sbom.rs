@@ -16,6 +16,8 @@ use std::path::PathBuf;
 /// What the report says of the SBOM.
 #[derive(Debug, Clone, Serialize)]
 pub struct SbomReport {
+    /// The document's digest; its bytes are in the cache's blobs.
+    pub digest: String,
     /// The file written, when `--sbom` named one.
     pub file: Option<String>,
     pub debian_packages: usize,
@@ -59,6 +61,7 @@ pub fn document(ctx: &Context, planned: &Planned, image: &Image) -> Result<(Vec<
         Some(&build),
     )?;
     let report = SbomReport {
+        digest: ctx.cache.blobs.put_bytes(&doc)?,
         file: None,
         debian_packages: contents.debs.len(),
         python_packages: contents.dists.len(),
@@ -83,25 +86,29 @@ pub fn deliver(
     }
     for s in sinks {
         if let Sink::Registry(r) = s {
-            report.attached.push(attach(ctx, image, r, &doc)?);
+            report
+                .attached
+                .push(attach(ctx, &image.manifest_digest, r, &doc)?);
         }
     }
     Ok(report)
 }
 
-/// Attaches `doc` to `image`, already pushed to `target`'s repository.
+/// Attaches `doc` to the image `manifest_digest` (whose manifest is in
+/// the cache), already pushed to `target`'s repository.
 pub fn attach(
     ctx: &Context,
-    image: &Image,
+    manifest_digest: &str,
     target: &registry::Reference,
     doc: &[u8],
 ) -> Result<referrers::Attached> {
+    let size = ctx.cache.blobs.read(manifest_digest)?.len() as u64;
     referrers::attach(
         &ctx.cache,
         target,
         &referrers::Subject {
-            digest: &image.manifest_digest,
-            size: image.manifest_size,
+            digest: manifest_digest,
+            size,
             media_type: slimpack_oci::MEDIA_TYPE_MANIFEST,
         },
         sbom::MEDIA_TYPE,

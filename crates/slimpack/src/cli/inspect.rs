@@ -66,8 +66,17 @@ fn emit(to: &std::path::Path, bytes: &[u8]) -> Result<()> {
 }
 
 pub(super) fn run(a: InspectArgs) -> Result<i32> {
-    let ctx = a.common.context()?;
     let to_stdout = |p: &Option<PathBuf>| p.as_ref().is_some_and(|p| p.as_os_str() == "-");
+    if [&a.sbom, &a.attached_sbom]
+        .iter()
+        .filter(|p| to_stdout(p))
+        .count()
+        + usize::from(a.common.json)
+        > 1
+    {
+        bail!("--sbom -, --attached-sbom - and --json all write to standard output; give the documents file names");
+    }
+    let ctx = a.common.context()?;
     let quiet = a.common.json || to_stdout(&a.sbom) || to_stdout(&a.attached_sbom);
     let main = load(&ctx, &a.image, &a.common.insecure, quiet)?;
     let style = render::Style {

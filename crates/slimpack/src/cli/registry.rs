@@ -77,6 +77,9 @@ pub(super) fn push(a: PushArgs) -> Result<i32> {
         print_json(&report)?;
     } else {
         print_push(&report);
+        if let Some(s) = &report.sbom {
+            println!("  sbom    SPDX 2.3 attached as {}", s.digest);
+        }
     }
     Ok(0)
 }

@@ -74,6 +74,8 @@ struct Prepared {
     settings: DeploySettings,
     spec: ServiceSpec,
     digest: String,
+    /// The SBOM's digest in the cache's blobs, attached after the push.
+    sbom: Option<String>,
 }
 
 fn prepare(ctx: &Context, opts: &DeployOptions) -> Result<Prepared> {
@@ -100,6 +102,7 @@ fn prepare(ctx: &Context, opts: &DeployOptions) -> Result<Prepared> {
         settings,
         spec,
         digest: report.digest.clone(),
+        sbom: report.sbom.as_ref().map(|s| s.digest.clone()),
     })
 }
 
@@ -249,7 +252,7 @@ pub fn deploy(ctx: &Context, opts: &DeployOptions, say: bool) -> Result<DeployOu
     let mut tags = s.tags.clone();
     let first = tags.remove(0);
     let target = crate::registry::Reference::parse(&format!("{}:{first}", s.image_repository()))?;
-    let push = crate::registry::push(
+    let mut push = crate::registry::push(
         &ctx.cache.blobs,
         &p.digest,
         &target,
@@ -258,6 +261,10 @@ pub fn deploy(ctx: &Context, opts: &DeployOptions, say: bool) -> Result<DeployOu
         &ctx.cache,
         progress,
     )?;
+    if let Some(d) = &p.sbom {
+        let doc = ctx.cache.blobs.read(d)?;
+        push.sbom = Some(build::sbom::attach(ctx, &p.digest, &target, &doc)?);
+    }
 
     let existing = api.send_optional(&e.get_service(s)).map_err(wrap)?;
     say(format!(
