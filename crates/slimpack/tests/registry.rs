@@ -845,17 +845,13 @@ fn a_pushed_image_carries_its_sbom_and_it_reads_back() {
 
     // The fallback tag holds an index naming the SBOM's manifest, whose
     // subject is the image: what any OCI 1.1 client (oras, cosign) reads.
-    let raw = Command::new("skopeo")
-        .args(["inspect", "--raw", "--tls-verify=false"])
-        .arg(format!("docker://{}/demo/sbom:{fallback}", reg.host()))
-        .output()
-        .unwrap();
-    assert!(
-        raw.status.success(),
-        "{}",
-        String::from_utf8_lossy(&raw.stderr)
-    );
-    let index: Value = serde_json::from_slice(&raw.stdout).unwrap();
+    let fallback_index = || {
+        let raw = format!("docker://{}/demo/sbom:{fallback}", reg.host());
+        let raw =
+            run_ok(Command::new("skopeo").args(["inspect", "--raw", "--tls-verify=false", &raw]));
+        serde_json::from_str::<Value>(&raw).unwrap()
+    };
+    let index = fallback_index();
     let listed = index["manifests"].as_array().unwrap();
     assert_eq!(listed.len(), 1, "{index}");
     assert_eq!(listed[0]["digest"], attached["digest"]);
@@ -881,12 +877,7 @@ fn a_pushed_image_carries_its_sbom_and_it_reads_back() {
         slimpack_env(&["build", dir, "--json", "--push", &target], &cache, &[]),
         "second build --push",
     );
-    let raw = Command::new("skopeo")
-        .args(["inspect", "--raw", "--tls-verify=false"])
-        .arg(format!("docker://{}/demo/sbom:{fallback}", reg.host()))
-        .output()
-        .unwrap();
-    let index: Value = serde_json::from_slice(&raw.stdout).unwrap();
+    let index = fallback_index();
     assert_eq!(index["manifests"].as_array().unwrap().len(), 1, "{index}");
 
     // An image with nothing attached says so, and names what to do.

@@ -262,13 +262,7 @@ impl Contents {
         for (id, extracted) in declared.refs {
             let id = match self.license_refs.get(&id) {
                 Some(e) if *e != extracted => {
-                    let own = format!(
-                        "{id}-{}",
-                        package.replace(
-                            |c: char| !c.is_ascii_alphanumeric() && c != '.' && c != '-',
-                            "-"
-                        )
-                    );
+                    let own = format!("{id}-{}", license::idstring(package));
                     expression = expression
                         .split(' ')
                         .map(|t| if t == id { own.as_str() } else { t })

@@ -144,17 +144,20 @@ fn expression(short: &str, text: impl Fn(&str) -> String) -> Declared {
     d
 }
 
-/// `LicenseRef-` and the name in the characters SPDX allows.
-fn license_ref(name: &str) -> String {
-    let clean: String = name
-        .chars()
+/// `name` in the characters SPDX allows in ids and `LicenseRef-`s.
+pub(super) fn idstring(name: &str) -> String {
+    name.chars()
         .map(|c| match c {
             '+' => 'p',
             c if c.is_ascii_alphanumeric() || c == '.' || c == '-' => c,
             _ => '-',
         })
-        .collect();
-    format!("LicenseRef-{}", clean.trim_matches('-'))
+        .collect()
+}
+
+/// `LicenseRef-` and the name in the characters SPDX allows.
+fn license_ref(name: &str) -> String {
+    format!("LicenseRef-{}", idstring(name).trim_matches('-'))
 }
 
 /// Debian's short name as an SPDX identifier, when it is one.

@@ -258,6 +258,11 @@ fn largest_dirs(tree: &BTreeMap<String, walk::Node>) -> Vec<Item> {
     v
 }
 
+/// The largest change first, then by name.
+fn by_change(a: (u64, u64, &str), b: (u64, u64, &str)) -> std::cmp::Ordering {
+    b.0.abs_diff(b.1).cmp(&a.0.abs_diff(a.1)).then(a.2.cmp(b.2))
+}
+
 /// Two images side by side, by category and item.
 #[derive(Debug, Serialize)]
 pub struct Diff {
@@ -327,10 +332,7 @@ impl Diff {
                     .filter(|d| d.left != d.right)
                     .collect();
                 items.sort_by(|a, b| {
-                    b.left
-                        .abs_diff(b.right)
-                        .cmp(&a.left.abs_diff(a.right))
-                        .then(a.name.cmp(&b.name))
+                    by_change((a.left, a.right, &a.name), (b.left, b.right, &b.name))
                 });
                 GroupDiff {
                     name: n.to_string(),
@@ -340,12 +342,7 @@ impl Diff {
                 }
             })
             .collect();
-        groups.sort_by(|a, b| {
-            b.left
-                .abs_diff(b.right)
-                .cmp(&a.left.abs_diff(a.right))
-                .then(a.name.cmp(&b.name))
-        });
+        groups.sort_by(|a, b| by_change((a.left, a.right, &a.name), (b.left, b.right, &b.name)));
         Diff {
             left: left.name.clone(),
             right: right.name.clone(),

@@ -37,16 +37,7 @@ impl Style {
 
 /// Bytes in SI units as the benchmark reports them (`81.5 MB`).
 pub fn size(b: u64) -> String {
-    let b = b as f64;
-    if b >= 1e9 {
-        format!("{:.2} GB", b / 1e9)
-    } else if b >= 1e6 {
-        format!("{:.1} MB", b / 1e6)
-    } else if b >= 1e3 {
-        format!("{:.1} kB", b / 1e3)
-    } else {
-        format!("{b} B")
-    }
+    crate::core::progress::human(b)
 }
 
 fn signed(l: u64, r: u64) -> String {
@@ -157,24 +148,17 @@ pub fn inspection(i: &Inspection, st: Style) -> String {
     let w = &i.waste;
     let _ = writeln!(o);
     let _ = writeln!(o, "{}", st.head("WASTE"));
-    let _ = writeln!(
-        o,
-        "  overwritten by a later layer {:>10} in {} files",
-        size(w.overwritten_bytes),
-        w.overwritten_files
-    );
-    let _ = writeln!(
-        o,
-        "  deleted by a later layer     {:>10} in {} files",
-        size(w.deleted_bytes),
-        w.deleted_files
-    );
-    let _ = writeln!(
-        o,
-        "  duplicate files              {:>10} in {} files",
-        size(w.duplicate_bytes),
-        w.duplicate_files
-    );
+    for (what, bytes, files) in [
+        (
+            "overwritten by a later layer",
+            w.overwritten_bytes,
+            w.overwritten_files,
+        ),
+        ("deleted by a later layer", w.deleted_bytes, w.deleted_files),
+        ("duplicate files", w.duplicate_bytes, w.duplicate_files),
+    ] {
+        let _ = writeln!(o, "  {what:<28} {:>10} in {files} files", size(bytes));
+    }
     let _ = writeln!(
         o,
         "  efficiency (dive's score)    {:>9.1}%",
@@ -224,23 +208,15 @@ pub fn inspection(i: &Inspection, st: Style) -> String {
             );
         }
     }
-    let _ = writeln!(o);
-    let _ = writeln!(
-        o,
-        "{}",
-        st.head(&format!("{:<68}{:>12}", "LARGEST DIRECTORIES", "SIZE"))
-    );
-    for d in &i.largest_dirs {
-        let _ = writeln!(o, "{:<68}{:>12}", fit(&d.name, 67), size(d.bytes));
-    }
-    let _ = writeln!(o);
-    let _ = writeln!(
-        o,
-        "{}",
-        st.head(&format!("{:<68}{:>12}", "LARGEST FILES", "SIZE"))
-    );
-    for f in &i.largest_files {
-        let _ = writeln!(o, "{:<68}{:>12}", fit(&f.name, 67), size(f.bytes));
+    for (title, list) in [
+        ("LARGEST DIRECTORIES", &i.largest_dirs),
+        ("LARGEST FILES", &i.largest_files),
+    ] {
+        let _ = writeln!(o);
+        let _ = writeln!(o, "{}", st.head(&format!("{title:<68}{:>12}", "SIZE")));
+        for d in list {
+            let _ = writeln!(o, "{:<68}{:>12}", fit(&d.name, 67), size(d.bytes));
+        }
     }
     o
 }

@@ -67,15 +67,7 @@ struct Ids(BTreeSet<String>);
 
 impl Ids {
     fn make(&mut self, prefix: &str, name: &str) -> String {
-        let clean: String = name
-            .chars()
-            .map(|c| match c {
-                '+' => 'p',
-                c if c.is_ascii_alphanumeric() || c == '.' || c == '-' => c,
-                _ => '-',
-            })
-            .collect();
-        let base = format!("SPDXRef-{prefix}-{clean}");
+        let base = format!("SPDXRef-{prefix}-{}", license::idstring(name));
         let mut id = base.clone();
         let mut n = 2;
         while !self.0.insert(id.clone()) {
