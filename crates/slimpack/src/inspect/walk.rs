@@ -2,7 +2,7 @@
 //! would stack them: what each layer adds, changes and removes, the final
 //! tree, and the bytes a later layer made dead (dive's measure of waste).
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use slimpack_oci::{BlobStore, Layer};
@@ -13,6 +13,8 @@ use std::io::Read;
 /// Python metadata). Anything larger is not kept: a database that size
 /// is not one a package manager wrote.
 const KEPT_LIMIT: u64 = 8 << 20;
+/// All such files together: a hostile image cannot make inspect hold more.
+const KEPT_TOTAL: u64 = 256 << 20;
 
 /// What one layer did to the tree below it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -89,6 +91,8 @@ pub struct Walk {
     /// What the layers' whiteouts removed: a path, or `dir/` for an
     /// opaque directory's former children.
     pub whiteouts: Vec<String>,
+    /// Bytes read into `kept` so far, replaced ones included.
+    kept_bytes: u64,
 }
 
 /// Per path, across layers (dive's `EfficiencyData`).
@@ -288,6 +292,13 @@ fn apply_layer(
         }
         match keep {
             Some(bytes) => {
+                w.kept_bytes += bytes.len() as u64;
+                if w.kept_bytes > KEPT_TOTAL {
+                    bail!(
+                        "the image holds more than {} MiB of package databases and metadata ({path} and the files before it); not read",
+                        KEPT_TOTAL >> 20
+                    );
+                }
                 w.kept.insert(path.clone(), bytes);
             }
             None => {
@@ -354,5 +365,18 @@ fn duplicates(w: &mut Walk) {
                 w.waste.duplicate_files += 1;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tar_paths_are_keys_inside_the_image_or_nothing() {
+        assert_eq!(clean(b"./usr//lib/").as_deref(), Some("usr/lib"));
+        assert_eq!(clean(b"/etc/os-release").as_deref(), Some("etc/os-release"));
+        assert_eq!(clean(b"a/../../etc/passwd"), None);
+        assert_eq!(clean(b"./"), None);
     }
 }
