@@ -871,6 +871,23 @@ fn a_pushed_image_carries_its_sbom_and_it_reads_back() {
     );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(std::fs::read(&back).unwrap(), std::fs::read(&sbom).unwrap());
+    let pulled = out.path().join("pulled.json");
+    let o = slimpack_env(
+        &[
+            "pull",
+            &by_digest,
+            "--sbom",
+            pulled.to_str().unwrap(),
+            "--json",
+        ],
+        &cache,
+        &[],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        std::fs::read(&pulled).unwrap(),
+        std::fs::read(&sbom).unwrap()
+    );
 
     // The same image again: the index still names one SBOM.
     ok_json(

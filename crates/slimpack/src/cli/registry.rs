@@ -30,6 +30,10 @@ pub(super) struct PullArgs {
     /// Also write the image as an OCI layout: `oci:DIR[:TAG]`.
     #[arg(long, short)]
     output: Option<String>,
+    /// Also write the SPDX document attached to the image (as `build
+    /// --push` attaches one) to FILE; an error when none is attached.
+    #[arg(long, value_name = "FILE")]
+    sbom: Option<std::path::PathBuf>,
     #[command(flatten)]
     common: RegistryFlags,
 }
@@ -131,12 +135,26 @@ pub(super) fn pull(a: PullArgs) -> Result<i32> {
     let r = Reference::parse(&a.reference)?;
     let output = a.output.as_deref().map(Sink::parse_output).transpose()?;
     let ctx = a.common.context()?;
-    let (image, report) = registry::pull(
-        &r,
-        registry::is_insecure(&r, &a.common.insecure),
-        &ctx.cache,
-        &ctx.progress,
-    )?;
+    let insecure = registry::is_insecure(&r, &a.common.insecure);
+    let (image, report) = registry::pull(&r, insecure, &ctx.cache, &ctx.progress)?;
+    if let Some(to) = &a.sbom {
+        let attached = registry::referrers::fetch(
+            &ctx.cache,
+            &r,
+            &image.manifest_digest,
+            sbom::MEDIA_TYPE,
+            insecure,
+        )?;
+        let Some((_, doc)) = attached else {
+            bail!(
+                "{}: no SPDX document is attached to {}; nothing written to {}",
+                r.repo_key(),
+                image.manifest_digest,
+                to.display()
+            );
+        };
+        crate::core::fs::write_atomic(to, &doc)?;
+    }
     match &output {
         Some(Sink::Layout { path, tag }) => slimpack_oci::write_layout(
             &ctx.cache.blobs,
@@ -162,6 +180,9 @@ pub(super) fn pull(a: PullArgs) -> Result<i32> {
         );
         if let Some(o) = &a.output {
             println!("  output  {o}");
+        }
+        if let Some(s) = &a.sbom {
+            println!("  sbom    {}", s.display());
         }
     }
     Ok(0)
