@@ -243,10 +243,12 @@ pub fn diff(d: &Diff, st: Style) -> String {
         } else {
             format!("{change:>12}")
         };
-        let name = if indent {
-            format!("  {}", fit(name, 41))
-        } else {
-            fit(name, 43)
+        // An item only one image has: `+` appeared in B, `-` only in A.
+        let name = match (indent, l, r) {
+            (false, ..) => fit(name, 43),
+            (true, 0, _) => format!("+ {}", fit(name, 41)),
+            (true, _, 0) => format!("- {}", fit(name, 41)),
+            (true, ..) => format!("  {}", fit(name, 41)),
         };
         format!("{:<44}{:>11}{:>11}{}", name, size(l), size(r), change)
     };
@@ -268,12 +270,50 @@ pub fn diff(d: &Diff, st: Style) -> String {
         "{}",
         st.head(&line("total (files)", d.left_bytes, d.right_bytes, false))
     );
+    let _ = writeln!(o, "{}", st.dim("+ only in B   - only in A"));
     o
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_diff_marks_what_only_one_image_has() {
+        let d = Diff {
+            left: "peer".into(),
+            right: "ours".into(),
+            left_bytes: 300,
+            right_bytes: 120,
+            groups: vec![super::super::GroupDiff {
+                name: "system packages".into(),
+                left: 300,
+                right: 120,
+                items: vec![
+                    super::super::ItemDiff {
+                        name: "perl-base".into(),
+                        left: 200,
+                        right: 0,
+                    },
+                    super::super::ItemDiff {
+                        name: "libpq5".into(),
+                        left: 0,
+                        right: 20,
+                    },
+                    super::super::ItemDiff {
+                        name: "libc6".into(),
+                        left: 100,
+                        right: 100,
+                    },
+                ],
+            }],
+        };
+        let text = diff(&d, Style { color: false });
+        assert!(text.contains("\n- perl-base"), "{text}");
+        assert!(text.contains("\n+ libpq5"), "{text}");
+        assert!(text.contains("\n  libc6"), "{text}");
+        assert!(text.lines().all(|l| l.chars().count() <= WIDTH), "{text}");
+    }
 
     #[test]
     fn names_are_cut_in_the_middle_and_escaped() {
