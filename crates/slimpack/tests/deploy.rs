@@ -399,6 +399,18 @@ fn deploy_creates_the_repository_pushes_by_digest_and_rolls_out() {
         "ENVIRONMENT=production",
         "--secret",
         "DB_PASSWORD=db-password:2",
+        "--cloudsql",
+        "my-project:us-central1:main-db",
+        "--network",
+        "default",
+        "--subnet",
+        "run-egress",
+        "--vpc-egress",
+        "private-ranges-only",
+        "--secret-file",
+        "/secrets/api/key=api-key:4",
+        "--liveness-probe",
+        "/health",
     ];
 
     // --dry-run: builds, sends nothing (not even for a token), prints the
@@ -432,6 +444,10 @@ fn deploy_creates_the_repository_pushes_by_digest_and_rolls_out() {
         "{out}"
     );
     assert!(out.contains("public (invoker IAM check disabled)"), "{out}");
+    assert!(
+        out.contains("cloudsql /cloudsql/my-project:us-central1:main-db"),
+        "{out}"
+    );
     let seen = s.google.take_seen();
     let calls: Vec<String> = seen
         .iter()
@@ -495,6 +511,32 @@ fn deploy_creates_the_repository_pushes_by_digest_and_rolls_out() {
     );
     let body = &seen[5].body;
     assert_eq!(body["invokerIamDisabled"], true);
+    // Cloud SQL, Direct VPC egress, a secret file and liveness: the fields
+    // Cloud Run documents, checked against the discovery document by the
+    // server (problems() above is empty).
+    let t = &body["template"];
+    assert_eq!(
+        t["volumes"],
+        json!([
+            {"name": "cloudsql", "cloudSqlInstance": {"instances": ["my-project:us-central1:main-db"]}},
+            {"name": "secret-1", "secret": {"secret": "api-key", "items": [{"path": "key", "version": "4"}]}},
+        ])
+    );
+    assert_eq!(
+        t["containers"][0]["volumeMounts"],
+        json!([
+            {"name": "cloudsql", "mountPath": "/cloudsql"},
+            {"name": "secret-1", "mountPath": "/secrets/api"},
+        ])
+    );
+    assert_eq!(
+        t["vpcAccess"],
+        json!({"networkInterfaces": [{"network": "default", "subnetwork": "run-egress"}], "egress": "PRIVATE_RANGES_ONLY"})
+    );
+    assert_eq!(
+        t["containers"][0]["livenessProbe"]["httpGet"]["path"],
+        "/health"
+    );
     assert_eq!(
         body["template"]["containers"][0]["startupProbe"]["httpGet"]["path"],
         "/health"

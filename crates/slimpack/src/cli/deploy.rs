@@ -74,6 +74,26 @@ pub(super) struct DeployArgs {
     /// Tag to push besides the digest (default: latest and the git commit). Repeatable.
     #[arg(long = "tag")]
     tags: Vec<String>,
+    /// Connect a Cloud SQL instance (PROJECT:REGION:INSTANCE): its Unix
+    /// socket appears at /cloudsql/PROJECT:REGION:INSTANCE. Repeatable.
+    #[arg(long = "cloudsql", value_name = "CONNECTION_NAME")]
+    cloudsql: Vec<String>,
+    /// Direct VPC egress through this VPC network.
+    #[arg(long)]
+    network: Option<String>,
+    /// Direct VPC egress through this subnet.
+    #[arg(long)]
+    subnet: Option<String>,
+    /// Which traffic leaves through the VPC: all-traffic or private-ranges-only.
+    #[arg(long)]
+    vpc_egress: Option<String>,
+    /// /PATH/FILE=SECRET[:VERSION]: a Secret Manager version mounted as a
+    /// file (one secret per directory). Repeatable.
+    #[arg(long = "secret-file")]
+    secret_files: Vec<String>,
+    /// An HTTP path to probe for liveness (a failing instance is restarted).
+    #[arg(long, value_name = "PATH")]
+    liveness_probe: Option<String>,
     /// Build, send nothing, print the API requests that change something,
     /// one JSON object per line: {"method", "url", "body"}.
     #[arg(long)]
@@ -145,6 +165,12 @@ impl DeployArgs {
             service_account: self.service_account.clone(),
             startup_cpu_boost: self.startup_cpu_boost,
             tags: self.tags.clone(),
+            cloudsql: self.cloudsql.clone(),
+            network: self.network.clone(),
+            subnet: self.subnet.clone(),
+            vpc_egress: self.vpc_egress.clone(),
+            secret_files: pairs(&self.secret_files, "--secret-file")?,
+            liveness_probe: self.liveness_probe.clone(),
         })
     }
 }
@@ -215,4 +241,7 @@ fn print_report(r: &deploy::DeployReport) {
         "  url     {}",
         r.url.as_deref().unwrap_or("(none reported)")
     );
+    for socket in &r.cloudsql_sockets {
+        println!("  cloudsql {socket} (e.g. postgresql://USER:PASS@/DB?host={socket})");
+    }
 }

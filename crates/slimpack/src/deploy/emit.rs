@@ -267,6 +267,9 @@ mod tests {
             "run.googleapis.com/startup-cpu-boost",
             "autoscaling.knative.dev/minScale",
             "autoscaling.knative.dev/maxScale",
+            "run.googleapis.com/cloudsql-instances",
+            "run.googleapis.com/network-interfaces",
+            "run.googleapis.com/vpc-access-egress",
         ];
         let k = full().to_knative();
         for a in [

@@ -58,6 +58,9 @@ pub struct DeployReport {
     /// How the service was made public, if it was.
     pub public: Option<PublicAccess>,
     pub push: crate::registry::PushReport,
+    /// Where the app finds each Cloud SQL instance's Unix socket (the
+    /// `host` of its DATABASE_URL).
+    pub cloudsql_sockets: Vec<String>,
     pub seconds: f64,
 }
 
@@ -318,6 +321,7 @@ pub fn deploy(ctx: &Context, opts: &DeployOptions, say: bool) -> Result<DeployOu
         repository_created,
         public,
         push,
+        cloudsql_sockets: s.cloudsql_sockets(),
         seconds: started.elapsed().as_secs_f64(),
     })))
 }

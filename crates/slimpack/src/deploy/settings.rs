@@ -62,6 +62,54 @@ impl PublicAccess {
     }
 }
 
+/// Which traffic Direct VPC egress routes through the VPC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VpcEgress {
+    AllTraffic,
+    PrivateRangesOnly,
+}
+
+impl VpcEgress {
+    pub fn parse(s: &str) -> Result<VpcEgress> {
+        match s {
+            "all-traffic" => Ok(VpcEgress::AllTraffic),
+            "private-ranges-only" => Ok(VpcEgress::PrivateRangesOnly),
+            _ => bail!("--vpc-egress {s:?}: expected all-traffic or private-ranges-only"),
+        }
+    }
+
+    /// The v2 API's enum value.
+    pub fn api(self) -> &'static str {
+        match self {
+            VpcEgress::AllTraffic => "ALL_TRAFFIC",
+            VpcEgress::PrivateRangesOnly => "PRIVATE_RANGES_ONLY",
+        }
+    }
+
+    /// The Knative annotation's value.
+    pub fn annotation(self) -> &'static str {
+        match self {
+            VpcEgress::AllTraffic => "all-traffic",
+            VpcEgress::PrivateRangesOnly => "private-ranges-only",
+        }
+    }
+}
+
+/// Where Cloud Run mounts the Cloud SQL sockets (as gcloud's
+/// `--add-cloudsql-instances` does): `/cloudsql/PROJECT:REGION:INSTANCE`.
+pub const CLOUDSQL_DIR: &str = "/cloudsql";
+
+/// Secret files grouped as Cloud Run mounts them: one secret per
+/// directory, each file one of its versions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SecretMount {
+    pub dir: String,
+    pub secret: String,
+    /// (file name, version).
+    pub files: Vec<(String, String)>,
+}
+
 /// What the user chose, resolved; `None` leaves Cloud Run's default.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct DeploySettings {
@@ -86,6 +134,14 @@ pub struct DeploySettings {
     /// Default on: Cloud Run gives the container more CPU while it starts.
     pub startup_cpu_boost: Option<bool>,
     pub tags: Vec<String>,
+    /// `PROJECT:REGION:INSTANCE`, mounted under [`CLOUDSQL_DIR`].
+    pub cloudsql: Vec<String>,
+    pub network: Option<String>,
+    pub subnet: Option<String>,
+    pub vpc_egress: Option<VpcEgress>,
+    /// Absolute file path → the secret version mounted there.
+    pub secret_files: BTreeMap<String, SecretRef>,
+    pub liveness_path: Option<String>,
 }
 
 /// Where a value missing from flags and config may come from instead.
@@ -173,6 +229,11 @@ impl DeploySettings {
             .iter()
             .map(|(k, v)| Ok((k.clone(), SecretRef::parse(v)?)))
             .collect::<Result<_>>()?;
+        let secret_files = cfg
+            .secret_files
+            .iter()
+            .map(|(k, v)| Ok((k.clone(), SecretRef::parse(v)?)))
+            .collect::<Result<_>>()?;
         let mut tags = cfg.tags.clone();
         if tags.is_empty() {
             tags.push("latest".into());
@@ -206,9 +267,45 @@ impl DeploySettings {
             service_account: cfg.service_account.clone(),
             startup_cpu_boost: cfg.startup_cpu_boost,
             tags,
+            cloudsql: cfg.cloudsql.clone(),
+            network: cfg.network.clone(),
+            subnet: cfg.subnet.clone(),
+            vpc_egress: cfg
+                .vpc_egress
+                .as_deref()
+                .map(VpcEgress::parse)
+                .transpose()?,
+            secret_files,
+            liveness_path: cfg.liveness_probe.clone(),
         };
         s.check()?;
         Ok(s)
+    }
+
+    /// The secret files by directory, in path order.
+    pub fn secret_mounts(&self) -> Vec<SecretMount> {
+        let mut out: Vec<SecretMount> = Vec::new();
+        for (path, r) in &self.secret_files {
+            let (dir, file) = path.rsplit_once('/').unwrap_or(("", path));
+            let dir = if dir.is_empty() { "/" } else { dir };
+            match out.iter_mut().find(|m| m.dir == dir) {
+                Some(m) => m.files.push((file.into(), r.version.clone())),
+                None => out.push(SecretMount {
+                    dir: dir.into(),
+                    secret: r.secret.clone(),
+                    files: vec![(file.into(), r.version.clone())],
+                }),
+            }
+        }
+        out
+    }
+
+    /// Where the app finds each Cloud SQL instance's socket.
+    pub fn cloudsql_sockets(&self) -> Vec<String> {
+        self.cloudsql
+            .iter()
+            .map(|i| format!("{CLOUDSQL_DIR}/{i}"))
+            .collect()
     }
 
     /// `projects/P/locations/R`.
@@ -351,6 +448,82 @@ impl DeploySettings {
                 bail!("--tag {t:?}: not a valid image tag (letters, digits, _ . -; up to 128)");
             }
         }
+        self.check_connections()?;
+        self.check_secret_files()
+    }
+
+    /// Cloud SQL names, the VPC, the liveness path.
+    fn check_connections(&self) -> Result<()> {
+        for i in &self.cloudsql {
+            let parts: Vec<&str> = i.split(':').collect();
+            let ok = (3..=4).contains(&parts.len())
+                && parts.iter().all(|p| {
+                    !p.is_empty()
+                        && p.chars().all(|c| {
+                            c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.'
+                        })
+                });
+            if !ok {
+                bail!("--cloudsql {i:?}: expected the instance's connection name PROJECT:REGION:INSTANCE (`gcloud sql instances describe NAME --format='value(connectionName)'`)");
+            }
+        }
+        for (flag, v) in [("--network", &self.network), ("--subnet", &self.subnet)] {
+            if let Some(v) = v {
+                if v.is_empty() || v.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                    bail!("{flag} {v:?}: expected a VPC network or subnet name (or its full resource name)");
+                }
+            }
+        }
+        if self.vpc_egress.is_some() && self.network.is_none() && self.subnet.is_none() {
+            bail!("--vpc-egress needs --network or --subnet: Direct VPC egress goes through one");
+        }
+        if let Some(p) = &self.liveness_path {
+            if !p.starts_with('/') || p.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                bail!("--liveness-probe {p:?}: expected an HTTP path such as /health");
+            }
+        }
+        Ok(())
+    }
+
+    /// Cloud Run mounts one secret per directory, never at `/` or over the
+    /// Cloud SQL sockets or another mount.
+    fn check_secret_files(&self) -> Result<()> {
+        for path in self.secret_files.keys() {
+            let (dir, file) = path.rsplit_once('/').unwrap_or(("", ""));
+            if !path.starts_with('/')
+                || file.is_empty()
+                || path.split('/').any(|p| p == ".." || p == ".")
+            {
+                bail!("--secret-file {path}: expected an absolute file path such as /etc/secrets/db-password");
+            }
+            if dir.is_empty()
+                || ["/dev", "/proc", "/sys", "/etc", "/usr", "/opt", "/tmp"].contains(&dir)
+            {
+                bail!("--secret-file {path}: Cloud Run mounts a secret over its whole directory ({}); put it in a directory of its own, e.g. /secrets/{file}", if dir.is_empty() { "/" } else { dir });
+            }
+            if !self.cloudsql.is_empty()
+                && (dir == CLOUDSQL_DIR || dir.starts_with(&format!("{CLOUDSQL_DIR}/")))
+            {
+                bail!("--secret-file {path}: {CLOUDSQL_DIR} holds the Cloud SQL sockets");
+            }
+        }
+        let mounts = self.secret_mounts();
+        for m in &mounts {
+            let r = &self.secret_files;
+            if let Some((p, other)) = r.iter().find(|(p, o)| {
+                p.starts_with(&format!("{}/", m.dir))
+                    && !p[m.dir.len() + 1..].contains('/')
+                    && o.secret != m.secret
+            }) {
+                bail!("--secret-file {p}={}: {} already holds secret {}; Cloud Run mounts one secret per directory", other.secret, m.dir, m.secret);
+            }
+            if let Some(o) = mounts
+                .iter()
+                .find(|o| o.dir.starts_with(&format!("{}/", m.dir)))
+            {
+                bail!("--secret-file: {} is inside {}, another secret's mount; use directories side by side", o.dir, m.dir);
+            }
+        }
         Ok(())
     }
 }
@@ -464,6 +637,57 @@ mod tests {
         })
         .contains("SECRET[:VERSION]"));
         assert_eq!(SecretRef::parse("db").unwrap().version, "latest");
+        assert!(with(&|c| c.cloudsql = vec!["my-db".into()]).contains("PROJECT:REGION:INSTANCE"));
+        assert!(
+            with(&|c| c.vpc_egress = Some("all-traffic".into())).contains("--network or --subnet")
+        );
+        assert!(with(&|c| c.vpc_egress = Some("everything".into())).contains("--vpc-egress"));
+        assert!(with(&|c| c.liveness_probe = Some("health".into())).contains("--liveness-probe"));
+        let file = |path: &str, secret: &str| (path.to_string(), secret.to_string());
+        assert!(with(&|c| c.secret_files = [file("/password", "db")].into())
+            .contains("directory of its own"));
+        assert!(
+            with(&|c| c.secret_files = [file("/etc/password", "db")].into())
+                .contains("directory of its own")
+        );
+        assert!(
+            with(&|c| c.secret_files = [file("secrets/password", "db")].into())
+                .contains("absolute")
+        );
+        assert!(
+            with(&|c| c.secret_files = [file("/s/a", "one"), file("/s/b", "two")].into())
+                .contains("one secret per directory")
+        );
+        assert!(
+            with(&|c| c.secret_files = [file("/s/a", "one"), file("/s/x/b", "two")].into())
+                .contains("inside /s")
+        );
+        assert!(with(&|c| {
+            c.cloudsql = vec!["p-123456:us-central1:db".into()];
+            c.secret_files = [file("/cloudsql/pw", "db")].into();
+        })
+        .contains("Cloud SQL sockets"));
+        let mut ok = base();
+        ok.cloudsql = vec!["example.com:my-project:us-central1:db".into()];
+        ok.secret_files = [
+            file("/s/a", "one:2"),
+            file("/s/b", "one:3"),
+            file("/t/c", "two"),
+        ]
+        .into();
+        let s = DeploySettings::resolve(&ok, &fallbacks()).unwrap();
+        assert_eq!(s.secret_mounts().len(), 2);
+        assert_eq!(
+            s.secret_mounts()[0].files,
+            vec![
+                ("a".to_string(), "2".to_string()),
+                ("b".to_string(), "3".to_string())
+            ]
+        );
+        assert_eq!(
+            s.cloudsql_sockets(),
+            vec!["/cloudsql/example.com:my-project:us-central1:db"]
+        );
         assert_eq!(cloud_run_name("--Weird__Name!--"), "weird--name");
     }
 }

@@ -4,7 +4,7 @@
 //! `serving.knative.dev/v1` Service (what `gcloud run services replace`
 //! reads). Both come from the same fields here, so they cannot drift.
 
-use super::settings::{DeploySettings, PublicAccess};
+use super::settings::{DeploySettings, PublicAccess, SecretMount, CLOUDSQL_DIR};
 use anyhow::{bail, Result};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
@@ -74,6 +74,32 @@ impl ServiceSpec {
         probe
     }
 
+    /// A liveness probe on `--liveness-probe PATH`, at Cloud Run's default
+    /// timing for HTTP probes (every 10 s, 1 s timeout, 3 failures).
+    fn liveness_probe(&self) -> Option<Value> {
+        self.settings.liveness_path.as_ref().map(|p| {
+            json!({"httpGet": {"path": p, "port": self.port},
+                   "periodSeconds": 10, "timeoutSeconds": 1, "failureThreshold": 3})
+        })
+    }
+
+    /// The secret files' volumes (each made by `source` in its API's
+    /// shape) and their mounts, one per directory.
+    fn secret_volumes(&self, source: impl Fn(&SecretMount) -> Value) -> (Vec<Value>, Vec<Value>) {
+        self.settings
+            .secret_mounts()
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                let name = format!("secret-{}", i + 1);
+                (
+                    json!({"name": name, "secret": source(m)}),
+                    json!({"name": name, "mountPath": m.dir}),
+                )
+            })
+            .unzip()
+    }
+
     fn limits(&self) -> Option<Value> {
         let s = &self.settings;
         let mut limits = Map::new();
@@ -121,7 +147,45 @@ impl ServiceSpec {
         if !env.is_empty() {
             container["env"] = Value::Array(env);
         }
+        if let Some(p) = self.liveness_probe() {
+            container["livenessProbe"] = p;
+        }
+        let (mut volumes, mut mounts) = self.secret_volumes(|m| {
+            let items: Vec<Value> = m
+                .files
+                .iter()
+                .map(|(f, v)| json!({"path": f, "version": v}))
+                .collect();
+            json!({"secret": m.secret, "items": items})
+        });
+        if !s.cloudsql.is_empty() {
+            volumes.insert(
+                0,
+                json!({"name": "cloudsql", "cloudSqlInstance": {"instances": s.cloudsql}}),
+            );
+            mounts.insert(0, json!({"name": "cloudsql", "mountPath": CLOUDSQL_DIR}));
+        }
+        if !mounts.is_empty() {
+            container["volumeMounts"] = Value::Array(mounts);
+        }
         let mut template = json!({"containers": [container]});
+        if !volumes.is_empty() {
+            template["volumes"] = Value::Array(volumes);
+        }
+        if s.network.is_some() || s.subnet.is_some() {
+            let mut interface = Map::new();
+            if let Some(n) = &s.network {
+                interface.insert("network".into(), json!(n));
+            }
+            if let Some(n) = &s.subnet {
+                interface.insert("subnetwork".into(), json!(n));
+            }
+            let mut vpc = json!({"networkInterfaces": [interface]});
+            if let Some(e) = s.vpc_egress {
+                vpc["egress"] = json!(e.api());
+            }
+            template["vpcAccess"] = vpc;
+        }
         let mut scaling = Map::new();
         if let Some(n) = s.min_instances {
             scaling.insert("minInstanceCount".into(), json!(n));
@@ -178,6 +242,31 @@ impl ServiceSpec {
         if let Some(n) = s.max_instances {
             revision.insert("autoscaling.knative.dev/maxScale".into(), n.to_string());
         }
+        if !s.cloudsql.is_empty() {
+            revision.insert(
+                "run.googleapis.com/cloudsql-instances".into(),
+                s.cloudsql.join(","),
+            );
+        }
+        if s.network.is_some() || s.subnet.is_some() {
+            let mut interface = Map::new();
+            if let Some(n) = &s.network {
+                interface.insert("network".into(), json!(n));
+            }
+            if let Some(n) = &s.subnet {
+                interface.insert("subnetwork".into(), json!(n));
+            }
+            revision.insert(
+                "run.googleapis.com/network-interfaces".into(),
+                Value::Array(vec![Value::Object(interface)]).to_string(),
+            );
+            if let Some(e) = s.vpc_egress {
+                revision.insert(
+                    "run.googleapis.com/vpc-access-egress".into(),
+                    e.annotation().into(),
+                );
+            }
+        }
         let mut container = json!({
             "image": self.image,
             "ports": [{"name": "http1", "containerPort": self.port}],
@@ -192,7 +281,24 @@ impl ServiceSpec {
         if !env.is_empty() {
             container["env"] = Value::Array(env);
         }
+        if let Some(p) = self.liveness_probe() {
+            container["livenessProbe"] = p;
+        }
+        let (volumes, mounts) = self.secret_volumes(|m| {
+            let items: Vec<Value> = m
+                .files
+                .iter()
+                .map(|(f, v)| json!({"key": v, "path": f}))
+                .collect();
+            json!({"secretName": m.secret, "items": items})
+        });
+        if !mounts.is_empty() {
+            container["volumeMounts"] = Value::Array(mounts);
+        }
         let mut spec = json!({"containers": [container]});
+        if !volumes.is_empty() {
+            spec["volumes"] = Value::Array(volumes);
+        }
         if let Some(c) = s.concurrency {
             spec["containerConcurrency"] = json!(c);
         }
@@ -263,6 +369,23 @@ pub(crate) mod tests {
         );
         s.labels.insert("team".into(), "web".into());
         s.service_account = Some("app@my-project.iam.gserviceaccount.com".into());
+        s.cloudsql = vec!["my-project:us-central1:db".into()];
+        s.network = Some("default".into());
+        s.subnet = Some("run-subnet".into());
+        s.vpc_egress = Some(crate::deploy::settings::VpcEgress::PrivateRangesOnly);
+        s.secret_files.insert(
+            "/secrets/db/password".into(),
+            SecretRef::parse("db-password:3").unwrap(),
+        );
+        s.secret_files.insert(
+            "/secrets/db/password-old".into(),
+            SecretRef::parse("db-password:2").unwrap(),
+        );
+        s.secret_files.insert(
+            "/secrets/api/key".into(),
+            SecretRef::parse("api-key").unwrap(),
+        );
+        s.liveness_path = Some("/health".into());
         ServiceSpec::new(&s, IMAGE, 8080, Some("/health")).unwrap()
     }
 
@@ -335,6 +458,27 @@ pub(crate) mod tests {
         assert_eq!(c["env"][2]["valueSource"]["secretKeyRef"]["version"], "3");
         assert_eq!(body["template"]["timeout"], "300s");
         assert_eq!(body["invokerIamDisabled"], true);
+        // Cloud SQL first, then one secret volume per directory.
+        let t = &body["template"];
+        assert_eq!(
+            t["volumes"][0]["cloudSqlInstance"]["instances"][0],
+            "my-project:us-central1:db"
+        );
+        assert_eq!(
+            c["volumeMounts"][0],
+            json!({"name": "cloudsql", "mountPath": "/cloudsql"})
+        );
+        assert_eq!(t["volumes"][1]["secret"]["secret"], "api-key");
+        assert_eq!(c["volumeMounts"][1]["mountPath"], "/secrets/api");
+        assert_eq!(
+            t["volumes"][2]["secret"]["items"],
+            json!([{"path": "password", "version": "3"}, {"path": "password-old", "version": "2"}])
+        );
+        assert_eq!(
+            t["vpcAccess"],
+            json!({"networkInterfaces": [{"network": "default", "subnetwork": "run-subnet"}], "egress": "PRIVATE_RANGES_ONLY"})
+        );
+        assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/health");
 
         // Public through IAM instead: the service itself keeps the check.
         let mut s = full.settings.clone();
@@ -401,6 +545,33 @@ pub(crate) mod tests {
         assert_eq!(
             k["metadata"]["annotations"]["run.googleapis.com/invoker-iam-disabled"],
             "true"
+        );
+        let a = &t["metadata"]["annotations"];
+        assert_eq!(
+            a["run.googleapis.com/cloudsql-instances"],
+            "my-project:us-central1:db"
+        );
+        assert_eq!(
+            a["run.googleapis.com/network-interfaces"],
+            r#"[{"network":"default","subnetwork":"run-subnet"}]"#
+        );
+        assert_eq!(
+            a["run.googleapis.com/vpc-access-egress"],
+            "private-ranges-only"
+        );
+        let spec = &t["spec"];
+        assert_eq!(spec["volumes"][1]["secret"]["secretName"], "db-password");
+        assert_eq!(
+            spec["volumes"][1]["secret"]["items"][0],
+            json!({"key": "3", "path": "password"})
+        );
+        assert_eq!(
+            spec["containers"][0]["volumeMounts"][1]["mountPath"],
+            "/secrets/db"
+        );
+        assert_eq!(
+            spec["containers"][0]["livenessProbe"]["httpGet"]["path"],
+            "/health"
         );
     }
 

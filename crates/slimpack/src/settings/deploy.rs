@@ -38,6 +38,21 @@ pub struct DeployConfig {
     /// Tags pushed besides the digest (default: latest and the git commit).
     #[serde(default)]
     pub tags: Vec<String>,
+    /// Cloud SQL instances (`PROJECT:REGION:INSTANCE`) whose Unix sockets
+    /// are mounted under /cloudsql.
+    #[serde(default)]
+    pub cloudsql: Vec<String>,
+    /// Direct VPC egress: the VPC network and subnet, and which traffic
+    /// goes through them (`all-traffic` or `private-ranges-only`).
+    pub network: Option<String>,
+    pub subnet: Option<String>,
+    pub vpc_egress: Option<String>,
+    /// "/PATH/FILE" = "SECRET[:VERSION]": a Secret Manager version mounted
+    /// as a file.
+    #[serde(default)]
+    pub secret_files: BTreeMap<String, String>,
+    /// An HTTP path Cloud Run probes for liveness, beside the startup probe.
+    pub liveness_probe: Option<String>,
 }
 
 impl DeployConfig {
@@ -61,8 +76,14 @@ impl DeployConfig {
             concurrency,
             timeout,
             service_account,
-            startup_cpu_boost
+            startup_cpu_boost,
+            network,
+            subnet,
+            vpc_egress,
+            liveness_probe
         );
+        self.cloudsql.extend(over.cloudsql);
+        self.secret_files.extend(over.secret_files);
         self.env.extend(over.env);
         self.secrets.extend(over.secrets);
         self.labels.extend(over.labels);
