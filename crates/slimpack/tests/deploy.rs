@@ -36,6 +36,9 @@ struct State {
     operations: BTreeMap<String, (u32, Value)>,
     policy: Value,
     counter: u32,
+    jobs: BTreeMap<String, Value>,
+    /// Execution name → (the execution, its tasks).
+    executions: BTreeMap<String, (Value, Value)>,
 }
 
 struct FakeGoogle {
@@ -207,9 +210,98 @@ fn handle(
             st.operations.insert(op.clone(), (polls, outcome));
             (200, json!({"name": op, "done": false}))
         }
+        ("GET" | "PATCH" | "POST", "jobs") => jobs(st, method, path, &parent, body),
         _ => {
             st.problems
                 .push(format!("{method} {url}: not played by the fake"));
+            not_found(path)
+        }
+    }
+}
+
+/// Cloud Run jobs as the fake plays them. An execution's tasks follow the
+/// job's command: `always-fail` fails every task, `fail-second` task 1
+/// only (exit 1); any other succeeds. A failed execution fails its
+/// operation, as Cloud Run's does.
+fn jobs(st: &mut State, method: &str, path: &str, parent: &str, body: Value) -> (u16, Value) {
+    let full = path.trim_start_matches("v2/").to_string();
+    let parts: Vec<&str> = full.split('/').collect();
+    let not_found = |what: &str| {
+        google_error(
+            404,
+            "NOT_FOUND",
+            &format!("Resource '{what}' was not found"),
+            json!([]),
+        )
+    };
+    match (method, parts.len()) {
+        // …/jobs/J/executions/E/tasks
+        ("GET", 9) => match st.executions.get(&parts[..8].join("/")) {
+            Some((_, tasks)) => (200, tasks.clone()),
+            None => not_found(&full),
+        },
+        ("GET", 8) => match st.executions.get(&full) {
+            Some((e, _)) => (200, e.clone()),
+            None => not_found(&full),
+        },
+        ("GET", 6) => match st.jobs.get(&full) {
+            Some(j) => (200, j.clone()),
+            None => not_found(&full),
+        },
+        ("PATCH", 6) => {
+            let mut job = body;
+            job["name"] = json!(full);
+            st.jobs.insert(full, job.clone());
+            st.counter += 1;
+            let op = format!("{parent}/operations/job-{}", st.counter);
+            st.operations
+                .insert(op.clone(), (1, json!({"response": job})));
+            (200, json!({"name": op, "done": false}))
+        }
+        ("POST", 6) if full.ends_with(":run") => {
+            let name = full.trim_end_matches(":run");
+            let Some(job) = st.jobs.get(name).cloned() else {
+                return not_found(name);
+            };
+            st.counter += 1;
+            let exec = format!("{name}/executions/run-{}", st.counter);
+            let command = job["template"]["template"]["containers"][0]["command"].to_string();
+            let count = job["template"]["taskCount"].as_u64().unwrap_or(1);
+            let fails = |i: u64| {
+                command.contains("always-fail") || (command.contains("fail-second") && i == 1)
+            };
+            let tasks: Vec<Value> = (0..count)
+                .map(|i| {
+                    let mut t = json!({"name": format!("{exec}/tasks/t{i}"), "index": i, "retried": 0});
+                    if fails(i) {
+                        t["lastAttemptResult"] = json!({"exitCode": 1, "status": {"code": 2, "message": "The container exited with an error."}});
+                    } else {
+                        t["completionTime"] = json!("2026-12-02T00:00:00Z");
+                        t["lastAttemptResult"] = json!({"exitCode": 0, "status": {"code": 0}});
+                    }
+                    t
+                })
+                .collect();
+            let failed = (0..count).filter(|i| fails(*i)).count() as u64;
+            let execution = json!({"name": exec, "taskCount": count, "succeededCount": count - failed,
+                "failedCount": failed, "logUri": format!("https://console.cloud.google.com/logs?exec={exec}")});
+            st.executions
+                .insert(exec.clone(), (execution.clone(), json!({"tasks": tasks})));
+            let outcome = if failed > 0 {
+                json!({"error": {"code": 9, "message": format!("Task {exec}/tasks/t1 failed with exit code 1.")}})
+            } else {
+                json!({"response": execution})
+            };
+            let op = format!("{parent}/operations/exec-{}", st.counter);
+            st.operations.insert(op.clone(), (1, outcome));
+            (
+                200,
+                json!({"name": op, "done": false, "metadata": {"name": exec}}),
+            )
+        }
+        _ => {
+            st.problems
+                .push(format!("{method} {path}: not played by the fake"));
             not_found(path)
         }
     }
@@ -732,4 +824,173 @@ fn emitted_manifests_name_the_same_image_and_settings() {
     let tf = ok(&s.deploy("my-app", &["--emit", "terraform", "--max-instances", "3"]));
     assert!(tf.contains(&format!("image = {}", c["image"])), "{tf}");
     assert!(s.google.seen().is_empty(), "--emit sends nothing");
+}
+
+/// A job made from the service's spec: created, updated, executed with one
+/// failed and one succeeded task (the command fails); every request checked
+/// against the discovery document, and `--dry-run` prints what a run sends.
+#[test]
+fn a_job_is_created_updated_and_executed() {
+    let s = Setup::new();
+    let job = |extra: &[&str]| {
+        let mut args = vec![
+            "--create-repo",
+            "--job",
+            "my-app-batch",
+            "--tasks",
+            "2",
+            "--cloudsql",
+            "my-project:us-central1:main-db",
+        ];
+        args.extend_from_slice(extra);
+        s.deploy("my-app", &args)
+    };
+    let created = ok(&job(&["--job-command", "python batch.py"]));
+    assert!(
+        created.contains("Created projects/my-project/locations/us-central1/jobs/my-app-batch"),
+        "{created}"
+    );
+    let p = "projects/my-project/locations/us-central1";
+    let patched = s
+        .google
+        .take_seen()
+        .into_iter()
+        .find(|r| r.method == "PATCH")
+        .unwrap();
+    assert_eq!(
+        patched.url,
+        format!("/v2/{p}/jobs/my-app-batch?allowMissing=true")
+    );
+    let task = &patched.body["template"]["template"];
+    assert_eq!(
+        task["containers"][0]["command"],
+        json!(["python", "batch.py"])
+    );
+    assert_eq!(
+        task["volumes"][0]["cloudSqlInstance"]["instances"][0],
+        "my-project:us-central1:main-db"
+    );
+    assert_eq!(patched.body["template"]["taskCount"], 2);
+
+    let flags = ["--job-command", "python batch.py fail-second", "--execute"];
+    let dry: Vec<&str> = flags.iter().copied().chain(["--dry-run"]).collect();
+    let planned: Vec<Value> = ok(&job(&dry))
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let out = job(&flags);
+    let err = failed(&out);
+    assert!(err.contains("the execution failed"), "{err}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("Updated projects/my-project/locations/us-central1/jobs/my-app-batch"),
+        "{text}"
+    );
+    assert!(text.contains("(1 succeeded, 1 failed)"), "{text}");
+    assert!(text.contains("task 0   succeeded"), "{text}");
+    assert!(
+        text.contains("task 1   failed (exit 1): The container exited with an error."),
+        "{text}"
+    );
+    assert!(
+        text.contains("logs    https://console.cloud.google.com/logs"),
+        "{text}"
+    );
+    let sent: Vec<Value> = s
+        .google
+        .take_seen()
+        .iter()
+        .filter(|r| r.method != "GET")
+        .map(|r| json!({"method": r.method, "url": format!("{}{}", s.google.base, r.url), "body": r.body}))
+        .collect();
+    // The dry run plans the repository's creation; the real run found it.
+    assert_eq!(sent[..], planned[1..], "--dry-run is what a run sends");
+    assert_eq!(s.google.problems(), Vec::<String>::new());
+}
+
+/// `before` runs as a job with the new image ahead of the service: when it
+/// fails the service is not touched; when it succeeds the service follows.
+#[test]
+fn a_failed_before_command_leaves_the_service_untouched() {
+    let s = Setup::new();
+    let out = s.deploy(
+        "my-app",
+        &[
+            "--create-repo",
+            "--before",
+            "python manage.py migrate always-fail",
+        ],
+    );
+    let err = failed(&out);
+    assert!(
+        err.contains(
+            "before = \"python manage.py migrate always-fail\" failed in job my-app-before"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("the service was not updated"), "{err}");
+    let seen = s.google.take_seen();
+    assert!(
+        !seen.iter().any(|r| r.url.contains("/services/")),
+        "the service was asked about: {:?}",
+        seen.iter().map(|r| &r.url).collect::<Vec<_>>()
+    );
+    let run = seen.iter().find(|r| r.method == "PATCH").unwrap();
+    assert_eq!(
+        run.body["template"]["template"]["containers"][0]["command"],
+        json!(["python", "manage.py", "migrate", "always-fail"])
+    );
+    assert_eq!(run.body["template"]["template"]["maxRetries"], 0);
+
+    let good = ["--before", "python manage.py migrate"];
+    let dry: Vec<&str> = good.iter().copied().chain(["--dry-run"]).collect();
+    let planned: Vec<Value> = ok(&s.deploy("my-app", &dry))
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let out = ok(&s.deploy("my-app", &good));
+    assert!(
+        out.contains("Created projects/my-project/locations/us-central1/services/my-app"),
+        "{out}"
+    );
+    assert!(out.contains("before  ran first"), "{out}");
+    let sent: Vec<(String, String)> = s
+        .google
+        .take_seen()
+        .iter()
+        .filter(|r| r.method != "GET")
+        .map(|r| {
+            (
+                r.method.clone(),
+                r.url.split('?').next().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let p = "/v2/projects/my-project/locations/us-central1";
+    assert_eq!(
+        sent,
+        [
+            ("PATCH".to_string(), format!("{p}/jobs/my-app-before")),
+            ("POST".to_string(), format!("{p}/jobs/my-app-before:run")),
+            ("PATCH".to_string(), format!("{p}/services/my-app")),
+        ]
+    );
+    let planned: Vec<(String, String)> = planned
+        .iter()
+        .map(|r| {
+            (
+                r["method"].as_str().unwrap().to_string(),
+                r["url"]
+                    .as_str()
+                    .unwrap()
+                    .split('?')
+                    .next()
+                    .unwrap()
+                    .trim_start_matches(&s.google.base)
+                    .to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(planned, sent);
+    assert_eq!(s.google.problems(), Vec::<String>::new());
 }

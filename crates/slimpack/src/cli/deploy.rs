@@ -94,6 +94,34 @@ pub(super) struct DeployArgs {
     /// An HTTP path to probe for liveness (a failing instance is restarted).
     #[arg(long, value_name = "PATH")]
     liveness_probe: Option<String>,
+    /// Run this command as a Cloud Run job with the new image before the
+    /// service is updated (e.g. "python manage.py migrate"); the deploy
+    /// stops if it fails.
+    #[arg(long, value_name = "COMMAND")]
+    before: Option<String>,
+    /// Deploy a Cloud Run job instead of the service (NAME defaults to the
+    /// service's): the same image, env, secrets, Cloud SQL and VPC.
+    #[arg(long, value_name = "NAME", num_args = 0..=1, default_missing_value = "")]
+    job: Option<String>,
+    /// With --job: what each task runs (default: the image's command).
+    #[arg(long = "job-command", value_name = "COMMAND", requires = "job")]
+    job_command: Option<String>,
+    /// With --job: tasks per execution.
+    #[arg(long, requires = "job")]
+    tasks: Option<u32>,
+    /// With --job: tasks running at once.
+    #[arg(long, requires = "job")]
+    parallelism: Option<u32>,
+    /// With --job: retries of a failed task (0-10).
+    #[arg(long, requires = "job")]
+    max_retries: Option<u32>,
+    /// With --job: the time a task may take (seconds, or 90s, 5m, 1h).
+    #[arg(long, value_parser = parse_timeout, requires = "job")]
+    task_timeout: Option<u32>,
+    /// With --job: run it and wait for the execution; each task's outcome
+    /// is printed, and a failed task fails the command.
+    #[arg(long, requires = "job")]
+    execute: bool,
     /// Build, send nothing, print the API requests that change something,
     /// one JSON object per line: {"method", "url", "body"}.
     #[arg(long)]
@@ -171,7 +199,29 @@ impl DeployArgs {
             vpc_egress: self.vpc_egress.clone(),
             secret_files: pairs(&self.secret_files, "--secret-file")?,
             liveness_probe: self.liveness_probe.clone(),
+            before: self.before.clone(),
         })
+    }
+
+    /// `--job` and its options; the name defaults to the service's, known
+    /// only once settings are resolved (`""` until then).
+    fn job(&self) -> Result<Option<deploy::job::JobOptions>> {
+        let Some(name) = &self.job else {
+            return Ok(None);
+        };
+        let command = match &self.job_command {
+            Some(c) => shell_words::split(c)
+                .map_err(|e| anyhow!("--job-command {c:?}: {e}; quote it as a shell would"))?,
+            None => Vec::new(),
+        };
+        Ok(Some(deploy::job::JobOptions {
+            name: name.clone(),
+            command,
+            tasks: self.tasks,
+            parallelism: self.parallelism,
+            max_retries: self.max_retries,
+            task_timeout: self.task_timeout,
+        }))
     }
 }
 
@@ -195,6 +245,8 @@ pub(super) fn run(a: DeployArgs) -> Result<i32> {
         dry_run: a.dry_run,
         emit: a.emit,
         wait: std::time::Duration::from_secs(a.wait),
+        job: a.job()?,
+        execute: a.execute,
     };
     match deploy::deploy(&ctx, &opts, !quiet)? {
         DeployOutcome::DryRun(requests) => {
@@ -212,8 +264,64 @@ pub(super) fn run(a: DeployArgs) -> Result<i32> {
         },
         DeployOutcome::Deployed(r) if a.json => print_json(&r)?,
         DeployOutcome::Deployed(r) => print_report(&r),
+        DeployOutcome::Job(r) => {
+            if a.json {
+                print_json(&r)?;
+            } else {
+                print_job(&r);
+            }
+            if r.execution.as_ref().is_some_and(|e| !e.ok()) {
+                anyhow::bail!("job {}: the execution failed", r.job);
+            }
+        }
     }
     Ok(0)
+}
+
+fn print_execution(e: &deploy::job::ExecutionReport) {
+    println!(
+        "  run     {} ({} succeeded, {} failed)",
+        e.name.rsplit('/').next().unwrap_or(&e.name),
+        e.succeeded,
+        e.failed
+    );
+    for t in &e.tasks {
+        let how = if t.succeeded {
+            "succeeded".to_string()
+        } else {
+            format!(
+                "failed{}{}",
+                t.exit_code
+                    .map(|c| format!(" (exit {c})"))
+                    .unwrap_or_default(),
+                t.message
+                    .as_deref()
+                    .map(|m| format!(": {}", crate::core::text::escape_controls(m)))
+                    .unwrap_or_default()
+            )
+        };
+        println!("  task {:<3} {how}", t.index);
+    }
+    if let Some(l) = &e.log_uri {
+        println!("  logs    {l}");
+    }
+}
+
+fn print_job(r: &deploy::JobReport) {
+    println!(
+        "{} {} in {:.1}s",
+        if r.created { "Created" } else { "Updated" },
+        r.name,
+        r.seconds
+    );
+    println!("  image   {}", r.image);
+    println!("  push    {}", r.push.summary());
+    if let Some(e) = &r.execution {
+        print_execution(e);
+    }
+    for socket in &r.cloudsql_sockets {
+        println!("  cloudsql {socket}");
+    }
 }
 
 fn print_report(r: &deploy::DeployReport) {
@@ -243,5 +351,9 @@ fn print_report(r: &deploy::DeployReport) {
     );
     for socket in &r.cloudsql_sockets {
         println!("  cloudsql {socket} (e.g. postgresql://USER:PASS@/DB?host={socket})");
+    }
+    if let Some(b) = &r.before {
+        println!("  before  ran first:");
+        print_execution(b);
     }
 }

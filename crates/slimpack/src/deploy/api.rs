@@ -85,7 +85,7 @@ impl Endpoints {
     }
 }
 
-fn get(url: String) -> ApiRequest {
+pub fn get(url: String) -> ApiRequest {
     ApiRequest {
         method: "GET".into(),
         url,

@@ -4,6 +4,7 @@
 //! `gcloud run services replace`, a Terraform `google_cloud_run_v2_service`
 //! (as in seed 000), or a Cloud Build config that applies that YAML.
 
+use super::job::JobSpec;
 use super::settings::PublicAccess;
 use super::spec::ServiceSpec;
 use anyhow::Result;
@@ -20,6 +21,9 @@ pub enum Format {
     /// A Cloud Build step that applies the YAML.
     #[value(alias = "cloudbuild.yaml")]
     Cloudbuild,
+    /// With --job: the job as YAML for `gcloud run jobs replace`.
+    #[value(name = "job.yaml")]
+    JobYaml,
 }
 
 pub fn emit(spec: &ServiceSpec, format: Format) -> Result<String> {
@@ -27,7 +31,108 @@ pub fn emit(spec: &ServiceSpec, format: Format) -> Result<String> {
         Format::ServiceYaml => service_yaml(spec),
         Format::Terraform => Ok(terraform(spec)),
         Format::Cloudbuild => cloudbuild(spec),
+        Format::JobYaml => anyhow::bail!("--emit job.yaml is for jobs: add --job [NAME]"),
     }
+}
+
+/// `--job --emit`: the job as YAML for `gcloud run jobs replace`, or a
+/// `google_cloud_run_v2_job`.
+pub fn emit_job(j: &JobSpec, format: Format) -> Result<String> {
+    match format {
+        Format::JobYaml | Format::ServiceYaml => job_yaml(j),
+        Format::Terraform => Ok(job_terraform(j)),
+        Format::Cloudbuild => anyhow::bail!("--emit cloudbuild writes a service's deploy step; for a job use --emit job.yaml or terraform"),
+    }
+}
+
+/// The job as the Cloud Run Admin API v1 `Job` that `gcloud run jobs
+/// replace` reads: the service's Knative container, volumes and
+/// connection annotations, the job's command and task settings.
+pub fn job_yaml(j: &JobSpec) -> Result<String> {
+    let s = &j.service.settings;
+    let k = j.service.to_knative();
+    let rev = &k["spec"]["template"]["spec"];
+    let mut container = rev["containers"][0].clone();
+    if let Some(c) = container.as_object_mut() {
+        for f in ["ports", "startupProbe", "livenessProbe"] {
+            c.remove(f);
+        }
+    }
+    if !j.job.command.is_empty() {
+        container["command"] = json!(j.job.command);
+    }
+    let mut task = json!({"containers": [container]});
+    for f in ["volumes", "serviceAccountName"] {
+        if !rev[f].is_null() {
+            task[f] = rev[f].clone();
+        }
+    }
+    if let Some(r) = j.job.max_retries {
+        task["maxRetries"] = json!(r);
+    }
+    if let Some(t) = j.job.task_timeout {
+        task["timeoutSeconds"] = json!(t);
+    }
+    let mut exec = json!({"template": {"spec": task}});
+    if let Some(n) = j.job.tasks {
+        exec["taskCount"] = json!(n);
+    }
+    if let Some(n) = j.job.parallelism {
+        exec["parallelism"] = json!(n);
+    }
+    let connections: serde_json::Map<String, Value> = k["spec"]["template"]["metadata"]
+        ["annotations"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(a, _)| {
+            [
+                "cloudsql-instances",
+                "network-interfaces",
+                "vpc-access-egress",
+            ]
+            .iter()
+            .any(|x| a.ends_with(x))
+        })
+        .map(|(a, v)| (a.clone(), v.clone()))
+        .collect();
+    let mut template = json!({"spec": exec});
+    if !connections.is_empty() {
+        template["metadata"] = json!({"annotations": connections});
+    }
+    let doc = json!({
+        "apiVersion": "run.googleapis.com/v1",
+        "kind": "Job",
+        "metadata": {"name": j.job.name, "labels": k["metadata"]["labels"]},
+        "spec": {"template": template},
+    });
+    let head = format!(
+        "# Written by slimpack deploy: Cloud Run job {} in {}/{}, image by digest.\n# Apply: gcloud run jobs replace job.yaml --project {} --region {}\n",
+        j.job.name, s.project, s.region, s.project, s.region
+    );
+    Ok(head + &yaml(&doc)?)
+}
+
+/// `google_cloud_run_v2_job`: the v2 `Job` body in snake_case, as the
+/// service's resource is.
+pub fn job_terraform(j: &JobSpec) -> String {
+    let s = &j.service.settings;
+    let local = j.job.name.replace('-', "_");
+    let mut out = format!(
+        "# Written by slimpack deploy: Cloud Run job {} in {}/{}, image by digest.\n# Apply: terraform init && terraform apply\n",
+        j.job.name, s.project, s.region
+    );
+    out.push_str(&format!(
+        "\nresource \"google_cloud_run_v2_job\" \"{local}\" {{\n  project  = {}\n  name     = {}\n  location = {}\n\n",
+        hcl_string(&s.project),
+        hcl_string(&j.job.name),
+        hcl_string(&s.region)
+    ));
+    if let Value::Object(body) = j.to_v2() {
+        hcl_body(&body, 2, &mut out);
+    }
+    out.push_str("}\n");
+    out
 }
 
 /// YAML with long single-line values (image references) on one line, not
@@ -280,6 +385,57 @@ mod tests {
                 assert!(DOCUMENTED.contains(&key.as_str()), "{key}");
             }
         }
+    }
+
+    #[test]
+    fn a_job_is_emitted_from_the_same_spec() {
+        let j = JobSpec::new(
+            full(),
+            crate::deploy::job::JobOptions {
+                name: "my-app-migrate".into(),
+                command: vec!["python".into(), "manage.py".into(), "migrate".into()],
+                tasks: Some(1),
+                max_retries: Some(0),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let text = job_yaml(&j).unwrap();
+        let v: Value = serde_saphyr::from_str(&text).unwrap();
+        assert_eq!(v["kind"], "Job");
+        assert_eq!(v["apiVersion"], "run.googleapis.com/v1");
+        let task = &v["spec"]["template"]["spec"]["template"]["spec"];
+        assert_eq!(task["containers"][0]["image"], IMAGE);
+        assert_eq!(task["containers"][0]["command"][2], "migrate");
+        assert!(task["containers"][0].get("ports").is_none());
+        assert_eq!(task["maxRetries"], 0);
+        assert_eq!(
+            v["spec"]["template"]["metadata"]["annotations"]
+                ["run.googleapis.com/cloudsql-instances"],
+            "my-project:us-central1:db"
+        );
+        assert_eq!(
+            v["metadata"]["labels"]["cloud.googleapis.com/location"],
+            "us-central1"
+        );
+        let tf = job_terraform(&j);
+        for needle in [
+            "resource \"google_cloud_run_v2_job\" \"my_app_migrate\" {",
+            "cloud_sql_instance {",
+            "command = [\"python\", \"manage.py\", \"migrate\"]",
+        ] {
+            assert!(tf.contains(needle), "{needle} not in\n{tf}");
+        }
+        for (attr, value) in [("task_count", "1"), ("max_retries", "0")] {
+            assert!(
+                tf.lines().any(
+                    |l| l.trim().starts_with(attr) && l.trim().ends_with(&format!("= {value}"))
+                ),
+                "{attr} = {value} not in\n{tf}"
+            );
+        }
+        assert!(emit(&full(), Format::JobYaml).is_err());
+        assert!(emit_job(&j, Format::Cloudbuild).is_err());
     }
 
     #[test]

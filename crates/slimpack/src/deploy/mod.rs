@@ -9,6 +9,7 @@
 
 pub mod api;
 pub mod emit;
+pub mod job;
 pub mod settings;
 pub mod spec;
 
@@ -41,6 +42,26 @@ pub struct DeployOptions {
     pub emit: Option<emit::Format>,
     /// How long to wait for each long-running operation.
     pub wait: Duration,
+    /// Deploy a Cloud Run job with these options instead of the service.
+    pub job: Option<job::JobOptions>,
+    /// With `job`: run it and wait for the execution.
+    pub execute: bool,
+}
+
+/// What a job deploy did.
+#[derive(Debug, Serialize)]
+pub struct JobReport {
+    pub job: String,
+    /// `projects/P/locations/R/jobs/J`.
+    pub name: String,
+    pub image: String,
+    pub created: bool,
+    pub repository_created: bool,
+    pub push: crate::registry::PushReport,
+    /// With `--execute`: how the execution went.
+    pub execution: Option<job::ExecutionReport>,
+    pub cloudsql_sockets: Vec<String>,
+    pub seconds: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -61,6 +82,8 @@ pub struct DeployReport {
     /// Where the app finds each Cloud SQL instance's Unix socket (the
     /// `host` of its DATABASE_URL).
     pub cloudsql_sockets: Vec<String>,
+    /// The `before` command's execution, when one ran.
+    pub before: Option<job::ExecutionReport>,
     pub seconds: f64,
 }
 
@@ -70,12 +93,16 @@ pub enum DeployOutcome {
     /// `--emit`: the file's text.
     Emitted(String),
     Deployed(Box<DeployReport>),
+    /// `--job`: the job made, and its execution with `--execute`.
+    Job(Box<JobReport>),
 }
 
 /// The built image and the service it makes.
 struct Prepared {
     settings: DeploySettings,
     spec: ServiceSpec,
+    /// `--job`, or the job that runs `before` ahead of the service.
+    job: Option<job::JobSpec>,
     digest: String,
     /// The SBOM's digest in the cache's blobs, attached after the push.
     sbom: Option<String>,
@@ -91,6 +118,16 @@ fn prepare(ctx: &Context, opts: &DeployOptions) -> Result<Prepared> {
     );
     // Settings first: a missing --project fails before a build, not after.
     let settings = DeploySettings::resolve(&cfg.deploy, &fallbacks)?;
+    // `--job` without a name takes the service's.
+    let job_options = opts.job.clone().map(|mut o| {
+        if o.name.is_empty() {
+            o.name = settings.service.clone();
+        }
+        o
+    });
+    if let Some(o) = &job_options {
+        o.check()?;
+    }
     let planned = build::plan(ctx, inputs)?;
     let built = build::build(ctx, &planned)?;
     let report = build::deliver(ctx, &planned, built, &[], true, None)?;
@@ -101,9 +138,23 @@ fn prepare(ctx: &Context, opts: &DeployOptions) -> Result<Prepared> {
         report.port,
         report.health_path.as_deref(),
     )?;
+    let job = match (&job_options, &settings.before) {
+        (Some(o), _) => Some(job::JobSpec::new(spec.clone(), o.clone())?),
+        (None, Some(before)) => Some(job::JobSpec::new(
+            spec.clone(),
+            job::JobOptions {
+                name: format!("{}-before", settings.service),
+                command: before.clone(),
+                max_retries: Some(0),
+                ..Default::default()
+            },
+        )?),
+        (None, None) => None,
+    };
     Ok(Prepared {
         settings,
         spec,
+        job,
         digest: report.digest.clone(),
         sbom: report.sbom.as_ref().map(|s| s.digest.clone()),
     })
@@ -111,23 +162,30 @@ fn prepare(ctx: &Context, opts: &DeployOptions) -> Result<Prepared> {
 
 /// What a deploy sends that changes something, in order, for a project
 /// where the repository is missing (with `--create-repo`) and the
-/// service's IAM policy is empty: what `--dry-run` prints. A real run
+/// service's IAM policy is empty: what `--dry-run` prints. A `before`
+/// command's job is saved and run first; `--job` saves (and with
+/// `--execute` runs) the job instead of the service. A real run
 /// skips the repository when it exists and merges the invoker binding
 /// into the policy it reads.
-pub fn planned_requests(
-    spec: &ServiceSpec,
-    endpoints: &Endpoints,
-    create_repo: bool,
-) -> Vec<ApiRequest> {
-    let s = &spec.settings;
+fn planned_requests(p: &Prepared, opts: &DeployOptions) -> Vec<ApiRequest> {
+    let (s, endpoints) = (&p.settings, &opts.endpoints);
     let mut out = Vec::new();
-    if create_repo {
+    if opts.create_repo {
         out.push(endpoints.create_repository(s));
     }
-    out.push(spec.patch_request(&endpoints.run));
+    if let Some(j) = &p.job {
+        out.push(j.patch_request(&endpoints.run));
+        if opts.execute || opts.job.is_none() {
+            out.push(j.run_request(&endpoints.run));
+        }
+        if opts.job.is_some() {
+            return out;
+        }
+    }
+    out.push(p.spec.patch_request(&endpoints.run));
     if s.allow_unauthenticated && s.public_access == PublicAccess::IamBinding {
-        if let Some(p) = api::with_public_invoker(&Value::Null) {
-            out.push(endpoints.set_iam_policy(s, p));
+        if let Some(policy) = api::with_public_invoker(&Value::Null) {
+            out.push(endpoints.set_iam_policy(s, policy));
         }
     }
     out
@@ -234,20 +292,17 @@ pub fn deploy(ctx: &Context, opts: &DeployOptions, say: bool) -> Result<DeployOu
     };
     let p = prepare(ctx, opts)?;
     if let Some(f) = opts.emit {
-        return Ok(DeployOutcome::Emitted(emit::emit(&p.spec, f)?));
+        return Ok(DeployOutcome::Emitted(match (&opts.job, &p.job) {
+            (Some(_), Some(j)) => emit::emit_job(j, f)?,
+            _ => emit::emit(&p.spec, f)?,
+        }));
     }
     if opts.dry_run {
-        return Ok(DeployOutcome::DryRun(planned_requests(
-            &p.spec,
-            &opts.endpoints,
-            opts.create_repo,
-        )));
+        return Ok(DeployOutcome::DryRun(planned_requests(&p, opts)));
     }
     let s = &p.settings;
     let (token, _) = crate::registry::google::access_token()?;
     let api = Client::new(token, opts.endpoints.clone());
-    let e = &opts.endpoints;
-    let wrap = |e: anyhow::Error| explained(e, s);
 
     // The repository, before anything is pushed into it.
     let repository_created = ensure_repository(&api, ctx, opts, s, &say)?;
@@ -268,60 +323,177 @@ pub fn deploy(ctx: &Context, opts: &DeployOptions, say: bool) -> Result<DeployOu
         let doc = ctx.cache.blobs.read(d)?;
         push.sbom = Some(build::sbom::attach(ctx, &p.digest, &target, &doc)?);
     }
+    let run = Deploying {
+        api: &api,
+        ctx,
+        opts,
+        started,
+        repository_created,
+        push,
+    };
+    match (&opts.job, &p.job) {
+        (Some(_), Some(j)) => run.job(j, &say),
+        _ => run.service(&p, &say),
+    }
+}
 
-    let existing = api.send_optional(&e.get_service(s)).map_err(wrap)?;
-    say(format!(
-        "{} Cloud Run service {} in {}",
-        if existing.is_some() {
-            "Updating"
-        } else {
-            "Creating"
-        },
-        s.service,
-        s.region
-    ));
-    let op = api.send(&p.spec.patch_request(&e.run)).map_err(wrap)?;
-    api.wait(
-        op,
-        &e.run,
-        "v2",
-        "rolling out the revision",
-        opts.wait,
-        progress,
-    )
-    .map_err(|err| match err.downcast_ref::<GoogleError>() {
-        Some(g) if g.method == "operation" => hinted(g, logs_hint(s)),
-        _ => wrap(err),
-    })?;
-    let svc = api.send(&e.get_service(s)).map_err(wrap)?;
-    let cond = &svc["terminalCondition"];
-    if cond["state"] != "CONDITION_SUCCEEDED" {
-        return Err(hinted(
-            format!(
-                "Cloud Run service {}: {} {}: {}",
-                s.service,
-                cond["type"].as_str().unwrap_or("Ready"),
-                cond["state"].as_str().unwrap_or("unknown"),
-                cond["message"].as_str().unwrap_or("no message"),
-            ),
-            logs_hint(s),
-        ));
+/// A deploy past its push: the API client and what the report needs.
+struct Deploying<'a> {
+    api: &'a Client,
+    ctx: &'a Context,
+    opts: &'a DeployOptions,
+    started: Instant,
+    repository_created: bool,
+    push: crate::registry::PushReport,
+}
+
+impl Deploying<'_> {
+    /// Creates or updates the job, and with `--execute` runs it.
+    fn job(self, j: &job::JobSpec, say: &dyn Fn(String)) -> Result<DeployOutcome> {
+        let s = &j.service.settings;
+        let (created, execution) = self.job_made(j, self.opts.execute, say)?;
+        Ok(DeployOutcome::Job(Box::new(JobReport {
+            job: j.job.name.clone(),
+            name: j.name(),
+            image: j.service.image.clone(),
+            created,
+            repository_created: self.repository_created,
+            push: self.push,
+            execution,
+            cloudsql_sockets: s.cloudsql_sockets(),
+            seconds: self.started.elapsed().as_secs_f64(),
+        })))
     }
 
-    let public = open_to_public(&api, e, s).map_err(wrap)?;
-    Ok(DeployOutcome::Deployed(Box::new(DeployReport {
-        service: s.service.clone(),
-        name: s.service_name(),
-        url: svc["uri"].as_str().map(str::to_string),
-        revision: svc["latestReadyRevision"]
-            .as_str()
-            .map(|r| r.rsplit('/').next().unwrap_or(r).to_string()),
-        image: p.spec.image.clone(),
-        created: existing.is_none(),
-        repository_created,
-        public,
-        push,
-        cloudsql_sockets: s.cloudsql_sockets(),
-        seconds: started.elapsed().as_secs_f64(),
-    })))
+    /// PATCH the job (allowMissing), wait; then, when asked, run it and
+    /// wait for its execution: whether the job was new, and how it ran.
+    fn job_made(
+        &self,
+        j: &job::JobSpec,
+        execute: bool,
+        say: &dyn Fn(String),
+    ) -> Result<(bool, Option<job::ExecutionReport>)> {
+        let (api, e, s) = (self.api, &self.opts.endpoints, &j.service.settings);
+        let wrap = |err: anyhow::Error| explained(err, s);
+        let get = api::get(format!("{}/v2/{}", e.run.trim_end_matches('/'), j.name()));
+        let created = api.send_optional(&get).map_err(wrap)?.is_none();
+        say(format!(
+            "{} Cloud Run job {} in {}",
+            if created { "Creating" } else { "Updating" },
+            j.job.name,
+            s.region
+        ));
+        let op = api.send(&j.patch_request(&e.run)).map_err(wrap)?;
+        let (progress, limit) = (&self.ctx.progress, self.opts.wait);
+        api.wait(op, &e.run, "v2", "saving the job", limit, progress)
+            .map_err(wrap)?;
+        if !execute {
+            return Ok((created, None));
+        }
+        say(format!("Running job {}", j.job.name));
+        let op = api.send(&j.run_request(&e.run)).map_err(wrap)?;
+        let execution = op["metadata"]["name"].as_str().unwrap_or("").to_string();
+        // A failed execution fails its operation; its tasks still tell why.
+        let waited = api.wait(op, &e.run, "v2", "running the job", limit, progress);
+        if execution.is_empty() {
+            waited.map_err(wrap)?;
+            anyhow::bail!("the run of job {} returned no execution name", j.job.name);
+        }
+        let url = |path: &str| format!("{}/v2/{path}", e.run.trim_end_matches('/'));
+        let exec = api.send(&api::get(url(&execution))).map_err(wrap)?;
+        let tasks = api
+            .send(&job::JobSpec::tasks_request(&e.run, &execution))
+            .map_err(wrap)?;
+        Ok((created, Some(job::ExecutionReport::of(&exec, &tasks))))
+    }
+
+    /// The `before` command, run as a job execution that must succeed.
+    fn before(&self, p: &Prepared, say: &dyn Fn(String)) -> Result<Option<job::ExecutionReport>> {
+        let Some(j) = &p.job else {
+            return Ok(None);
+        };
+        let run = self.job_made(j, true, say)?.1.unwrap_or_default();
+        if run.ok() {
+            return Ok(Some(run));
+        }
+        let failed = run.tasks.iter().filter(|t| !t.succeeded).count() as u64;
+        Err(hinted(
+            format!(
+                "before = {:?} failed in job {} ({} of {} tasks failed); the service was not updated",
+                p.settings.before.as_ref().map(|b| b.join(" ")).unwrap_or_default(),
+                j.job.name,
+                run.failed.max(failed),
+                run.tasks.len().max(1)
+            ),
+            format!(
+                "its logs: {}",
+                run.log_uri.as_deref().unwrap_or("the job's Logs tab in the Cloud console")
+            ),
+        ))
+    }
+
+    /// `before` (as a job execution that must succeed), then the service.
+    fn service(self, p: &Prepared, say: &dyn Fn(String)) -> Result<DeployOutcome> {
+        let before = self.before(p, say)?;
+        let (api, e, s) = (self.api, &self.opts.endpoints, &p.settings);
+        let (progress, opts) = (&self.ctx.progress, self.opts);
+        let wrap = |err: anyhow::Error| explained(err, s);
+
+        let existing = api.send_optional(&e.get_service(s)).map_err(wrap)?;
+        say(format!(
+            "{} Cloud Run service {} in {}",
+            if existing.is_some() {
+                "Updating"
+            } else {
+                "Creating"
+            },
+            s.service,
+            s.region
+        ));
+        let op = api.send(&p.spec.patch_request(&e.run)).map_err(wrap)?;
+        api.wait(
+            op,
+            &e.run,
+            "v2",
+            "rolling out the revision",
+            opts.wait,
+            progress,
+        )
+        .map_err(|err| match err.downcast_ref::<GoogleError>() {
+            Some(g) if g.method == "operation" => hinted(g, logs_hint(s)),
+            _ => wrap(err),
+        })?;
+        let svc = api.send(&e.get_service(s)).map_err(wrap)?;
+        let cond = &svc["terminalCondition"];
+        if cond["state"] != "CONDITION_SUCCEEDED" {
+            return Err(hinted(
+                format!(
+                    "Cloud Run service {}: {} {}: {}",
+                    s.service,
+                    cond["type"].as_str().unwrap_or("Ready"),
+                    cond["state"].as_str().unwrap_or("unknown"),
+                    cond["message"].as_str().unwrap_or("no message"),
+                ),
+                logs_hint(s),
+            ));
+        }
+
+        let public = open_to_public(api, e, s).map_err(wrap)?;
+        Ok(DeployOutcome::Deployed(Box::new(DeployReport {
+            service: s.service.clone(),
+            name: s.service_name(),
+            url: svc["uri"].as_str().map(str::to_string),
+            revision: svc["latestReadyRevision"]
+                .as_str()
+                .map(|r| r.rsplit('/').next().unwrap_or(r).to_string()),
+            image: p.spec.image.clone(),
+            created: existing.is_none(),
+            repository_created: self.repository_created,
+            public,
+            push: self.push,
+            cloudsql_sockets: s.cloudsql_sockets(),
+            before,
+            seconds: self.started.elapsed().as_secs_f64(),
+        })))
+    }
 }

@@ -142,6 +142,8 @@ pub struct DeploySettings {
     /// Absolute file path → the secret version mounted there.
     pub secret_files: BTreeMap<String, SecretRef>,
     pub liveness_path: Option<String>,
+    /// `before`, split as a shell would (no shell runs it).
+    pub before: Option<Vec<String>>,
 }
 
 /// Where a value missing from flags and config may come from instead.
@@ -277,6 +279,18 @@ impl DeploySettings {
                 .transpose()?,
             secret_files,
             liveness_path: cfg.liveness_probe.clone(),
+            before: cfg
+                .before
+                .as_deref()
+                .map(|b| {
+                    let argv = shell_words::split(b)
+                        .map_err(|e| anyhow!("before = {b:?}: {e}; quote it as a shell would"))?;
+                    if argv.is_empty() {
+                        bail!("before = \"\": name the command to run before the service is updated, e.g. \"python manage.py migrate\"");
+                    }
+                    Ok(argv)
+                })
+                .transpose()?,
         };
         s.check()?;
         Ok(s)

@@ -53,6 +53,10 @@ pub struct DeployConfig {
     pub secret_files: BTreeMap<String, String>,
     /// An HTTP path Cloud Run probes for liveness, beside the startup probe.
     pub liveness_probe: Option<String>,
+    /// A command run as a Cloud Run job with the new image before the
+    /// service is updated (`python manage.py migrate`); the deploy stops
+    /// when it fails.
+    pub before: Option<String>,
 }
 
 impl DeployConfig {
@@ -80,7 +84,8 @@ impl DeployConfig {
             network,
             subnet,
             vpc_egress,
-            liveness_probe
+            liveness_probe,
+            before
         );
         self.cloudsql.extend(over.cloudsql);
         self.secret_files.extend(over.secret_files);
