@@ -1,11 +1,14 @@
 //! `slimpack deploy`: build, push by digest to Artifact Registry, and create
 //! or update the Cloud Run service through the Admin API v2, waiting for
-//! the rollout; or print the requests (`--dry-run`), or write the service
-//! as YAML, Terraform or Cloud Build config (`--emit`).
+//! the rollout (after a `before` command ran as a job and succeeded), or a
+//! Cloud Run job (`--job`, run with `--execute`); or print the requests
+//! (`--dry-run`), or write them as YAML, Terraform or Cloud Build config
+//! (`--emit`).
 //!
 //! [`settings`] resolves flags and `[tool.slimpack.deploy]`, [`spec`] turns
-//! them and the build into the service, [`api`] holds every request and
-//! the client, [`emit`] writes the manifests.
+//! them and the build into the service, [`job`] the service's spec into a
+//! job, [`api`] holds every request and the client, [`emit`] writes the
+//! manifests.
 
 pub mod api;
 pub mod emit;
@@ -395,8 +398,16 @@ impl Deploying<'_> {
         let execution = op["metadata"]["name"].as_str().unwrap_or("").to_string();
         // A failed execution fails its operation; its tasks still tell why.
         let waited = api.wait(op, &e.run, "v2", "running the job", limit, progress);
+        if let Err(err) = waited {
+            // Still running past --wait, or the API unreachable: not an outcome.
+            let failed_run = err
+                .downcast_ref::<GoogleError>()
+                .is_some_and(|g| g.method == "operation");
+            if !failed_run || execution.is_empty() {
+                return Err(wrap(err));
+            }
+        }
         if execution.is_empty() {
-            waited.map_err(wrap)?;
             anyhow::bail!("the run of job {} returned no execution name", j.job.name);
         }
         let url = |path: &str| format!("{}/v2/{path}", e.run.trim_end_matches('/'));
