@@ -217,8 +217,7 @@ impl JobSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::deploy::schemas;
-    use crate::deploy::spec::tests::{full, settings, IMAGE};
+    use crate::deploy::spec::tests::{checked, full, settings, IMAGE};
 
     fn options() -> JobOptions {
         JobOptions {
@@ -233,7 +232,6 @@ mod tests {
 
     #[test]
     fn a_job_is_the_services_container_with_a_command_and_matches_the_discovery_document() {
-        let doc = schemas::load("run-v2-discovery.json");
         for spec in [
             JobSpec::new(full(), options()).unwrap(),
             JobSpec::new(
@@ -246,21 +244,10 @@ mod tests {
             .unwrap(),
         ] {
             let r = spec.patch_request("https://run.googleapis.com");
-            let (id, p) = schemas::check_request(
-                &doc,
-                &r.method,
-                r.url.strip_prefix("https://run.googleapis.com/").unwrap(),
-                &r.body,
-            );
+            let (id, p) = checked(&r);
             assert_eq!(id, "projects.locations.jobs.patch");
             assert_eq!(p, Vec::<String>::new(), "{:#}", r.body);
-            let run = spec.run_request("https://run.googleapis.com");
-            let (id, p) = schemas::check_request(
-                &doc,
-                &run.method,
-                run.url.strip_prefix("https://run.googleapis.com/").unwrap(),
-                &run.body,
-            );
+            let (id, p) = checked(&spec.run_request("https://run.googleapis.com"));
             assert_eq!(id, "projects.locations.jobs.run");
             assert_eq!(p, Vec::<String>::new());
         }
@@ -277,13 +264,17 @@ mod tests {
         assert_eq!(task["vpcAccess"]["egress"], "PRIVATE_RANGES_ONLY");
         assert_eq!(task["timeout"], "600s");
         assert_eq!(body["template"]["taskCount"], 2);
-        let (_, p) = schemas::check_request(
-            &schemas::load("run-v2-discovery.json"),
-            "GET",
-            "v2/projects/p/locations/r/jobs/j/executions/e/tasks",
-            &Value::Null,
+        let tasks = JobSpec::tasks_request(
+            "https://run.googleapis.com",
+            "projects/p/locations/r/jobs/j/executions/e",
         );
-        assert_eq!(p, Vec::<String>::new());
+        assert_eq!(
+            checked(&tasks),
+            (
+                "projects.locations.jobs.executions.tasks.list".to_string(),
+                vec![]
+            )
+        );
     }
 
     #[test]

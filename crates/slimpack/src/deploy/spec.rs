@@ -100,6 +100,23 @@ impl ServiceSpec {
             .unzip()
     }
 
+    /// Direct VPC egress's interface, in the same shape in both APIs (the
+    /// Knative annotation holds it as JSON).
+    fn network_interface(&self) -> Option<Value> {
+        let s = &self.settings;
+        if s.network.is_none() && s.subnet.is_none() {
+            return None;
+        }
+        let mut interface = Map::new();
+        if let Some(n) = &s.network {
+            interface.insert("network".into(), json!(n));
+        }
+        if let Some(n) = &s.subnet {
+            interface.insert("subnetwork".into(), json!(n));
+        }
+        Some(Value::Object(interface))
+    }
+
     fn limits(&self) -> Option<Value> {
         let s = &self.settings;
         let mut limits = Map::new();
@@ -172,14 +189,7 @@ impl ServiceSpec {
         if !volumes.is_empty() {
             template["volumes"] = Value::Array(volumes);
         }
-        if s.network.is_some() || s.subnet.is_some() {
-            let mut interface = Map::new();
-            if let Some(n) = &s.network {
-                interface.insert("network".into(), json!(n));
-            }
-            if let Some(n) = &s.subnet {
-                interface.insert("subnetwork".into(), json!(n));
-            }
+        if let Some(interface) = self.network_interface() {
             let mut vpc = json!({"networkInterfaces": [interface]});
             if let Some(e) = s.vpc_egress {
                 vpc["egress"] = json!(e.api());
@@ -248,17 +258,10 @@ impl ServiceSpec {
                 s.cloudsql.join(","),
             );
         }
-        if s.network.is_some() || s.subnet.is_some() {
-            let mut interface = Map::new();
-            if let Some(n) = &s.network {
-                interface.insert("network".into(), json!(n));
-            }
-            if let Some(n) = &s.subnet {
-                interface.insert("subnetwork".into(), json!(n));
-            }
+        if let Some(interface) = self.network_interface() {
             revision.insert(
                 "run.googleapis.com/network-interfaces".into(),
-                Value::Array(vec![Value::Object(interface)]).to_string(),
+                Value::Array(vec![interface]).to_string(),
             );
             if let Some(e) = s.vpc_egress {
                 revision.insert(
@@ -389,6 +392,14 @@ pub(crate) mod tests {
         ServiceSpec::new(&s, IMAGE, 8080, Some("/health")).unwrap()
     }
 
+    /// A request checked against the discovery document: the method it
+    /// calls, and what is wrong with it.
+    pub(crate) fn checked(r: &ApiRequest) -> (String, Vec<String>) {
+        let doc = schemas::load("run-v2-discovery.json");
+        let path = r.url.strip_prefix("https://run.googleapis.com/").unwrap();
+        schemas::check_request(&doc, &r.method, path, &r.body)
+    }
+
     fn problems(body: &Value) -> Vec<String> {
         let doc = schemas::load("run-v2-discovery.json");
         schemas::problems(&doc, "GoogleCloudRunV2Service", body)
@@ -492,13 +503,7 @@ pub(crate) mod tests {
             r.url,
             "https://run.googleapis.com/v2/projects/my-project/locations/us-central1/services/my-app?allowMissing=true"
         );
-        let doc = schemas::load("run-v2-discovery.json");
-        let (id, p) = schemas::check_request(
-            &doc,
-            &r.method,
-            r.url.strip_prefix("https://run.googleapis.com/").unwrap(),
-            &r.body,
-        );
+        let (id, p) = checked(&r);
         assert_eq!(id, "projects.locations.services.patch");
         assert_eq!(p, Vec::<String>::new());
         // Stable: the same spec, the same bytes (what --dry-run prints).
