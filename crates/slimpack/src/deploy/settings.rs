@@ -511,7 +511,18 @@ impl DeploySettings {
                 bail!("--secret-file {path}: expected an absolute file path such as /etc/secrets/db-password");
             }
             if dir.is_empty()
-                || ["/dev", "/proc", "/sys", "/etc", "/usr", "/opt", "/tmp"].contains(&dir)
+                || [
+                    "/dev",
+                    "/proc",
+                    "/sys",
+                    "/etc",
+                    "/usr",
+                    "/opt",
+                    "/tmp",
+                    "/app",
+                    "/opt/venv",
+                ]
+                .contains(&dir)
             {
                 bail!("--secret-file {path}: Cloud Run mounts a secret over its whole directory ({}); put it in a directory of its own, e.g. /secrets/{file}", if dir.is_empty() { "/" } else { dir });
             }
