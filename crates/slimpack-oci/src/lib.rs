@@ -19,8 +19,8 @@ pub use image::{Image, ImageSpec};
 pub use layer::{add_tree, Entry, EntryKind, Layer, LayerBuilder};
 pub use layout::{parse_layout_ref, write_layout};
 pub use read::{
-    import_docker_archive, is_index, load_manifest, open_layer, pick_platform, read_layout,
-    LoadedImage, JSON_BLOB_LIMIT,
+    import_docker_archive, is_index, load_manifest, open_layer, open_layer_checked, pick_platform,
+    read_layout, CheckedLayer, LoadedImage, JSON_BLOB_LIMIT,
 };
 
 use sha2::{Digest as _, Sha256};

@@ -274,6 +274,59 @@ pub fn open_layer(store: &BlobStore, layer: &Layer) -> Result<Box<dyn Read>> {
     layer.open(store)
 }
 
+/// A layer's tar stream, opened by [`open_layer`] (the blob checked
+/// against its digest), its content hashed as it is read. [`finish`]
+/// reads what is left and checks the content against the config's
+/// diff_id: what was read is what the image names.
+///
+/// [`finish`]: CheckedLayer::finish
+pub struct CheckedLayer<'a> {
+    inner: Box<dyn Read>,
+    hasher: sha2::Sha256,
+    count: u64,
+    layer: &'a Layer,
+}
+
+/// [`open_layer`], with the content checked by [`CheckedLayer::finish`].
+pub fn open_layer_checked<'a>(store: &BlobStore, layer: &'a Layer) -> Result<CheckedLayer<'a>> {
+    use sha2::Digest;
+    Ok(CheckedLayer {
+        inner: open_layer(store, layer)?,
+        hasher: sha2::Sha256::new(),
+        count: 0,
+        layer,
+    })
+}
+
+impl Read for CheckedLayer<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use sha2::Digest;
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.count += n as u64;
+        Ok(n)
+    }
+}
+
+impl CheckedLayer<'_> {
+    /// Reads the rest (a tar's trailing blocks are part of what the
+    /// diff_id hashes) and checks it; the tar stream's size.
+    pub fn finish(mut self) -> Result<u64> {
+        use sha2::Digest;
+        let what = format!("reading layer {}", self.layer.digest);
+        io::copy(&mut self, &mut io::sink()).ctx(|| what)?;
+        let got = format!("sha256:{}", hex::encode(self.hasher.finalize()));
+        let layer = self.layer;
+        if !layer.diff_id.is_empty() && got != layer.diff_id {
+            return Err(spec(format!(
+                "layer {}: its content has the digest {got}, but the image's config names {} (rootfs.diff_ids); the image is corrupt or was tampered with",
+                layer.digest, layer.diff_id
+            )));
+        }
+        Ok(self.count)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

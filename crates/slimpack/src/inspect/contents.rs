@@ -73,10 +73,18 @@ pub struct Contents {
     pub license_refs: BTreeMap<String, Extracted>,
 }
 
-/// Files whose bytes [`Contents::read`] needs.
-pub fn wanted(path: &str) -> bool {
+/// The dpkg database and os-release: kept whole in [`Facts`].
+fn is_database(path: &str) -> bool {
     path == "var/lib/dpkg/status"
         || path.starts_with("var/lib/dpkg/status.d/")
+        || path == "etc/os-release"
+        || path == "usr/lib/os-release"
+}
+
+/// Files whose bytes [`Contents::read`] and [`Contents::attribute`] need,
+/// and the doc directories that may be links to another package's.
+pub fn wanted(path: &str) -> bool {
+    is_database(path)
         || (path.starts_with("var/lib/dpkg/info/") && path.ends_with(".list"))
         || (path.starts_with("usr/share/doc/") && path.ends_with("/copyright"))
         || path
@@ -84,8 +92,6 @@ pub fn wanted(path: &str) -> bool {
             .is_some_and(|d| !d.contains('/'))
         || path.ends_with(".dist-info/METADATA")
         || path.ends_with(".dist-info/RECORD")
-        || path == "etc/os-release"
-        || path == "usr/lib/os-release"
 }
 
 /// What an SBOM needs of a set of layers, small enough to cache per
@@ -117,24 +123,21 @@ impl Facts {
                 if let Some(d) = license::debian(&text, pkg) {
                     f.licenses.insert(format!("usr/share/doc/{pkg}"), d);
                 }
-            } else if path.ends_with("/METADATA") {
+            } else if path.ends_with(".dist-info/METADATA") {
                 let head = text.split("\n\n").next().unwrap_or("");
                 f.texts.insert(path.clone(), head.to_string());
-            } else if !path.ends_with(".list") && !path.ends_with("/RECORD") {
+            } else if is_database(path) {
                 f.texts.insert(path.clone(), text.into_owned());
             }
         }
         // A package whose doc directory links to another's (dh_installdocs
         // --link-doc) is under that one's copyright.
         for (path, target) in &w.links {
-            let (Some(pkg), Some(other)) = (
-                path.strip_prefix("usr/share/doc/"),
-                target.trim_end_matches('/').rsplit('/').next(),
-            ) else {
+            let Some(other) = target.trim_end_matches('/').rsplit('/').next() else {
                 continue;
             };
-            if let Some(d) = f.licenses.get(other).cloned() {
-                f.licenses.insert(pkg.to_string(), d);
+            if let Some(d) = f.licenses.get(&format!("usr/share/doc/{other}")).cloned() {
+                f.licenses.insert(path.clone(), d);
             }
         }
         f.pythons = tree
@@ -252,9 +255,7 @@ impl Contents {
             }
         }
     }
-}
 
-impl Contents {
     /// Keeps the texts a license names; a `LicenseRef-` another package
     /// already defined with a different text gets the package's name.
     fn add_refs(&mut self, declared: license::Declared, package: &str) -> String {
@@ -285,8 +286,7 @@ fn in_tree(line: &str, tree: &BTreeMap<String, Node>) -> Option<String> {
     if tree.contains_key(&p) {
         return Some(p);
     }
-    let usr = format!("usr/{p}");
-    tree.contains_key(&usr).then_some(usr)
+    slimpack_debian::merged_usr(&p).filter(|u| tree.contains_key(u))
 }
 
 /// Joins `..` away; `None` when it leaves the root.
@@ -720,6 +720,37 @@ mod tests {
         assert_eq!(
             (p[1].source.as_str(), p[1].source_version.as_str()),
             ("openssl", "3.0.15-1~deb12u1")
+        );
+    }
+
+    /// dh_installdocs --link-doc: libpython3.11-minimal's doc directory is
+    /// a link to python3.11-minimal's, whose copyright covers both.
+    #[test]
+    fn a_linked_doc_directory_takes_the_license_it_links_to() {
+        let mut w = super::super::walk::Walk::default();
+        let dep5 = "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n\nFiles: *\nCopyright: x\nLicense: Expat\n";
+        w.kept.insert(
+            "usr/share/doc/python3.11-minimal/copyright".into(),
+            dep5.into(),
+        );
+        w.links.insert(
+            "usr/share/doc/libpython3.11-minimal".into(),
+            "python3.11-minimal".into(),
+        );
+        w.kept
+            .insert("usr/share/doc/README".into(), b"not a database".to_vec());
+        let f = Facts::from_walk(&w);
+        assert_eq!(
+            f.licenses["usr/share/doc/libpython3.11-minimal"].expression,
+            "MIT"
+        );
+        assert!(f.texts.is_empty(), "{:?}", f.texts);
+        let status = "Package: libpython3.11-minimal\nStatus: install ok installed\nVersion: 3.11.2-6\nArchitecture: amd64\n";
+        let mut f = f;
+        f.texts.insert("var/lib/dpkg/status".into(), status.into());
+        assert_eq!(
+            Contents::read(&f, &[]).debs[0].license.as_deref(),
+            Some("MIT")
         );
     }
 

@@ -60,10 +60,9 @@ pub struct Inspection {
     pub largest_files: Vec<Item>,
     pub largest_dirs: Vec<Item>,
     pub contents: Contents,
+    /// The final tree, path by path.
     #[serde(skip)]
     pub tree: BTreeMap<String, walk::Node>,
-    #[serde(skip)]
-    pub kept: BTreeMap<String, Vec<u8>>,
 }
 
 /// What an SBOM needs of one layer: from the cache (and through it the
@@ -140,7 +139,6 @@ pub fn inspect(name: &str, store: &BlobStore, image: &LoadedImage) -> Result<Ins
         waste: w.waste,
         contents,
         tree: w.tree,
-        kept: w.kept,
     })
 }
 
@@ -482,6 +480,18 @@ mod tests {
             }
         );
         assert_eq!(i.contents.debs[0].source, "foo");
+    }
+
+    /// A layer whose content is not what the config's diff_ids name is
+    /// refused, as `run` refuses it: nothing is reported of it.
+    #[test]
+    fn a_layer_that_is_not_its_diff_id_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(d.path()).unwrap();
+        let mut img = crafted(&store);
+        img.layers[1].diff_id = img.layers[0].diff_id.clone();
+        let e = format!("{:#}", inspect("bad", &store, &img).unwrap_err());
+        assert!(e.contains("rootfs.diff_ids"), "{e}");
     }
 
     #[test]

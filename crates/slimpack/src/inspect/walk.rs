@@ -114,7 +114,7 @@ pub fn walk(
     let mut w = Walk::default();
     let mut seen: BTreeMap<String, Seen> = BTreeMap::new();
     for (i, layer) in layers.iter().enumerate() {
-        let stream = slimpack_oci::open_layer(store, layer)
+        let mut stream = slimpack_oci::open_layer_checked(store, layer)
             .with_context(|| format!("reading layer {} ({})", i + 1, layer.digest))?;
         let mut stats = LayerStats {
             digest: layer.digest.clone(),
@@ -122,22 +122,16 @@ pub fn walk(
             compressed: layer.size,
             ..Default::default()
         };
-        let mut counting = Counting {
-            inner: stream,
-            n: 0,
-        };
         apply_layer(
             &mut w,
             &mut seen,
             &mut stats,
             (i, hash_files),
-            &mut counting,
+            &mut stream,
             &wanted,
         )
         .with_context(|| format!("layer {} ({})", i + 1, layer.digest))?;
-        // Trailing zero blocks are part of the stream the diff_id hashes.
-        std::io::copy(&mut counting, &mut std::io::sink())?;
-        stats.uncompressed = counting.n;
+        stats.uncompressed = stream.finish()?;
         w.layers.push(stats);
     }
     let (min, cumulative): (u64, u64) = seen
@@ -155,19 +149,6 @@ pub fn walk(
         .sum();
     duplicates(&mut w);
     Ok(w)
-}
-
-struct Counting<R> {
-    inner: R,
-    n: u64,
-}
-
-impl<R: Read> Read for Counting<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.n += n as u64;
-        Ok(n)
-    }
 }
 
 /// A tar path as a key: no leading `./` or `/`, no trailing `/`; `None`
