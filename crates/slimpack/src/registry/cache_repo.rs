@@ -24,8 +24,6 @@ use std::sync::{Mutex, OnceLock};
 
 /// The artifact type of a record, and the media type of its JSON.
 pub const ARTIFACT_TYPE: &str = "application/vnd.slimpack.cache.record.v1+json";
-const EMPTY_TYPE: &str = "application/vnd.oci.empty.v1+json";
-const EMPTY: &[u8] = b"{}";
 const KIND: &str = "dev.slimpack.cache.kind";
 const KEY: &str = "dev.slimpack.cache.key";
 /// Records are small JSON documents; a larger one is not ours.
@@ -77,19 +75,11 @@ pub fn manifest(kind: RecordKind, key: &str, record: (&str, u64), layers: &[Laye
             "size": l.size,
         })
     }));
-    let doc = json!({
-        "schemaVersion": 2,
-        "mediaType": slimpack_oci::MEDIA_TYPE_MANIFEST,
-        "artifactType": ARTIFACT_TYPE,
-        "config": {
-            "mediaType": EMPTY_TYPE,
-            "digest": slimpack_oci::sha256_digest(EMPTY),
-            "size": EMPTY.len(),
-        },
-        "layers": descriptors,
-        "annotations": { KIND: kind.as_str(), KEY: key },
-    });
-    serde_json::to_vec(&doc).expect("a JSON value serialises")
+    super::artifact_manifest(
+        ARTIFACT_TYPE,
+        descriptors,
+        json!({"annotations": { KIND: kind.as_str(), KEY: key }}),
+    )
 }
 
 /// Why a manifest found under a record's tag is not that record: None when
@@ -314,7 +304,7 @@ impl RegistryCache {
                 continue;
             }
             cache.blobs.put_bytes(&bytes)?;
-            cache.blobs.put_bytes(EMPTY)?;
+            cache.blobs.put_bytes(super::EMPTY)?;
             cache.blobs.put_bytes(&m)?;
             let target = Reference {
                 tag: Some(tag),

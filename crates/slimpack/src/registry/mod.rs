@@ -51,6 +51,35 @@ fn manifest_blobs(doc: &serde_json::Value, what: &str) -> anyhow::Result<Vec<(St
     Ok(blobs)
 }
 
+/// The empty config an artifact manifest names, and its media type.
+const EMPTY_TYPE: &str = "application/vnd.oci.empty.v1+json";
+const EMPTY: &[u8] = b"{}";
+
+/// An OCI artifact manifest (`artifactType`, the empty config) with
+/// `layers` and the fields in `extra` (`subject`, `annotations`): the form
+/// the build cache's records and the documents attached to images share.
+fn artifact_manifest(
+    artifact_type: &str,
+    layers: Vec<serde_json::Value>,
+    extra: serde_json::Value,
+) -> Vec<u8> {
+    let mut doc = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": slimpack_oci::MEDIA_TYPE_MANIFEST,
+        "artifactType": artifact_type,
+        "config": {
+            "mediaType": EMPTY_TYPE,
+            "digest": slimpack_oci::sha256_digest(EMPTY),
+            "size": EMPTY.len(),
+        },
+        "layers": layers,
+    });
+    if let (Some(d), serde_json::Value::Object(e)) = (doc.as_object_mut(), extra) {
+        d.extend(e);
+    }
+    serde_json::to_vec(&doc).expect("a JSON value serialises")
+}
+
 const LOCATIONS: RecordKind = RecordKind::BlobLocations;
 
 /// Repositories (`registry/repo`) known to hold `digest`: where a push can

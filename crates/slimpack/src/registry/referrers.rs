@@ -10,9 +10,7 @@ use crate::core::progress::Progress;
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Value};
 
-const EMPTY_TYPE: &str = "application/vnd.oci.empty.v1+json";
-const EMPTY: &[u8] = b"{}";
-const INDEX_TYPE: &str = "application/vnd.oci.image.index.v1+json";
+const INDEX_TYPE: &str = slimpack_oci::MEDIA_TYPE_INDEX;
 /// An attached document is read whole: an SBOM this large is not one.
 const MAX_ARTIFACT: u64 = 64 << 20;
 
@@ -34,19 +32,11 @@ pub struct Attached {
 
 /// The manifest of an artifact of one blob, referring to `subject`.
 pub fn manifest(artifact_type: &str, blob: (&str, u64), subject: &Subject) -> Vec<u8> {
-    let doc = json!({
-        "schemaVersion": 2,
-        "mediaType": slimpack_oci::MEDIA_TYPE_MANIFEST,
-        "artifactType": artifact_type,
-        "config": {
-            "mediaType": EMPTY_TYPE,
-            "digest": slimpack_oci::sha256_digest(EMPTY),
-            "size": EMPTY.len(),
-        },
-        "layers": [{ "mediaType": artifact_type, "digest": blob.0, "size": blob.1 }],
-        "subject": { "mediaType": subject.media_type, "digest": subject.digest, "size": subject.size },
-    });
-    serde_json::to_vec(&doc).expect("a JSON value serialises")
+    super::artifact_manifest(
+        artifact_type,
+        vec![json!({ "mediaType": artifact_type, "digest": blob.0, "size": blob.1 })],
+        json!({"subject": { "mediaType": subject.media_type, "digest": subject.digest, "size": subject.size }}),
+    )
 }
 
 /// The fallback tag of a subject digest.
@@ -66,7 +56,7 @@ pub fn attach(
     progress: &Progress,
 ) -> Result<Attached> {
     let blob = cache.blobs.put_bytes(bytes)?;
-    cache.blobs.put_bytes(EMPTY)?;
+    cache.blobs.put_bytes(super::EMPTY)?;
     let m = manifest(artifact_type, (&blob, bytes.len() as u64), subject);
     let digest = cache.blobs.put_bytes(&m)?;
     let repo = Reference {
@@ -199,6 +189,7 @@ pub fn fetch(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::cache::Cache;
 
     #[test]
     fn an_artifact_names_its_subject_and_type() {
@@ -213,7 +204,66 @@ mod tests {
         assert_eq!(m["artifactType"], "application/spdx+json");
         assert_eq!(m["subject"]["digest"], "sha256:ab");
         assert_eq!(m["layers"][0]["digest"], "sha256:cd");
-        assert_eq!(m["config"]["mediaType"], EMPTY_TYPE);
+        assert_eq!(m["config"]["mediaType"], super::super::EMPTY_TYPE);
         assert_eq!(fallback_tag("sha256:ab"), "sha256-ab");
+    }
+
+    /// A registry that lists a referrer and then serves other bytes for
+    /// it, or a referrer of another image: refused, and skipped.
+    #[test]
+    fn a_hostile_registrys_referrers_are_refused_or_skipped() {
+        let subject = format!("sha256:{}", "1".repeat(64));
+        let serve = |manifest: String, listed: String| {
+            let index = json!({"schemaVersion": 2, "manifests": [
+                {"digest": listed, "artifactType": "application/spdx+json"}]})
+            .to_string();
+            super::super::testing::serve(8, move |line| {
+                let (status, body) = if line.contains("/referrers/") {
+                    ("404 Not Found", "{}".to_string())
+                } else if line.contains("/manifests/sha256-") {
+                    ("200 OK", index.clone())
+                } else if line.contains("/manifests/") {
+                    ("200 OK", manifest.clone())
+                } else {
+                    ("200 OK", "{}".to_string())
+                };
+                format!(
+                    "HTTP/1.1 {status}\r\nContent-Type: application/vnd.oci.image.index.v1+json\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                )
+                .into_bytes()
+            })
+        };
+        let d = tempfile::tempdir().unwrap();
+        let cache = Cache::open(d.path()).unwrap();
+        let fetch_from = |port: u16| {
+            let r = Reference::parse(&format!("127.0.0.1:{port}/app:v1")).unwrap();
+            fetch(&cache, &r, &subject, "application/spdx+json", true)
+        };
+        // Listed under one digest, served as other bytes.
+        let other = Subject {
+            digest: &subject,
+            size: 1,
+            media_type: slimpack_oci::MEDIA_TYPE_MANIFEST,
+        };
+        let real =
+            String::from_utf8(manifest("application/spdx+json", ("sha256:cd", 3), &other)).unwrap();
+        let lie = format!("sha256:{}", "2".repeat(64));
+        let e = format!("{:#}", fetch_from(serve(real.clone(), lie)).unwrap_err());
+        assert!(e.contains("does not match its digest"), "{e}");
+        // A referrer of another image: not this one's document.
+        let elsewhere = Subject {
+            digest: &format!("sha256:{}", "3".repeat(64)),
+            size: 1,
+            media_type: slimpack_oci::MEDIA_TYPE_MANIFEST,
+        };
+        let m = String::from_utf8(manifest(
+            "application/spdx+json",
+            ("sha256:cd", 3),
+            &elsewhere,
+        ))
+        .unwrap();
+        let listed = slimpack_oci::sha256_digest(m.as_bytes());
+        assert_eq!(fetch_from(serve(m, listed)).unwrap(), None);
     }
 }
