@@ -13,13 +13,18 @@ pub mod render;
 pub mod sbom;
 pub mod walk;
 
-use crate::core::cache::{Cache, RecordKind};
+use crate::core::cache::{Cache, KeyHasher, RecordKind};
 use anyhow::Result;
 use contents::{Category, Contents};
 use serde::Serialize;
 use slimpack_oci::{BlobStore, LoadedImage};
 use std::collections::BTreeMap;
 use walk::{Kind, LayerStats, Waste};
+
+/// What a layer's [`contents::Facts`] are made of and how: part of their
+/// cache key (here and in every build cache), bumped whenever that
+/// changes, so that no facts read by older code are reused.
+const FACTS_POLICY: &str = "layer-facts-v2";
 
 /// How many of the largest files and directories are kept.
 pub const LARGEST: usize = 10;
@@ -73,7 +78,9 @@ pub fn layer_facts(
     store: &BlobStore,
     layer: &slimpack_oci::Layer,
 ) -> Result<contents::Facts> {
-    let key = layer.digest.trim_start_matches("sha256:");
+    let mut h = KeyHasher::new(RecordKind::LayerFacts.as_str());
+    h.part("policy", FACTS_POLICY).part("layer", &layer.digest);
+    let key = &h.finish();
     if let Some(f) = cache.get::<contents::Facts>(RecordKind::LayerFacts, key) {
         return Ok(f);
     }
