@@ -180,7 +180,10 @@ pub fn plan(ctx: &Context, inputs: Inputs) -> Result<Planned> {
             ));
         }
     }
-    let uv = Uv::locate(&ctx.cache)?;
+    let uv = Uv::locate(&ctx.cache)?.with_indexes(python::index::Access::new(
+        project.indexes.clone(),
+        &cfg.google_indexes(),
+    ));
     let no_binary: Vec<String> = cfg.no_binary.iter().map(|n| normalize_name(n)).collect();
     let sp = ctx.progress.spinner("Resolving Python dependencies".into());
     let (lock, lock_cached) = python::resolve(
@@ -505,6 +508,7 @@ impl Planned {
                 system_packages: self.system.clone(),
                 local_packages: lock.local.clone(),
                 git: lock.vcs.clone(),
+                indexes: IndexPlan::all(self.uv.indexes(), &lock.origins),
             },
             start: self.start.clone(),
             image: self.image.clone(),

@@ -89,6 +89,78 @@ pub struct DependencyPlan {
     /// Git requirements, each pinned to a commit.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub git: Vec<String>,
+    /// The package indexes, in the order uv searches them, when the
+    /// project or the environment declares any (PyPI alone otherwise).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub indexes: Vec<IndexPlan>,
+}
+
+/// One package index: where it was declared, how its credentials are
+/// found (never what they are), and what comes from it.
+#[derive(Debug, Clone, Serialize)]
+pub struct IndexPlan {
+    pub name: String,
+    pub url: String,
+    pub kind: crate::project::indexes::Kind,
+    pub declared_in: String,
+    pub credentials: String,
+    /// Packages pinned to it: they never come from another index, so a
+    /// package of the same name elsewhere (PyPI) cannot replace them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pinned: Vec<String>,
+    /// Packages the resolution took from it.
+    pub packages: Vec<String>,
+}
+
+impl IndexPlan {
+    /// Every declared index, and PyPI when it is still searched.
+    pub fn all(
+        access: &crate::python::index::Access,
+        origins: &BTreeMap<String, String>,
+    ) -> Vec<IndexPlan> {
+        use crate::project::indexes::{Kind, PYPI};
+        let indexes = access.indexes();
+        if indexes.is_empty() {
+            return Vec::new();
+        }
+        let from = |url: &str| -> Vec<String> {
+            origins
+                .iter()
+                .filter(|(_, u)| u.as_str() == url.trim_end_matches('/'))
+                .map(|(p, _)| p.clone())
+                .collect()
+        };
+        let mut out: Vec<IndexPlan> = indexes
+            .indexes
+            .iter()
+            .map(|i| IndexPlan {
+                name: i.name.clone(),
+                url: i.url.clone(),
+                kind: i.kind,
+                declared_in: i.origin.clone(),
+                credentials: crate::python::index::credential_source(i, access.is_google(i)),
+                pinned: indexes
+                    .pins
+                    .iter()
+                    .filter(|(_, n)| **n == i.name)
+                    .map(|(p, _)| p.clone())
+                    .collect(),
+                packages: from(&i.url),
+            })
+            .collect();
+        if !indexes.indexes.iter().any(|i| i.kind == Kind::Default) {
+            out.push(IndexPlan {
+                name: "pypi".into(),
+                url: PYPI.into(),
+                kind: Kind::Default,
+                declared_in: "uv's default".into(),
+                credentials: "none".into(),
+                pinned: Vec::new(),
+                packages: from(PYPI),
+            });
+        }
+        out
+    }
 }
 
 /// The image's configuration, decided once: the plan shows it and the

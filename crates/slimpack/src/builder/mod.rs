@@ -295,10 +295,16 @@ fn run_uv(
             .ro_bind(&ca, &format!("{TOOLS}/ca.crt"))
             .env("SSL_CERT_FILE", &format!("{TOOLS}/ca.crt"));
     }
-    for var in PROXY_VARS.iter().chain(&uv::INDEX_VARS) {
+    for var in PROXY_VARS {
         if let Ok(v) = std::env::var(var) {
             sb = sb.env(var, &v);
         }
+    }
+    // The indexes' credentials for this one run, in its environment (never
+    // an argument anyone on the machine could read).
+    let indexes = req.uv.indexes();
+    for (k, v) in indexes.credentials()? {
+        sb = sb.env(&k, &v);
     }
     let mut argv: Vec<String> = vec![
         format!("{TOOLS}/uv"),
@@ -316,6 +322,12 @@ fn run_uv(
         "-r".into(),
         format!("{TOOLS}/lock.txt"),
     ];
+    argv.extend(
+        indexes
+            .args(crate::python::index::Purpose::Install)
+            .into_iter()
+            .map(|a| a.to_string_lossy().into_owned()),
+    );
     for p in req.no_binary {
         argv.push("--no-binary".into());
         argv.push(p.clone());
@@ -464,6 +476,7 @@ mod tests {
             source_builds: vec![],
             local: Vec::new(),
             vcs: Vec::new(),
+            origins: Default::default(),
         };
         assert_eq!(
             initial_build_packages(&lock, &["libfoo-dev".into()]),

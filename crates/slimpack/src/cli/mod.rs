@@ -215,6 +215,7 @@ impl ProjectFlags {
             python_source: self.python_source,
             python_mirror: self.python_mirror.clone(),
             cache: self.cache_repo.clone(),
+            index_auth: Default::default(),
             deploy: Default::default(),
         })
     }

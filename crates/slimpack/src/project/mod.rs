@@ -3,6 +3,7 @@
 
 pub mod entrypoint;
 pub mod ignore;
+pub mod indexes;
 pub mod pipfile;
 pub mod pyproject;
 pub mod python_version;
@@ -22,6 +23,9 @@ pub enum DepSource {
         files: Vec<PathBuf>,
         #[serde(skip)]
         parsed: Vec<requirements::Requirement>,
+        /// Its `--index-url` lines: option, URL, `file:line`.
+        #[serde(skip)]
+        index_lines: Vec<(String, String, String)>,
     },
     /// `uv.lock` beside `pyproject.toml`: exported as locked requirements.
     UvLock { pyproject: PathBuf, lock: PathBuf },
@@ -76,6 +80,8 @@ pub struct Project {
     pub package: Option<AppPackage>,
     pub config: Config,
     pub config_origin: Option<String>,
+    /// Where packages come from, when not (only) PyPI.
+    pub indexes: indexes::Indexes,
 }
 
 /// PEP 503 normalised name.
@@ -133,6 +139,7 @@ fn dependency_source(dir: &Path, pyproject: Option<&pyproject::PyProject>) -> Re
         return Ok(DepSource::Requirements {
             files: r.files,
             parsed: r.requirements,
+            index_lines: r.indexes,
         });
     }
     if has_pp_deps {
@@ -239,7 +246,13 @@ impl Project {
             .or_else(|| dir.file_name().map(|n| n.to_string_lossy().into_owned()))
             .unwrap_or_else(|| "app".into());
         let package = pyproject.as_ref().and_then(|p| app_package(&dir, p));
+        let index_lines = match &deps {
+            DepSource::Requirements { index_lines, .. } => index_lines.as_slice(),
+            _ => &[],
+        };
+        let indexes = indexes::read(&dir, &deps, index_lines, &|k| std::env::var(k).ok())?;
         Ok(Project {
+            indexes,
             name: normalize_name(&name),
             name_declared,
             package,

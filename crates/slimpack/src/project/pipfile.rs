@@ -45,6 +45,38 @@ pub fn read(path: &Path) -> Result<Pipfile> {
     })
 }
 
+/// Which index each package of Pipfile.lock was locked from (normalized
+/// name → URL), by the lock's `index` names of `_meta.sources`.
+pub fn locked_origins(
+    dir: &Path,
+    lock: &Path,
+    indexes: &super::indexes::Indexes,
+) -> Result<std::collections::BTreeMap<String, String>> {
+    let text = crate::core::fs::read_project_file(dir, lock)?;
+    let json: Json =
+        serde_json::from_str(&text).map_err(|e| anyhow!("{}: not JSON: {e}", lock.display()))?;
+    let mut out = std::collections::BTreeMap::new();
+    for section in ["default", "develop"] {
+        for (name, spec) in json
+            .get(section)
+            .and_then(Json::as_object)
+            .into_iter()
+            .flatten()
+        {
+            let url = match spec.get("index").and_then(Json::as_str) {
+                Some(i) if i.eq_ignore_ascii_case("pypi") => Some(super::indexes::PYPI.to_string()),
+                Some(i) => indexes.by_name(i).map(|x| x.url.clone()),
+                None => None,
+            };
+            out.insert(
+                super::normalize_name(name),
+                url.unwrap_or_else(|| indexes.default_url().to_string()),
+            );
+        }
+    }
+    Ok(out)
+}
+
 /// One `[packages]` entry as PEP 508: `flask = "*"`, `requests = "==2.31"`,
 /// `django = {version = ">=4", extras = ["argon2"], markers = "..."}`.
 fn requirement(name: &str, spec: &Value) -> Result<String> {

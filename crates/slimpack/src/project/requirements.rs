@@ -33,6 +33,8 @@ pub struct RequirementsFile {
     pub requirements: Vec<Requirement>,
     /// The top file and every file it includes, in the order read.
     pub files: Vec<PathBuf>,
+    /// `--index-url` / `--extra-index-url` lines: option, URL, `file:line`.
+    pub indexes: Vec<(String, String, String)>,
 }
 
 fn name_re() -> &'static Regex {
@@ -238,7 +240,14 @@ fn read_into(root: &Path, path: &Path, out: &mut RequirementsFile, depth: usize)
                         "{val}: editable installs of anything but a directory of the project are not supported yet; publish the package to an index, or vendor it into the project and write `-e ./path`"
                     )))
                 }
-                "-i" | "--index-url" | "--extra-index-url" | "-f" | "--find-links" | "--no-binary"
+"-i" | "--index-url" | "--extra-index-url" => {
+                    if val.is_empty() {
+                        return Err(err(format!("{opt} needs a URL")));
+                    }
+                    let opt = if opt == "--extra-index-url" { opt } else { "--index-url" };
+                    out.indexes.push((opt.to_string(), val.to_string(), origin.clone()));
+                }
+                "-f" | "--find-links" | "--no-binary"
                 | "--only-binary" | "--pre" | "--prefer-binary" | "--no-index" | "--trusted-host" => {}
                 _ => return Err(err(format!("unknown option {opt}"))),
             }

@@ -201,6 +201,8 @@ pub fn install(
         c.args(["build", "--wheel", "--quiet", "--out-dir"])
             .arg(&wheels)
             .arg(&src);
+        // Its build backend may come from the project's indexes too.
+        uv.indexes().apply(&mut c, super::index::Purpose::Resolve)?;
         uv.run(c, &format!("building the local package {}", p.path))?;
         let new: Vec<PathBuf> = list(&wheels)
             .into_iter()

@@ -3,6 +3,7 @@
 //! and compiled to bytecode by the image's own interpreter.
 
 pub mod bytecode;
+pub mod index;
 pub mod local;
 pub mod native;
 pub mod strip;
@@ -14,6 +15,7 @@ use crate::core::errors::hinted;
 use crate::project::{normalize_name, pipfile, DepSource, Project};
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use uv::Uv;
 
@@ -127,6 +129,10 @@ pub struct Lock {
     /// and built, as no hash can pin them.
     #[serde(default)]
     pub vcs: Vec<String>,
+    /// The index each package was resolved from (normalized name → URL),
+    /// when the project declares indexes.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub origins: std::collections::BTreeMap<String, String>,
 }
 
 impl Lock {
@@ -281,9 +287,11 @@ pub fn resolve(
         target,
         out: work.path().join("lock.txt"),
         source_builds: no_binary.to_vec(),
+        refresh,
     };
     let how = write_lock(project, groups, uv, &mut compiler, work.path())?;
     let text = std::fs::read_to_string(&compiler.out).context("reading uv's resolution")?;
+    let (text, origins) = origins_of(project, text)?;
     let local::Split { text, local, vcs } = local::split(&text, &project.dir)?;
     let mut source_builds = compiler.source_builds;
     source_builds.sort();
@@ -296,6 +304,7 @@ pub fn resolve(
         source_builds,
         local,
         vcs,
+        origins,
     };
     cache.put(RecordKind::Resolution, &key, &lock)?;
     Ok((lock, false))
@@ -379,8 +388,7 @@ fn write_lock(
             if pipenv_dev(groups, pipfile)? {
                 reqs.extend(f.dev_packages);
             }
-            let input = work.join("requirements.in");
-            std::fs::write(&input, reqs.join("\n") + "\n")?;
+            let input = write_input(&reqs, project, work)?;
             compiler.compile(&[input.as_os_str()], "the packages in Pipfile")?;
             format!("resolved Pipfile [packages] with uv {}", uv.version)
         }
@@ -433,10 +441,16 @@ fn resolution_key(
     for p in no_binary {
         h.part("no-binary", p);
     }
-    for var in uv::INDEX_VARS {
-        if let Ok(v) = std::env::var(var) {
-            h.part(var, v);
-        }
+    // The indexes as declared, without credentials (which change nothing
+    // a resolution picks, and must not be keyed).
+    let indexes = &project.indexes;
+    for i in &indexes.indexes {
+        h.part("index", &i.name)
+            .part("index-url", &i.url)
+            .part("index-kind", format!("{:?}", i.kind));
+    }
+    for (package, index) in &indexes.pins {
+        h.part("pin", package).part("pin-index", index);
     }
     for f in &inputs {
         let bytes = std::fs::read(f).with_context(|| format!("reading {}", f.display()))?;
@@ -461,6 +475,8 @@ struct Compiler<'a> {
     target: &'a Target,
     out: PathBuf,
     source_builds: Vec<String>,
+    /// uv asks the indexes again too, rather than trusting pages it cached.
+    refresh: bool,
 }
 
 impl Compiler<'_> {
@@ -478,6 +494,14 @@ impl Compiler<'_> {
                     ":all:",
                 ])
                 .args(self.target.uv_python_args()?);
+            let indexes = self.uv.indexes();
+            indexes.apply(&mut c, index::Purpose::Resolve)?;
+            if !indexes.indexes().is_empty() {
+                c.arg("--emit-index-annotation");
+            }
+            if self.refresh {
+                c.arg("--refresh");
+            }
             for p in &self.source_builds {
                 c.args(["--no-binary", p]);
             }
@@ -493,7 +517,10 @@ impl Compiler<'_> {
                 .collect();
             if new.is_empty() {
                 let message = format!("resolving {what} failed:\n{}", stderr.trim_end());
-                return Err(match wheel_hint(&stderr, self.target) {
+                let hint = indexes
+                    .explain(&stderr)
+                    .or_else(|| wheel_hint(&stderr, self.target));
+                return Err(match hint {
                     Some(h) => hinted(message, h),
                     None => anyhow!(message),
                 });
@@ -532,6 +559,7 @@ fn direct_requirements(project: &Project, uv: &Uv, setup: &Path) -> Result<Strin
         .arg(setup.file_name().unwrap_or(setup.as_os_str()))
         .arg("-o")
         .arg(&out);
+    uv.indexes().apply(&mut c, index::Purpose::Resolve)?;
     uv.run(
         c,
         &format!("reading the requirements of {}", setup.display()),
@@ -564,9 +592,64 @@ fn requirements_in(project: &Project, groups: &[String], work: &Path) -> Result<
         })?;
         reqs.extend(more.iter().cloned());
     }
-    let input = work.join("requirements.in");
-    std::fs::write(&input, reqs.join("\n") + "\n")?;
+    write_input(&reqs, project, work)
+}
+
+/// `requirements` as what `uv pip compile` reads: a requirements.in, or
+/// where packages are pinned to an index a pyproject.toml that says so.
+fn write_input(requirements: &[String], project: &Project, work: &Path) -> Result<PathBuf> {
+    if project.indexes.pins.is_empty() {
+        let input = work.join("requirements.in");
+        std::fs::write(&input, requirements.join("\n") + "\n")?;
+        return Ok(input);
+    }
+    let dir = work.join("pinned");
+    std::fs::create_dir_all(&dir)?;
+    let input = dir.join("pyproject.toml");
+    std::fs::write(&input, index::pinned_input(requirements, &project.indexes))?;
     Ok(input)
+}
+
+/// The lock text without uv's index annotations, and which index each
+/// package came from: from the annotations, or for uv.lock and
+/// Pipfile.lock from the lock itself. Pins are checked against them.
+fn origins_of(project: &Project, text: String) -> Result<(String, BTreeMap<String, String>)> {
+    if project.indexes.is_empty() {
+        return Ok((text, BTreeMap::new()));
+    }
+    let (text, mut origins) = index::take_origins(&text);
+    match &project.deps {
+        DepSource::UvLock { lock, .. } => origins = uv_lock_origins(&project.dir, lock)?,
+        DepSource::Pipfile {
+            lock: Some(lock), ..
+        } => origins = pipfile::locked_origins(&project.dir, lock, &project.indexes)?,
+        _ => {}
+    }
+    index::check_pins(&project.indexes, &origins)?;
+    Ok((text, origins))
+}
+
+/// uv.lock's `source = { registry = URL }` of every package.
+fn uv_lock_origins(dir: &Path, lock: &Path) -> Result<BTreeMap<String, String>> {
+    let text = crate::core::fs::read_project_file(dir, lock)?;
+    let doc = crate::core::fs::parse_toml(lock, &text)?;
+    let mut out = BTreeMap::new();
+    for p in doc
+        .get("package")
+        .and_then(|p| p.as_array())
+        .into_iter()
+        .flatten()
+    {
+        let name = p.get("name").and_then(|n| n.as_str());
+        let registry = p
+            .get("source")
+            .and_then(|s| s.get("registry"))
+            .and_then(|r| r.as_str());
+        if let (Some(n), Some(r)) = (name, registry) {
+            out.insert(normalize_name(n), r.trim_end_matches('/').to_string());
+        }
+    }
+    Ok(out)
 }
 
 /// uv.lock as hash-pinned requirements, with the selected groups/extras.
@@ -664,7 +747,16 @@ pub fn install_wheels(lock: &Lock, target: &Target, uv: &Uv, site: &Path) -> Res
     let mut c = pip_install_into(uv, target, site)?;
     c.args(["--require-hashes", "--only-binary", ":all:", "-r"])
         .arg(&req);
-    uv.run(c, "installing dependencies")?;
+    uv.indexes().apply(&mut c, index::Purpose::Install)?;
+    uv.run(c, "installing dependencies").map_err(|e| {
+        match e
+            .downcast_ref::<uv::UvFailed>()
+            .and_then(|f| uv.indexes().explain(&f.stderr))
+        {
+            Some(h) => hinted(e, h),
+            None => e,
+        }
+    })?;
     Ok(())
 }
 
@@ -907,6 +999,7 @@ mod tests {
             source_builds: vec!["psycopg2".into()],
             local: Vec::new(),
             vcs: Vec::new(),
+            origins: BTreeMap::new(),
         };
         assert_eq!(
             lock.requirement("PsycoPG2").unwrap(),

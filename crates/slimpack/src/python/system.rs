@@ -164,6 +164,7 @@ mod tests {
             source_builds: Vec::new(),
             local: Vec::new(),
             vcs: Vec::new(),
+            origins: Default::default(),
         }
     }
 

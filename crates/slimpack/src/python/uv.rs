@@ -20,16 +20,6 @@ pub const SETTINGS: [(&str, &str); 3] = [
     ("UV_NO_PROGRESS", "1"),
 ];
 
-/// The package index the user chose: part of what a resolution depends on,
-/// and passed into the builder.
-pub const INDEX_VARS: [&str; 5] = [
-    "UV_INDEX_URL",
-    "UV_EXTRA_INDEX_URL",
-    "PIP_INDEX_URL",
-    "PIP_EXTRA_INDEX_URL",
-    "UV_INDEX",
-];
-
 #[derive(Debug, Clone)]
 pub struct Uv {
     /// Where the binary is: known at once when it is on PATH, else fetched
@@ -39,6 +29,8 @@ pub struct Uv {
     pub version: String,
     cache_dir: PathBuf,
     tools_dir: PathBuf,
+    /// The project's indexes and their credentials.
+    indexes: std::sync::Arc<super::index::Access>,
 }
 
 fn version_of(path: &Path) -> Result<String> {
@@ -69,6 +61,7 @@ impl Uv {
                 version,
                 cache_dir,
                 tools_dir,
+                indexes: Default::default(),
             });
         }
         Ok(Uv {
@@ -76,7 +69,18 @@ impl Uv {
             version: UV_VERSION.into(),
             cache_dir,
             tools_dir,
+            indexes: Default::default(),
         })
+    }
+
+    /// This uv, told the project's indexes.
+    pub fn with_indexes(mut self, access: super::index::Access) -> Uv {
+        self.indexes = std::sync::Arc::new(access);
+        self
+    }
+
+    pub fn indexes(&self) -> &super::index::Access {
+        &self.indexes
     }
 
     /// The binary: the one found, or the pinned wheel's, fetched and

@@ -299,15 +299,16 @@ impl Sandbox {
                 a.push("--unshare-net".into());
             }
         }
-        a.extend(["--die-with-parent", "--new-session", "--clearenv"].map(String::from));
-        for (k, v) in &self.env {
-            a.extend(["--setenv".into(), k.clone(), v.clone()]);
-        }
+        a.extend(["--die-with-parent", "--new-session"].map(String::from));
         a
     }
 
     fn run_bwrap(&self, argv: &[&str], timeout: Duration, user_namespace: bool) -> Result<Output> {
         let mut cmd = Command::new(bwrap_path()?);
+        // The environment is the process's, not `--setenv` arguments: what
+        // it holds (an index's credentials) is then no argument that any
+        // user of the machine can read in /proc.
+        cmd.env_clear().envs(self.env.iter().map(|(k, v)| (k, v)));
         cmd.args(self.bwrap_args(user_namespace))
             .arg("--")
             .args(argv);

@@ -65,6 +65,12 @@ pub struct Config {
     /// what a build resolves and makes is looked up there first and pushed
     /// there after, so runners with an empty cache reuse it.
     pub cache: Option<String>,
+    /// How an index's credentials are found, by index name: `google` takes
+    /// a token from the Google credential chain (as `*-python.pkg.dev`
+    /// indexes do without saying), for an Artifact Registry repository
+    /// behind another name.
+    #[serde(default)]
+    pub index_auth: BTreeMap<String, IndexAuth>,
     /// `[tool.slimpack.deploy]`: where `slimpack deploy` runs the app.
     #[serde(default, skip_serializing_if = "is_default")]
     pub deploy: DeployConfig,
@@ -132,8 +138,30 @@ impl Config {
         self.with.extend(over.with);
         self.no_system_packages.extend(over.no_system_packages);
         self.no_strip.extend(over.no_strip);
+        self.index_auth.extend(over.index_auth);
         self.deploy = self.deploy.overlay(over.deploy);
         self
+    }
+}
+
+/// Where an index's credentials come from, when not from uv's own
+/// variables, `~/.netrc` or a keyring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IndexAuth {
+    /// An access token from the Google credential chain, as Artifact
+    /// Registry takes it (`oauth2accesstoken`).
+    Google,
+}
+
+impl Config {
+    /// The indexes whose credentials come from Google's chain.
+    pub fn google_indexes(&self) -> Vec<String> {
+        self.index_auth
+            .iter()
+            .filter(|(_, a)| **a == IndexAuth::Google)
+            .map(|(n, _)| n.clone())
+            .collect()
     }
 }
 

@@ -1,0 +1,678 @@
+//! Package indexes: where the project (and the environment) says packages
+//! come from. uv's `[[tool.uv.index]]` and `[tool.uv.sources]`, Poetry's
+//! `[[tool.poetry.source]]`, Pipfile's `[[source]]`, `--index-url` lines
+//! of requirements files, and uv's and pip's environment variables, read
+//! into one list in the order uv searches them.
+//!
+//! Only what may be printed and keyed is kept here: URLs without their
+//! credentials. A password written into a project file would be copied into
+//! the image with the file, so it is refused; a `${VAR}` in a URL's user
+//! part is kept as written and filled in from the environment when uv runs.
+
+use crate::project::normalize_name;
+use anyhow::{anyhow, bail, Result};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::Path;
+use toml::Value;
+
+/// PyPI's simple index, which uv searches last unless another default is
+/// declared.
+pub const PYPI: &str = "https://pypi.org/simple";
+
+/// How uv uses an index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    /// Searched before the default, in order; the first index that has a
+    /// package is the only one asked for it.
+    Index,
+    /// Replaces PyPI as the index searched last.
+    Default,
+    /// Used only for the packages pinned to it, and those never come from
+    /// another index.
+    Explicit,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Index {
+    /// The name uv knows it by (declared, or made from the host): the
+    /// `UV_INDEX_<NAME>_USERNAME` / `_PASSWORD` variables use it.
+    pub name: String,
+    /// Without credentials; a `${VAR}` user part is not part of it.
+    pub url: String,
+    pub kind: Kind,
+    /// Where it was declared (`pyproject.toml [[tool.uv.index]] corp`).
+    pub origin: String,
+    /// A user part as written (`${USER}:${TOKEN}`), filled in from the
+    /// environment when uv runs; never printed or keyed.
+    #[serde(skip)]
+    pub userinfo: Option<String>,
+}
+
+impl Index {
+    /// uv's environment variable prefix for this index's credentials.
+    pub fn env_prefix(&self) -> String {
+        let upper: String = self
+            .name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_uppercase()
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        format!("UV_INDEX_{upper}")
+    }
+
+    /// The host, without port.
+    pub fn host(&self) -> &str {
+        host_of(&self.url)
+    }
+}
+
+/// The indexes in uv's order of search, and the packages pinned to one.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Indexes {
+    pub indexes: Vec<Index>,
+    /// Normalized package name → the name of the index it must come from.
+    pub pins: BTreeMap<String, String>,
+}
+
+impl Indexes {
+    /// Nothing declared: PyPI only, as before.
+    pub fn is_empty(&self) -> bool {
+        self.indexes.is_empty() && self.pins.is_empty()
+    }
+
+    pub fn by_name(&self, name: &str) -> Option<&Index> {
+        self.indexes.iter().find(|i| i.name == name)
+    }
+
+    /// The index a resolution that did not say otherwise took from: the
+    /// declared default, else PyPI.
+    pub fn default_url(&self) -> &str {
+        self.indexes
+            .iter()
+            .find(|i| i.kind == Kind::Default)
+            .map_or(PYPI, |i| i.url.as_str())
+    }
+
+    fn push(&mut self, mut index: Index) {
+        if let Some(same) = self.indexes.iter().find(|i| i.url == index.url) {
+            // Declared twice (a requirements file and the environment):
+            // one index, the first declaration's.
+            if index.kind == Kind::Default && same.kind != Kind::Explicit {
+                let name = same.name.clone();
+                self.indexes.retain(|i| i.name != name);
+                index.name = name;
+                self.indexes.push(index);
+            }
+            return;
+        }
+        // The first default wins (the environment is read first, as uv
+        // lets its flags and variables override a project); a later one is
+        // still searched, before it.
+        if index.kind == Kind::Default && self.indexes.iter().any(|i| i.kind == Kind::Default) {
+            index.kind = Kind::Index;
+        }
+        let base = index.name.clone();
+        let mut n = 2;
+        while self.by_name(&index.name).is_some() {
+            index.name = format!("{base}-{n}");
+            n += 1;
+        }
+        self.indexes.push(index);
+    }
+
+    fn pin(&mut self, package: &str, index: &str, origin: &str) -> Result<()> {
+        let package = normalize_name(package);
+        if let Some(other) = self.pins.get(&package).filter(|o| *o != index) {
+            bail!(
+                "{origin}: {package} is pinned to index {other:?} and to {index:?}; pin it to one"
+            );
+        }
+        self.pins.insert(package, index.to_string());
+        Ok(())
+    }
+
+    /// Every pin names a declared index.
+    fn check_pins(&self, origin: &str) -> Result<()> {
+        for (package, index) in &self.pins {
+            if self.by_name(index).is_none() {
+                let known: Vec<&str> = self.indexes.iter().map(|i| i.name.as_str()).collect();
+                bail!(
+                    "{origin}: {package} is pinned to the index {index:?}, which is not declared (declared: {})",
+                    if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The indexes of the environment (`env` looks a variable up), then of the
+/// project's files. `requirements` are the index lines of requirements
+/// files (option, URL, `file:line`).
+pub fn read(
+    dir: &Path,
+    deps: &super::DepSource,
+    requirements: &[(String, String, String)],
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Indexes> {
+    let mut out = Indexes::default();
+    from_env(env, &mut out)?;
+    let pp = dir.join("pyproject.toml");
+    if pp.is_file() {
+        let text = crate::core::fs::read_project_file(dir, &pp)?;
+        let doc = crate::core::fs::parse_toml(&pp, &text)?;
+        from_uv(&doc, &mut out)?;
+        from_poetry(&doc, &mut out)?;
+    }
+    if let super::DepSource::Pipfile { pipfile, lock } = deps {
+        from_pipfile(dir, pipfile, lock.as_deref(), &mut out)?;
+    }
+    for (opt, url, origin) in requirements {
+        let kind = if opt == "--extra-index-url" {
+            Kind::Index
+        } else {
+            Kind::Default
+        };
+        let (url, userinfo) = split_url(url, origin, false)?;
+        out.push(Index {
+            name: name_from_url(&url),
+            url,
+            kind,
+            origin: origin.clone(),
+            userinfo,
+        });
+    }
+    out.check_pins("the project's index pins")?;
+    Ok(out)
+}
+
+/// uv's and pip's variables, as uv reads them.
+fn from_env(env: &dyn Fn(&str) -> Option<String>, out: &mut Indexes) -> Result<()> {
+    for var in ["UV_DEFAULT_INDEX", "UV_INDEX_URL", "PIP_INDEX_URL"] {
+        if let Some(v) = env(var).filter(|v| !v.trim().is_empty()) {
+            let (name, url) = named(v.trim());
+            let (url, userinfo) = split_url(url, var, true)?;
+            out.push(Index {
+                name: name.map_or_else(|| name_from_url(&url), str::to_string),
+                url,
+                kind: Kind::Default,
+                origin: format!("environment {var}"),
+                userinfo,
+            });
+        }
+    }
+    for var in ["UV_INDEX", "UV_EXTRA_INDEX_URL", "PIP_EXTRA_INDEX_URL"] {
+        for v in env(var).unwrap_or_default().split_whitespace() {
+            let (name, url) = named(v);
+            let (url, userinfo) = split_url(url, var, true)?;
+            out.push(Index {
+                name: name.map_or_else(|| name_from_url(&url), str::to_string),
+                url,
+                kind: Kind::Index,
+                origin: format!("environment {var}"),
+                userinfo,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// `name=URL` as uv's `--index` takes it, or a bare URL.
+fn named(v: &str) -> (Option<&str>, &str) {
+    match v.split_once('=') {
+        Some((n, url)) if !n.contains(':') && !n.contains('/') && valid_name(n) => (Some(n), url),
+        _ => (None, v),
+    }
+}
+
+fn valid_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// `[[tool.uv.index]]` and the `index = "…"` sources of `[tool.uv.sources]`.
+fn from_uv(doc: &Value, out: &mut Indexes) -> Result<()> {
+    let uv = doc.get("tool").and_then(|t| t.get("uv"));
+    let items = uv.and_then(|u| u.get("index"));
+    let Some(items) = items.map(|i| i.as_array().ok_or(i)) else {
+        return uv_pins(uv, out);
+    };
+    let items = items
+        .map_err(|_| anyhow!("pyproject.toml: [[tool.uv.index]] must be an array of tables"))?;
+    for (n, item) in items.iter().enumerate() {
+        let at = format!("pyproject.toml [[tool.uv.index]] #{}", n + 1);
+        let url = item
+            .get("url")
+            .and_then(Value::as_str)
+            .ok_or_else(|| anyhow!("{at}: needs a url"))?;
+        let name = item.get("name").and_then(Value::as_str);
+        if let Some(n) = name.filter(|n| !valid_name(n)) {
+            bail!("{at}: the name {n:?} may hold only letters, digits, '-', '_' and '.'");
+        }
+        let flag = |k: &str| item.get(k).and_then(Value::as_bool) == Some(true);
+        let kind = if flag("explicit") {
+            if name.is_none() {
+                bail!(
+                    "{at}: an explicit index needs a name for [tool.uv.sources] to pin packages to"
+                );
+            }
+            Kind::Explicit
+        } else if flag("default") {
+            Kind::Default
+        } else {
+            Kind::Index
+        };
+        let (url, userinfo) = split_url(url, &at, false)?;
+        let at = format!("pyproject.toml [[tool.uv.index]] {}", name.unwrap_or(&url));
+        out.push(Index {
+            name: name.map_or_else(|| name_from_url(&url), str::to_string),
+            url,
+            kind,
+            origin: at,
+            userinfo,
+        });
+    }
+    uv_pins(uv, out)
+}
+
+fn uv_pins(uv: Option<&Value>, out: &mut Indexes) -> Result<()> {
+    let Some(Value::Table(sources)) = uv.and_then(|u| u.get("sources")) else {
+        return Ok(());
+    };
+    for (package, source) in sources {
+        // A list of sources by marker: each names its index.
+        let all: Vec<&Value> = match source {
+            Value::Array(a) => a.iter().collect(),
+            v => vec![v],
+        };
+        for s in all {
+            if let Some(index) = s.get("index").and_then(Value::as_str) {
+                out.pin(package, index, "pyproject.toml [tool.uv.sources]")?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `[[tool.poetry.source]]` with its `priority`, and `source = "…"` on
+/// Poetry dependencies. Poetry searches primary sources in order and
+/// leaves PyPI out once one is declared (unless a source is named PyPI);
+/// supplemental sources are searched before PyPI here, as uv cannot search
+/// after its default.
+fn from_poetry(doc: &Value, out: &mut Indexes) -> Result<()> {
+    let Some(poetry) = doc.get("tool").and_then(|t| t.get("poetry")) else {
+        return Ok(());
+    };
+    let sources = poetry
+        .get("source")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let declared_pypi = sources.iter().any(|s| {
+        s.get("name")
+            .and_then(Value::as_str)
+            .is_some_and(|n| n.eq_ignore_ascii_case("pypi"))
+    });
+    let mut primaries = Vec::new();
+    for (n, s) in sources.iter().enumerate() {
+        let at = format!("pyproject.toml [[tool.poetry.source]] #{}", n + 1);
+        let name = s
+            .get("name")
+            .and_then(Value::as_str)
+            .ok_or_else(|| anyhow!("{at}: needs a name"))?;
+        if name.eq_ignore_ascii_case("pypi") {
+            continue;
+        }
+        let url = s
+            .get("url")
+            .and_then(Value::as_str)
+            .ok_or_else(|| anyhow!("{at} {name}: needs a url"))?;
+        if !valid_name(name) {
+            bail!("{at}: the name {name:?} may hold only letters, digits, '-', '_' and '.'");
+        }
+        let legacy = |k: &str| s.get(k).and_then(Value::as_bool) == Some(true);
+        let priority =
+            s.get("priority")
+                .and_then(Value::as_str)
+                .unwrap_or(if legacy("secondary") {
+                    "supplemental"
+                } else {
+                    "primary"
+                });
+        let kind = match priority {
+            "primary" | "default" => {
+                primaries.push(name.to_string());
+                Kind::Index
+            }
+            "supplemental" | "secondary" => Kind::Index,
+            "explicit" => Kind::Explicit,
+            other => {
+                bail!("{at} {name}: unknown priority {other:?} (primary, supplemental or explicit)")
+            }
+        };
+        let (url, userinfo) = split_url(url, &at, false)?;
+        out.push(Index {
+            name: name.to_string(),
+            url,
+            kind,
+            origin: format!("pyproject.toml [[tool.poetry.source]] {name}"),
+            userinfo,
+        });
+    }
+    if !declared_pypi {
+        // PyPI is left out: the last primary source takes its place.
+        if let Some(last) = primaries.last() {
+            let has_default = out.indexes.iter().any(|i| i.kind == Kind::Default);
+            if !has_default {
+                if let Some(i) = out.indexes.iter_mut().find(|i| &i.name == last) {
+                    i.kind = Kind::Default;
+                }
+            }
+        }
+    }
+    let mut tables: Vec<&toml::Table> = Vec::new();
+    if let Some(Value::Table(t)) = poetry.get("dependencies") {
+        tables.push(t);
+    }
+    if let Some(Value::Table(groups)) = poetry.get("group") {
+        for g in groups.values() {
+            if let Some(Value::Table(t)) = g.get("dependencies") {
+                tables.push(t);
+            }
+        }
+    }
+    for t in tables {
+        for (package, spec) in t {
+            if let Some(source) = spec.get("source").and_then(Value::as_str) {
+                if !source.eq_ignore_ascii_case("pypi") {
+                    out.pin(package, source, "pyproject.toml [tool.poetry.dependencies]")?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Pipfile's `[[source]]`: the first is where packages come from; the
+/// others only serve packages that name them (`index = "…"`), as Pipenv
+/// installs them.
+fn from_pipfile(dir: &Path, pipfile: &Path, lock: Option<&Path>, out: &mut Indexes) -> Result<()> {
+    let text = crate::core::fs::read_project_file(dir, pipfile)?;
+    let doc = crate::core::fs::parse_toml(pipfile, &text)?;
+    let sources = doc
+        .get("source")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    for (n, s) in sources.iter().enumerate() {
+        let at = format!("Pipfile [[source]] #{}", n + 1);
+        let url = s
+            .get("url")
+            .and_then(Value::as_str)
+            .ok_or_else(|| anyhow!("{at}: needs a url"))?;
+        let (url, userinfo) = split_url(url, &at, false)?;
+        let name = s
+            .get("name")
+            .and_then(Value::as_str)
+            .map_or_else(|| name_from_url(&url), str::to_string);
+        if url.trim_end_matches('/') == PYPI {
+            continue;
+        }
+        let kind = if n == 0 {
+            Kind::Default
+        } else {
+            Kind::Explicit
+        };
+        out.push(Index {
+            name: name.clone(),
+            url,
+            kind,
+            origin: format!("Pipfile [[source]] {name}"),
+            userinfo,
+        });
+    }
+    for section in ["packages", "dev-packages"] {
+        if let Some(Value::Table(t)) = doc.get(section) {
+            for (package, spec) in t {
+                if let Some(index) = spec.get("index").and_then(Value::as_str) {
+                    if out.by_name(index).is_some() {
+                        out.pin(package, index, &format!("Pipfile [{section}]"))?;
+                    }
+                }
+            }
+        }
+    }
+    if let Some(lock) = lock {
+        // The lock says which source each package was locked from.
+        let text = crate::core::fs::read_project_file(dir, lock)?;
+        let json: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| anyhow!("{}: not JSON: {e}", lock.display()))?;
+        for section in ["default", "develop"] {
+            if let Some(pkgs) = json.get(section).and_then(|v| v.as_object()) {
+                for (package, spec) in pkgs {
+                    if let Some(index) = spec.get("index").and_then(|v| v.as_str()) {
+                        if out.by_name(index).is_some_and(|i| i.kind == Kind::Explicit) {
+                            out.pin(package, index, &format!("{} [{section}]", lock.display()))?;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The URL without its user part, and the user part when it is only
+/// `${VAR}` references (filled in from the environment when uv runs).
+/// Literal credentials are refused in project files (they would ship in
+/// the image with the file) and taken out of URLs from the environment.
+pub fn split_url(url: &str, origin: &str, from_env: bool) -> Result<(String, Option<String>)> {
+    let url = url.trim();
+    let Some((scheme, rest)) = url.split_once("://") else {
+        bail!(
+            "{origin}: {:?} is not an index URL (expected https://HOST/PATH)",
+            crate::core::text::escape_controls(url)
+        );
+    };
+    if !matches!(scheme, "http" | "https") {
+        bail!("{origin}: {scheme}:// index URLs are not supported (http or https)");
+    }
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let Some((userinfo, host)) = authority.rsplit_once('@') else {
+        return Ok((url.trim_end_matches('/').to_string(), None));
+    };
+    let bare = format!("{scheme}://{host}{path}")
+        .trim_end_matches('/')
+        .to_string();
+    let only_vars = userinfo.split(':').all(|part| {
+        part.is_empty()
+            || (part.starts_with("${")
+                && part.ends_with('}')
+                && !part[2..part.len() - 1].contains(['$', '{', '}']))
+    });
+    if only_vars || from_env {
+        return Ok((bare, Some(userinfo.to_string())));
+    }
+    Err(crate::core::errors::hinted(
+        format!("{origin}: the index URL for {bare} has credentials written in it; the file is copied into the image"),
+        "take them out and set them in the environment instead: ${USER}:${TOKEN} in the URL (filled in when uv runs), UV_INDEX_<NAME>_USERNAME and _PASSWORD, or ~/.netrc",
+    ))
+}
+
+fn host_of(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let host = authority.rsplit('@').next().unwrap_or(authority);
+    host.rsplit_once(':')
+        .filter(|(_, port)| port.chars().all(|c| c.is_ascii_digit()))
+        .map_or(host, |(h, _)| h)
+}
+
+/// A name for an index declared without one: its host (and for Artifact
+/// Registry its project and repository), as uv's variables can name it.
+fn name_from_url(url: &str) -> String {
+    let host = host_of(url);
+    let mut name = host.replace('.', "-");
+    if host.ends_with("-python.pkg.dev") {
+        let path: Vec<&str> = url
+            .split_once("://")
+            .map_or("", |(_, r)| r)
+            .split('/')
+            .skip(1)
+            .take(2)
+            .collect();
+        for p in path {
+            name.push('-');
+            name.push_str(p);
+        }
+    }
+    name.chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::project::DepSource;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    fn read_pp(text: &str) -> Result<Indexes> {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("pyproject.toml"), text).unwrap();
+        read(d.path(), &DepSource::None, &[], &no_env)
+    }
+
+    #[test]
+    fn uv_indexes_and_sources() {
+        let i = read_pp(
+            "[project]\nname='x'\n[tool.uv.sources]\ncorp-lib = { index = 'corp' }\n\n[[tool.uv.index]]\nname = 'corp'\nurl = 'https://us-python.pkg.dev/p/r/simple/'\nexplicit = true\n\n[[tool.uv.index]]\nname = 'mirror'\nurl = 'https://mirror.example/simple'\ndefault = true\n",
+        )
+        .unwrap();
+        assert_eq!(i.indexes.len(), 2);
+        assert_eq!(i.indexes[0].kind, Kind::Explicit);
+        assert_eq!(i.indexes[0].url, "https://us-python.pkg.dev/p/r/simple");
+        assert_eq!(i.indexes[1].kind, Kind::Default);
+        assert_eq!(i.default_url(), "https://mirror.example/simple");
+        assert_eq!(i.pins["corp-lib"], "corp");
+        assert_eq!(i.indexes[0].env_prefix(), "UV_INDEX_CORP");
+        let e = read_pp("[tool.uv.sources]\nx = { index = 'nope' }\n").unwrap_err();
+        assert!(
+            e.to_string().contains("\"nope\", which is not declared"),
+            "{e}"
+        );
+        let e =
+            read_pp("[[tool.uv.index]]\nurl = 'https://a/simple'\nexplicit = true\n").unwrap_err();
+        assert!(e.to_string().contains("needs a name"), "{e}");
+    }
+
+    #[test]
+    fn a_password_in_a_project_file_is_refused_and_variables_are_kept() {
+        let e = read_pp(
+            "[[tool.uv.index]]\nname='c'\nurl = 'https://bob:hunter2@corp.example/simple'\n",
+        )
+        .unwrap_err();
+        let msg = format!("{e:#}");
+        assert!(
+            msg.contains("credentials written in it") && msg.contains("UV_INDEX_"),
+            "{msg}"
+        );
+        assert!(!msg.contains("hunter2"), "{msg}");
+        let i = read_pp("[[tool.uv.index]]\nname='c'\nurl = 'https://${CORP_USER}:${CORP_TOKEN}@corp.example/simple'\n").unwrap();
+        assert_eq!(i.indexes[0].url, "https://corp.example/simple");
+        assert_eq!(
+            i.indexes[0].userinfo.as_deref(),
+            Some("${CORP_USER}:${CORP_TOKEN}")
+        );
+        // From the environment, credentials are taken out of the URL.
+        let d = tempfile::tempdir().unwrap();
+        let env = |k: &str| {
+            (k == "PIP_INDEX_URL").then(|| "https://u:tok@pkgs.corp.example/simple/".to_string())
+        };
+        let i = read(d.path(), &DepSource::None, &[], &env).unwrap();
+        assert_eq!(i.indexes[0].url, "https://pkgs.corp.example/simple");
+        assert_eq!(i.indexes[0].name, "pkgs-corp-example");
+        assert_eq!(i.indexes[0].kind, Kind::Default);
+        assert_eq!(i.indexes[0].userinfo.as_deref(), Some("u:tok"));
+        assert!(!serde_json::to_string(&i).unwrap().contains("tok"));
+    }
+
+    #[test]
+    fn poetry_sources_and_priorities() {
+        let i = read_pp(
+            "[tool.poetry]\nname='x'\n[tool.poetry.dependencies]\npython='^3.11'\ncorp-lib = { version = '^1', source = 'corp' }\n\n[[tool.poetry.source]]\nname = 'corp'\nurl = 'https://corp.example/simple/'\npriority = 'explicit'\n\n[[tool.poetry.source]]\nname = 'internal'\nurl = 'https://internal.example/simple/'\n",
+        )
+        .unwrap();
+        assert_eq!(i.by_name("corp").unwrap().kind, Kind::Explicit);
+        // A primary source without PyPI declared takes PyPI's place.
+        assert_eq!(i.by_name("internal").unwrap().kind, Kind::Default);
+        assert_eq!(i.pins["corp-lib"], "corp");
+        let i = read_pp("[tool.poetry]\nname='x'\n[[tool.poetry.source]]\nname='PyPI'\n[[tool.poetry.source]]\nname='internal'\nurl='https://i.example/simple'\npriority='supplemental'\n").unwrap();
+        assert_eq!(i.indexes.len(), 1);
+        assert_eq!(i.indexes[0].kind, Kind::Index);
+        let e =
+            read_pp("[[tool.poetry.source]]\nname='a'\nurl='https://a/s'\npriority='sometimes'\n")
+                .unwrap_err();
+        assert!(e.to_string().contains("unknown priority"), "{e}");
+    }
+
+    #[test]
+    fn pipfile_sources_requirements_lines_and_the_environment_in_order() {
+        let d = tempfile::tempdir().unwrap();
+        let pipfile = d.path().join("Pipfile");
+        std::fs::write(
+            &pipfile,
+            "[[source]]\nname='pypi'\nurl='https://pypi.org/simple'\n\n[[source]]\nname='corp'\nurl='https://corp.example/simple'\n\n[packages]\nflask='*'\ncorp-lib = { version = '*', index = 'corp' }\n",
+        )
+        .unwrap();
+        let deps = DepSource::Pipfile {
+            pipfile,
+            lock: None,
+        };
+        let env =
+            |k: &str| (k == "UV_INDEX").then(|| "mirror=https://m.example/simple".to_string());
+        let req = vec![(
+            "--extra-index-url".to_string(),
+            "https://extra.example/simple".to_string(),
+            "requirements.txt:1".to_string(),
+        )];
+        let i = read(d.path(), &deps, &req, &env).unwrap();
+        let names: Vec<(&str, Kind)> = i
+            .indexes
+            .iter()
+            .map(|i| (i.name.as_str(), i.kind))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("mirror", Kind::Index),
+                ("corp", Kind::Explicit),
+                ("extra-example", Kind::Index)
+            ]
+        );
+        assert_eq!(i.pins["corp-lib"], "corp");
+        assert_eq!(i.indexes[2].origin, "requirements.txt:1");
+    }
+
+    #[test]
+    fn artifact_registry_names_and_hosts() {
+        assert_eq!(
+            name_from_url("https://europe-west1-python.pkg.dev/my-proj/py/simple"),
+            "europe-west1-python-pkg-dev-my-proj-py"
+        );
+        assert_eq!(host_of("http://127.0.0.1:8080/simple"), "127.0.0.1");
+        let e = split_url("ftp://x/simple", "here", false).unwrap_err();
+        assert!(e.to_string().contains("ftp://"), "{e}");
+    }
+}

@@ -1,0 +1,535 @@
+//! The project's package indexes as uv is told them, with their
+//! credentials.
+//!
+//! Credentials reach uv only through the environment of the one process
+//! that fetches (as uv's own `UV_INDEX_<NAME>_USERNAME` / `_PASSWORD`):
+//! never an argument, a file of the image, a cache key, the plan or a log
+//! line. They come from, in order: `${VAR}`s in the index's URL, uv's
+//! per-index variables, and for Artifact Registry Python repositories
+//! (`*-python.pkg.dev`, or any index configured `index-auth = { NAME =
+//! "google" }`) a short-lived token from the Google credential chain as
+//! `oauth2accesstoken`. uv reads `~/.netrc` and a keyring itself.
+
+use crate::project::indexes::{Index, Indexes, Kind};
+use anyhow::{anyhow, Result};
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsString;
+use std::process::Command;
+use std::sync::Mutex;
+
+/// Variables by which uv and pip learn indexes: [`Access`] passes every
+/// index as an argument instead, so that uv sees exactly the list the plan
+/// shows.
+const INDEX_VARS: [&str; 7] = [
+    "UV_DEFAULT_INDEX",
+    "UV_INDEX",
+    "UV_INDEX_URL",
+    "UV_EXTRA_INDEX_URL",
+    "PIP_INDEX_URL",
+    "PIP_EXTRA_INDEX_URL",
+    "UV_INDEX_STRATEGY",
+];
+
+/// The username Artifact Registry takes with an access token as password.
+pub const GOOGLE_USER: &str = "oauth2accesstoken";
+
+/// What a uv run does with the indexes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// Choosing versions: the indexes in their order, the first that has a
+    /// package the only one asked; explicit ones through the pins only.
+    Resolve,
+    /// Fetching locked files: any index may serve them, as every file is
+    /// pinned by its hash (`--require-hashes`), so no index can substitute
+    /// another file.
+    Install,
+}
+
+#[derive(Debug, Default)]
+pub struct Access {
+    indexes: Indexes,
+    google: BTreeSet<String>,
+    /// Filled in the first time uv needs them (a fully cached build asks
+    /// no one for a token).
+    credentials: Mutex<Option<Vec<(String, String)>>>,
+}
+
+impl Clone for Access {
+    fn clone(&self) -> Access {
+        Access::new(
+            self.indexes.clone(),
+            &self.google.iter().cloned().collect::<Vec<_>>(),
+        )
+    }
+}
+
+/// How an index's credentials are found, for the plan (never the values).
+pub fn credential_source(index: &Index, google: bool) -> String {
+    let p = index.env_prefix();
+    if index.userinfo.is_some() {
+        "the ${…} variables in its URL".into()
+    } else if env_set(&format!("{p}_USERNAME")) || env_set(&format!("{p}_PASSWORD")) {
+        format!("{p}_USERNAME / {p}_PASSWORD")
+    } else if google {
+        "Google credentials (ADC, metadata server or gcloud), as oauth2accesstoken".into()
+    } else {
+        format!("{p}_USERNAME / {p}_PASSWORD, ~/.netrc or a keyring (none set: anonymous)")
+    }
+}
+
+fn env_set(k: &str) -> bool {
+    std::env::var_os(k).is_some_and(|v| !v.is_empty())
+}
+
+/// Artifact Registry's Python repositories.
+pub fn is_artifact_registry(host: &str) -> bool {
+    host.ends_with("-python.pkg.dev")
+}
+
+impl Access {
+    /// `google` names indexes whose credentials come from Google's chain
+    /// (besides every `*-python.pkg.dev` one).
+    pub fn new(indexes: Indexes, google: &[String]) -> Access {
+        let google = indexes
+            .indexes
+            .iter()
+            .filter(|i| google.contains(&i.name) || is_artifact_registry(i.host()))
+            .map(|i| i.name.clone())
+            .collect();
+        Access {
+            indexes,
+            google,
+            credentials: Mutex::new(None),
+        }
+    }
+
+    pub fn indexes(&self) -> &Indexes {
+        &self.indexes
+    }
+
+    pub fn is_google(&self, index: &Index) -> bool {
+        self.google.contains(&index.name)
+    }
+
+    /// The arguments for `purpose`.
+    pub fn args(&self, purpose: Purpose) -> Vec<OsString> {
+        let mut out: Vec<OsString> = Vec::new();
+        for i in &self.indexes.indexes {
+            let flag = match (i.kind, purpose) {
+                (Kind::Default, _) => "--default-index",
+                (Kind::Explicit, Purpose::Resolve) => continue,
+                _ => "--index",
+            };
+            out.push(flag.into());
+            out.push(format!("{}={}", i.name, i.url).into());
+        }
+        if purpose == Purpose::Install && !self.indexes.indexes.is_empty() {
+            out.extend(["--index-strategy".into(), "unsafe-best-match".into()]);
+        }
+        out
+    }
+
+    /// The indexes and credentials on a uv command run on this machine.
+    pub fn apply(&self, cmd: &mut Command, purpose: Purpose) -> Result<()> {
+        for v in INDEX_VARS {
+            cmd.env_remove(v);
+        }
+        cmd.args(self.args(purpose));
+        cmd.envs(self.credentials()?);
+        Ok(())
+    }
+
+    /// `UV_INDEX_<NAME>_USERNAME` / `_PASSWORD` for every index that has
+    /// credentials this machine can give.
+    pub fn credentials(&self) -> Result<Vec<(String, String)>> {
+        let mut cached = self.credentials.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = cached.as_ref() {
+            return Ok(c.clone());
+        }
+        let mut out = Vec::new();
+        for i in &self.indexes.indexes {
+            let p = i.env_prefix();
+            let (user, password) = if let Some(info) = &i.userinfo {
+                let filled = fill(info, &i.origin)?;
+                match filled.split_once(':') {
+                    Some((u, pw)) => (u.to_string(), pw.to_string()),
+                    None => (filled, String::new()),
+                }
+            } else if env_set(&format!("{p}_USERNAME")) || env_set(&format!("{p}_PASSWORD")) {
+                (
+                    std::env::var(format!("{p}_USERNAME")).unwrap_or_default(),
+                    std::env::var(format!("{p}_PASSWORD")).unwrap_or_default(),
+                )
+            } else if self.google.contains(&i.name) {
+                let (token, _) = crate::registry::google::access_token().map_err(|e| {
+                    crate::core::errors::hinted(
+                        format!(
+                            "the index {} ({}) is an Artifact Registry repository, and {e}",
+                            i.name, i.url
+                        ),
+                        format!("or set {p}_USERNAME and {p}_PASSWORD"),
+                    )
+                })?;
+                (GOOGLE_USER.to_string(), token)
+            } else {
+                continue;
+            };
+            out.push((format!("{p}_USERNAME"), user));
+            out.push((format!("{p}_PASSWORD"), password));
+        }
+        *cached = Some(out.clone());
+        Ok(out)
+    }
+
+    /// What to do about uv's failure, when an index caused it: which index
+    /// refused which package and why. uv names the index only sometimes;
+    /// otherwise the index the package is pinned to, or each declared one,
+    /// is asked for the package's page with the same credentials, and its
+    /// answer says why.
+    pub fn explain(&self, stderr: &str) -> Option<String> {
+        let package = stderr
+            .split("Because ")
+            .nth(1)
+            .and_then(|r| r.split(" was not found in the package registry").next())
+            .filter(|p| !p.contains(' '))
+            .map(crate::project::normalize_name);
+        let pinned = package
+            .as_ref()
+            .and_then(|p| self.indexes.pins.get(p))
+            .and_then(|n| self.indexes.by_name(n));
+        let named = refused(stderr);
+        let candidates: Vec<&Index> = match (&named, pinned) {
+            (Some((url, _)), _) => self
+                .indexes
+                .indexes
+                .iter()
+                .filter(|i| i.url.trim_end_matches('/') == url.trim_end_matches('/'))
+                .collect(),
+            (None, Some(i)) => vec![i],
+            (None, None) if package.is_some() => self
+                .indexes
+                .indexes
+                .iter()
+                .filter(|i| i.kind != Kind::Explicit)
+                .collect(),
+            _ => Vec::new(),
+        };
+        let who = package
+            .as_ref()
+            .map(|p| format!(" for {p}"))
+            .unwrap_or_default();
+        for i in candidates {
+            let status = match &named {
+                Some((_, status)) => status.clone(),
+                None => match self.probe(i, package.as_deref()?) {
+                    Some(s) => s,
+                    None => continue,
+                },
+            };
+            if status.starts_with("401") || status.starts_with("403") {
+                return Some(format!(
+                    "the index {} ({}) refused the request{who} ({status}): {}",
+                    i.name,
+                    i.url,
+                    self.fix(i, &status)
+                ));
+            }
+        }
+        if let Some((url, status)) = named {
+            return Some(format!("the index {url} refused the request{who} ({status}): give uv credentials for it (UV_INDEX_<NAME>_USERNAME / _PASSWORD, ~/.netrc)"));
+        }
+        let (package, index) = (package?, pinned?);
+        Some(format!(
+            "{package} is pinned to the index {} ({}), which does not serve it. slimpack never takes a pinned package from another index, so a package of that name on PyPI cannot stand in for it (dependency confusion); publish {package} there or change the pin in {}",
+            index.name, index.url, index.origin
+        ))
+    }
+
+    /// The status `index` answers for `package`'s page, with the
+    /// credentials uv was given: `401 Unauthorized`, `404 Not Found`.
+    fn probe(&self, index: &Index, package: &str) -> Option<String> {
+        let url = format!("{}/{package}/", index.url.trim_end_matches('/'));
+        let mut req = crate::core::http::agent_for(&url).get(&url);
+        let p = index.env_prefix();
+        let creds = self.credentials().ok()?;
+        let get = |k: String| creds.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone());
+        if let (Some(u), Some(pw)) = (get(format!("{p}_USERNAME")), get(format!("{p}_PASSWORD"))) {
+            use base64::Engine;
+            let basic = base64::engine::general_purpose::STANDARD.encode(format!("{u}:{pw}"));
+            req = req.header("Authorization", format!("Basic {basic}"));
+        }
+        let resp = req.call().ok()?;
+        let status = resp.status();
+        Some(
+            format!(
+                "{} {}",
+                status.as_u16(),
+                status.canonical_reason().unwrap_or("")
+            )
+            .trim_end()
+            .to_string(),
+        )
+    }
+
+    fn fix(&self, i: &Index, status: &str) -> String {
+        let p = i.env_prefix();
+        let forbidden = status.starts_with("403");
+        if self.google.contains(&i.name)
+            && i.userinfo.is_none()
+            && !env_set(&format!("{p}_PASSWORD"))
+        {
+            let source = crate::registry::google::access_token_optional()
+                .ok()
+                .flatten()
+                .map(|(_, s)| s)
+                .unwrap_or_else(|| "Google's credential chain".into());
+            return if forbidden {
+                format!("the account of {source} may not read this repository: grant it roles/artifactregistry.reader on the repository (gcloud artifacts repositories add-iam-policy-binding REPO --location=REGION --member=ACCOUNT --role=roles/artifactregistry.reader)")
+            } else {
+                format!("the token from {source} was not accepted: log in again (gcloud auth application-default login), or check that the URL names an existing Python repository")
+            };
+        }
+        let has = i.userinfo.is_some()
+            || env_set(&format!("{p}_USERNAME"))
+            || env_set(&format!("{p}_PASSWORD"));
+        match (forbidden, has) {
+            (true, _) => format!(
+                "the credentials ({}) may not read this index; ask its owner for read access",
+                credential_source(i, false)
+            ),
+            (false, true) => format!(
+                "the credentials ({}) were not accepted; check them",
+                credential_source(i, false)
+            ),
+            (false, false) => format!(
+                "set {p}_USERNAME and {p}_PASSWORD (or add a ~/.netrc entry for {})",
+                i.host()
+            ),
+        }
+    }
+}
+
+/// `${VAR}`s of a URL's user part, from the environment.
+fn fill(info: &str, origin: &str) -> Result<String> {
+    let mut out = String::new();
+    let mut rest = info;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let end = rest[start..]
+            .find('}')
+            .ok_or_else(|| anyhow!("{origin}: an unclosed ${{ in the index URL"))?;
+        let var = &rest[start + 2..start + end];
+        let v = std::env::var(var).map_err(|_| {
+            crate::core::errors::hinted(
+                format!("{origin}: the index URL uses ${{{var}}}, which is not set"),
+                format!("export {var} before building (it is read when uv runs, never stored)"),
+            )
+        })?;
+        out.push_str(&v);
+        rest = &rest[start + end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// The index URL and status of uv's "could not be queried" hint.
+fn refused(stderr: &str) -> Option<(String, String)> {
+    let rest = stderr.split("An index URL (").nth(1)?;
+    let (url, rest) = rest.split_once(')')?;
+    let status = rest.split('(').nth(1)?.split(')').next()?;
+    Some((url.to_string(), status.to_string()))
+}
+
+/// The `# from URL` annotations of uv's output: which index each package
+/// came from; the text without them (the lock's text stays what it was).
+pub fn take_origins(text: &str) -> (String, BTreeMap<String, String>) {
+    let mut out = String::with_capacity(text.len());
+    let mut origins = BTreeMap::new();
+    let mut current: Option<String> = None;
+    for line in text.lines() {
+        if !line.is_empty() && !line.starts_with([' ', '\t', '#']) {
+            current = Some(crate::project::normalize_name(
+                line.split(|c: char| !(c.is_ascii_alphanumeric() || "-_.".contains(c)))
+                    .next()
+                    .unwrap_or(""),
+            ));
+        }
+        if let Some(url) = line.trim_start().strip_prefix("# from ") {
+            if let Some(p) = &current {
+                origins.insert(p.clone(), url.trim().trim_end_matches('/').to_string());
+            }
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    (out, origins)
+}
+
+/// A pinned package that came from anywhere but its index: uv enforces
+/// pins itself; this is the check that it did.
+pub fn check_pins(indexes: &Indexes, origins: &BTreeMap<String, String>) -> Result<()> {
+    for (package, name) in &indexes.pins {
+        let (Some(index), Some(from)) = (indexes.by_name(name), origins.get(package)) else {
+            continue;
+        };
+        if index.url.trim_end_matches('/') != from {
+            anyhow::bail!(
+                "{package} is pinned to the index {name} ({}) but was resolved from {from}; refusing it (dependency confusion)",
+                index.url
+            );
+        }
+    }
+    Ok(())
+}
+
+/// A pyproject.toml holding `requirements` with the project's pins and its
+/// explicit indexes, for `uv pip compile`: uv honours `[tool.uv.sources]`
+/// of a pyproject it compiles, which is how a pin reaches a resolution.
+pub fn pinned_input(requirements: &[String], indexes: &Indexes) -> String {
+    let q = |s: &str| toml::Value::String(s.to_string()).to_string();
+    let mut out = String::from(
+        "[project]\nname = \"slimpack-resolution\"\nversion = \"0\"\ndependencies = [\n",
+    );
+    for r in requirements.iter().filter(|r| !r.trim().is_empty()) {
+        out.push_str(&format!("  {},\n", q(r.trim())));
+    }
+    out.push_str("]\n\n[tool.uv.sources]\n");
+    for (package, index) in &indexes.pins {
+        out.push_str(&format!("{} = {{ index = {} }}\n", q(package), q(index)));
+    }
+    for i in indexes.indexes.iter().filter(|i| i.kind == Kind::Explicit) {
+        out.push_str(&format!(
+            "\n[[tool.uv.index]]\nname = {}\nurl = {}\nexplicit = true\n",
+            q(&i.name),
+            q(&i.url)
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn index(name: &str, url: &str, kind: Kind) -> Index {
+        Index {
+            name: name.into(),
+            url: url.into(),
+            kind,
+            origin: "pyproject.toml".into(),
+            userinfo: None,
+        }
+    }
+
+    fn sample() -> Indexes {
+        Indexes {
+            indexes: vec![
+                index("corp", "http://127.0.0.1:1/simple", Kind::Explicit),
+                index("mirror", "https://m.example/simple", Kind::Index),
+                index("main", "https://d.example/simple", Kind::Default),
+            ],
+            pins: [("corp-lib".to_string(), "corp".to_string())].into(),
+        }
+    }
+
+    #[test]
+    fn explicit_indexes_reach_a_resolution_only_through_pins() {
+        let a = Access::new(sample(), &[]);
+        let s = |p| {
+            a.args(p)
+                .iter()
+                .map(|x| x.to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            s(Purpose::Resolve),
+            [
+                "--index",
+                "mirror=https://m.example/simple",
+                "--default-index",
+                "main=https://d.example/simple"
+            ]
+        );
+        assert_eq!(
+            s(Purpose::Install),
+            [
+                "--index",
+                "corp=http://127.0.0.1:1/simple",
+                "--index",
+                "mirror=https://m.example/simple",
+                "--default-index",
+                "main=https://d.example/simple",
+                "--index-strategy",
+                "unsafe-best-match"
+            ]
+        );
+        assert!(Access::new(Indexes::default(), &[])
+            .args(Purpose::Install)
+            .is_empty());
+        let input = pinned_input(&["corp-lib>=1".into(), "flask".into()], a.indexes());
+        let doc: toml::Value = input.parse::<toml::Table>().unwrap().into();
+        assert_eq!(
+            doc["tool"]["uv"]["sources"]["corp-lib"]["index"].as_str(),
+            Some("corp")
+        );
+        assert_eq!(
+            doc["tool"]["uv"]["index"][0]["explicit"].as_bool(),
+            Some(true)
+        );
+        assert_eq!(doc["project"]["dependencies"][1].as_str(), Some("flask"));
+    }
+
+    #[test]
+    fn origins_are_read_and_taken_out_and_pins_checked() {
+        let text = "corp-lib==1.0 \\\n    --hash=sha256:aa\n    # via -r in\n    # from http://127.0.0.1:1/simple\nsix==1.17.0 \\\n    --hash=sha256:bb\n    # from https://pypi.org/simple\n";
+        let (rest, origins) = take_origins(text);
+        assert_eq!(rest, "corp-lib==1.0 \\\n    --hash=sha256:aa\n    # via -r in\nsix==1.17.0 \\\n    --hash=sha256:bb\n");
+        assert_eq!(origins["corp-lib"], "http://127.0.0.1:1/simple");
+        assert_eq!(origins["six"], "https://pypi.org/simple");
+        check_pins(&sample(), &origins).unwrap();
+        let mut bad = origins.clone();
+        bad.insert("corp-lib".into(), "https://pypi.org/simple".into());
+        let e = check_pins(&sample(), &bad).unwrap_err().to_string();
+        assert!(e.contains("dependency confusion"), "{e}");
+    }
+
+    #[test]
+    fn failures_name_the_index_the_package_and_the_fix() {
+        let a = Access::new(sample(), &[]);
+        let e = "  cause: Because corp-lib was not found in the package registry and you require corp-lib, we can conclude that your requirements are unsatisfiable.\n\nhint: An index URL (http://127.0.0.1:1/simple) could not be queried due to a lack of valid authentication credentials (401 Unauthorized)";
+        let h = a.explain(e).unwrap();
+        assert!(h.contains("the index corp (http://127.0.0.1:1/simple) refused the request for corp-lib (401 Unauthorized)"), "{h}");
+        assert!(
+            h.contains("UV_INDEX_CORP_USERNAME and UV_INDEX_CORP_PASSWORD"),
+            "{h}"
+        );
+        let e = "  cause: Because corp-lib was not found in the package registry and you require corp-lib, we can conclude that your requirements are unsatisfiable.";
+        let h = a.explain(e).unwrap();
+        assert!(
+            h.contains("pinned to the index corp") && h.contains("dependency confusion"),
+            "{h}"
+        );
+        assert!(a.explain("error: connection reset").is_none());
+        let mut ar = sample();
+        ar.indexes[0].url = "https://us-python.pkg.dev/p/r/simple".into();
+        let g = Access::new(ar, &[]);
+        assert!(g.is_google(&g.indexes().indexes[0]));
+        let e = "hint: An index URL (https://us-python.pkg.dev/p/r/simple) could not be queried due to a lack of valid authentication credentials (403 Forbidden)";
+        assert!(g
+            .explain(e)
+            .unwrap()
+            .contains("roles/artifactregistry.reader"));
+    }
+
+    #[test]
+    fn variables_in_a_url_are_filled_from_the_environment() {
+        std::env::set_var("SLIMPACK_TEST_IDX_TOKEN", "t0k");
+        assert_eq!(
+            fill("me:${SLIMPACK_TEST_IDX_TOKEN}", "o").unwrap(),
+            "me:t0k"
+        );
+        let e = fill("${SLIMPACK_TEST_IDX_UNSET}", "Pipfile [[source]] corp").unwrap_err();
+        assert!(format!("{e:#}").contains("${SLIMPACK_TEST_IDX_UNSET}, which is not set"));
+    }
+}

@@ -1,0 +1,561 @@
+//! Private package indexes end to end, against a loopback server playing
+//! two of them: a PEP 503 simple index behind Basic auth, and one that
+//! plays an Artifact Registry Python repository (only the token of the
+//! test's Google token endpoint is taken, as `oauth2accesstoken` or
+//! Bearer; a token of an account without access gets 403). Packages pinned
+//! to them install (one compiled in the builder sandbox), wrong or missing
+//! credentials fail naming the index and the fix, a pinned package is
+//! never taken from PyPI, and no credential is in any layer, the plan, the
+//! `--json` report, the output or the cache.
+
+mod common;
+use base64::Engine as _;
+use common::*;
+use sha2::Digest;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::{Arc, Mutex};
+
+const USER: &str = "alice";
+const PASSWORD: &str = "basic-s3cret-7f3a";
+const READER_TOKEN: &str = "ya29.reader-token-91c2";
+const OTHER_TOKEN: &str = "ya29.no-access-token-5d8e";
+
+/// What the server holds and hands out.
+struct Server {
+    base: String,
+    /// The token the token endpoint gives.
+    token: Arc<Mutex<String>>,
+}
+
+/// path → (content type, bytes), under `/basic/simple/` and `/ar/simple/`.
+type Files = Vec<(String, Vec<u8>)>;
+
+fn wheel(name: &str, version: &str, code: &str, requires: &[&str]) -> (String, Vec<u8>) {
+    let dist = name.replace('-', "_");
+    let file = format!("{dist}-{version}-py3-none-any.whl");
+    let info = format!("{dist}-{version}.dist-info");
+    let mut meta = format!("Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n");
+    for r in requires {
+        meta.push_str(&format!("Requires-Dist: {r}\n"));
+    }
+    let files = [
+        (format!("{dist}/__init__.py"), code.to_string()),
+        (format!("{info}/METADATA"), meta),
+        (
+            format!("{info}/WHEEL"),
+            "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+                .into(),
+        ),
+    ];
+    let mut record = String::new();
+    for (p, text) in &files {
+        let h = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(sha2::Sha256::digest(text.as_bytes()));
+        record.push_str(&format!("{p},sha256={h},{}\n", text.len()));
+    }
+    record.push_str(&format!("{info}/RECORD,,\n"));
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let opts = zip::write::SimpleFileOptions::default();
+    for (p, text) in files.iter().chain([&(format!("{info}/RECORD"), record)]) {
+        zip.start_file(p.as_str(), opts).unwrap();
+        zip.write_all(text.as_bytes()).unwrap();
+    }
+    (file, zip.finish().unwrap().into_inner())
+}
+
+/// A source distribution only (no wheel): the builder compiles it.
+fn sdist(name: &str, version: &str, code: &str) -> (String, Vec<u8>) {
+    let dist = name.replace('-', "_");
+    let top = format!("{dist}-{version}");
+    let files = [
+        (
+            "pyproject.toml".to_string(),
+            format!("[build-system]\nrequires = ['hatchling']\nbuild-backend = 'hatchling.build'\n\n[project]\nname = '{name}'\nversion = '{version}'\n"),
+        ),
+        (
+            "PKG-INFO".to_string(),
+            format!("Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"),
+        ),
+        (format!("{dist}/__init__.py"), code.to_string()),
+    ];
+    let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(
+        Vec::new(),
+        flate2::Compression::default(),
+    ));
+    for (p, text) in &files {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(text.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        tar.append_data(&mut h, format!("{top}/{p}"), text.as_bytes())
+            .unwrap();
+    }
+    (
+        format!("{top}.tar.gz"),
+        tar.into_inner().unwrap().finish().unwrap(),
+    )
+}
+
+/// `/{index}/simple/{project}/` pages and their files.
+fn index_files(index: &str, packages: &[(&str, (String, Vec<u8>))]) -> Files {
+    let mut out = Vec::new();
+    for (project, (file, bytes)) in packages {
+        let sha = hex::encode(sha2::Sha256::digest(bytes));
+        let page = format!(
+            "<!DOCTYPE html><html><body><a href=\"{file}#sha256={sha}\">{file}</a></body></html>"
+        );
+        out.push((format!("/{index}/simple/{project}/"), page.into_bytes()));
+        out.push((format!("/{index}/simple/{project}/{file}"), bytes.clone()));
+    }
+    out
+}
+
+fn start() -> Server {
+    let mut files = index_files(
+        "basic",
+        &[
+            (
+                "corp-greeting",
+                wheel(
+                    "corp-greeting",
+                    "1.0",
+                    "def hello():\n    return 'hello from corp'\n",
+                    &["six"],
+                ),
+            ),
+            (
+                "corp-fmt",
+                sdist("corp-fmt", "0.3", "def fmt(x):\n    return f'<{x}>'\n"),
+            ),
+        ],
+    );
+    files.extend(index_files(
+        "ar",
+        &[(
+            "ar-tools",
+            wheel("ar-tools", "2.0", "VERSION = 'ar-tools 2.0'\n", &[]),
+        )],
+    ));
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let token = Arc::new(Mutex::new(READER_TOKEN.to_string()));
+    let (files, t) = (Arc::new(files), token.clone());
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { continue };
+            let (files, t) = (files.clone(), t.clone());
+            std::thread::spawn(move || serve(conn, &files, &t));
+        }
+    });
+    Server { base, token }
+}
+
+fn basic(user: &str, password: &str) -> String {
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    )
+}
+
+/// The status an index gives a request with `auth`.
+fn authorize(path: &str, auth: Option<&str>) -> u16 {
+    let auth = auth.unwrap_or("");
+    if path.starts_with("/basic/") {
+        return if auth == basic(USER, PASSWORD) {
+            200
+        } else {
+            401
+        };
+    }
+    // Artifact Registry: the token as a password of oauth2accesstoken, or
+    // as a Bearer token; a valid token without access is forbidden.
+    let token = auth
+        .strip_prefix("Bearer ")
+        .map(str::to_string)
+        .or_else(|| {
+            let b = auth.strip_prefix("Basic ")?;
+            let plain = base64::engine::general_purpose::STANDARD.decode(b).ok()?;
+            let plain = String::from_utf8(plain).ok()?;
+            plain.strip_prefix("oauth2accesstoken:").map(str::to_string)
+        });
+    match token.as_deref() {
+        Some(READER_TOKEN) => 200,
+        Some(OTHER_TOKEN) => 403,
+        _ => 401,
+    }
+}
+
+fn serve(conn: std::net::TcpStream, files: &Files, token: &Mutex<String>) {
+    let mut reader = BufReader::new(conn.try_clone().unwrap());
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let mut words = line.split_whitespace();
+        let method = words.next().unwrap_or("").to_string();
+        let path = words.next().unwrap_or("").to_string();
+        let (mut len, mut auth) = (0usize, None);
+        loop {
+            let mut h = String::new();
+            if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                break;
+            }
+            let (k, v) = h.split_once(':').unwrap_or((&h, ""));
+            match k.to_ascii_lowercase().as_str() {
+                "content-length" => len = v.trim().parse().unwrap_or(0),
+                "authorization" => auth = Some(v.trim().to_string()),
+                _ => {}
+            }
+        }
+        let mut body = vec![0u8; len];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        let (status, bytes) = if path == "/token" && method == "POST" {
+            let t = token.lock().unwrap().clone();
+            (
+                200,
+                format!("{{\"access_token\": \"{t}\", \"expires_in\": 3600}}").into_bytes(),
+            )
+        } else {
+            match authorize(&path, auth.as_deref()) {
+                200 => match files.iter().find(|(p, _)| *p == path) {
+                    Some((_, b)) => (200, b.clone()),
+                    None => (404, b"not found".to_vec()),
+                },
+                s => (s, b"denied".to_vec()),
+            }
+        };
+        let reason = match status {
+            200 => "OK",
+            401 => "Unauthorized",
+            403 => "Forbidden",
+            _ => "Not Found",
+        };
+        let mut out = conn.try_clone().unwrap();
+        let kind = if path.ends_with('/') {
+            "text/html"
+        } else if path == "/token" {
+            "application/json"
+        } else {
+            "application/octet-stream"
+        };
+        let mut head = format!(
+            "HTTP/1.1 {status} {reason}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\n",
+            bytes.len()
+        );
+        if status == 401 {
+            head.push_str("WWW-Authenticate: Basic realm=\"index\"\r\n");
+        }
+        head.push_str("\r\n");
+        if out.write_all(head.as_bytes()).is_err() || out.write_all(&bytes).is_err() {
+            return;
+        }
+        if method == "HEAD" {
+            continue;
+        }
+    }
+}
+
+fn project(base: &str, pins: &str) -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(
+        d.path().join("pyproject.toml"),
+        format!(
+            r#"[project]
+name = "private-app"
+version = "1.0"
+requires-python = ">=3.11"
+dependencies = ["corp-greeting", "corp-fmt", "ar-tools", "six"]
+
+[tool.uv.sources]
+corp-greeting = {{ index = "corp" }}
+corp-fmt = {{ index = "corp" }}
+ar-tools = {{ index = "ar" }}
+{pins}
+[[tool.uv.index]]
+name = "corp"
+url = "{base}/basic/simple"
+explicit = true
+
+[[tool.uv.index]]
+name = "ar"
+url = "{base}/ar/simple/"
+explicit = true
+
+[tool.slimpack]
+python = "3.11"
+# Artifact Registry behind a loopback address: its credentials come from
+# the Google chain, as they do for any *-python.pkg.dev index.
+index-auth = {{ ar = "google" }}
+"#
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        d.path().join("main.py"),
+        "import corp_greeting, corp_fmt, ar_tools, six\nprint(corp_fmt.fmt(corp_greeting.hello()), ar_tools.VERSION, 'six', six.__version__)\n",
+    )
+    .unwrap();
+    d
+}
+
+struct Env {
+    cache: PathBuf,
+    google: tempfile::TempDir,
+}
+
+impl Env {
+    /// An ADC file whose token endpoint is the server's.
+    fn new(server: &Server) -> Env {
+        let google = tempfile::tempdir().unwrap();
+        std::fs::write(
+            google.path().join("adc.json"),
+            format!(
+                r#"{{"type": "authorized_user", "client_id": "c", "client_secret": "s", "refresh_token": "r", "token_uri": "{}/token"}}"#,
+                server.base
+            ),
+        )
+        .unwrap();
+        Env {
+            cache: shared_cache(),
+            google,
+        }
+    }
+
+    fn slimpack(&self, args: &[&str], creds: Option<(&str, &str)>, adc: bool) -> Output {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_slimpack"));
+        c.args(args)
+            .env("SLIMPACK_CACHE", &self.cache)
+            .env("CLOUDSDK_CONFIG", self.google.path())
+            .env("GCE_METADATA_HOST", "127.0.0.1:1")
+            .env_remove("UV_INDEX_CORP_USERNAME")
+            .env_remove("UV_INDEX_CORP_PASSWORD")
+            .env_remove("GOOGLE_APPLICATION_CREDENTIALS");
+        if let Some((u, p)) = creds {
+            c.env("UV_INDEX_CORP_USERNAME", u)
+                .env("UV_INDEX_CORP_PASSWORD", p);
+        }
+        if adc {
+            c.env(
+                "GOOGLE_APPLICATION_CREDENTIALS",
+                self.google.path().join("adc.json"),
+            );
+        }
+        c.output().unwrap()
+    }
+}
+
+fn failed(out: &Output) -> String {
+    assert!(
+        !out.status.success(),
+        "expected a failure: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Every file under `dir` (gzip streams read decompressed) that holds any
+/// of `needles`.
+fn holding(dir: &Path, needles: &[&str]) -> Vec<String> {
+    let mut found = Vec::new();
+    for e in walkdir::WalkDir::new(dir).into_iter().flatten() {
+        if !e.file_type().is_file() {
+            continue;
+        }
+        let Ok(mut bytes) = std::fs::read(e.path()) else {
+            continue;
+        };
+        if bytes.starts_with(&[0x1f, 0x8b]) {
+            let mut plain = Vec::new();
+            if flate2::read::MultiGzDecoder::new(&bytes[..])
+                .read_to_end(&mut plain)
+                .is_ok()
+            {
+                bytes = plain;
+            }
+        }
+        for n in needles {
+            if bytes.windows(n.len()).any(|w| w == n.as_bytes()) {
+                found.push(format!("{} holds {n}", e.path().display()));
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn private_indexes_install_with_credentials_that_go_nowhere() {
+    let server = start();
+    let env = Env::new(&server);
+    let app = project(&server.base, "");
+    let dir = app.path().to_str().unwrap();
+    let plan = ["build", dir, "--plan", "--refresh"];
+    let mut outputs: Vec<Output> = Vec::new();
+
+    // No credentials for corp: it refuses, and the error says what to set.
+    let out = env.slimpack(&plan, None, true);
+    let e = failed(&out);
+    assert!(
+        e.contains("the index corp (") && e.contains("401") && e.contains("UV_INDEX_CORP_USERNAME"),
+        "{e}"
+    );
+    outputs.push(out);
+
+    // Wrong ones: they were not accepted.
+    let out = env.slimpack(&plan, Some((USER, "wrong-password")), true);
+    let e = failed(&out);
+    assert!(
+        e.contains("the index corp (") && e.contains("were not accepted"),
+        "{e}"
+    );
+    outputs.push(out);
+
+    // No Google credentials at all for the Artifact Registry index (or a
+    // gcloud with no account, where one is installed).
+    let out = env.slimpack(&plan, Some((USER, PASSWORD)), false);
+    let e = failed(&out);
+    assert!(
+        e.contains("the index ar (")
+            && e.contains("Artifact Registry")
+            && (e.contains("no Google credentials") || e.contains("gcloud auth")),
+        "{e}"
+    );
+    outputs.push(out);
+
+    // A token of an account that may not read the repository: 403, and
+    // the role to grant.
+    *server.token.lock().unwrap() = OTHER_TOKEN.into();
+    let out = env.slimpack(&plan, Some((USER, PASSWORD)), true);
+    let e = failed(&out);
+    assert!(
+        e.contains("the index ar (")
+            && e.contains("403")
+            && e.contains("roles/artifactregistry.reader"),
+        "{e}"
+    );
+    outputs.push(out);
+    *server.token.lock().unwrap() = READER_TOKEN.into();
+
+    // A pinned package the index does not serve is never taken from PyPI
+    // (which has a `six`).
+    let confused = project(&server.base, "six = { index = \"corp\" }\n");
+    let cdir = confused.path().to_str().unwrap();
+    let out = env.slimpack(
+        &["build", cdir, "--plan", "--refresh"],
+        Some((USER, PASSWORD)),
+        true,
+    );
+    let e = failed(&out);
+    assert!(
+        e.contains("six is pinned to the index corp") && e.contains("dependency confusion"),
+        "{e}"
+    );
+    outputs.push(out);
+
+    // With both: the plan lists each index and what comes from it.
+    let out = env.slimpack(&plan, Some((USER, PASSWORD)), true);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let p: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let indexes = p["dependencies"]["indexes"].as_array().unwrap();
+    let names: Vec<&str> = indexes
+        .iter()
+        .map(|i| i["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["corp", "ar", "pypi"], "{indexes:?}");
+    assert_eq!(
+        indexes[0]["packages"],
+        serde_json::json!(["corp-fmt", "corp-greeting"])
+    );
+    assert_eq!(
+        indexes[0]["pinned"],
+        serde_json::json!(["corp-fmt", "corp-greeting"])
+    );
+    assert_eq!(indexes[1]["packages"], serde_json::json!(["ar-tools"]));
+    assert!(indexes[1]["credentials"]
+        .as_str()
+        .unwrap()
+        .contains("Google"));
+    assert_eq!(indexes[2]["packages"], serde_json::json!(["six"]));
+    assert!(p["dependencies"]["source_builds"]
+        .as_array()
+        .unwrap()
+        .contains(&serde_json::json!("corp-fmt")));
+    outputs.push(out);
+
+    // The build: corp-fmt compiled in the builder sandbox, from the index,
+    // with the credentials in its environment only.
+    let out_dir = tempfile::tempdir().unwrap();
+    let layout = out_dir.path().join("private.oci");
+    let oci = format!("oci:{}", layout.display());
+    let out = env.slimpack(
+        &["build", dir, "-o", &oci, "--json"],
+        Some((USER, PASSWORD)),
+        true,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    outputs.push(out);
+    let run = env.slimpack(
+        &["run", &oci, "--port", &free_port().to_string()],
+        None,
+        false,
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&run.stdout).trim(),
+        "<hello from corp> ar-tools 2.0 six 1.17.0",
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+
+    let basic_b64 = basic(USER, PASSWORD);
+    let basic_b64 = basic_b64.trim_start_matches("Basic ");
+    let secrets = [PASSWORD, READER_TOKEN, OTHER_TOKEN, basic_b64];
+    for o in &outputs {
+        for s in secrets {
+            for (what, text) in [("stdout", &o.stdout), ("stderr", &o.stderr)] {
+                assert!(
+                    !String::from_utf8_lossy(text).contains(s),
+                    "a credential in the {what} of a run"
+                );
+            }
+        }
+    }
+    let leaks = holding(&layout, &secrets);
+    assert!(leaks.is_empty(), "{leaks:?}");
+    let leaks = holding(&env.cache, &secrets);
+    assert!(leaks.is_empty(), "{leaks:?}");
+}
+
+#[test]
+fn a_password_written_into_a_project_is_refused_before_anything_runs() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(
+        d.path().join("requirements.txt"),
+        "--extra-index-url https://bob:hunter2-literal@pkgs.corp.example/simple\nsix\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_slimpack"))
+        .args(["build", d.path().to_str().unwrap(), "--plan"])
+        .env("SLIMPACK_CACHE", shared_cache())
+        .output()
+        .unwrap();
+    let e = failed(&out);
+    assert!(
+        e.contains("requirements.txt:1")
+            && e.contains("credentials written in it")
+            && !e.contains("hunter2"),
+        "{e}"
+    );
+}
