@@ -84,6 +84,17 @@ const CASES: &[Case] = &[
         },
     },
     Case {
+        name: "django-whitenoise",
+        rule: "Django",
+        // collectstatic ran at build time: WhiteNoise serves the file from
+        // STATIC_ROOT (it is in no other place it would look).
+        expect: Expect::Serves {
+            probe: None,
+            path: "/static/css/site.css",
+            body: "corpus-static-marker",
+        },
+    },
+    Case {
         name: "pipfile-unlocked",
         rule: "main.py, run as a script",
         expect: Expect::Job {
@@ -556,4 +567,113 @@ fn git_dependencies_are_pinned_to_a_commit() {
             && !err.contains("ghp_notreal"),
         "{err}"
     );
+}
+
+/// Build steps get the environment given for them (never the image's),
+/// say which variable they missed when they fail, and write into the app
+/// layer: a `build-steps` command's file is served beside collectstatic's.
+#[test]
+fn build_steps_run_with_their_own_environment_into_the_app_layer() {
+    let cache = shared_cache();
+    let app = tempfile::tempdir().unwrap();
+    let st = Command::new("cp")
+        .arg("-r")
+        .arg(corpus().join("django-whitenoise").join("."))
+        .arg(app.path())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let settings = app.path().join("shop/settings.py");
+    let text = std::fs::read_to_string(&settings).unwrap();
+    std::fs::write(
+        &settings,
+        text.replace(
+            "DEBUG = False",
+            "DEBUG = False\nBUILD_FLAG = os.environ.get('SHOP_BUILD_FLAG') or os.environ['SHOP_RUNTIME_FLAG']",
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        app.path().join("slimpack.toml"),
+        "env = { SHOP_RUNTIME_FLAG = \"in-the-image\" }\nbuild-steps = [\"python -c \\\"import os; open('staticfiles/build-info.txt', 'w').write('written by a step: ' + os.environ['SHOP_BUILD_FLAG'])\\\"\"]\n",
+    )
+    .unwrap();
+    let dir = app.path().to_str().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let oci = format!("oci:{}", out.path().join("steps.oci").display());
+
+    // The image's environment reaches the steps: collectstatic passes; the
+    // step that reads SHOP_BUILD_FLAG fails and names it.
+    let failed = slimpack(&["build", dir, "-o", &oci], &cache);
+    let e = String::from_utf8_lossy(&failed.stderr);
+    assert!(!failed.status.success(), "built without SHOP_BUILD_FLAG");
+    assert!(
+        e.contains("build-steps") && e.contains("--build-env SHOP_BUILD_FLAG=VALUE"),
+        "{e}"
+    );
+    assert!(
+        !out.path().join("steps.oci").exists(),
+        "a failed build left an output"
+    );
+
+    let built = slimpack(
+        &[
+            "build",
+            dir,
+            "-o",
+            &oci,
+            "--build-env",
+            "SHOP_BUILD_FLAG=only-at-build",
+        ],
+        &cache,
+    );
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let got = fetch(&oci, "/static/build-info.txt", &cache).unwrap();
+    assert_eq!(got, "written by a step: only-at-build");
+    let css = fetch(&oci, "/static/css/site.css", &cache).unwrap();
+    assert!(css.contains("corpus-static-marker"), "{css}");
+    // The build's variable is in no layer and not in the configuration.
+    for e in walkdir::WalkDir::new(out.path()).into_iter().flatten() {
+        if e.file_type().is_file() {
+            let bytes = std::fs::read(e.path()).unwrap();
+            let mut plain = Vec::new();
+            let text = if bytes.starts_with(&[0x1f, 0x8b]) {
+                std::io::Read::read_to_end(
+                    &mut flate2::read::GzDecoder::new(&bytes[..]),
+                    &mut plain,
+                )
+                .unwrap();
+                &plain
+            } else {
+                &bytes
+            };
+            let needle = b"SHOP_BUILD_FLAG=";
+            assert!(
+                !text.windows(needle.len()).any(|w| w == needle),
+                "{} holds the build's environment",
+                e.path().display()
+            );
+        }
+    }
+
+    // Same inputs: the steps' output comes from the cache, same digest.
+    let again = slimpack(
+        &[
+            "build",
+            dir,
+            "-o",
+            &oci,
+            "--build-env",
+            "SHOP_BUILD_FLAG=only-at-build",
+            "--json",
+        ],
+        &cache,
+    );
+    let report: Value = serde_json::from_slice(&again.stdout).unwrap();
+    let app_layer = report["layers"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(app_layer["cached"], true, "{app_layer}");
 }

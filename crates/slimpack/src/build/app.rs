@@ -85,19 +85,40 @@ pub fn input(files: Vec<AppFile>, mtime: u64, opaque: bool) -> Result<AppInput> 
     })
 }
 
-/// The layer for `input`, and whether it came from the cache.
-pub fn layer(cache: &Cache, input: &AppInput, mtime: u64) -> Result<(Layer, bool)> {
-    if let Some(l) = cache.get::<Layer>(RecordKind::AppLayer, &input.key) {
-        if cache.blobs.contains(&l.digest) {
-            return Ok((l, true));
-        }
+/// The app layer cached under `key`, when its blob is here.
+pub fn cached(cache: &Cache, key: &str) -> Option<Layer> {
+    cache
+        .get::<Layer>(RecordKind::AppLayer, key)
+        .filter(|l| cache.blobs.contains(&l.digest))
+}
+
+/// The layer for `input` (and what build steps wrote, which replaces the
+/// app's file of the same path), cached under `key`; whether it came from
+/// the cache.
+pub fn layer(
+    cache: &Cache,
+    input: &AppInput,
+    key: &str,
+    mtime: u64,
+    outputs: Option<&super::steps::Outputs>,
+) -> Result<(Layer, bool)> {
+    if let Some(l) = cached(cache, key) {
+        return Ok((l, true));
     }
+    let written: BTreeSet<&str> = outputs
+        .into_iter()
+        .flat_map(|o| o.files.iter().map(|(rel, _, _)| rel.as_str()))
+        .collect();
     let mut b = LayerBuilder::new();
     b.add("app", Entry::dir(0o755))?;
     if input.opaque {
         b.add(OPAQUE_APP, Entry::bytes(0o644, Vec::new()))?;
     }
-    for f in &input.files {
+    for f in input
+        .files
+        .iter()
+        .filter(|f| !written.contains(f.rel.as_str()))
+    {
         let dest = format!("app/{}", f.rel);
         match &f.symlink {
             Some(t) if escapes(f, t) => {}
@@ -108,8 +129,14 @@ pub fn layer(cache: &Cache, input: &AppInput, mtime: u64) -> Result<(Layer, bool
             )?,
         }
     }
+    for (rel, path, exec) in outputs.iter().flat_map(|o| &o.files) {
+        b.add(
+            &format!("app/{rel}"),
+            Entry::file(if *exec { 0o755 } else { 0o644 }, path.clone()),
+        )?;
+    }
     let layer = b.write(&cache.blobs, mtime)?;
-    cache.put(RecordKind::AppLayer, &input.key, &layer)?;
+    cache.put(RecordKind::AppLayer, key, &layer)?;
     Ok((layer, false))
 }
 

@@ -19,6 +19,7 @@ pub mod plan;
 mod report;
 mod runtime;
 pub mod sbom;
+pub mod steps;
 mod venv;
 
 pub use report::{BuildReport, LayerReport};
@@ -135,6 +136,10 @@ pub struct Planned {
     locked: bool,
     no_binary: Vec<String>,
     app: app::AppInput,
+    /// Commands run at build time whose output joins the app layer.
+    steps: Vec<steps::Step>,
+    /// The app layer's key: the app's files', or with steps theirs too.
+    app_key: String,
     secrets: Vec<String>,
     start: entrypoint::StartCommand,
     pub image: ImageConfig,
@@ -204,6 +209,7 @@ pub fn plan(ctx: &Context, inputs: Inputs) -> Result<Planned> {
     let start = start_command(&project, &cfg, &files, &lock)?;
     warnings.extend(start.warning.clone());
     let image = image_config(&project, &cfg, &runtime, &start, mtime, &mut warnings);
+    let steps = steps::plan(&project, &cfg, &files, &lock)?;
     let app = app::input(files, mtime, runtime.base.has_app())?;
     warnings.extend(app.left_out.iter().cloned());
     let mut planned = Planned {
@@ -218,6 +224,8 @@ pub fn plan(ctx: &Context, inputs: Inputs) -> Result<Planned> {
         locked,
         no_binary,
         app,
+        steps,
+        app_key: String::new(),
         secrets,
         start,
         image,
@@ -232,6 +240,16 @@ pub fn plan(ctx: &Context, inputs: Inputs) -> Result<Planned> {
         &planned.runtime.base,
         &planned.venv_opts,
     );
+    planned.app_key = if planned.steps.is_empty() {
+        planned.app.key.clone()
+    } else {
+        steps::key(
+            &planned.app.key,
+            &planned.venv_key,
+            &planned.steps,
+            &planned.cfg.build_env,
+        )
+    };
     Ok(planned)
 }
 
@@ -387,6 +405,37 @@ fn labels(
 }
 
 impl Planned {
+    /// What the app layer holds, for the plan.
+    fn app_contents(&self) -> String {
+        let mut s = format!("{WORKDIR}: {} files", self.app.files.len());
+        for step in &self.steps {
+            s.push_str(&format!(
+                ", and what `{}` writes ({})",
+                step.argv.join(" "),
+                step.why
+            ));
+        }
+        s
+    }
+
+    /// The environment of build steps: the image's, the build's own over
+    /// it, and a home, a hash seed and the image's time.
+    fn step_env(&self) -> Vec<(String, String)> {
+        let mut env: BTreeMap<String, String> = self
+            .image
+            .env
+            .iter()
+            .filter_map(|e| e.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        env.insert("HOME".into(), "/tmp".into());
+        env.insert("PYTHONHASHSEED".into(), "0".into());
+        env.insert("PYTHONDONTWRITEBYTECODE".into(), "1".into());
+        env.insert("SOURCE_DATE_EPOCH".into(), self.mtime.to_string());
+        env.extend(self.cfg.build_env.clone());
+        env.into_iter().collect()
+    }
+
     /// What the venv and builder stages work from.
     fn request<'a>(&'a self, ctx: &'a Context) -> builder::Request<'a> {
         builder::Request {
@@ -529,10 +578,11 @@ impl Planned {
                 },
                 LayerPlan {
                     name: "app".into(),
-                    contents: format!("{WORKDIR}: {} files", self.app.files.len()),
-                    key: self.app.key.clone(),
+                    contents: self.app_contents(),
+                    key: self.app_key.clone(),
                 },
             ],
+            build_steps: self.steps.clone(),
             sandbox: match crate::sandbox::mode() {
                 Ok(m) => m.as_str().to_string(),
                 Err(e) => format!("unavailable: {e}"),
@@ -567,7 +617,7 @@ pub fn build(ctx: &Context, planned: &Planned) -> Result<Built> {
         .base
         .layers(&planned.request(ctx), &record.runtime_additions)?;
     let named = named_bytecode(ctx, planned, &record)?;
-    let (app_layer, app_cached) = app::layer(&ctx.cache, &planned.app, planned.mtime)?;
+    let (app_layer, app_cached) = app_layer(ctx, planned, &record)?;
     let mut layers: Vec<(String, Layer, bool)> = runtime.layers.clone();
     let mut history = history(planned, runtime.layers.len());
     layers.push(("venv".to_string(), record.layer.clone(), venv_cached));
@@ -605,6 +655,30 @@ pub fn build(ctx: &Context, planned: &Planned) -> Result<Built> {
         }
     }
     Ok(Built { image, report })
+}
+
+/// The app layer: its files, and what the build steps write (run with the
+/// runtime's root and the venv, only when not cached).
+fn app_layer(ctx: &Context, planned: &Planned, record: &VenvRecord) -> Result<(Layer, bool)> {
+    let (key, mtime) = (&planned.app_key, planned.mtime);
+    if planned.steps.is_empty() {
+        return app::layer(&ctx.cache, &planned.app, key, mtime, None);
+    }
+    if let Some(l) = app::cached(&ctx.cache, key) {
+        return Ok((l, true));
+    }
+    let req = planned.request(ctx);
+    let root = planned.runtime.base.root(&req, &record.runtime_additions)?;
+    let env = planned.step_env();
+    let outputs = steps::run(
+        &req,
+        &root,
+        &record.layer,
+        &planned.app.files,
+        &planned.steps,
+        &env,
+    )?;
+    app::layer(&ctx.cache, &planned.app, key, mtime, Some(&outputs))
 }
 
 /// The bytecode stage ([`named`]), when the app names a package of the

@@ -16,6 +16,10 @@ pub struct Plan {
     pub start: StartCommand,
     pub image: ImageConfig,
     pub layers: Vec<LayerPlan>,
+    /// Commands run at build time (Django's collectstatic, `build-steps`):
+    /// what they write joins the app layer.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub build_steps: Vec<crate::build::steps::Step>,
     /// How build steps run the image's programs on this machine: in bwrap's
     /// namespaces, bwrap as root without a user namespace, or chroot.
     pub sandbox: String,

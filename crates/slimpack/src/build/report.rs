@@ -50,6 +50,9 @@ pub struct BuildReport {
     pub stripped: Vec<crate::python::strip::Applied>,
     /// Bytecode of the venv's packages the app names, in a layer of its own.
     pub named_bytecode: Option<super::named::NamedRecord>,
+    /// Commands run at build time whose output is in the app layer.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub build_steps: Vec<super::steps::Step>,
     /// How the image's programs were isolated when this build ran them
     /// (`namespaces`, `root-namespaces`, `chroot`); None when nothing ran.
     pub sandbox: Option<String>,
@@ -110,6 +113,7 @@ pub(super) fn new(
         bytecode: venv.bytecode.clone(),
         stripped: venv.stripped.clone(),
         named_bytecode: named,
+        build_steps: planned.steps.clone(),
         sandbox: layers
             .iter()
             .any(|(name, _, cached)| name == "venv" && !cached)

@@ -306,6 +306,12 @@ fn run_uv(
     for (k, v) in indexes.credentials()? {
         sb = sb.env(&k, &v);
     }
+    // uv on the host reads ~/.netrc; the builder's home is not the user's.
+    if let Some(netrc) = crate::python::index::netrc().filter(|_| !indexes.indexes().is_empty()) {
+        sb = sb
+            .ro_bind(&netrc, &format!("{TOOLS}/netrc"))
+            .env("NETRC", &format!("{TOOLS}/netrc"));
+    }
     let mut argv: Vec<String> = vec![
         format!("{TOOLS}/uv"),
         "pip".into(),

@@ -3,6 +3,7 @@
 use super::{print_json, ImageFlags, ProjectFlags};
 use crate::build::{self, BuildReport, Context, Planned};
 use crate::core::progress::human;
+use crate::core::text::escape_controls;
 use crate::image::Sink;
 use crate::registry::{BlobAction, PushReport};
 use anyhow::Result;
@@ -135,6 +136,13 @@ fn print_report(r: &BuildReport) -> Result<()> {
             "  bytecode {} module(s) of {} (named by the app)",
             n.files,
             n.packages.join(", ")
+        );
+    }
+    for s in &r.build_steps {
+        println!(
+            "  step     {} ({})",
+            escape_controls(&s.argv.join(" ")),
+            escape_controls(&s.why)
         );
     }
     if let Some(m) = r.sandbox.as_deref().filter(|m| *m != "namespaces") {

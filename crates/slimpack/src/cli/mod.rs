@@ -156,6 +156,13 @@ struct ProjectFlags {
     /// Also install this dependency group or extra (e.g. dev). Repeatable.
     #[arg(long = "with")]
     with: Vec<String>,
+    /// KEY=VALUE for build steps only (collectstatic, build-steps): what
+    /// the app's settings read at import. Never in the image. Repeatable.
+    #[arg(long = "build-env")]
+    build_env: Vec<String>,
+    /// Do not run Django's collectstatic at build time.
+    #[arg(long)]
+    no_collectstatic: bool,
     /// Do not add the system packages slimpack knows this Python
     /// distribution needs (e.g. pdf2image → poppler-utils). Repeatable.
     #[arg(long = "no-system-package")]
@@ -216,6 +223,9 @@ impl ProjectFlags {
             python_mirror: self.python_mirror.clone(),
             cache: self.cache_repo.clone(),
             index_auth: Default::default(),
+            collectstatic: self.no_collectstatic.then_some(false),
+            build_steps: Vec::new(),
+            build_env: pairs(&self.build_env, "--build-env")?,
             deploy: Default::default(),
         })
     }

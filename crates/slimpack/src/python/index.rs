@@ -81,6 +81,14 @@ fn env_set(k: &str) -> bool {
     std::env::var_os(k).is_some_and(|v| !v.is_empty())
 }
 
+/// The netrc file uv reads on this machine (`$NETRC`, else `~/.netrc`).
+pub fn netrc() -> Option<std::path::PathBuf> {
+    std::env::var_os("NETRC")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".netrc")))
+        .filter(|p| p.is_file())
+}
+
 /// Artifact Registry's Python repositories.
 pub fn is_artifact_registry(host: &str) -> bool {
     host.ends_with("-python.pkg.dev")

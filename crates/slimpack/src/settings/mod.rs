@@ -71,6 +71,18 @@ pub struct Config {
     /// behind another name.
     #[serde(default)]
     pub index_auth: BTreeMap<String, IndexAuth>,
+    /// Django's `collectstatic` at build time (when staticfiles is
+    /// installed and STATIC_ROOT set); `false` turns it off.
+    pub collectstatic: Option<bool>,
+    /// Commands run at build time in /app with the image's interpreter and
+    /// venv, network off (e.g. `python manage.py compilemessages`); what
+    /// they write joins the app layer.
+    #[serde(default)]
+    pub build_steps: Vec<Command>,
+    /// The environment of build steps only (settings that read variables),
+    /// never the image's.
+    #[serde(default)]
+    pub build_env: BTreeMap<String, String>,
     /// `[tool.slimpack.deploy]`: where `slimpack deploy` runs the app.
     #[serde(default, skip_serializing_if = "is_default")]
     pub deploy: DeployConfig,
@@ -128,7 +140,8 @@ impl Config {
             check_valid_until,
             python_source,
             python_mirror,
-            cache
+            cache,
+            collectstatic
         );
         self.packages.extend(over.packages);
         self.build_packages.extend(over.build_packages);
@@ -139,6 +152,8 @@ impl Config {
         self.no_system_packages.extend(over.no_system_packages);
         self.no_strip.extend(over.no_strip);
         self.index_auth.extend(over.index_auth);
+        self.build_steps.extend(over.build_steps);
+        self.build_env.extend(over.build_env);
         self.deploy = self.deploy.overlay(over.deploy);
         self
     }
