@@ -559,3 +559,173 @@ fn a_password_written_into_a_project_is_refused_before_anything_runs() {
         "{e}"
     );
 }
+
+/// The other places an index is declared reach uv the same way: a
+/// requirements line with `${VAR}` credentials, Poetry's explicit source,
+/// a Pipfile's second source, and a uv.lock (installed by its hashes from
+/// the indexes, origins read from the lock).
+#[test]
+fn every_way_of_declaring_an_index_reaches_uv() {
+    let server = start();
+    let env = Env::new(&server);
+    let base = &server.base;
+    let plan = |dir: &Path, creds: Option<(&str, &str)>, extra: &[(&str, &str)]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_slimpack"));
+        c.args(["build", dir.to_str().unwrap(), "--plan", "--refresh"])
+            .env("SLIMPACK_CACHE", &env.cache)
+            .env_remove("UV_INDEX_CORP_USERNAME")
+            .env_remove("UV_INDEX_CORP_PASSWORD");
+        if let Some((u, p)) = creds {
+            c.env("UV_INDEX_CORP_USERNAME", u)
+                .env("UV_INDEX_CORP_PASSWORD", p);
+        }
+        c.envs(extra.iter().copied());
+        c.output().unwrap()
+    };
+    let origins = |out: &Output| -> Vec<(String, Vec<String>)> {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let p: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        p["dependencies"]["indexes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| {
+                let pk = i["packages"].as_array().unwrap();
+                (
+                    i["name"].as_str().unwrap().to_string(),
+                    pk.iter().map(|x| x.as_str().unwrap().to_string()).collect(),
+                )
+            })
+            .collect()
+    };
+
+    // requirements.txt: an extra index whose user part is two variables.
+    let req = tempfile::tempdir().unwrap();
+    let host = base.trim_start_matches("http://");
+    std::fs::write(
+        req.path().join("requirements.txt"),
+        format!("--extra-index-url http://${{CORP_USER}}:${{CORP_PASSWORD}}@{host}/basic/simple\ncorp-greeting\n"),
+    )
+    .unwrap();
+    std::fs::write(req.path().join("main.py"), "import corp_greeting\n").unwrap();
+    let e = failed(&plan(req.path(), None, &[]));
+    assert!(e.contains("${CORP_USER}, which is not set"), "{e}");
+    let got = origins(&plan(
+        req.path(),
+        None,
+        &[("CORP_USER", USER), ("CORP_PASSWORD", PASSWORD)],
+    ));
+    assert_eq!(
+        got,
+        [
+            ("127-0-0-1".to_string(), vec!["corp-greeting".to_string()]),
+            ("pypi".to_string(), vec!["six".to_string()])
+        ]
+    );
+
+    // Poetry: an explicit source and a dependency pinned to it.
+    let poetry = tempfile::tempdir().unwrap();
+    std::fs::write(
+        poetry.path().join("pyproject.toml"),
+        format!("[tool.poetry]\nname = 'p'\nversion = '1'\npackage-mode = false\n\n[tool.poetry.dependencies]\npython = '^3.11'\ncorp-greeting = {{ version = '*', source = 'corp' }}\n\n[[tool.poetry.source]]\nname = 'corp'\nurl = '{base}/basic/simple'\npriority = 'explicit'\n\n[tool.slimpack]\npython = '3.11'\n"),
+    )
+    .unwrap();
+    std::fs::write(poetry.path().join("main.py"), "import corp_greeting\n").unwrap();
+    let got = origins(&plan(poetry.path(), Some((USER, PASSWORD)), &[]));
+    assert_eq!(
+        got[0],
+        ("corp".to_string(), vec!["corp-greeting".to_string()])
+    );
+
+    // Pipfile: the second source serves the package that names it.
+    let pipenv = tempfile::tempdir().unwrap();
+    std::fs::write(
+        pipenv.path().join("Pipfile"),
+        format!("[[source]]\nname = 'pypi'\nurl = 'https://pypi.org/simple'\nverify_ssl = true\n\n[[source]]\nname = 'corp'\nurl = '{base}/basic/simple'\nverify_ssl = false\n\n[packages]\ncorp-greeting = {{ version = '*', index = 'corp' }}\n\n[requires]\npython_version = '3.11'\n"),
+    )
+    .unwrap();
+    std::fs::write(pipenv.path().join("main.py"), "import corp_greeting\n").unwrap();
+    let got = origins(&plan(pipenv.path(), Some((USER, PASSWORD)), &[]));
+    assert_eq!(
+        got[0],
+        ("corp".to_string(), vec!["corp-greeting".to_string()])
+    );
+
+    // uv.lock, made by uv against the same indexes: exported, installed by
+    // hash from the indexes, and run.
+    let locked = project(base, "");
+    let pp = locked.path().join("pyproject.toml");
+    let text = std::fs::read_to_string(&pp).unwrap();
+    std::fs::write(
+        &pp,
+        text.replace("\"corp-fmt\", ", "")
+            .replace("corp-fmt = { index = \"corp\" }\n", ""),
+    )
+    .unwrap();
+    std::fs::write(
+        locked.path().join("main.py"),
+        "import corp_greeting, ar_tools\nprint(corp_greeting.hello(), ar_tools.VERSION)\n",
+    )
+    .unwrap();
+    let uv = walkdir::WalkDir::new(env.cache.join("tools"))
+        .into_iter()
+        .flatten()
+        .find(|e| e.file_name() == "uv" && e.file_type().is_file())
+        .expect("a build fetched uv into the cache")
+        .into_path();
+    let lock = Command::new(uv)
+        .args(["lock", "--python", "3.11", "--no-config"])
+        .current_dir(locked.path())
+        .env("UV_INDEX_CORP_USERNAME", USER)
+        .env("UV_INDEX_CORP_PASSWORD", PASSWORD)
+        .env("UV_INDEX_AR_USERNAME", "oauth2accesstoken")
+        .env("UV_INDEX_AR_PASSWORD", READER_TOKEN)
+        .env("UV_CACHE_DIR", locked.path().join(".uv-cache"))
+        .env("UV_PYTHON_DOWNLOADS", "never")
+        .output()
+        .unwrap();
+    // uv lock asks a Python 3.11 of this machine (Debian 12's python3,
+    // which ./test.sh installs).
+    assert!(
+        lock.status.success(),
+        "uv lock: {}",
+        String::from_utf8_lossy(&lock.stderr)
+    );
+    std::fs::remove_dir_all(locked.path().join(".uv-cache")).unwrap();
+    let lock_text = std::fs::read_to_string(locked.path().join("uv.lock")).unwrap();
+    assert!(!lock_text.contains(PASSWORD) && !lock_text.contains(READER_TOKEN));
+    let out_dir = tempfile::tempdir().unwrap();
+    let oci = format!("oci:{}", out_dir.path().join("locked.oci").display());
+    let dir = locked.path().to_str().unwrap();
+    let built = env.slimpack(
+        &["build", dir, "-o", &oci, "--json"],
+        Some((USER, PASSWORD)),
+        true,
+    );
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let run = env.slimpack(
+        &["run", &oci, "--port", &free_port().to_string()],
+        None,
+        false,
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&run.stdout).trim(),
+        "hello from corp ar-tools 2.0",
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let got = origins(&env.slimpack(&["build", dir, "--plan"], Some((USER, PASSWORD)), true));
+    assert_eq!(
+        got[0],
+        ("corp".to_string(), vec!["corp-greeting".to_string()])
+    );
+    assert_eq!(got[1], ("ar".to_string(), vec!["ar-tools".to_string()]));
+}
