@@ -172,6 +172,12 @@ fn push_skips_what_exists_mounts_across_repositories_and_pulls_back() {
     // they are, its /app and venv replaced (opaque whiteouts, not merged),
     // its blobs mounted when the result is pushed to the same registry.
     let next = copy_example("flask");
+    // A build step runs on a registry base too, with its interpreter.
+    std::fs::write(
+        next.path().join("slimpack.toml"),
+        "build-steps = [\"python -c \\\"import sys; open('stamp.txt', 'w').write(sys.version[:4])\\\"\"]\n",
+    )
+    .unwrap();
     let out_dir = tempfile::tempdir().unwrap();
     let layout = out_dir.path().join("on-base.oci");
     let on_base = ok_json(
@@ -221,6 +227,10 @@ fn push_skips_what_exists_mounts_across_repositories_and_pulls_back() {
     );
     let rootfs = unpacked.join("rootfs");
     assert!(rootfs.join("app/main.py").is_file());
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("app/stamp.txt")).unwrap(),
+        "3.11"
+    );
     assert!(
         !rootfs.join("app/only_in_base.py").exists(),
         "the base's /app shows through"

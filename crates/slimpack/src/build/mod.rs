@@ -617,7 +617,7 @@ pub fn build(ctx: &Context, planned: &Planned) -> Result<Built> {
         .base
         .layers(&planned.request(ctx), &record.runtime_additions)?;
     let named = named_bytecode(ctx, planned, &record)?;
-    let (app_layer, app_cached) = app_layer(ctx, planned, &record)?;
+    let (app_layer, app_cached) = app_layer(ctx, planned, &record, &runtime.layers)?;
     let mut layers: Vec<(String, Layer, bool)> = runtime.layers.clone();
     let mut history = history(planned, runtime.layers.len());
     layers.push(("venv".to_string(), record.layer.clone(), venv_cached));
@@ -659,7 +659,12 @@ pub fn build(ctx: &Context, planned: &Planned) -> Result<Built> {
 
 /// The app layer: its files, and what the build steps write (run with the
 /// runtime's root and the venv, only when not cached).
-fn app_layer(ctx: &Context, planned: &Planned, record: &VenvRecord) -> Result<(Layer, bool)> {
+fn app_layer(
+    ctx: &Context,
+    planned: &Planned,
+    record: &VenvRecord,
+    runtime: &[(String, Layer, bool)],
+) -> Result<(Layer, bool)> {
     let (key, mtime) = (&planned.app_key, planned.mtime);
     if planned.steps.is_empty() {
         return app::layer(&ctx.cache, &planned.app, key, mtime, None);
@@ -668,7 +673,12 @@ fn app_layer(ctx: &Context, planned: &Planned, record: &VenvRecord) -> Result<(L
         return Ok((l, true));
     }
     let req = planned.request(ctx);
-    let root = planned.runtime.base.root(&req, &record.runtime_additions)?;
+    let mut root = planned.runtime.base.root(&req, &record.runtime_additions)?;
+    if !crate::sandbox::dir_in_root(&root, "app") {
+        // A registry base without /app: the steps' /app needs a mount point.
+        let layers: Vec<Layer> = runtime.iter().map(|(_, l, _)| l.clone()).collect();
+        root = steps::root_with_app(&ctx.cache, &layers, planned.mtime)?;
+    }
     let env = planned.step_env();
     let outputs = steps::run(
         &req,

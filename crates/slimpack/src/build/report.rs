@@ -50,6 +50,9 @@ pub struct BuildReport {
     pub stripped: Vec<crate::python::strip::Applied>,
     /// Bytecode of the venv's packages the app names, in a layer of its own.
     pub named_bytecode: Option<super::named::NamedRecord>,
+    /// The package indexes and what came from each, when any is declared.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub indexes: Vec<super::plan::IndexPlan>,
     /// Commands run at build time whose output is in the app layer.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub build_steps: Vec<super::steps::Step>,
@@ -114,6 +117,7 @@ pub(super) fn new(
         stripped: venv.stripped.clone(),
         named_bytecode: named,
         build_steps: planned.steps.clone(),
+        indexes: super::plan::IndexPlan::all(planned.uv.indexes(), &lock.origins),
         sandbox: layers
             .iter()
             .any(|(name, _, cached)| name == "venv" && !cached)

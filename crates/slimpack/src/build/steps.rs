@@ -179,6 +179,19 @@ pub fn run(
     Ok(Outputs { _dir: work, files })
 }
 
+/// The runtime's root with an empty /app, for a base that has none.
+pub fn root_with_app(
+    cache: &crate::core::cache::Cache,
+    runtime: &[Layer],
+    mtime: u64,
+) -> Result<PathBuf> {
+    let mut b = slimpack_oci::LayerBuilder::new();
+    b.add("app", slimpack_oci::Entry::dir(0o755))?;
+    let mut layers = runtime.to_vec();
+    layers.push(b.write(&cache.blobs, mtime)?);
+    Ok(crate::sandbox::cached_rootfs(cache, &cache.blobs, &layers, false)?.0)
+}
+
 fn copy_app(app: &[AppFile], to: &Path) -> Result<()> {
     std::fs::create_dir_all(to)?;
     for f in app {
@@ -354,6 +367,18 @@ mod tests {
             .map(|(r, _, _)| r)
             .collect();
         assert_eq!(got, ["manage.py", "staticfiles/css/site.css"]);
+    }
+
+    #[test]
+    fn a_base_without_app_gets_a_mount_point_for_the_steps() {
+        let d = tempfile::tempdir().unwrap();
+        let cache = crate::core::cache::Cache::open(d.path()).unwrap();
+        let mut b = slimpack_oci::LayerBuilder::new();
+        b.add("etc", slimpack_oci::Entry::dir(0o755)).unwrap();
+        let base = b.write(&cache.blobs, 0).unwrap();
+        let root = root_with_app(&cache, std::slice::from_ref(&base), 0).unwrap();
+        assert!(crate::sandbox::dir_in_root(&root, "app"));
+        assert!(crate::sandbox::dir_in_root(&root, "etc"));
     }
 
     #[test]

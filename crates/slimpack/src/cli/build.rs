@@ -138,6 +138,14 @@ fn print_report(r: &BuildReport) -> Result<()> {
             n.packages.join(", ")
         );
     }
+    for i in r.indexes.iter().filter(|i| !i.packages.is_empty()) {
+        println!(
+            "  index    {} {}: {}",
+            escape_controls(&i.name),
+            escape_controls(&i.url),
+            i.packages.join(" ")
+        );
+    }
     for s in &r.build_steps {
         println!(
             "  step     {} ({})",
