@@ -360,8 +360,11 @@ fn failed(out: &Output) -> String {
 }
 
 /// Every file under `dir` (gzip streams read decompressed) that holds any
-/// of `needles`.
+/// of `needles`. The search is the regex crate's (built optimised), as the
+/// cache holds gigabytes.
 fn holding(dir: &Path, needles: &[&str]) -> Vec<String> {
+    let pattern: Vec<String> = needles.iter().map(|n| regex::escape(n)).collect();
+    let re = regex::bytes::Regex::new(&pattern.join("|")).unwrap();
     let mut found = Vec::new();
     for e in walkdir::WalkDir::new(dir).into_iter().flatten() {
         if !e.file_type().is_file() {
@@ -379,10 +382,12 @@ fn holding(dir: &Path, needles: &[&str]) -> Vec<String> {
                 bytes = plain;
             }
         }
-        for n in needles {
-            if bytes.windows(n.len()).any(|w| w == n.as_bytes()) {
-                found.push(format!("{} holds {n}", e.path().display()));
-            }
+        if let Some(m) = re.find(&bytes) {
+            found.push(format!(
+                "{} holds {}",
+                e.path().display(),
+                String::from_utf8_lossy(m.as_bytes())
+            ));
         }
     }
     found
@@ -397,48 +402,53 @@ fn private_indexes_install_with_credentials_that_go_nowhere() {
     let plan = ["build", dir, "--plan", "--refresh"];
     let mut outputs: Vec<Output> = Vec::new();
 
-    // No credentials for corp: it refuses, and the error says what to set.
-    let out = env.slimpack(&plan, None, true);
-    let e = failed(&out);
-    assert!(
-        e.contains("the index corp (") && e.contains("401") && e.contains("UV_INDEX_CORP_USERNAME"),
-        "{e}"
+    // Each way credentials go wrong: the error names the index, the
+    // status and the fix.
+    type Refusal<'a> = (
+        &'a str,
+        Option<(&'a str, &'a str)>,
+        bool,
+        &'a str,
+        &'a [&'a str],
     );
-    outputs.push(out);
-
-    // Wrong ones: they were not accepted.
-    let out = env.slimpack(&plan, Some((USER, "wrong-password")), true);
-    let e = failed(&out);
-    assert!(
-        e.contains("the index corp (") && e.contains("were not accepted"),
-        "{e}"
-    );
-    outputs.push(out);
-
-    // No Google credentials at all for the Artifact Registry index (or a
-    // gcloud with no account, where one is installed).
-    let out = env.slimpack(&plan, Some((USER, PASSWORD)), false);
-    let e = failed(&out);
-    assert!(
-        e.contains("the index ar (")
-            && e.contains("Artifact Registry")
-            && (e.contains("no Google credentials") || e.contains("gcloud auth")),
-        "{e}"
-    );
-    outputs.push(out);
-
-    // A token of an account that may not read the repository: 403, and
-    // the role to grant.
-    *server.token.lock().unwrap() = OTHER_TOKEN.into();
-    let out = env.slimpack(&plan, Some((USER, PASSWORD)), true);
-    let e = failed(&out);
-    assert!(
-        e.contains("the index ar (")
-            && e.contains("403")
-            && e.contains("roles/artifactregistry.reader"),
-        "{e}"
-    );
-    outputs.push(out);
+    let refusals: [Refusal; 4] = [
+        (
+            "no credentials for corp",
+            None,
+            true,
+            READER_TOKEN,
+            &["the index corp (", "401", "UV_INDEX_CORP_USERNAME"],
+        ),
+        (
+            "wrong ones",
+            Some((USER, "wrong-password")),
+            true,
+            READER_TOKEN,
+            &["the index corp (", "were not accepted"],
+        ),
+        (
+            // Or a gcloud with no account, where one is installed.
+            "no Google credentials for the Artifact Registry index",
+            Some((USER, PASSWORD)),
+            false,
+            READER_TOKEN,
+            &["the index ar (", "is an Artifact Registry repository, and"],
+        ),
+        (
+            "a token of an account that may not read the repository",
+            Some((USER, PASSWORD)),
+            true,
+            OTHER_TOKEN,
+            &["the index ar (", "403", "roles/artifactregistry.reader"],
+        ),
+    ];
+    for (why, creds, adc, token, needles) in refusals {
+        *server.token.lock().unwrap() = token.into();
+        let out = env.slimpack(&plan, creds, adc);
+        let e = failed(&out);
+        assert!(needles.iter().all(|n| e.contains(n)), "{why}: {e}");
+        outputs.push(out);
+    }
     *server.token.lock().unwrap() = READER_TOKEN.into();
 
     // A pinned package the index does not serve is never taken from PyPI
@@ -627,32 +637,26 @@ fn every_way_of_declaring_an_index_reaches_uv() {
         ]
     );
 
-    // Poetry: an explicit source and a dependency pinned to it.
-    let poetry = tempfile::tempdir().unwrap();
-    std::fs::write(
-        poetry.path().join("pyproject.toml"),
+    // Poetry's explicit source, and a Pipfile's second source: each
+    // serves the package pinned to it.
+    let one_file = |file: &str, text: String| {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join(file), text).unwrap();
+        std::fs::write(d.path().join("main.py"), "import corp_greeting\n").unwrap();
+        let got = origins(&plan(d.path(), Some((USER, PASSWORD)), &[]));
+        assert_eq!(
+            got[0],
+            ("corp".to_string(), vec!["corp-greeting".to_string()]),
+            "{file}"
+        );
+    };
+    one_file(
+        "pyproject.toml",
         format!("[tool.poetry]\nname = 'p'\nversion = '1'\npackage-mode = false\n\n[tool.poetry.dependencies]\npython = '^3.11'\ncorp-greeting = {{ version = '*', source = 'corp' }}\n\n[[tool.poetry.source]]\nname = 'corp'\nurl = '{base}/basic/simple'\npriority = 'explicit'\n\n[tool.slimpack]\npython = '3.11'\n"),
-    )
-    .unwrap();
-    std::fs::write(poetry.path().join("main.py"), "import corp_greeting\n").unwrap();
-    let got = origins(&plan(poetry.path(), Some((USER, PASSWORD)), &[]));
-    assert_eq!(
-        got[0],
-        ("corp".to_string(), vec!["corp-greeting".to_string()])
     );
-
-    // Pipfile: the second source serves the package that names it.
-    let pipenv = tempfile::tempdir().unwrap();
-    std::fs::write(
-        pipenv.path().join("Pipfile"),
+    one_file(
+        "Pipfile",
         format!("[[source]]\nname = 'pypi'\nurl = 'https://pypi.org/simple'\nverify_ssl = true\n\n[[source]]\nname = 'corp'\nurl = '{base}/basic/simple'\nverify_ssl = false\n\n[packages]\ncorp-greeting = {{ version = '*', index = 'corp' }}\n\n[requires]\npython_version = '3.11'\n"),
-    )
-    .unwrap();
-    std::fs::write(pipenv.path().join("main.py"), "import corp_greeting\n").unwrap();
-    let got = origins(&plan(pipenv.path(), Some((USER, PASSWORD)), &[]));
-    assert_eq!(
-        got[0],
-        ("corp".to_string(), vec!["corp-greeting".to_string()])
     );
 
     // uv.lock, made by uv against the same indexes: exported, installed by

@@ -293,7 +293,6 @@ fn hint(step: &Step, text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::python::LockedPackage;
 
     fn app_file(dir: &Path, rel: &str, text: &str) -> AppFile {
         let path = dir.join(rel);
@@ -310,19 +309,7 @@ mod tests {
     #[test]
     fn collectstatic_runs_for_staticfiles_with_a_static_root() {
         let d = tempfile::tempdir().unwrap();
-        let lock = Lock {
-            text: String::new(),
-            packages: vec![LockedPackage {
-                name: "django".into(),
-                version: "5.1.4".into(),
-            }],
-            how: String::new(),
-            key: String::new(),
-            source_builds: Vec::new(),
-            local: Vec::new(),
-            vcs: Vec::new(),
-            origins: Default::default(),
-        };
+        let lock = Lock::of(&[("django", "5.1.4")]);
         let mut files = vec![
             app_file(d.path(), "manage.py", "import os\n"),
             app_file(

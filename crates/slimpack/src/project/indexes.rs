@@ -193,29 +193,33 @@ pub fn read(
     Ok(out)
 }
 
-/// uv's and pip's variables, as uv reads them.
+/// uv's and pip's variables, as uv reads them: one default index each, or
+/// a space-separated list of extra ones.
 fn from_env(env: &dyn Fn(&str) -> Option<String>, out: &mut Indexes) -> Result<()> {
-    for var in ["UV_DEFAULT_INDEX", "UV_INDEX_URL", "PIP_INDEX_URL"] {
-        if let Some(v) = env(var).filter(|v| !v.trim().is_empty()) {
-            let (name, url) = named(v.trim());
-            let (url, userinfo) = split_url(url, var, true)?;
-            out.push(Index {
-                name: name.map_or_else(|| name_from_url(&url), str::to_string),
-                url,
-                kind: Kind::Default,
-                origin: format!("environment {var}"),
-                userinfo,
-            });
-        }
-    }
-    for var in ["UV_INDEX", "UV_EXTRA_INDEX_URL", "PIP_EXTRA_INDEX_URL"] {
-        for v in env(var).unwrap_or_default().split_whitespace() {
+    const VARS: [(&str, Kind); 6] = [
+        ("UV_DEFAULT_INDEX", Kind::Default),
+        ("UV_INDEX_URL", Kind::Default),
+        ("PIP_INDEX_URL", Kind::Default),
+        ("UV_INDEX", Kind::Index),
+        ("UV_EXTRA_INDEX_URL", Kind::Index),
+        ("PIP_EXTRA_INDEX_URL", Kind::Index),
+    ];
+    for (var, kind) in VARS {
+        let value = env(var).unwrap_or_default();
+        let values: Vec<&str> = match kind {
+            Kind::Default => Some(value.trim())
+                .filter(|v| !v.is_empty())
+                .into_iter()
+                .collect(),
+            _ => value.split_whitespace().collect(),
+        };
+        for v in values {
             let (name, url) = named(v);
             let (url, userinfo) = split_url(url, var, true)?;
             out.push(Index {
                 name: name.map_or_else(|| name_from_url(&url), str::to_string),
                 url,
-                kind: Kind::Index,
+                kind,
                 origin: format!("environment {var}"),
                 userinfo,
             });

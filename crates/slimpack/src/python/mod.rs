@@ -146,6 +146,27 @@ impl Lock {
             .map(|(_, b)| b)
     }
 
+    /// A lock of `packages` (name, version) and nothing else, for tests.
+    #[cfg(test)]
+    pub fn of(packages: &[(&str, &str)]) -> Lock {
+        Lock {
+            text: String::new(),
+            packages: packages
+                .iter()
+                .map(|(n, v)| LockedPackage {
+                    name: n.to_string(),
+                    version: v.to_string(),
+                })
+                .collect(),
+            how: String::new(),
+            key: String::new(),
+            source_builds: Vec::new(),
+            local: Vec::new(),
+            vcs: Vec::new(),
+            origins: BTreeMap::new(),
+        }
+    }
+
     /// This lock without the packages `names`.
     pub fn without(&self, names: &[String]) -> Lock {
         let names: Vec<String> = names.iter().map(|n| normalize_name(n)).collect();

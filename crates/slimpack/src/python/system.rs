@@ -147,25 +147,9 @@ fn name_in(entry: &str, suite: Suite) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::python::LockedPackage;
 
     fn lock(names: &[&str]) -> Lock {
-        Lock {
-            text: String::new(),
-            packages: names
-                .iter()
-                .map(|n| LockedPackage {
-                    name: n.to_string(),
-                    version: "1".into(),
-                })
-                .collect(),
-            how: String::new(),
-            key: String::new(),
-            source_builds: Vec::new(),
-            local: Vec::new(),
-            vcs: Vec::new(),
-            origins: Default::default(),
-        }
+        Lock::of(&names.iter().map(|n| (*n, "1")).collect::<Vec<_>>())
     }
 
     #[test]
