@@ -675,12 +675,23 @@ fn every_way_of_declaring_an_index_reaches_uv() {
         "import corp_greeting, ar_tools\nprint(corp_greeting.hello(), ar_tools.VERSION)\n",
     )
     .unwrap();
-    let uv = walkdir::WalkDir::new(env.cache.join("tools"))
-        .into_iter()
-        .flatten()
-        .find(|e| e.file_name() == "uv" && e.file_type().is_file())
-        .expect("a build fetched uv into the cache")
-        .into_path();
+    // The uv slimpack ran: SLIMPACK_UV, one on PATH, or the one it fetched.
+    let on_path = std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join("uv"))
+            .find(|p| p.is_file())
+    });
+    let uv = std::env::var_os("SLIMPACK_UV")
+        .map(PathBuf::from)
+        .or(on_path)
+        .or_else(|| {
+            walkdir::WalkDir::new(env.cache.join("tools"))
+                .into_iter()
+                .flatten()
+                .find(|e| e.file_name() == "uv" && e.file_type().is_file())
+                .map(|e| e.into_path())
+        })
+        .expect("uv: slimpack fetched one into the cache");
     let lock = Command::new(uv)
         .args(["lock", "--python", "3.11", "--no-config"])
         .current_dir(locked.path())
