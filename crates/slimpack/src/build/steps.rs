@@ -41,6 +41,17 @@ pub struct Step {
     django: bool,
 }
 
+impl Step {
+    /// A step that is not Django's (its failures get the general hint).
+    pub fn new(argv: Vec<String>, why: &str) -> Step {
+        Step {
+            argv,
+            why: why.to_string(),
+            django: false,
+        }
+    }
+}
+
 /// The steps this build runs: Django's collectstatic (unless turned off),
 /// then the configured ones.
 pub fn plan(project: &Project, cfg: &Config, files: &[AppFile], lock: &Lock) -> Result<Vec<Step>> {

@@ -70,6 +70,9 @@ pub struct Recipe {
     pub cmd: Vec<String>,
     pub cmd_why: String,
     pub health_path: Option<String>,
+    /// Build steps (Django's collectstatic, `build-steps`), run after the
+    /// code is copied, before the user changes.
+    pub steps: Vec<crate::build::steps::Step>,
     /// Files `build` recognised as secrets, and directories no app module
     /// imports (tests, docs): both go into `.dockerignore`.
     pub secrets: Vec<String>,
@@ -212,6 +215,7 @@ pub fn from_plan(
         cmd: plan.start.argv.clone(),
         cmd_why: plan.start.source.clone(),
         health_path: plan.start.health_path.clone(),
+        steps: plan.build_steps.clone(),
         secrets: plan.project.left_out_secrets.clone(),
         optional_dirs: optional_dirs_of(&project.dir)?,
         kept_ignores: kept_ignores(&project.dir),
@@ -591,6 +595,14 @@ fn runtime_stage(d: &mut String, r: &Recipe) {
     d.push_str("# The code last, owned by root and read-only to the app (.dockerignore keeps\n");
     d.push_str("# .git, venvs, caches and secrets out).\n");
     d.push_str("COPY . .\n");
+    for step in &r.steps {
+        let _ = writeln!(
+            d,
+            "# {}: its output is part of the image (build-env values are not carried here).",
+            step.why.replace(char::is_control, " ")
+        );
+        let _ = writeln!(d, "RUN {}", json_args(&step.argv));
+    }
     d.push_str("# Not root: a numeric user needs no account in the image.\n");
     let _ = writeln!(d, "USER {}", r.user);
     let _ = writeln!(d, "EXPOSE {}", r.port);
@@ -866,6 +878,7 @@ mod tests {
             cmd: vec!["/opt/venv/bin/gunicorn".into(), "main:app".into()],
             cmd_why: "WSGI app main:app in main.py".into(),
             health_path: Some("/health".into()),
+            steps: Vec::new(),
             secrets: vec![],
             optional_dirs: vec![],
             kept_ignores: vec![],
@@ -913,7 +926,30 @@ mod tests {
             "$PORT".into(),
         ];
         out.push(r);
+        let mut django = recipe();
+        django.steps = vec![crate::build::steps::Step::new(
+            ["python", "manage.py", "collectstatic", "--noinput"].map(String::from).to_vec(),
+            "Django: django.contrib.staticfiles in shop/settings.py,\nSTATIC_ROOT in shop/settings.py",
+        )];
+        out.push(django);
         out
+    }
+
+    #[test]
+    fn build_steps_run_after_the_code_and_before_the_user() {
+        let r = variants().pop().unwrap();
+        let d = emit(&r).unwrap().dockerfile;
+        let run = d
+            .find("RUN [\"python\", \"manage.py\", \"collectstatic\", \"--noinput\"]")
+            .unwrap_or_else(|| panic!("{d}"));
+        assert!(
+            d.find("COPY . .").unwrap() < run && run < d.find("USER ").unwrap(),
+            "{d}"
+        );
+        assert!(
+            d.contains("shop/settings.py, STATIC_ROOT"),
+            "a newline from outside: {d}"
+        );
     }
 
     #[test]
