@@ -112,6 +112,9 @@ pub struct IndexPlan {
     /// package of the same name elsewhere (PyPI) cannot replace them.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub pinned: Vec<String>,
+    /// What a pin guarantees, said where there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub guard: Option<String>,
     /// Packages the resolution took from it.
     pub packages: Vec<String>,
 }
@@ -137,19 +140,25 @@ impl IndexPlan {
         let mut out: Vec<IndexPlan> = indexes
             .indexes
             .iter()
-            .map(|i| IndexPlan {
-                name: i.name.clone(),
-                url: i.url.clone(),
-                kind: i.kind,
-                declared_in: i.origin.clone(),
-                credentials: crate::python::index::credential_source(i, access.is_google(i)),
-                pinned: indexes
+            .map(|i| {
+                let pinned: Vec<String> = indexes
                     .pins
                     .iter()
                     .filter(|(_, n)| **n == i.name)
                     .map(|(p, _)| p.clone())
-                    .collect(),
-                packages: from(&i.url),
+                    .collect();
+                IndexPlan {
+                    name: i.name.clone(),
+                    url: i.url.clone(),
+                    kind: i.kind,
+                    declared_in: i.origin.clone(),
+                    credentials: crate::python::index::credential_source(i, access.is_google(i)),
+                    guard: (!pinned.is_empty()).then(|| {
+                        "the pinned packages come from this index only: a package of the same name on another index (PyPI) is never taken instead".to_string()
+                    }),
+                    pinned,
+                    packages: from(&i.url),
+                }
             })
             .collect();
         if !indexes.indexes.iter().any(|i| i.kind == Kind::Default) {
@@ -160,6 +169,7 @@ impl IndexPlan {
                 declared_in: "uv's default".into(),
                 credentials: "none".into(),
                 pinned: Vec::new(),
+                guard: None,
                 packages: from(PYPI),
             });
         }
