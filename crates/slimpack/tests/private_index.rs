@@ -489,6 +489,10 @@ fn private_indexes_install_with_credentials_that_go_nowhere() {
         indexes[0]["pinned"],
         serde_json::json!(["corp-fmt", "corp-greeting"])
     );
+    assert!(indexes[0]["guard"]
+        .as_str()
+        .unwrap()
+        .contains("never taken"));
     assert_eq!(indexes[1]["packages"], serde_json::json!(["ar-tools"]));
     assert!(indexes[1]["credentials"]
         .as_str()
