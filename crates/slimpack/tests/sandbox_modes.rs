@@ -37,8 +37,10 @@ fn private_cache() -> tempfile::TempDir {
 /// `wrap` (an outer sandbox playing a container).
 fn command(cache: &Path, wrap: &[&str], project: &Path, extra: &[&str]) -> Command {
     let _ = std::fs::remove_dir_all(cache.join("records/venv-layer"));
-    // And compiled afresh: no package kept from an earlier build.
+    // And compiled afresh: no package kept from an earlier build; build
+    // steps run again.
     let _ = std::fs::remove_dir_all(cache.join("records/built-package"));
+    let _ = std::fs::remove_dir_all(cache.join("records/app-layer"));
     let exe = env!("CARGO_BIN_EXE_slimpack");
     let mut cmd = match wrap.split_first() {
         Some((first, rest)) => {
@@ -75,6 +77,12 @@ fn build(cache: &Path, wrap: &[&str], project: &Path) -> Value {
 fn builds_without_user_namespaces_make_the_same_image() {
     let cache = private_cache();
     let project = copy_example("flask");
+    // A build step too: it runs in each sandbox mode, to the same bytes.
+    std::fs::write(
+        project.path().join("slimpack.toml"),
+        "build-steps = [\"python -c \\\"import sys; open('step.txt', 'w').write(sys.prefix)\\\"\"]\n",
+    )
+    .unwrap();
     let outer = CONTAINER;
     let normal = build(cache.path(), &[], project.path());
     assert_eq!(normal["sandbox"], "namespaces");
@@ -89,6 +97,8 @@ fn builds_without_user_namespaces_make_the_same_image() {
     let chroot = build(cache.path(), &w, project.path());
     assert_eq!(chroot["sandbox"], "chroot");
     for r in [&normal, &root, &chroot] {
+        let app = r["layers"].as_array().unwrap().last().unwrap();
+        assert_eq!(app["cached"], false, "the steps ran: {app}");
         // markupsafe was compiled in the builder each time.
         assert!(
             r["builder"]["compiled"]
