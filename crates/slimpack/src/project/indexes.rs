@@ -427,7 +427,9 @@ fn from_pipfile(dir: &Path, pipfile: &Path, lock: Option<&Path>, out: &mut Index
             .get("name")
             .and_then(Value::as_str)
             .map_or_else(|| name_from_url(&url), str::to_string);
-        if url.trim_end_matches('/') == PYPI {
+        // PyPI first is uv's default anyway; PyPI later serves only the
+        // packages that name it, as any other source.
+        if n == 0 && url.trim_end_matches('/') == PYPI {
             continue;
         }
         let kind = if n == 0 {
@@ -667,6 +669,25 @@ mod tests {
         );
         assert_eq!(i.pins["corp-lib"], "corp");
         assert_eq!(i.indexes[2].origin, "requirements.txt:1");
+        // A private source first: PyPI, second, serves only what names it.
+        let pipfile = d.path().join("Pipfile");
+        std::fs::write(
+            &pipfile,
+            "[[source]]\nname='corp'\nurl='https://corp.example/simple'\n\n[[source]]\nname='pypi'\nurl='https://pypi.org/simple'\n\n[packages]\ncorp-lib='*'\nsix = { version = '*', index = 'pypi' }\n",
+        )
+        .unwrap();
+        let deps = DepSource::Pipfile {
+            pipfile,
+            lock: None,
+        };
+        let i = read(d.path(), &deps, &[], &no_env).unwrap();
+        let kinds: Vec<(&str, Kind)> = i
+            .indexes
+            .iter()
+            .map(|i| (i.name.as_str(), i.kind))
+            .collect();
+        assert_eq!(kinds, [("corp", Kind::Default), ("pypi", Kind::Explicit)]);
+        assert_eq!(i.pins["six"], "pypi");
     }
 
     #[test]
