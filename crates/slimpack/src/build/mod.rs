@@ -165,7 +165,7 @@ pub fn plan(ctx: &Context, inputs: Inputs) -> Result<Planned> {
         cfg,
         require_lock,
     } = inputs;
-    let mut warnings = Vec::new();
+    let mut warnings = project.indexes.notes.clone();
     let locked = check_lock(&project, require_lock, &mut warnings)?;
     let venv_opts = venv::Options::new(
         cfg.bytecode.unwrap_or(bytecode::Mode::Imports),

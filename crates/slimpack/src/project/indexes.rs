@@ -79,6 +79,9 @@ pub struct Indexes {
     pub indexes: Vec<Index>,
     /// Normalized package name → the name of the index it must come from.
     pub pins: BTreeMap<String, String>,
+    /// What was declared but cannot be enforced (for the plan's warnings).
+    #[serde(skip)]
+    pub notes: Vec<String>,
 }
 
 impl Indexes {
@@ -170,6 +173,7 @@ pub fn read(
         let doc = crate::core::fs::parse_toml(&pp, &text)?;
         from_uv(&doc, &mut out)?;
         from_poetry(&doc, &mut out)?;
+        from_pdm(&doc, &mut out)?;
     }
     if let super::DepSource::Pipfile { pipfile, lock } = deps {
         from_pipfile(dir, pipfile, lock.as_deref(), &mut out)?;
@@ -399,6 +403,57 @@ fn from_poetry(doc: &Value, out: &mut Indexes) -> Result<()> {
                 if !source.eq_ignore_ascii_case("pypi") {
                     out.pin(package, source, "pyproject.toml [tool.poetry.dependencies]")?;
                 }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// PDM's `[[tool.pdm.source]]`: one named `pypi` replaces PyPI, the others
+/// are searched before it; `include_packages` names pin packages to a
+/// source (patterns cannot be pinned: said in the plan's warnings).
+fn from_pdm(doc: &Value, out: &mut Indexes) -> Result<()> {
+    let sources = doc
+        .get("tool")
+        .and_then(|t| t.get("pdm"))
+        .and_then(|p| p.get("source"))
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    for (n, s) in sources.iter().enumerate() {
+        let at = format!("pyproject.toml [[tool.pdm.source]] #{}", n + 1);
+        if s.get("type").and_then(Value::as_str).unwrap_or("index") != "index" {
+            continue;
+        }
+        let name = s
+            .get("name")
+            .and_then(Value::as_str)
+            .ok_or_else(|| anyhow!("{at}: needs a name"))?;
+        let url = s
+            .get("url")
+            .and_then(Value::as_str)
+            .ok_or_else(|| anyhow!("{at} {name}: needs a url"))?;
+        if !valid_name(name) {
+            bail!("{at}: the name {name:?} may hold only letters, digits, '-', '_' and '.'");
+        }
+        let (url, userinfo) = split_url(url, &at, false)?;
+        let pypi = name.eq_ignore_ascii_case("pypi");
+        out.push(Index {
+            name: name.to_string(),
+            url,
+            kind: if pypi { Kind::Default } else { Kind::Index },
+            origin: format!("pyproject.toml [[tool.pdm.source]] {name}"),
+            userinfo,
+        });
+        let include = crate::core::fs::toml_strings(
+            s.get("include_packages"),
+            &format!("{at} {name}: include_packages"),
+        )?;
+        for p in include {
+            if p.contains(['*', '?', '[']) {
+                out.notes.push(format!("{at} {name}: include_packages {p:?} is a pattern; slimpack pins only exact names, so packages matching it may come from another index"));
+            } else {
+                out.pin(&p, name, &at)?;
             }
         }
     }
@@ -688,6 +743,27 @@ mod tests {
             .collect();
         assert_eq!(kinds, [("corp", Kind::Default), ("pypi", Kind::Explicit)]);
         assert_eq!(i.pins["six"], "pypi");
+    }
+
+    #[test]
+    fn pdm_sources_and_their_included_packages() {
+        let i = read_pp(
+            "[project]\nname='x'\n\n[[tool.pdm.source]]\nname='corp'\nurl='https://corp.example/simple'\ninclude_packages=['corp-lib', 'corp-*']\n\n[[tool.pdm.source]]\nname='pypi'\nurl='https://mirror.example/simple'\n\n[[tool.pdm.source]]\nname='links'\nurl='https://x.example/links'\ntype='find_links'\n",
+        )
+        .unwrap();
+        let kinds: Vec<(&str, Kind)> = i
+            .indexes
+            .iter()
+            .map(|i| (i.name.as_str(), i.kind))
+            .collect();
+        assert_eq!(kinds, [("corp", Kind::Index), ("pypi", Kind::Default)]);
+        assert_eq!(i.pins["corp-lib"], "corp");
+        assert_eq!(i.notes.len(), 1);
+        assert!(
+            i.notes[0].contains("\"corp-*\" is a pattern"),
+            "{:?}",
+            i.notes
+        );
     }
 
     #[test]

@@ -438,6 +438,7 @@ mod tests {
                 index("main", "https://d.example/simple", Kind::Default),
             ],
             pins: [("corp-lib".to_string(), "corp".to_string())].into(),
+            notes: Vec::new(),
         }
     }
 
