@@ -641,6 +641,23 @@ fn every_way_of_declaring_an_index_reaches_uv() {
         ]
     );
 
+    // A package no index serves: each declared index is asked, and says so.
+    std::fs::write(
+        req.path().join("requirements.txt"),
+        format!("--extra-index-url http://${{CORP_USER}}:${{CORP_PASSWORD}}@{host}/basic/simple\nslimpack-test-no-such-package-4d1\n"),
+    )
+    .unwrap();
+    let e = failed(&plan(
+        req.path(),
+        None,
+        &[("CORP_USER", USER), ("CORP_PASSWORD", PASSWORD)],
+    ));
+    assert!(
+        e.contains("no index serves slimpack-test-no-such-package-4d1: 127-0-0-1 (")
+            && e.contains("answered 404"),
+        "{e}"
+    );
+
     // Poetry's explicit source, and a Pipfile's second source: each
     // serves the package pinned to it.
     let one_file = |file: &str, text: String| {

@@ -226,6 +226,7 @@ impl Access {
             .as_ref()
             .map(|p| format!(" for {p}"))
             .unwrap_or_default();
+        let mut answers = Vec::new();
         for i in candidates {
             let status = match &named {
                 Some((_, status)) => status.clone(),
@@ -234,6 +235,7 @@ impl Access {
                     None => continue,
                 },
             };
+            answers.push(format!("{} ({}) answered {status}", i.name, i.url));
             if status.starts_with("401") || status.starts_with("403") {
                 return Some(format!(
                     "the index {} ({}) refused the request{who} ({status}): {}",
@@ -246,7 +248,17 @@ impl Access {
         if let Some((url, status)) = named {
             return Some(format!("the index {url} refused the request{who} ({status}): give uv credentials for it (UV_INDEX_<NAME>_USERNAME / _PASSWORD, ~/.netrc)"));
         }
-        let (package, index) = (package?, pinned?);
+        let package = package?;
+        let Some(index) = pinned else {
+            // Not pinned, asked of each declared index: none has it.
+            return (!answers.is_empty()).then(|| {
+                format!(
+                    "no index serves {package}: {}{}; check its name, or the index it is published to",
+                    answers.join(", "),
+                    if self.indexes.indexes.iter().any(|i| i.kind == Kind::Default) { "" } else { ", and PyPI has no such package" }
+                )
+            });
+        };
         Some(format!(
             "{package} is pinned to the index {} ({}), which does not serve it. slimpack never takes a pinned package from another index, so a package of that name on PyPI cannot stand in for it (dependency confusion); publish {package} there or change the pin in {}",
             index.name, index.url, index.origin
