@@ -553,12 +553,19 @@ pub fn split_url(url: &str, origin: &str, from_env: bool) -> Result<(String, Opt
     let bare = format!("{scheme}://{host}{path}")
         .trim_end_matches('/')
         .to_string();
-    let only_vars = userinfo.split(':').all(|part| {
+    // A user name may be written (`__token__`, `oauth2accesstoken`); what
+    // authenticates must be a variable: the password, or the user part
+    // alone when there is no password (a token as user name).
+    let var = |part: &str| {
         part.is_empty()
             || (part.starts_with("${")
                 && part.ends_with('}')
                 && !part[2..part.len() - 1].contains(['$', '{', '}']))
-    });
+    };
+    let only_vars = match userinfo.split_once(':') {
+        Some((_, password)) => var(password),
+        None => var(userinfo),
+    };
     if only_vars || from_env {
         return Ok((bare, Some(userinfo.to_string())));
     }
@@ -650,6 +657,16 @@ mod tests {
             "{msg}"
         );
         assert!(!msg.contains("hunter2"), "{msg}");
+        let e = read_pp(
+            "[[tool.uv.index]]\nname='c'\nurl = 'https://tok3n-literal@corp.example/simple'\n",
+        )
+        .unwrap_err();
+        assert!(!format!("{e:#}").contains("tok3n"), "{e:#}");
+        let i = read_pp("[[tool.uv.index]]\nname='c'\nurl = 'https://__token__:${CORP_TOKEN}@corp.example/simple'\n").unwrap();
+        assert_eq!(
+            i.indexes[0].userinfo.as_deref(),
+            Some("__token__:${CORP_TOKEN}")
+        );
         let i = read_pp("[[tool.uv.index]]\nname='c'\nurl = 'https://${CORP_USER}:${CORP_TOKEN}@corp.example/simple'\n").unwrap();
         assert_eq!(i.indexes[0].url, "https://corp.example/simple");
         assert_eq!(
