@@ -159,11 +159,12 @@ pub fn run(
     env: &[(String, String)],
 ) -> Result<Outputs> {
     let work = tempfile::tempdir_in(req.cache.dir(crate::core::cache::CacheDir::Work)?)?;
-    let unpacked = work.path().join("venv");
-    crate::sandbox::unpack(
+    // The venv unpacked once per venv layer (a code edit runs the steps
+    // again, with the same venv), mounted read-only.
+    let (venv_root, _) = crate::sandbox::cached_rootfs(
+        req.cache,
         &req.cache.blobs,
         std::slice::from_ref(venv),
-        &unpacked,
         false,
     )?;
     let scratch = work.path().join("app");
@@ -173,7 +174,7 @@ pub fn run(
             .progress
             .spinner(format!("Running {} ({})", step.argv.join(" "), step.why));
         let mut sb = crate::sandbox::Sandbox::new(root)
-            .bind(&unpacked.join("opt/venv"), "/opt/venv", Some("/opt"))
+            .ro_bind_in(&venv_root.join("opt/venv"), "/opt/venv", "/opt")
             .bind(&scratch, "/app", None);
         for (k, v) in env {
             sb = sb.env(k, v);

@@ -171,6 +171,15 @@ impl Sandbox {
         self
     }
 
+    /// [`Sandbox::bind`], read-only: a cached tree the command must not
+    /// change.
+    pub fn ro_bind_in(mut self, src: &Path, dest: &str, tmpfs_parent: &str) -> Self {
+        self.ops.push(Op::Tmpfs(tmpfs_parent.into()));
+        self.keep_root_entries(tmpfs_parent, dest);
+        self.ops.push(Op::RoBind(src.to_path_buf(), dest.into()));
+        self
+    }
+
     /// The root's own entries of `dir` (hidden by a tmpfs over it) put
     /// back, except `except`: directories bound read-only, links made again
     /// inside the sandbox. Nothing is followed on the host: the root may be
