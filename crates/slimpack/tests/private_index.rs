@@ -130,6 +130,23 @@ fn start() -> Server {
                 "corp-fmt",
                 sdist("corp-fmt", "0.3", "def fmt(x):\n    return f'<{x}>'\n"),
             ),
+            (
+                // Unique to this run: its lock and hash are new, so the
+                // builder compiles it even where a cache kept an earlier one.
+                "corp-netrc",
+                sdist(
+                    "corp-netrc",
+                    "0.1",
+                    &format!(
+                        "NONCE = '{}-{}'\nSAID = 'credentials from a netrc'\n",
+                        std::process::id(),
+                        std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .unwrap()
+                            .as_nanos()
+                    ),
+                ),
+            ),
         ],
     );
     files.extend(index_files(
@@ -764,4 +781,68 @@ fn every_way_of_declaring_an_index_reaches_uv() {
         ("corp".to_string(), vec!["corp-greeting".to_string()])
     );
     assert_eq!(got[1], ("ar".to_string(), vec!["ar-tools".to_string()]));
+}
+
+/// Credentials from a netrc file (uv reads it on the host; the builder gets
+/// it mounted read-only, as its home is not the user's): a source-only
+/// package on the private index is fetched by the builder with them, and
+/// the file's password is in no layer.
+#[test]
+fn a_netrc_reaches_the_builder() {
+    let server = start();
+    let home = tempfile::tempdir().unwrap();
+    let netrc = home.path().join(".netrc");
+    std::fs::write(
+        &netrc,
+        format!("machine 127.0.0.1\nlogin {USER}\npassword {PASSWORD}\n"),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&netrc, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let app = tempfile::tempdir().unwrap();
+    std::fs::write(
+        app.path().join("pyproject.toml"),
+        format!(
+            "[project]\nname = 'netrc-app'\nversion = '1'\ndependencies = ['corp-netrc']\n\n[tool.uv.sources]\ncorp-netrc = {{ index = 'corp' }}\n\n[[tool.uv.index]]\nname = 'corp'\nurl = '{}/basic/simple'\nexplicit = true\n\n[tool.slimpack]\npython = '3.11'\n",
+            server.base
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        app.path().join("main.py"),
+        "import corp_netrc\nprint(corp_netrc.SAID)\n",
+    )
+    .unwrap();
+    let out_dir = tempfile::tempdir().unwrap();
+    let layout = out_dir.path().join("netrc.oci");
+    let oci = format!("oci:{}", layout.display());
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_slimpack"))
+            .args(args)
+            .env("SLIMPACK_CACHE", shared_cache())
+            .env("HOME", home.path())
+            .env_remove("NETRC")
+            .env_remove("UV_INDEX_CORP_USERNAME")
+            .env_remove("UV_INDEX_CORP_PASSWORD")
+            .output()
+            .unwrap()
+    };
+    let built = run(&["build", app.path().to_str().unwrap(), "-o", &oci, "--json"]);
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&built.stdout).unwrap();
+    let compiled = report["builder"]["compiled"].to_string();
+    assert!(compiled.contains("corp-netrc==0.1"), "{report}");
+    let ran = run(&["run", &oci, "--port", &free_port().to_string()]);
+    assert_eq!(
+        String::from_utf8_lossy(&ran.stdout).trim(),
+        "credentials from a netrc",
+        "{}",
+        String::from_utf8_lossy(&ran.stderr)
+    );
+    let leaks = holding(&layout, &[PASSWORD]);
+    assert!(leaks.is_empty(), "{leaks:?}");
 }

@@ -197,13 +197,17 @@ fn compile(
         let needs = diagnose(&out.stderr);
         let log_tail = tail(&out.stderr, 40);
         if needs.is_empty() || attempt == MAX_RETRIES {
+            // An index that refused the builder is no missing -dev package.
+            let hint = req.uv.indexes().explain(&out.stderr).unwrap_or_else(|| {
+                "name the Debian -dev packages the build needs in `build-packages` (pyproject.toml [tool.slimpack] or slimpack.toml), or pin a version that ships a wheel".into()
+            });
             return Err(hinted(
                 format!(
                     "building the dependencies from source failed in the builder (Debian {}, build packages: {}):\n{log_tail}",
                     spec.suite.codename(),
                     if packages.is_empty() { "none".to_string() } else { packages.join(", ") }
                 ),
-                "name the Debian -dev packages the build needs in `build-packages` (pyproject.toml [tool.slimpack] or slimpack.toml), or pin a version that ships a wheel",
+                hint,
             ));
         }
         if contents.is_none() {
