@@ -133,7 +133,7 @@ impl IndexPlan {
         let from = |url: &str| -> Vec<String> {
             origins
                 .iter()
-                .filter(|(_, u)| u.as_str() == url.trim_end_matches('/'))
+                .filter(|(_, u)| u.as_str() == url)
                 .map(|(p, _)| p.clone())
                 .collect()
         };
@@ -152,7 +152,7 @@ impl IndexPlan {
                     url: i.url.clone(),
                     kind: i.kind,
                     declared_in: i.origin.clone(),
-                    credentials: crate::python::index::credential_source(i, access.is_google(i)),
+                    credentials: access.describe(i),
                     guard: (!pinned.is_empty()).then(|| {
                         "the pinned packages come from this index only: a package of the same name on another index (PyPI) is never taken instead".to_string()
                     }),

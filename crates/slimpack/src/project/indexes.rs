@@ -39,7 +39,8 @@ pub struct Index {
     /// The name uv knows it by (declared, or made from the host): the
     /// `UV_INDEX_<NAME>_USERNAME` / `_PASSWORD` variables use it.
     pub name: String,
-    /// Without credentials; a `${VAR}` user part is not part of it.
+    /// Without credentials (a `${VAR}` user part is not part of it) and
+    /// without a trailing `/`: compared as it is with uv's and locks' URLs.
     pub url: String,
     pub kind: Kind,
     /// Where it was declared (`pyproject.toml [[tool.uv.index]] corp`).

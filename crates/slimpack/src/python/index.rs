@@ -11,6 +11,7 @@
 //! `oauth2accesstoken`. uv reads `~/.netrc` and a keyring itself.
 
 use crate::project::indexes::{Index, Indexes, Kind};
+use crate::registry::auth::{Credential, Secret};
 use anyhow::{anyhow, Result};
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
@@ -49,32 +50,24 @@ pub enum Purpose {
 pub struct Access {
     indexes: Indexes,
     google: BTreeSet<String>,
-    /// Filled in the first time uv needs them (a fully cached build asks
-    /// no one for a token).
-    credentials: Mutex<Option<Vec<(String, String)>>>,
+    /// Each index's credential, found the first time uv needs them (a
+    /// fully cached build asks no one for a token). A `Credential` never
+    /// shows its secret in `Debug`.
+    credentials: Mutex<Option<Vec<(String, Credential)>>>,
 }
 
-impl Clone for Access {
-    fn clone(&self) -> Access {
-        Access::new(
-            self.indexes.clone(),
-            &self.google.iter().cloned().collect::<Vec<_>>(),
-        )
-    }
-}
-
-/// How an index's credentials are found, for the plan (never the values).
-pub fn credential_source(index: &Index, google: bool) -> String {
-    let p = index.env_prefix();
-    if index.userinfo.is_some() {
-        "the ${…} variables in its URL".into()
-    } else if env_set(&format!("{p}_USERNAME")) || env_set(&format!("{p}_PASSWORD")) {
-        format!("{p}_USERNAME / {p}_PASSWORD")
-    } else if google {
-        "Google credentials (ADC, metadata server or gcloud), as oauth2accesstoken".into()
-    } else {
-        format!("{p}_USERNAME / {p}_PASSWORD, ~/.netrc or a keyring (none set: anonymous)")
-    }
+/// Where an index's credentials come from, decided without fetching
+/// anything: what the plan says, and what a refusal's hint is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// `${VAR}`s in its URL.
+    Url,
+    /// uv's `UV_INDEX_<NAME>_USERNAME` / `_PASSWORD`.
+    UvVariables,
+    /// A token from Google's credential chain.
+    Google,
+    /// Whatever uv finds itself (netrc, a keyring), or none.
+    Ambient,
 }
 
 fn env_set(k: &str) -> bool {
@@ -89,19 +82,16 @@ pub fn netrc() -> Option<std::path::PathBuf> {
         .filter(|p| p.is_file())
 }
 
-/// Artifact Registry's Python repositories.
-pub fn is_artifact_registry(host: &str) -> bool {
-    host.ends_with("-python.pkg.dev")
-}
-
 impl Access {
     /// `google` names indexes whose credentials come from Google's chain
-    /// (besides every `*-python.pkg.dev` one).
+    /// (besides every Artifact Registry Python repository).
     pub fn new(indexes: Indexes, google: &[String]) -> Access {
         let google = indexes
             .indexes
             .iter()
-            .filter(|i| google.contains(&i.name) || is_artifact_registry(i.host()))
+            .filter(|i| {
+                google.contains(&i.name) || crate::registry::google::is_python_repository(i.host())
+            })
             .map(|i| i.name.clone())
             .collect();
         Access {
@@ -115,8 +105,32 @@ impl Access {
         &self.indexes
     }
 
-    pub fn is_google(&self, index: &Index) -> bool {
-        self.google.contains(&index.name)
+    fn source(&self, i: &Index) -> Source {
+        let p = i.env_prefix();
+        if i.userinfo.is_some() {
+            Source::Url
+        } else if env_set(&format!("{p}_USERNAME")) || env_set(&format!("{p}_PASSWORD")) {
+            Source::UvVariables
+        } else if self.google.contains(&i.name) {
+            Source::Google
+        } else {
+            Source::Ambient
+        }
+    }
+
+    /// How `i`'s credentials are found, for the plan (never the values).
+    pub fn describe(&self, i: &Index) -> String {
+        let p = i.env_prefix();
+        match self.source(i) {
+            Source::Url => "the ${…} variables in its URL".into(),
+            Source::UvVariables => format!("{p}_USERNAME / {p}_PASSWORD"),
+            Source::Google => {
+                "Google credentials (ADC, metadata server or gcloud), as oauth2accesstoken".into()
+            }
+            Source::Ambient => {
+                format!("{p}_USERNAME / {p}_PASSWORD, ~/.netrc or a keyring (none set: anonymous)")
+            }
+        }
     }
 
     /// The arguments for `purpose`.
@@ -150,26 +164,53 @@ impl Access {
     /// `UV_INDEX_<NAME>_USERNAME` / `_PASSWORD` for every index that has
     /// credentials this machine can give.
     pub fn credentials(&self) -> Result<Vec<(String, String)>> {
+        let mut out = Vec::new();
+        for (i, c) in self.indexes.indexes.iter().zip(self.found()?) {
+            if let Some(Secret::Password { username, password }) = c.secret {
+                let p = i.env_prefix();
+                out.push((format!("{p}_USERNAME"), username));
+                out.push((format!("{p}_PASSWORD"), password));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Each index's credential (in the indexes' order), found once.
+    fn found(&self) -> Result<Vec<Credential>> {
         let mut cached = self.credentials.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(c) = cached.as_ref() {
-            return Ok(c.clone());
+            return Ok(c.iter().map(|(_, c)| c.clone()).collect());
         }
-        let mut out = Vec::new();
-        for i in &self.indexes.indexes {
-            let p = i.env_prefix();
-            let (user, password) = if let Some(info) = &i.userinfo {
-                let filled = fill(info, &i.origin)?;
-                match filled.split_once(':') {
-                    Some((u, pw)) => (u.to_string(), pw.to_string()),
-                    None => (filled, String::new()),
-                }
-            } else if env_set(&format!("{p}_USERNAME")) || env_set(&format!("{p}_PASSWORD")) {
-                (
-                    std::env::var(format!("{p}_USERNAME")).unwrap_or_default(),
-                    std::env::var(format!("{p}_PASSWORD")).unwrap_or_default(),
-                )
-            } else if self.google.contains(&i.name) {
-                let (token, _) = crate::registry::google::access_token().map_err(|e| {
+        let found: Vec<(String, Credential)> = self
+            .indexes
+            .indexes
+            .iter()
+            .map(|i| Ok((i.name.clone(), self.credential(i)?)))
+            .collect::<Result<_>>()?;
+        let out = found.iter().map(|(_, c)| c.clone()).collect();
+        *cached = Some(found);
+        Ok(out)
+    }
+
+    fn credential(&self, i: &Index) -> Result<Credential> {
+        let p = i.env_prefix();
+        let password = |username: String, password: String, source: String| Credential {
+            secret: Some(Secret::Password { username, password }),
+            source,
+        };
+        Ok(match self.source(i) {
+            Source::Url => {
+                let filled = fill(i.userinfo.as_deref().unwrap_or(""), &i.origin)?;
+                let (u, pw) = filled.split_once(':').unwrap_or((&filled, ""));
+                password(u.into(), pw.into(), format!("the URL of {}", i.origin))
+            }
+            Source::UvVariables => password(
+                std::env::var(format!("{p}_USERNAME")).unwrap_or_default(),
+                std::env::var(format!("{p}_PASSWORD")).unwrap_or_default(),
+                format!("{p}_USERNAME / {p}_PASSWORD"),
+            ),
+            Source::Google => {
+                let (token, source) = crate::registry::google::access_token().map_err(|e| {
                     crate::core::errors::hinted(
                         format!(
                             "the index {} ({}) is an Artifact Registry repository, and {e}",
@@ -178,15 +219,10 @@ impl Access {
                         format!("or set {p}_USERNAME and {p}_PASSWORD"),
                     )
                 })?;
-                (GOOGLE_USER.to_string(), token)
-            } else {
-                continue;
-            };
-            out.push((format!("{p}_USERNAME"), user));
-            out.push((format!("{p}_PASSWORD"), password));
-        }
-        *cached = Some(out.clone());
-        Ok(out)
+                password(GOOGLE_USER.into(), token, source)
+            }
+            Source::Ambient => Credential::anonymous(),
+        })
     }
 
     /// What to do about uv's failure, when an index caused it: which index
@@ -211,7 +247,7 @@ impl Access {
                 .indexes
                 .indexes
                 .iter()
-                .filter(|i| i.url.trim_end_matches('/') == url.trim_end_matches('/'))
+                .filter(|i| i.url == url.trim_end_matches('/'))
                 .collect(),
             (None, Some(i)) => vec![i],
             (None, None) if package.is_some() => self
@@ -268,18 +304,12 @@ impl Access {
     /// The status `index` answers for `package`'s page, with the
     /// credentials uv was given: `401 Unauthorized`, `404 Not Found`.
     fn probe(&self, index: &Index, package: &str) -> Option<String> {
-        let url = format!("{}/{package}/", index.url.trim_end_matches('/'));
+        let url = format!("{}/{package}/", index.url);
         let mut req = crate::core::http::agent_for(&url).get(&url);
-        let p = index.env_prefix();
-        let creds = self.credentials().ok()?;
-        let get = |k: String| creds.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone());
-        if let (Some(u), Some(pw)) = (get(format!("{p}_USERNAME")), get(format!("{p}_PASSWORD"))) {
-            use base64::Engine;
-            let basic = base64::engine::general_purpose::STANDARD.encode(format!("{u}:{pw}"));
-            req = req.header("Authorization", format!("Basic {basic}"));
+        if let Some(basic) = self.credential_of(index)?.basic_header() {
+            req = req.header("Authorization", basic);
         }
-        let resp = req.call().ok()?;
-        let status = resp.status();
+        let status = req.call().ok()?.status();
         Some(
             format!(
                 "{} {}",
@@ -291,37 +321,41 @@ impl Access {
         )
     }
 
+    /// The credential found for `index`, if finding them worked.
+    fn credential_of(&self, index: &Index) -> Option<Credential> {
+        let found = self.found().ok()?;
+        let at = self
+            .indexes
+            .indexes
+            .iter()
+            .position(|i| i.name == index.name)?;
+        found.into_iter().nth(at)
+    }
+
     fn fix(&self, i: &Index, status: &str) -> String {
         let p = i.env_prefix();
         let forbidden = status.starts_with("403");
-        if self.google.contains(&i.name)
-            && i.userinfo.is_none()
-            && !env_set(&format!("{p}_PASSWORD"))
-        {
-            let source = crate::registry::google::access_token_optional()
-                .ok()
-                .flatten()
-                .map(|(_, s)| s)
-                .unwrap_or_else(|| "Google's credential chain".into());
-            return if forbidden {
-                format!("the account of {source} may not read this repository: grant it roles/artifactregistry.reader on the repository (gcloud artifacts repositories add-iam-policy-binding REPO --location=REGION --member=ACCOUNT --role=roles/artifactregistry.reader)")
-            } else {
-                format!("the token from {source} was not accepted: log in again (gcloud auth application-default login), or check that the URL names an existing Python repository")
-            };
-        }
-        let has = i.userinfo.is_some()
-            || env_set(&format!("{p}_USERNAME"))
-            || env_set(&format!("{p}_PASSWORD"));
-        match (forbidden, has) {
-            (true, _) => format!(
+        match (self.source(i), forbidden) {
+            (Source::Google, _) => {
+                let source = self
+                    .credential_of(i)
+                    .map(|c| c.source)
+                    .unwrap_or_else(|| "Google's credential chain".into());
+                if forbidden {
+                    format!("the account of {source} may not read this repository: grant it roles/artifactregistry.reader on the repository (gcloud artifacts repositories add-iam-policy-binding REPO --location=REGION --member=ACCOUNT --role=roles/artifactregistry.reader)")
+                } else {
+                    format!("the token from {source} was not accepted: log in again (gcloud auth application-default login), or check that the URL names an existing Python repository")
+                }
+            }
+            (_, true) => format!(
                 "the credentials ({}) may not read this index; ask its owner for read access",
-                credential_source(i, false)
+                self.describe(i)
             ),
-            (false, true) => format!(
+            (Source::Url | Source::UvVariables, false) => format!(
                 "the credentials ({}) were not accepted; check them",
-                credential_source(i, false)
+                self.describe(i)
             ),
-            (false, false) => format!(
+            (Source::Ambient, false) => format!(
                 "set {p}_USERNAME and {p}_PASSWORD (or add a ~/.netrc entry for {})",
                 i.host()
             ),
@@ -393,7 +427,7 @@ pub fn check_pins(indexes: &Indexes, origins: &BTreeMap<String, String>) -> Resu
         let (Some(index), Some(from)) = (indexes.by_name(name), origins.get(package)) else {
             continue;
         };
-        if index.url.trim_end_matches('/') != from {
+        if index.url != *from {
             anyhow::bail!(
                 "{package} is pinned to the index {name} ({}) but was resolved from {from}; refusing it (dependency confusion)",
                 index.url
@@ -535,12 +569,35 @@ mod tests {
         let mut ar = sample();
         ar.indexes[0].url = "https://us-python.pkg.dev/p/r/simple".into();
         let g = Access::new(ar, &[]);
-        assert!(g.is_google(&g.indexes().indexes[0]));
+        assert_eq!(g.source(&g.indexes().indexes[0]), Source::Google);
         let e = "hint: An index URL (https://us-python.pkg.dev/p/r/simple) could not be queried due to a lack of valid authentication credentials (403 Forbidden)";
         assert!(g
             .explain(e)
             .unwrap()
             .contains("roles/artifactregistry.reader"));
+    }
+
+    #[test]
+    fn found_credentials_reach_uv_and_never_debug_output() {
+        std::env::set_var("SLIMPACK_TEST_IDX_SECRET", "s3cr3t-value");
+        let mut i = sample();
+        i.indexes[1].userinfo = Some("me:${SLIMPACK_TEST_IDX_SECRET}".into());
+        let a = Access::new(i, &[]);
+        assert_eq!(
+            a.credentials().unwrap(),
+            [
+                ("UV_INDEX_MIRROR_USERNAME".to_string(), "me".to_string()),
+                (
+                    "UV_INDEX_MIRROR_PASSWORD".to_string(),
+                    "s3cr3t-value".to_string()
+                )
+            ]
+        );
+        assert!(!format!("{a:?}").contains("s3cr3t"), "{a:?}");
+        assert_eq!(
+            a.describe(&a.indexes().indexes[1]),
+            "the ${…} variables in its URL"
+        );
     }
 
     #[test]

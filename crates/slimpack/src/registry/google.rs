@@ -21,6 +21,12 @@ pub fn is_google_registry(registry: &str) -> bool {
     host.ends_with(".pkg.dev") || host == "gcr.io" || host.ends_with(".gcr.io")
 }
 
+/// Artifact Registry's Python repositories (`REGION-python.pkg.dev`),
+/// whose credentials are the same chain's tokens.
+pub fn is_python_repository(host: &str) -> bool {
+    host.ends_with("-python.pkg.dev")
+}
+
 #[derive(Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 enum CredentialsFile {
