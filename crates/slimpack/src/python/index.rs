@@ -401,12 +401,8 @@ pub fn take_origins(text: &str) -> (String, BTreeMap<String, String>) {
     let mut origins = BTreeMap::new();
     let mut current: Option<String> = None;
     for line in text.lines() {
-        if !line.is_empty() && !line.starts_with([' ', '\t', '#']) {
-            current = Some(crate::project::normalize_name(
-                line.split(|c: char| !(c.is_ascii_alphanumeric() || "-_.".contains(c)))
-                    .next()
-                    .unwrap_or(""),
-            ));
+        if let Some(name) = super::requirement_name(line) {
+            current = Some(name);
         }
         if let Some(url) = line.trim_start().strip_prefix("# from ") {
             if let Some(p) = &current {

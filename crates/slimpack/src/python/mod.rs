@@ -194,19 +194,27 @@ impl Lock {
     }
 }
 
+/// The normalized name of the requirement `line` starts, if it starts one
+/// (an unindented line that is no comment).
+fn requirement_name(line: &str) -> Option<String> {
+    if line.is_empty() || line.starts_with([' ', '\t', '#']) {
+        return None;
+    }
+    let name: String = line
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        .collect();
+    Some(normalize_name(&name))
+}
+
 /// The lock text's requirements as (normalized name, text of the block):
 /// a requirement starts at an unindented line; `--hash` continuations and
 /// `# via` comments under it belong to it.
 fn requirement_blocks(text: &str) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = Vec::new();
     for line in text.lines() {
-        let starts = !line.is_empty() && !line.starts_with([' ', '\t', '#']);
-        if starts {
-            let name: String = line
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-                .collect();
-            out.push((normalize_name(&name), String::new()));
+        if let Some(name) = requirement_name(line) {
+            out.push((name, String::new()));
         }
         if let Some((_, block)) = out.last_mut() {
             block.push_str(line);
@@ -769,15 +777,7 @@ pub fn install_wheels(lock: &Lock, target: &Target, uv: &Uv, site: &Path) -> Res
     c.args(["--require-hashes", "--only-binary", ":all:", "-r"])
         .arg(&req);
     uv.indexes().apply(&mut c, index::Purpose::Install)?;
-    uv.run(c, "installing dependencies").map_err(|e| {
-        match e
-            .downcast_ref::<uv::UvFailed>()
-            .and_then(|f| uv.indexes().explain(&f.stderr))
-        {
-            Some(h) => hinted(e, h),
-            None => e,
-        }
-    })?;
+    uv.run(c, "installing dependencies")?;
     Ok(())
 }
 

@@ -113,18 +113,23 @@ impl Uv {
         let out = cmd.output().context("running uv")?;
         if !out.status.success() {
             let stderr = String::from_utf8_lossy(&out.stderr);
-            return Err(failure(what, stderr.trim_end()));
+            let stderr = stderr.trim_end();
+            // An index that refused uv is said here, for every command
+            // that fetches: which index, which package, why.
+            return Err(failure(what, stderr, || self.indexes.explain(stderr)));
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 }
 
-/// uv failed; its own message, as it printed it.
+/// uv failed; its own message, as it printed it, and what to do when an
+/// index caused it (in [`crate::core::errors::Hinted`]'s form).
 #[derive(Debug, thiserror::Error)]
-#[error("{what} failed:\n{stderr}")]
+#[error("{what} failed:\n{stderr}{}", hint.as_ref().map(|h| format!("\n  hint: {h}")).unwrap_or_default())]
 pub struct UvFailed {
     pub what: String,
     pub stderr: String,
+    pub hint: Option<String>,
 }
 
 /// A wheels-only run failed because packages have no wheel for the
@@ -181,10 +186,11 @@ fn fetch_pinned(tools: &Path) -> Result<PathBuf> {
     Ok(bin)
 }
 
-fn failure(what: &str, stderr: &str) -> anyhow::Error {
-    let failed = UvFailed {
+fn failure(what: &str, stderr: &str, explain: impl FnOnce() -> Option<String>) -> anyhow::Error {
+    let mut failed = UvFailed {
         what: what.to_string(),
         stderr: stderr.to_string(),
+        hint: None,
     };
     if says_no_wheels(stderr) {
         MissingWheels {
@@ -193,6 +199,7 @@ fn failure(what: &str, stderr: &str) -> anyhow::Error {
         }
         .into()
     } else {
+        failed.hint = explain();
         failed.into()
     }
 }
@@ -228,12 +235,19 @@ mod tests {
         let e = "  cause: Because psycopg2==2.9.9 has no usable wheels and you require psycopg2==2.9.9, we can conclude that your requirements are unsatisfiable.\n\nhint: Wheels are required for `psycopg2` because building from source is disabled for all packages (i.e., with `--no-build`)\nhint: Wheels are required for `My_Pkg` because ...";
         assert_eq!(wheels_required(e), vec!["my-pkg", "psycopg2"]);
         assert!(wheels_required("error: No solution found: foo>=9 is not available").is_empty());
-        let missing = failure("installing", e);
+        let missing = failure("installing", e, || {
+            unreachable!("no index is asked about missing wheels")
+        });
         let m = missing.downcast_ref::<MissingWheels>().unwrap();
         assert_eq!(m.packages, vec!["my-pkg", "psycopg2"]);
         assert_eq!(missing.to_string(), format!("installing failed:\n{e}"));
-        let other = failure("installing", "connection reset");
+        let other = failure("installing", "connection reset", || None);
         assert!(other.downcast_ref::<MissingWheels>().is_none());
         assert_eq!(other.to_string(), "installing failed:\nconnection reset");
+        let refused = failure("installing", "401", || Some("set X".into()));
+        assert_eq!(
+            refused.to_string(),
+            "installing failed:\n401\n  hint: set X"
+        );
     }
 }
