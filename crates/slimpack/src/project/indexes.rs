@@ -13,7 +13,6 @@ use crate::project::normalize_name;
 use anyhow::{anyhow, bail, Result};
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::path::Path;
 use toml::Value;
 
 /// PyPI's simple index, which uv searches last unless another default is
@@ -142,6 +141,19 @@ impl Indexes {
         Ok(())
     }
 
+    /// `other`'s indexes after these (as if declared after them), its pins
+    /// and notes.
+    fn merge(&mut self, other: &Indexes) -> Result<()> {
+        for i in &other.indexes {
+            self.push(i.clone());
+        }
+        for (package, index) in &other.pins {
+            self.pin(package, index, &format!("the pin of {package}"))?;
+        }
+        self.notes.extend(other.notes.iter().cloned());
+        Ok(())
+    }
+
     /// Every pin names a declared index.
     fn check_pins(&self, origin: &str) -> Result<()> {
         for (package, index) in &self.pins {
@@ -157,45 +169,69 @@ impl Indexes {
     }
 }
 
-/// The indexes of the environment (`env` looks a variable up), then of the
-/// project's files. `requirements` are the index lines of requirements
-/// files (option, URL, `file:line`).
+/// The indexes of the environment (`env` looks a variable up), then those
+/// the project's files declared (read with them: `pyproject`'s and the
+/// Pipfile's), then the index lines of requirements files.
 pub fn read(
-    dir: &Path,
-    deps: &super::DepSource,
-    requirements: &[(String, String, String)],
+    declared: &[&Indexes],
+    requirements: &[super::requirements::IndexLine],
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Indexes> {
     let mut out = Indexes::default();
     from_env(env, &mut out)?;
-    let pp = dir.join("pyproject.toml");
-    if pp.is_file() {
-        let text = crate::core::fs::read_project_file(dir, &pp)?;
-        let doc = crate::core::fs::parse_toml(&pp, &text)?;
-        from_uv(&doc, &mut out)?;
-        from_poetry(&doc, &mut out)?;
-        from_pdm(&doc, &mut out)?;
+    for d in declared {
+        out.merge(d)?;
     }
-    if let super::DepSource::Pipfile { pipfile, lock } = deps {
-        from_pipfile(dir, pipfile, lock.as_deref(), &mut out)?;
-    }
-    for (opt, url, origin) in requirements {
-        let kind = if opt == "--extra-index-url" {
+    for line in requirements {
+        let kind = if line.extra {
             Kind::Index
         } else {
             Kind::Default
         };
-        let (url, userinfo) = split_url(url, origin, false)?;
-        out.push(Index {
-            name: name_from_url(&url),
-            url,
-            kind,
-            origin: origin.clone(),
-            userinfo,
-        });
+        out.push(Index::declared(None, &line.url, kind, &line.origin, false)?);
     }
     out.check_pins("the project's index pins")?;
     Ok(out)
+}
+
+impl Index {
+    /// An index as a project or the environment declares it: the URL split
+    /// from its user part ([`split_url`]), named `name` or after its host.
+    fn declared(
+        name: Option<&str>,
+        url: &str,
+        kind: Kind,
+        origin: &str,
+        from_env: bool,
+    ) -> Result<Index> {
+        if let Some(n) = name.filter(|n| !valid_name(n)) {
+            bail!("{origin}: the name {n:?} may hold only letters, digits, '-', '_' and '.'");
+        }
+        let (url, userinfo) = split_url(url, origin, from_env)?;
+        Ok(Index {
+            name: name.map_or_else(|| name_from_url(&url), str::to_string),
+            url,
+            kind,
+            origin: origin.to_string(),
+            userinfo,
+        })
+    }
+}
+
+/// `key` of a source table, which it must have.
+fn required<'a>(table: &'a Value, key: &str, at: &str) -> Result<&'a str> {
+    table
+        .get(key)
+        .and_then(Value::as_str)
+        .ok_or_else(|| anyhow!("{at}: needs a {key}"))
+}
+
+/// The array of tables at `path` in `doc` (none when absent).
+fn tables<'a>(doc: &'a Value, path: &[&str]) -> &'a [Value] {
+    path.iter()
+        .try_fold(doc, |v, k| v.get(k))
+        .and_then(Value::as_array)
+        .map_or(&[], Vec::as_slice)
 }
 
 /// uv's and pip's variables, as uv reads them: one default index each, or
@@ -220,14 +256,13 @@ fn from_env(env: &dyn Fn(&str) -> Option<String>, out: &mut Indexes) -> Result<(
         };
         for v in values {
             let (name, url) = named(v);
-            let (url, userinfo) = split_url(url, var, true)?;
-            out.push(Index {
-                name: name.map_or_else(|| name_from_url(&url), str::to_string),
+            out.push(Index::declared(
+                name,
                 url,
                 kind,
-                origin: format!("environment {var}"),
-                userinfo,
-            });
+                &format!("environment {var}"),
+                true,
+            )?);
         }
     }
     Ok(())
@@ -247,25 +282,31 @@ fn valid_name(n: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
+/// What a pyproject.toml declares: uv's, Poetry's and PDM's indexes and
+/// pins (the caller has the document parsed already).
+pub fn from_pyproject(doc: &Value) -> Result<Indexes> {
+    let mut out = Indexes::default();
+    from_uv(doc, &mut out)?;
+    from_poetry(doc, &mut out)?;
+    from_pdm(doc, &mut out)?;
+    Ok(out)
+}
+
 /// `[[tool.uv.index]]` and the `index = "…"` sources of `[tool.uv.sources]`.
 fn from_uv(doc: &Value, out: &mut Indexes) -> Result<()> {
     let uv = doc.get("tool").and_then(|t| t.get("uv"));
-    let items = uv.and_then(|u| u.get("index"));
-    let Some(items) = items.map(|i| i.as_array().ok_or(i)) else {
-        return uv_pins(uv, out);
-    };
-    let items = items
-        .map_err(|_| anyhow!("pyproject.toml: [[tool.uv.index]] must be an array of tables"))?;
-    for (n, item) in items.iter().enumerate() {
-        let at = format!("pyproject.toml [[tool.uv.index]] #{}", n + 1);
-        let url = item
-            .get("url")
-            .and_then(Value::as_str)
-            .ok_or_else(|| anyhow!("{at}: needs a url"))?;
+    if uv
+        .and_then(|u| u.get("index"))
+        .is_some_and(|i| !i.is_array())
+    {
+        bail!("pyproject.toml: [[tool.uv.index]] must be an array of tables");
+    }
+    for (n, item) in tables(doc, &["tool", "uv", "index"]).iter().enumerate() {
         let name = item.get("name").and_then(Value::as_str);
-        if let Some(n) = name.filter(|n| !valid_name(n)) {
-            bail!("{at}: the name {n:?} may hold only letters, digits, '-', '_' and '.'");
-        }
+        let at = format!(
+            "pyproject.toml [[tool.uv.index]] {}",
+            name.map_or_else(|| format!("#{}", n + 1), str::to_string)
+        );
         let flag = |k: &str| item.get(k).and_then(Value::as_bool) == Some(true);
         let kind = if flag("explicit") {
             if name.is_none() {
@@ -279,20 +320,14 @@ fn from_uv(doc: &Value, out: &mut Indexes) -> Result<()> {
         } else {
             Kind::Index
         };
-        let (url, userinfo) = split_url(url, &at, false)?;
-        let at = format!("pyproject.toml [[tool.uv.index]] {}", name.unwrap_or(&url));
-        out.push(Index {
-            name: name.map_or_else(|| name_from_url(&url), str::to_string),
-            url,
+        out.push(Index::declared(
+            name,
+            required(item, "url", &at)?,
             kind,
-            origin: at,
-            userinfo,
-        });
+            &at,
+            false,
+        )?);
     }
-    uv_pins(uv, out)
-}
-
-fn uv_pins(uv: Option<&Value>, out: &mut Indexes) -> Result<()> {
     let Some(Value::Table(sources)) = uv.and_then(|u| u.get("sources")) else {
         return Ok(());
     };
@@ -320,85 +355,68 @@ fn from_poetry(doc: &Value, out: &mut Indexes) -> Result<()> {
     let Some(poetry) = doc.get("tool").and_then(|t| t.get("poetry")) else {
         return Ok(());
     };
-    let sources = poetry
-        .get("source")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    let declared_pypi = sources.iter().any(|s| {
-        s.get("name")
-            .and_then(Value::as_str)
-            .is_some_and(|n| n.eq_ignore_ascii_case("pypi"))
-    });
-    let mut primaries = Vec::new();
-    for (n, s) in sources.iter().enumerate() {
-        let at = format!("pyproject.toml [[tool.poetry.source]] #{}", n + 1);
-        let name = s
-            .get("name")
-            .and_then(Value::as_str)
-            .ok_or_else(|| anyhow!("{at}: needs a name"))?;
+    let mut declared_pypi = false;
+    let mut last_primary = None;
+    for (n, s) in tables(poetry, &["source"]).iter().enumerate() {
+        let name = required(
+            s,
+            "name",
+            &format!("pyproject.toml [[tool.poetry.source]] #{}", n + 1),
+        )?;
         if name.eq_ignore_ascii_case("pypi") {
+            declared_pypi = true;
             continue;
         }
-        let url = s
-            .get("url")
+        let at = format!("pyproject.toml [[tool.poetry.source]] {name}");
+        let legacy_secondary = s.get("secondary").and_then(Value::as_bool) == Some(true);
+        let priority = s
+            .get("priority")
             .and_then(Value::as_str)
-            .ok_or_else(|| anyhow!("{at} {name}: needs a url"))?;
-        if !valid_name(name) {
-            bail!("{at}: the name {name:?} may hold only letters, digits, '-', '_' and '.'");
-        }
-        let legacy = |k: &str| s.get(k).and_then(Value::as_bool) == Some(true);
-        let priority =
-            s.get("priority")
-                .and_then(Value::as_str)
-                .unwrap_or(if legacy("secondary") {
-                    "supplemental"
-                } else {
-                    "primary"
-                });
+            .unwrap_or(if legacy_secondary {
+                "supplemental"
+            } else {
+                "primary"
+            });
         let kind = match priority {
             "primary" | "default" => {
-                primaries.push(name.to_string());
+                last_primary = Some(name);
                 Kind::Index
             }
             "supplemental" | "secondary" => Kind::Index,
             "explicit" => Kind::Explicit,
             other => {
-                bail!("{at} {name}: unknown priority {other:?} (primary, supplemental or explicit)")
+                bail!("{at}: unknown priority {other:?} (primary, supplemental or explicit)")
             }
         };
-        let (url, userinfo) = split_url(url, &at, false)?;
-        out.push(Index {
-            name: name.to_string(),
-            url,
+        out.push(Index::declared(
+            Some(name),
+            required(s, "url", &at)?,
             kind,
-            origin: format!("pyproject.toml [[tool.poetry.source]] {name}"),
-            userinfo,
-        });
+            &at,
+            false,
+        )?);
     }
-    if !declared_pypi {
-        // PyPI is left out: the last primary source takes its place.
-        if let Some(last) = primaries.last() {
-            let has_default = out.indexes.iter().any(|i| i.kind == Kind::Default);
-            if !has_default {
-                if let Some(i) = out.indexes.iter_mut().find(|i| &i.name == last) {
-                    i.kind = Kind::Default;
-                }
-            }
+    // PyPI is left out: the last primary source takes its place.
+    if !declared_pypi && !out.indexes.iter().any(|i| i.kind == Kind::Default) {
+        if let Some(i) = out
+            .indexes
+            .iter_mut()
+            .find(|i| Some(i.name.as_str()) == last_primary)
+        {
+            i.kind = Kind::Default;
         }
     }
-    let mut tables: Vec<&toml::Table> = Vec::new();
-    if let Some(Value::Table(t)) = poetry.get("dependencies") {
-        tables.push(t);
-    }
-    if let Some(Value::Table(groups)) = poetry.get("group") {
-        for g in groups.values() {
-            if let Some(Value::Table(t)) = g.get("dependencies") {
-                tables.push(t);
-            }
-        }
-    }
-    for t in tables {
+    let groups = poetry.get("group").and_then(Value::as_table);
+    let dependency_tables = poetry
+        .get("dependencies")
+        .into_iter()
+        .chain(
+            groups
+                .into_iter()
+                .flat_map(|g| g.values().filter_map(|g| g.get("dependencies"))),
+        )
+        .filter_map(Value::as_table);
+    for t in dependency_tables {
         for (package, spec) in t {
             if let Some(source) = spec.get("source").and_then(Value::as_str) {
                 if !source.eq_ignore_ascii_case("pypi") {
@@ -414,45 +432,35 @@ fn from_poetry(doc: &Value, out: &mut Indexes) -> Result<()> {
 /// are searched before it; `include_packages` names pin packages to a
 /// source (patterns cannot be pinned: said in the plan's warnings).
 fn from_pdm(doc: &Value, out: &mut Indexes) -> Result<()> {
-    let sources = doc
-        .get("tool")
-        .and_then(|t| t.get("pdm"))
-        .and_then(|p| p.get("source"))
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    for (n, s) in sources.iter().enumerate() {
-        let at = format!("pyproject.toml [[tool.pdm.source]] #{}", n + 1);
+    for (n, s) in tables(doc, &["tool", "pdm", "source"]).iter().enumerate() {
         if s.get("type").and_then(Value::as_str).unwrap_or("index") != "index" {
             continue;
         }
-        let name = s
-            .get("name")
-            .and_then(Value::as_str)
-            .ok_or_else(|| anyhow!("{at}: needs a name"))?;
-        let url = s
-            .get("url")
-            .and_then(Value::as_str)
-            .ok_or_else(|| anyhow!("{at} {name}: needs a url"))?;
-        if !valid_name(name) {
-            bail!("{at}: the name {name:?} may hold only letters, digits, '-', '_' and '.'");
-        }
-        let (url, userinfo) = split_url(url, &at, false)?;
-        let pypi = name.eq_ignore_ascii_case("pypi");
-        out.push(Index {
-            name: name.to_string(),
-            url,
-            kind: if pypi { Kind::Default } else { Kind::Index },
-            origin: format!("pyproject.toml [[tool.pdm.source]] {name}"),
-            userinfo,
-        });
+        let name = required(
+            s,
+            "name",
+            &format!("pyproject.toml [[tool.pdm.source]] #{}", n + 1),
+        )?;
+        let at = format!("pyproject.toml [[tool.pdm.source]] {name}");
+        let kind = if name.eq_ignore_ascii_case("pypi") {
+            Kind::Default
+        } else {
+            Kind::Index
+        };
+        out.push(Index::declared(
+            Some(name),
+            required(s, "url", &at)?,
+            kind,
+            &at,
+            false,
+        )?);
         let include = crate::core::fs::toml_strings(
             s.get("include_packages"),
-            &format!("{at} {name}: include_packages"),
+            &format!("{at}: include_packages"),
         )?;
         for p in include {
             if p.contains(['*', '?', '[']) {
-                out.notes.push(format!("{at} {name}: include_packages {p:?} is a pattern; slimpack pins only exact names, so packages matching it may come from another index"));
+                out.notes.push(format!("{at}: include_packages {p:?} is a pattern; slimpack pins only exact names, so packages matching it may come from another index"));
             } else {
                 out.pin(&p, name, &at)?;
             }
@@ -461,75 +469,50 @@ fn from_pdm(doc: &Value, out: &mut Indexes) -> Result<()> {
     Ok(())
 }
 
-/// Pipfile's `[[source]]`: the first is where packages come from; the
-/// others only serve packages that name them (`index = "…"`), as Pipenv
-/// installs them.
-fn from_pipfile(dir: &Path, pipfile: &Path, lock: Option<&Path>, out: &mut Indexes) -> Result<()> {
-    let text = crate::core::fs::read_project_file(dir, pipfile)?;
-    let doc = crate::core::fs::parse_toml(pipfile, &text)?;
-    let sources = doc
-        .get("source")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    for (n, s) in sources.iter().enumerate() {
+/// What a Pipfile declares (`doc`, parsed by the caller): its
+/// `[[source]]`s, the first being where packages come from and the others
+/// serving only packages that name them (`index = "…"`), as Pipenv
+/// installs them; and those pins.
+pub fn from_pipfile(doc: &Value) -> Result<Indexes> {
+    let mut out = Indexes::default();
+    for (n, s) in tables(doc, &["source"]).iter().enumerate() {
         let at = format!("Pipfile [[source]] #{}", n + 1);
-        let url = s
-            .get("url")
-            .and_then(Value::as_str)
-            .ok_or_else(|| anyhow!("{at}: needs a url"))?;
-        let (url, userinfo) = split_url(url, &at, false)?;
-        let name = s
-            .get("name")
-            .and_then(Value::as_str)
-            .map_or_else(|| name_from_url(&url), str::to_string);
+        let url = required(s, "url", &at)?;
+        let name = s.get("name").and_then(Value::as_str);
+        let at = name.map_or(at, |n| format!("Pipfile [[source]] {n}"));
+        let index = Index::declared(
+            name,
+            url,
+            if n == 0 {
+                Kind::Default
+            } else {
+                Kind::Explicit
+            },
+            &at,
+            false,
+        )?;
         // PyPI first is uv's default anyway; PyPI later serves only the
         // packages that name it, as any other source.
-        if n == 0 && url.trim_end_matches('/') == PYPI {
+        if n == 0 && index.url == PYPI {
             continue;
         }
-        let kind = if n == 0 {
-            Kind::Default
-        } else {
-            Kind::Explicit
-        };
-        out.push(Index {
-            name: name.clone(),
-            url,
-            kind,
-            origin: format!("Pipfile [[source]] {name}"),
-            userinfo,
-        });
+        out.push(index);
     }
     for section in ["packages", "dev-packages"] {
-        if let Some(Value::Table(t)) = doc.get(section) {
-            for (package, spec) in t {
-                if let Some(index) = spec.get("index").and_then(Value::as_str) {
-                    if out.by_name(index).is_some() {
-                        out.pin(package, index, &format!("Pipfile [{section}]"))?;
-                    }
+        for (package, spec) in doc
+            .get(section)
+            .and_then(Value::as_table)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(index) = spec.get("index").and_then(Value::as_str) {
+                if out.by_name(index).is_some() {
+                    out.pin(package, index, &format!("Pipfile [{section}]"))?;
                 }
             }
         }
     }
-    if let Some(lock) = lock {
-        // The lock says which source each package was locked from.
-        let text = crate::core::fs::read_project_file(dir, lock)?;
-        let json: serde_json::Value = serde_json::from_str(&text)
-            .map_err(|e| anyhow!("{}: not JSON: {e}", lock.display()))?;
-        for section in ["default", "develop"] {
-            if let Some(pkgs) = json.get(section).and_then(|v| v.as_object()) {
-                for (package, spec) in pkgs {
-                    if let Some(index) = spec.get("index").and_then(|v| v.as_str()) {
-                        if out.by_name(index).is_some_and(|i| i.kind == Kind::Explicit) {
-                            out.pin(package, index, &format!("{} [{section}]", lock.display()))?;
-                        }
-                    }
-                }
-            }
-        }
-    }
-    Ok(())
+    Ok(out)
 }
 
 /// The URL without its user part, and the user part when it is only
@@ -611,16 +594,19 @@ fn name_from_url(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::project::DepSource;
+    use crate::project::requirements::IndexLine;
+    use std::path::Path;
 
     fn no_env(_: &str) -> Option<String> {
         None
     }
 
+    fn doc(text: &str) -> Value {
+        crate::core::fs::parse_toml(Path::new("pyproject.toml"), text).unwrap()
+    }
+
     fn read_pp(text: &str) -> Result<Indexes> {
-        let d = tempfile::tempdir().unwrap();
-        std::fs::write(d.path().join("pyproject.toml"), text).unwrap();
-        read(d.path(), &DepSource::None, &[], &no_env)
+        read(&[&from_pyproject(&doc(text))?], &[], &no_env)
     }
 
     #[test]
@@ -675,11 +661,10 @@ mod tests {
             Some("${CORP_USER}:${CORP_TOKEN}")
         );
         // From the environment, credentials are taken out of the URL.
-        let d = tempfile::tempdir().unwrap();
         let env = |k: &str| {
             (k == "PIP_INDEX_URL").then(|| "https://u:tok@pkgs.corp.example/simple/".to_string())
         };
-        let i = read(d.path(), &DepSource::None, &[], &env).unwrap();
+        let i = read(&[], &[], &env).unwrap();
         assert_eq!(i.indexes[0].url, "https://pkgs.corp.example/simple");
         assert_eq!(i.indexes[0].name, "pkgs-corp-example");
         assert_eq!(i.indexes[0].kind, Kind::Default);
@@ -708,25 +693,18 @@ mod tests {
 
     #[test]
     fn pipfile_sources_requirements_lines_and_the_environment_in_order() {
-        let d = tempfile::tempdir().unwrap();
-        let pipfile = d.path().join("Pipfile");
-        std::fs::write(
-            &pipfile,
+        let pipfile = from_pipfile(&doc(
             "[[source]]\nname='pypi'\nurl='https://pypi.org/simple'\n\n[[source]]\nname='corp'\nurl='https://corp.example/simple'\n\n[packages]\nflask='*'\ncorp-lib = { version = '*', index = 'corp' }\n",
-        )
+        ))
         .unwrap();
-        let deps = DepSource::Pipfile {
-            pipfile,
-            lock: None,
-        };
         let env =
             |k: &str| (k == "UV_INDEX").then(|| "mirror=https://m.example/simple".to_string());
-        let req = vec![(
-            "--extra-index-url".to_string(),
-            "https://extra.example/simple".to_string(),
-            "requirements.txt:1".to_string(),
-        )];
-        let i = read(d.path(), &deps, &req, &env).unwrap();
+        let req = vec![IndexLine {
+            extra: true,
+            url: "https://extra.example/simple".to_string(),
+            origin: "requirements.txt:1".to_string(),
+        }];
+        let i = read(&[&pipfile], &req, &env).unwrap();
         let names: Vec<(&str, Kind)> = i
             .indexes
             .iter()
@@ -743,17 +721,11 @@ mod tests {
         assert_eq!(i.pins["corp-lib"], "corp");
         assert_eq!(i.indexes[2].origin, "requirements.txt:1");
         // A private source first: PyPI, second, serves only what names it.
-        let pipfile = d.path().join("Pipfile");
-        std::fs::write(
-            &pipfile,
+        let pipfile = from_pipfile(&doc(
             "[[source]]\nname='corp'\nurl='https://corp.example/simple'\n\n[[source]]\nname='pypi'\nurl='https://pypi.org/simple'\n\n[packages]\ncorp-lib='*'\nsix = { version = '*', index = 'pypi' }\n",
-        )
+        ))
         .unwrap();
-        let deps = DepSource::Pipfile {
-            pipfile,
-            lock: None,
-        };
-        let i = read(d.path(), &deps, &[], &no_env).unwrap();
+        let i = read(&[&pipfile], &[], &no_env).unwrap();
         let kinds: Vec<(&str, Kind)> = i
             .indexes
             .iter()

@@ -23,9 +23,9 @@ pub enum DepSource {
         files: Vec<PathBuf>,
         #[serde(skip)]
         parsed: Vec<requirements::Requirement>,
-        /// Its `--index-url` lines: option, URL, `file:line`.
+        /// Its `--index-url` lines.
         #[serde(skip)]
-        index_lines: Vec<(String, String, String)>,
+        index_lines: Vec<requirements::IndexLine>,
     },
     /// `uv.lock` beside `pyproject.toml`: exported as locked requirements.
     UvLock { pyproject: PathBuf, lock: PathBuf },
@@ -227,10 +227,11 @@ impl Project {
             Config::load(&dir, pyproject.as_ref().and_then(|p| p.slimpack.as_ref()))?;
 
         let deps = dependency_source(&dir, pyproject.as_ref())?;
-        let pipfile_python = match &deps {
-            DepSource::Pipfile { pipfile, .. } => pipfile::read(pipfile)?.python_version,
+        let pipfile = match &deps {
+            DepSource::Pipfile { pipfile, .. } => Some(pipfile::read(pipfile)?),
             _ => None,
         };
+        let pipfile_python = pipfile.as_ref().and_then(|p| p.python_version.clone());
         let python_request = python_version::find(
             &dir,
             pipfile_python.as_deref(),
@@ -250,7 +251,12 @@ impl Project {
             DepSource::Requirements { index_lines, .. } => index_lines.as_slice(),
             _ => &[],
         };
-        let indexes = indexes::read(&dir, &deps, index_lines, &|k| std::env::var(k).ok())?;
+        let declared: Vec<&indexes::Indexes> = pyproject
+            .iter()
+            .map(|p| &p.indexes)
+            .chain(pipfile.iter().map(|p| &p.indexes))
+            .collect();
+        let indexes = indexes::read(&declared, index_lines, &|k| std::env::var(k).ok())?;
         Ok(Project {
             indexes,
             name: normalize_name(&name),

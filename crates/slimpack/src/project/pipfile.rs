@@ -13,6 +13,8 @@ pub struct Pipfile {
     pub packages: Vec<String>,
     pub dev_packages: Vec<String>,
     pub python_version: Option<String>,
+    /// Its `[[source]]`s, and the packages that name one.
+    pub indexes: super::indexes::Indexes,
 }
 
 pub fn read(path: &Path) -> Result<Pipfile> {
@@ -32,6 +34,7 @@ pub fn read(path: &Path) -> Result<Pipfile> {
             .collect()
     };
     Ok(Pipfile {
+        indexes: super::indexes::from_pipfile(&doc)?,
         packages: section("packages")?,
         dev_packages: section("dev-packages")?,
         python_version: doc

@@ -25,6 +25,8 @@ pub struct PyProject {
     /// A `[build-system]` table: the project is a package to install.
     pub build_system: bool,
     pub slimpack: Option<Value>,
+    /// The package indexes and pins it declares (uv, Poetry, PDM).
+    pub indexes: super::indexes::Indexes,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +57,7 @@ pub fn read(path: &Path) -> Result<PyProject> {
     };
     let mut out = PyProject {
         slimpack: doc.get("tool").and_then(|t| t.get("slimpack")).cloned(),
+        indexes: super::indexes::from_pyproject(&doc)?,
         build_system: doc.get("build-system").is_some()
             && !not_a_package("poetry", "package-mode")
             && !not_a_package("pdm", "distribution"),

@@ -33,8 +33,18 @@ pub struct RequirementsFile {
     pub requirements: Vec<Requirement>,
     /// The top file and every file it includes, in the order read.
     pub files: Vec<PathBuf>,
-    /// `--index-url` / `--extra-index-url` lines: option, URL, `file:line`.
-    pub indexes: Vec<(String, String, String)>,
+    /// `--index-url` / `--extra-index-url` lines.
+    pub indexes: Vec<IndexLine>,
+}
+
+/// An `--index-url` (`-i`) or `--extra-index-url` line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexLine {
+    /// `--extra-index-url`: searched before the default, not instead of it.
+    pub extra: bool,
+    pub url: String,
+    /// `file:line`.
+    pub origin: String,
 }
 
 fn name_re() -> &'static Regex {
@@ -244,8 +254,11 @@ fn read_into(root: &Path, path: &Path, out: &mut RequirementsFile, depth: usize)
                     if val.is_empty() {
                         return Err(err(format!("{opt} needs a URL")));
                     }
-                    let opt = if opt == "--extra-index-url" { opt } else { "--index-url" };
-                    out.indexes.push((opt.to_string(), val.to_string(), origin.clone()));
+                    out.indexes.push(IndexLine {
+                        extra: opt == "--extra-index-url",
+                        url: val.to_string(),
+                        origin: origin.clone(),
+                    });
                 }
                 "-f" | "--find-links" | "--no-binary"
                 | "--only-binary" | "--pre" | "--prefer-binary" | "--no-index" | "--trusted-host" => {}
