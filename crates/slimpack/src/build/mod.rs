@@ -209,8 +209,8 @@ pub fn plan(ctx: &Context, inputs: Inputs) -> Result<Planned> {
     let start = start_command(&project, &cfg, &files, &lock)?;
     warnings.extend(start.warning.clone());
     let image = image_config(&project, &cfg, &runtime, &start, mtime, &mut warnings);
-    let steps = steps::plan(&project, &cfg, &files, &lock)?;
     let app = app::input(files, mtime, runtime.base.has_app())?;
+    let steps = steps::plan(&project, &cfg, &app, &lock)?;
     warnings.extend(app.left_out.iter().cloned());
     let mut planned = Planned {
         project,

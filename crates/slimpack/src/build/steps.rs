@@ -8,6 +8,7 @@
 //! the venv (dependencies, interpreter, target), the steps and their
 //! environment. A code edit runs them again; nothing else does.
 
+use super::app::AppInput;
 use crate::builder;
 use crate::core::cache::KeyHasher;
 use crate::core::errors::hinted;
@@ -54,10 +55,10 @@ impl Step {
 
 /// The steps this build runs: Django's collectstatic (unless turned off),
 /// then the configured ones.
-pub fn plan(project: &Project, cfg: &Config, files: &[AppFile], lock: &Lock) -> Result<Vec<Step>> {
+pub fn plan(project: &Project, cfg: &Config, app: &AppInput, lock: &Lock) -> Result<Vec<Step>> {
     let mut out = Vec::new();
     if cfg.collectstatic != Some(false) {
-        if let Some(why) = django_static(files, lock) {
+        if let Some(why) = django_static(app, lock) {
             out.push(Step {
                 argv: ["python", "manage.py", "collectstatic", "--noinput"]
                     .map(String::from)
@@ -91,13 +92,17 @@ pub fn plan(project: &Project, cfg: &Config, files: &[AppFile], lock: &Lock) -> 
 
 /// Django with `django.contrib.staticfiles` and a `STATIC_ROOT`: where
 /// each is said, for the plan.
-fn django_static(files: &[AppFile], lock: &Lock) -> Option<String> {
-    if !lock.packages.iter().any(|p| p.name == "django") {
+fn django_static(app: &AppInput, lock: &Lock) -> Option<String> {
+    // The words the app layer's input read from its Python files rule out
+    // most projects without reading a file again.
+    let words = ["STATIC_ROOT", "staticfiles"];
+    if !lock.packages.iter().any(|p| p.name == "django")
+        || !app.files.iter().any(|f| f.rel == "manage.py")
+        || !words.iter().all(|w| app.words.contains(*w))
+    {
         return None;
     }
-    if !files.iter().any(|f| f.rel == "manage.py") {
-        return None;
-    }
+    let files = &app.files;
     let root = Regex::new(r"(?m)^\s*STATIC_ROOT\s*=").expect("valid pattern");
     let (mut app, mut static_root) = (None, None);
     for f in files
@@ -168,7 +173,7 @@ pub fn run(
         false,
     )?;
     let scratch = work.path().join("app");
-    copy_app(app, &scratch)?;
+    let copied = copy_app(app, &scratch)?;
     for step in steps {
         let sp = req
             .progress
@@ -187,7 +192,7 @@ pub fn run(
             return Err(failure(step, &out));
         }
     }
-    let files = changed(app, &scratch)?;
+    let files = changed(&copied, &scratch)?;
     Ok(Outputs { _dir: work, files })
 }
 
@@ -204,7 +209,14 @@ pub fn root_with_app(
     Ok(crate::sandbox::cached_rootfs(cache, &cache.blobs, &layers, false)?.0)
 }
 
-fn copy_app(app: &[AppFile], to: &Path) -> Result<()> {
+/// The time copies of the app's files are given: any write by a step
+/// sets a file's time to now, so a file that still has this one is as
+/// copied, and is not read again to compare.
+const COPIED_AT: std::time::SystemTime = std::time::UNIX_EPOCH;
+
+/// The app's files copied under `to`; the size of each regular file.
+fn copy_app(app: &[AppFile], to: &Path) -> Result<BTreeMap<String, u64>> {
+    let mut copied = BTreeMap::new();
     std::fs::create_dir_all(to)?;
     for f in app {
         let dest = to.join(&f.rel);
@@ -214,19 +226,24 @@ fn copy_app(app: &[AppFile], to: &Path) -> Result<()> {
         match &f.symlink {
             Some(t) => std::os::unix::fs::symlink(t, &dest)?,
             None => {
-                std::fs::copy(&f.path, &dest)
+                let len = std::fs::copy(&f.path, &dest)
                     .with_context(|| format!("copying {}", f.path.display()))?;
+                std::fs::File::options()
+                    .write(true)
+                    .open(&dest)?
+                    .set_modified(COPIED_AT)?;
+                copied.insert(f.rel.clone(), len);
             }
         }
     }
-    Ok(())
+    Ok(copied)
 }
 
-/// Regular files under `scratch` that the app did not have, or had with
-/// other content.
-fn changed(app: &[AppFile], scratch: &Path) -> Result<Vec<(String, PathBuf, bool)>> {
+/// Regular files under `scratch` that were not copied there, or were
+/// written since. (A step that rewrites a file with the same bytes adds
+/// it again, unchanged.)
+fn changed(copied: &BTreeMap<String, u64>, scratch: &Path) -> Result<Vec<(String, PathBuf, bool)>> {
     use std::os::unix::fs::PermissionsExt;
-    let before: BTreeMap<&str, &AppFile> = app.iter().map(|f| (f.rel.as_str(), f)).collect();
     let mut out = Vec::new();
     for e in walkdir::WalkDir::new(scratch).sort_by_file_name() {
         let e = e?;
@@ -239,12 +256,11 @@ fn changed(app: &[AppFile], scratch: &Path) -> Result<Vec<(String, PathBuf, bool
             .expect("under scratch")
             .to_string_lossy()
             .into_owned();
-        if let Some(f) = before.get(rel.as_str()).filter(|f| f.symlink.is_none()) {
-            if std::fs::read(&f.path)? == std::fs::read(e.path())? {
-                continue;
-            }
+        let m = e.metadata()?;
+        if copied.get(&rel) == Some(&m.len()) && m.modified()? == COPIED_AT {
+            continue;
         }
-        let exec = e.metadata()?.permissions().mode() & 0o111 != 0;
+        let exec = m.permissions().mode() & 0o111 != 0;
         out.push((rel, e.path().to_path_buf(), exec));
     }
     Ok(out)
@@ -322,6 +338,12 @@ mod tests {
     fn collectstatic_runs_for_staticfiles_with_a_static_root() {
         let d = tempfile::tempdir().unwrap();
         let lock = Lock::of(&[("django", "5.1.4")]);
+        let static_of = |files: &[AppFile], lock: &Lock| {
+            django_static(
+                &super::super::app::input(files.to_vec(), 0, false).unwrap(),
+                lock,
+            )
+        };
         let mut files = vec![
             app_file(d.path(), "manage.py", "import os\n"),
             app_file(
@@ -330,42 +352,62 @@ mod tests {
                 "INSTALLED_APPS = ['django.contrib.staticfiles']\n",
             ),
         ];
-        assert_eq!(django_static(&files, &lock), None, "no STATIC_ROOT");
+        assert_eq!(static_of(&files, &lock), None, "no STATIC_ROOT");
+        files.push(app_file(
+            d.path(),
+            "site/views.py",
+            "x = settings.STATIC_ROOT\n",
+        ));
+        assert_eq!(
+            static_of(&files, &lock),
+            None,
+            "STATIC_ROOT read, never set"
+        );
         files.push(app_file(
             d.path(),
             "site/prod.py",
             "from .base import *\nSTATIC_ROOT = BASE_DIR / 'staticfiles'\n",
         ));
         assert_eq!(
-            django_static(&files, &lock).unwrap(),
+            static_of(&files, &lock).unwrap(),
             "Django: django.contrib.staticfiles in site/base.py, STATIC_ROOT in site/prod.py"
         );
         let no_django = Lock {
             packages: Vec::new(),
             ..lock
         };
-        assert_eq!(django_static(&files, &no_django), None);
+        assert_eq!(static_of(&files, &no_django), None);
     }
 
     #[test]
-    fn only_new_and_changed_files_are_outputs() {
+    fn only_new_and_written_files_are_outputs() {
         let d = tempfile::tempdir().unwrap();
         let src = d.path().join("src");
         let files = vec![
             app_file(&src, "manage.py", "a\n"),
             app_file(&src, "static/site.css", "body {}\n"),
+            app_file(&src, "static/same-size.css", "p {}\n"),
         ];
         let scratch = d.path().join("scratch");
-        copy_app(&files, &scratch).unwrap();
+        let copied = copy_app(&files, &scratch).unwrap();
         std::fs::create_dir_all(scratch.join("staticfiles/css")).unwrap();
         std::fs::write(scratch.join("staticfiles/css/site.css"), "body {}\n").unwrap();
         std::fs::write(scratch.join("manage.py"), "changed\n").unwrap();
-        let got: Vec<String> = changed(&files, &scratch)
+        // Rewritten at once, to the same size: its time tells.
+        std::fs::write(scratch.join("static/same-size.css"), "a {}\n").unwrap();
+        let got: Vec<String> = changed(&copied, &scratch)
             .unwrap()
             .into_iter()
             .map(|(r, _, _)| r)
             .collect();
-        assert_eq!(got, ["manage.py", "staticfiles/css/site.css"]);
+        assert_eq!(
+            got,
+            [
+                "manage.py",
+                "static/same-size.css",
+                "staticfiles/css/site.css"
+            ]
+        );
     }
 
     #[test]

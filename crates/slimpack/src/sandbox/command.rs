@@ -162,21 +162,28 @@ impl Sandbox {
     /// A writable directory of the host at `dest` (created on a tmpfs at
     /// `tmpfs_parent` when the read-only root has no such directory; what
     /// the root has there stays visible, e.g. a standalone Python in /opt).
-    pub fn bind(mut self, src: &Path, dest: &str, tmpfs_parent: Option<&str>) -> Self {
-        if let Some(t) = tmpfs_parent {
-            self.ops.push(Op::Tmpfs(t.into()));
-            self.keep_root_entries(t, dest);
-        }
-        self.ops.push(Op::Bind(src.to_path_buf(), dest.into()));
-        self
+    pub fn bind(self, src: &Path, dest: &str, tmpfs_parent: Option<&str>) -> Self {
+        self.mount(Op::Bind(src.to_path_buf(), dest.into()), dest, tmpfs_parent)
     }
 
     /// [`Sandbox::bind`], read-only: a cached tree the command must not
     /// change.
-    pub fn ro_bind_in(mut self, src: &Path, dest: &str, tmpfs_parent: &str) -> Self {
-        self.ops.push(Op::Tmpfs(tmpfs_parent.into()));
-        self.keep_root_entries(tmpfs_parent, dest);
-        self.ops.push(Op::RoBind(src.to_path_buf(), dest.into()));
+    pub fn ro_bind_in(self, src: &Path, dest: &str, tmpfs_parent: &str) -> Self {
+        self.mount(
+            Op::RoBind(src.to_path_buf(), dest.into()),
+            dest,
+            Some(tmpfs_parent),
+        )
+    }
+
+    /// `op`, a bind at `dest`, on a tmpfs at `tmpfs_parent` where the root
+    /// has no place for it.
+    fn mount(mut self, op: Op, dest: &str, tmpfs_parent: Option<&str>) -> Self {
+        if let Some(t) = tmpfs_parent {
+            self.ops.push(Op::Tmpfs(t.into()));
+            self.keep_root_entries(t, dest);
+        }
+        self.ops.push(op);
         self
     }
 
