@@ -575,14 +575,7 @@ fn git_dependencies_are_pinned_to_a_commit() {
 #[test]
 fn build_steps_run_with_their_own_environment_into_the_app_layer() {
     let cache = shared_cache();
-    let app = tempfile::tempdir().unwrap();
-    let st = Command::new("cp")
-        .arg("-r")
-        .arg(corpus().join("django-whitenoise").join("."))
-        .arg(app.path())
-        .status()
-        .unwrap();
-    assert!(st.success());
+    let app = copy_dir(&corpus().join("django-whitenoise"));
     let settings = app.path().join("shop/settings.py");
     let text = std::fs::read_to_string(&settings).unwrap();
     std::fs::write(

@@ -9,7 +9,7 @@ mod common;
 use common::*;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Command, Output};
@@ -343,30 +343,15 @@ impl FakeGoogle {
 /// One HTTP/1.1 exchange per connection.
 fn serve(conn: std::net::TcpStream, st: &Mutex<State>) {
     let mut reader = BufReader::new(conn.try_clone().unwrap());
-    let mut line = String::new();
-    if reader.read_line(&mut line).is_err() {
+    let Some(Request {
+        method,
+        url,
+        authorization: auth,
+        body,
+    }) = read_request(&mut reader)
+    else {
         return;
-    }
-    let mut words = line.split_whitespace();
-    let (method, url) = (
-        words.next().unwrap_or("").to_string(),
-        words.next().unwrap_or("").to_string(),
-    );
-    let (mut len, mut auth) = (0usize, None);
-    loop {
-        let mut h = String::new();
-        if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
-            break;
-        }
-        let (k, v) = h.split_once(':').unwrap_or((&h, ""));
-        match k.to_ascii_lowercase().as_str() {
-            "content-length" => len = v.trim().parse().unwrap_or(0),
-            "authorization" => auth = Some(v.trim().to_string()),
-            _ => {}
-        }
-    }
-    let mut body = vec![0u8; len];
-    reader.read_exact(&mut body).unwrap();
+    };
     let body: Value = if body.is_empty() {
         Value::Null
     } else if url == "/token" {

@@ -12,7 +12,7 @@ mod common;
 use base64::Engine as _;
 use common::*;
 use sha2::Digest;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -207,31 +207,13 @@ fn authorize(path: &str, auth: Option<&str>) -> u16 {
 
 fn serve(conn: std::net::TcpStream, files: &Files, token: &Mutex<String>) {
     let mut reader = BufReader::new(conn.try_clone().unwrap());
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-            return;
-        }
-        let mut words = line.split_whitespace();
-        let method = words.next().unwrap_or("").to_string();
-        let path = words.next().unwrap_or("").to_string();
-        let (mut len, mut auth) = (0usize, None);
-        loop {
-            let mut h = String::new();
-            if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
-                break;
-            }
-            let (k, v) = h.split_once(':').unwrap_or((&h, ""));
-            match k.to_ascii_lowercase().as_str() {
-                "content-length" => len = v.trim().parse().unwrap_or(0),
-                "authorization" => auth = Some(v.trim().to_string()),
-                _ => {}
-            }
-        }
-        let mut body = vec![0u8; len];
-        if reader.read_exact(&mut body).is_err() {
-            return;
-        }
+    while let Some(Request {
+        method,
+        url: path,
+        authorization: auth,
+        ..
+    }) = read_request(&mut reader)
+    {
         let (status, bytes) = if path == "/token" && method == "POST" {
             let t = token.lock().unwrap().clone();
             (
@@ -271,9 +253,6 @@ fn serve(conn: std::net::TcpStream, files: &Files, token: &Mutex<String>) {
         head.push_str("\r\n");
         if out.write_all(head.as_bytes()).is_err() || out.write_all(&bytes).is_err() {
             return;
-        }
-        if method == "HEAD" {
-            continue;
         }
     }
 }
@@ -374,6 +353,25 @@ fn failed(out: &Output) -> String {
         String::from_utf8_lossy(&out.stdout)
     );
     String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn succeeded(out: &Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A run of an image that printed `expected` (and what it said on stderr
+/// when it did not).
+fn printed(run: &Output, expected: &str) {
+    assert_eq!(
+        String::from_utf8_lossy(&run.stdout).trim(),
+        expected,
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
 }
 
 /// Every file under `dir` (gzip streams read decompressed) that holds any
@@ -486,11 +484,7 @@ fn private_indexes_install_with_credentials_that_go_nowhere() {
 
     // With both: the plan lists each index and what comes from it.
     let out = env.slimpack(&plan, Some((USER, PASSWORD)), true);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     let p: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let indexes = p["dependencies"]["indexes"].as_array().unwrap();
     let names: Vec<&str> = indexes
@@ -532,22 +526,15 @@ fn private_indexes_install_with_credentials_that_go_nowhere() {
         Some((USER, PASSWORD)),
         true,
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     outputs.push(out);
-    let run = env.slimpack(
-        &["run", &oci, "--port", &free_port().to_string()],
-        None,
-        false,
-    );
-    assert_eq!(
-        String::from_utf8_lossy(&run.stdout).trim(),
+    printed(
+        &env.slimpack(
+            &["run", &oci, "--port", &free_port().to_string()],
+            None,
+            false,
+        ),
         "<hello from corp> ar-tools 2.0 six 1.17.0",
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
     );
 
     let basic_b64 = basic(USER, PASSWORD);
@@ -759,21 +746,14 @@ fn every_way_of_declaring_an_index_reaches_uv() {
         Some((USER, PASSWORD)),
         true,
     );
-    assert!(
-        built.status.success(),
-        "{}",
-        String::from_utf8_lossy(&built.stderr)
-    );
-    let run = env.slimpack(
-        &["run", &oci, "--port", &free_port().to_string()],
-        None,
-        false,
-    );
-    assert_eq!(
-        String::from_utf8_lossy(&run.stdout).trim(),
+    succeeded(&built);
+    printed(
+        &env.slimpack(
+            &["run", &oci, "--port", &free_port().to_string()],
+            None,
+            false,
+        ),
         "hello from corp ar-tools 2.0",
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
     );
     let got = origins(&env.slimpack(&["build", dir, "--plan"], Some((USER, PASSWORD)), true));
     assert_eq!(
@@ -828,20 +808,13 @@ fn a_netrc_reaches_the_builder() {
             .unwrap()
     };
     let built = run(&["build", app.path().to_str().unwrap(), "-o", &oci, "--json"]);
-    assert!(
-        built.status.success(),
-        "{}",
-        String::from_utf8_lossy(&built.stderr)
-    );
+    succeeded(&built);
     let report: serde_json::Value = serde_json::from_slice(&built.stdout).unwrap();
     let compiled = report["builder"]["compiled"].to_string();
     assert!(compiled.contains("corp-netrc==0.1"), "{report}");
-    let ran = run(&["run", &oci, "--port", &free_port().to_string()]);
-    assert_eq!(
-        String::from_utf8_lossy(&ran.stdout).trim(),
+    printed(
+        &run(&["run", &oci, "--port", &free_port().to_string()]),
         "credentials from a netrc",
-        "{}",
-        String::from_utf8_lossy(&ran.stderr)
     );
     let leaks = holding(&layout, &[PASSWORD]);
     assert!(leaks.is_empty(), "{leaks:?}");

@@ -22,15 +22,61 @@ pub fn shared_cache() -> PathBuf {
 
 /// A throwaway copy of `examples/NAME`.
 pub fn copy_example(name: &str) -> tempfile::TempDir {
+    copy_dir(&workspace().join("examples").join(name))
+}
+
+/// A throwaway copy of the directory `src`.
+pub fn copy_dir(src: &Path) -> tempfile::TempDir {
     let d = tempfile::tempdir().unwrap();
     let st = Command::new("cp")
         .arg("-r")
-        .arg(workspace().join("examples").join(name).join("."))
+        .arg(src.join("."))
         .arg(d.path())
         .status()
         .unwrap();
     assert!(st.success());
     d
+}
+
+/// One HTTP/1.1 request, as the loopback servers of the tests read it.
+pub struct Request {
+    pub method: String,
+    /// Path and query.
+    pub url: String,
+    pub authorization: Option<String>,
+    pub body: Vec<u8>,
+}
+
+/// The next request on a connection; None where it ends.
+pub fn read_request(reader: &mut impl std::io::BufRead) -> Option<Request> {
+    let mut line = String::new();
+    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+        return None;
+    }
+    let mut words = line.split_whitespace();
+    let method = words.next().unwrap_or("").to_string();
+    let url = words.next().unwrap_or("").to_string();
+    let (mut len, mut authorization) = (0usize, None);
+    loop {
+        let mut h = String::new();
+        if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+            break;
+        }
+        let (k, v) = h.split_once(':').unwrap_or((&h, ""));
+        match k.to_ascii_lowercase().as_str() {
+            "content-length" => len = v.trim().parse().unwrap_or(0),
+            "authorization" => authorization = Some(v.trim().to_string()),
+            _ => {}
+        }
+    }
+    let mut body = vec![0u8; len];
+    reader.read_exact(&mut body).ok()?;
+    Some(Request {
+        method,
+        url,
+        authorization,
+        body,
+    })
 }
 
 /// Runs `cmd`, which must succeed; its stdout.
