@@ -218,6 +218,13 @@ impl Index {
     }
 }
 
+impl Index {
+    /// A named source table of a project file (`name`, `url`).
+    fn source(table: &Value, name: &str, kind: Kind, at: &str) -> Result<Index> {
+        Index::declared(Some(name), required(table, "url", at)?, kind, at, false)
+    }
+}
+
 /// `key` of a source table, which it must have.
 fn required<'a>(table: &'a Value, key: &str, at: &str) -> Result<&'a str> {
     table
@@ -388,13 +395,7 @@ fn from_poetry(doc: &Value, out: &mut Indexes) -> Result<()> {
                 bail!("{at}: unknown priority {other:?} (primary, supplemental or explicit)")
             }
         };
-        out.push(Index::declared(
-            Some(name),
-            required(s, "url", &at)?,
-            kind,
-            &at,
-            false,
-        )?);
+        out.push(Index::source(s, name, kind, &at)?);
     }
     // PyPI is left out: the last primary source takes its place.
     if !declared_pypi && !out.indexes.iter().any(|i| i.kind == Kind::Default) {
@@ -447,13 +448,7 @@ fn from_pdm(doc: &Value, out: &mut Indexes) -> Result<()> {
         } else {
             Kind::Index
         };
-        out.push(Index::declared(
-            Some(name),
-            required(s, "url", &at)?,
-            kind,
-            &at,
-            false,
-        )?);
+        out.push(Index::source(s, name, kind, &at)?);
         let include = crate::core::fs::toml_strings(
             s.get("include_packages"),
             &format!("{at}: include_packages"),
