@@ -216,9 +216,7 @@ impl Index {
             userinfo,
         })
     }
-}
 
-impl Index {
     /// A named source table of a project file (`name`, `url`).
     fn source(table: &Value, name: &str, kind: Kind, at: &str) -> Result<Index> {
         Index::declared(Some(name), required(table, "url", at)?, kind, at, false)
