@@ -395,6 +395,8 @@ mod tests {
         std::fs::write(scratch.join("manage.py"), "changed\n").unwrap();
         // Rewritten at once, to the same size: its time tells.
         std::fs::write(scratch.join("static/same-size.css"), "a {}\n").unwrap();
+        // A link a step made (to a host file, say) is no file of the app.
+        std::os::unix::fs::symlink("/etc/passwd", scratch.join("static/passwd")).unwrap();
         let got: Vec<String> = changed(&copied, &scratch)
             .unwrap()
             .into_iter()

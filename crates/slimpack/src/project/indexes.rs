@@ -623,6 +623,23 @@ mod tests {
         let e =
             read_pp("[[tool.uv.index]]\nurl = 'https://a/simple'\nexplicit = true\n").unwrap_err();
         assert!(e.to_string().contains("needs a name"), "{e}");
+        // Names that could not be uv's variable names, URLs that are not
+        // http(s), a control character, one package pinned twice.
+        let e = read_pp("[[tool.uv.index]]\nname = 'a b'\nurl = 'https://a/simple'\n").unwrap_err();
+        assert!(e.to_string().contains("may hold only letters"), "{e}");
+        let e = read_pp("[[tool.uv.index]]\nname = 'a'\nurl = 'file:///etc/simple'\n").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("file:// index URLs are not supported"),
+            "{e}"
+        );
+        let e =
+            read_pp("[[tool.uv.index]]\nname = 'a'\nurl = \"\\u001b[31mnot a url\"\n").unwrap_err();
+        assert!(!e.to_string().contains('\u{1b}'), "{e}");
+        let e = read_pp("[tool.uv]\nindex = 'https://a/simple'\n").unwrap_err();
+        assert!(e.to_string().contains("must be an array of tables"), "{e}");
+        let e = read_pp("[tool.poetry.dependencies]\nx = { version = '*', source = 'a' }\n[tool.poetry.group.dev.dependencies]\nx = { version = '*', source = 'b' }\n[[tool.poetry.source]]\nname = 'a'\nurl = 'https://a/simple'\n[[tool.poetry.source]]\nname = 'b'\nurl = 'https://b/simple'\n").unwrap_err();
+        assert!(e.to_string().contains("pinned to index"), "{e}");
     }
 
     #[test]
