@@ -12,6 +12,7 @@ pub struct Progress {
 impl Progress {
     pub fn new(enabled: bool) -> Self {
         use std::io::IsTerminal;
+        clock();
         Self {
             enabled: enabled && std::io::stderr().is_terminal(),
         }
@@ -23,6 +24,7 @@ impl Progress {
     }
 
     pub fn spinner(&self, msg: String) -> ProgressBar {
+        timing(&msg);
         if !self.enabled {
             return ProgressBar::hidden();
         }
@@ -34,6 +36,7 @@ impl Progress {
     }
 
     pub fn bytes(&self, msg: String, total: u64) -> ProgressBar {
+        timing(&msg);
         if !self.enabled {
             return ProgressBar::hidden();
         }
@@ -48,6 +51,24 @@ impl Progress {
         pb.set_message(msg);
         pb
     }
+}
+
+/// With `SLIMPACK_TIMINGS` set, each stage's start on stderr, seconds since
+/// the first: where a build's time goes (the benchmark reads them), with
+/// or without a terminal.
+fn timing(msg: &str) {
+    if let Some(start) = clock() {
+        eprintln!(
+            "[{:7.2}s] {}",
+            start.elapsed().as_secs_f64(),
+            crate::core::text::escape_controls(msg)
+        );
+    }
+}
+
+fn clock() -> Option<std::time::Instant> {
+    static START: std::sync::OnceLock<Option<std::time::Instant>> = std::sync::OnceLock::new();
+    *START.get_or_init(|| std::env::var_os("SLIMPACK_TIMINGS").map(|_| std::time::Instant::now()))
 }
 
 /// Sizes for people: 12.3 MB (decimal, as registries and `docker images` show).
