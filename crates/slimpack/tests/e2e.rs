@@ -96,6 +96,35 @@ fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     Some((code, buf))
 }
 
+/// Runs `code` with the venv's interpreter in the image (its files only,
+/// as its user) and returns its output; it must succeed.
+fn python_in(rootfs: &Path, code: &str) -> String {
+    let out = Command::new("bwrap")
+        .arg("--ro-bind")
+        .arg(rootfs)
+        .arg("/")
+        .args(["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"])
+        .args([
+            "--unshare-all",
+            "--die-with-parent",
+            "--uid",
+            "65532",
+            "--gid",
+            "65532",
+        ])
+        .args(["--clearenv", "--chdir", "/app", "--"])
+        .args(["/opt/venv/bin/python", "-c", code])
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    text
+}
+
 /// Runs the image's command as its user under bwrap, with only the image's
 /// files, and GETs `path` once it listens.
 fn serve_and_get(rootfs: &Path, config: &Value, path: &str) -> (u16, String) {
@@ -312,17 +341,34 @@ fn flask_example_builds_runs_reproduces_and_rebuilds_one_layer() {
     for banned in ["perl-base ", "dpkg ", "bash ", "debconf "] {
         assert!(!pkgs.contains(banned), "{banned} must stay out:\n{pkgs}");
     }
-    let stdlib_pyc = rootfs.join("usr/lib/python3.11/__pycache__/json.cpython-311.pyc");
-    let json_pyc = rootfs.join("usr/lib/python3.11/json/__pycache__/__init__.cpython-311.pyc");
-    assert!(
-        stdlib_pyc.exists() || json_pyc.exists(),
-        "imported stdlib modules get bytecode"
-    );
+    // The stdlib ships as bytecode only, each module's where its source was.
+    let stdlib = rootfs.join("usr/lib/python3.11");
+    let json_pyc = stdlib.join("json/__init__.pyc");
+    assert!(json_pyc.is_file() && !stdlib.join("json/__init__.py").exists());
+    assert!(!stdlib.join("json/__pycache__").exists());
     let pyc = std::fs::read(&json_pyc).unwrap();
     assert_eq!(
         u32::from_le_bytes(pyc[4..8].try_into().unwrap()),
         0b01,
         "unchecked-hash pyc (flags=1)"
+    );
+    // Every module stays importable: what the app never imported, each
+    // extension module (so no library it links was left out), a link to a
+    // source (Debian's `_sysconfigdata`), and a traceback names the line.
+    let imported = python_in(
+        &rootfs,
+        "import importlib, os, sys, traceback\n\
+         d = '/usr/lib/python3.11/lib-dynload'\n\
+         for f in sorted(os.listdir(d)): importlib.import_module(f.split('.')[0])\n\
+         import email.mime.text, sqlite3, sysconfig, zoneinfo, ctypes, lzma, uuid\n\
+         assert sysconfig.get_config_var('EXT_SUFFIX')\n\
+         zoneinfo.ZoneInfo('Europe/Paris')\n\
+         try:\n    import json; json.loads('{')\n\
+         except ValueError: traceback.print_exc(file=sys.stdout)\n",
+    );
+    assert!(
+        imported.contains("File \"/usr/lib/python3.11/json/decoder.py\", line"),
+        "{imported}"
     );
 
     let config = image_config(&layout);

@@ -230,8 +230,13 @@ fn a_standalone_python_is_verified_unpacked_and_runs() {
     );
     let cfg = std::fs::read_to_string(rootfs.join("opt/venv/pyvenv.cfg")).unwrap();
     assert!(cfg.contains("home = /opt/python/bin"), "{cfg}");
-    // Bytecode compiled by that interpreter, for its stdlib.
-    assert!(std::fs::read_dir(rootfs.join("opt/python/lib/python3.11/json/__pycache__")).is_ok());
+    // Its stdlib as bytecode, compiled by that interpreter.
+    assert!(rootfs
+        .join("opt/python/lib/python3.11/json/__init__.pyc")
+        .is_file());
+    assert!(!rootfs
+        .join("opt/python/lib/python3.11/json/__init__.py")
+        .exists());
 
     let run_port = free_port().to_string();
     let out = Command::new(env!("CARGO_BIN_EXE_slimpack"))
@@ -412,10 +417,9 @@ fn a_free_threaded_python_gets_free_threaded_wheels_and_runs() {
         std::fs::read_link(rootfs.join("usr/bin/python3")).unwrap(),
         Path::new("/opt/python/bin/python3.13t")
     );
-    // Its bytecode carries the tag CPython gives it (no `t`).
-    assert!(rootfs
-        .join("opt/python/lib/python3.13t/json/__pycache__/__init__.cpython-313.pyc")
-        .is_file());
+    // Its stdlib ships as bytecode, compiled by the free-threaded interpreter.
+    let json = rootfs.join("opt/python/lib/python3.13t/json");
+    assert!(json.join("__init__.pyc").is_file() && !json.join("__init__.py").exists());
 
     let run = |args: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_slimpack"))

@@ -6,6 +6,8 @@ use super::archive;
 use crate::core::cache::{Cache, CacheDir, KeyHasher, RecordKind};
 use crate::core::http;
 use crate::core::progress::Progress;
+use crate::python::strip::Applied;
+use crate::settings::StripRule;
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use slimpack_debian::{
@@ -17,7 +19,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Bump when the layer's content rules change, so cached layers are rebuilt.
-const POLICY_VERSION: &str = "runtime-v3";
+// v4: the `libraries` and `stdlib-sources` rules (`base::trim`).
+const POLICY_VERSION: &str = "runtime-v4";
 /// How long a verified package resolution is reused before the archive is
 /// asked again (security updates land within this time).
 const RESOLUTION_TTL_SECS: u64 = 24 * 3600;
@@ -114,6 +117,9 @@ pub struct BaseSpec {
     /// the same signed Release gives the same packages either way.
     #[serde(default = "yes", skip_serializing_if = "is_yes")]
     pub check_valid_until: bool,
+    /// The runtime's strip rules the project turned off (`no-strip`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub no_strip: Vec<StripRule>,
 }
 
 fn yes() -> bool {
@@ -174,6 +180,25 @@ impl BaseSpec {
     /// The Debian Python of the runtime (`3.13`), None when it is standalone.
     pub fn debian_python(&self) -> Option<&'static str> {
         self.standalone.is_none().then(|| self.suite.python())
+    }
+
+    /// Whether the runtime rule `r` applies (a builder keeps everything).
+    pub fn strips(&self, r: StripRule) -> bool {
+        self.purpose == Purpose::Runtime && !self.no_strip.contains(&r)
+    }
+
+    /// The interpreter and the standard library, as image paths.
+    fn python_paths(&self) -> (String, String) {
+        match &self.standalone {
+            Some(p) => (p.interpreter(), p.stdlib()),
+            None => {
+                let py = self.suite.python();
+                (
+                    format!("/usr/bin/python{py}"),
+                    format!("/usr/lib/python{py}"),
+                )
+            }
+        }
     }
 
     /// The builder for this runtime, with `build_packages` added.
@@ -261,6 +286,16 @@ pub struct Runtime {
     pub layer: Layer,
     /// Hash of exactly what is in the layer (package hashes + policy).
     pub key: String,
+    /// What the runtime's strip rules took out.
+    #[serde(default)]
+    pub stripped: Vec<Applied>,
+}
+
+/// The runtime layer as cached, with what its rules took out.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct RuntimeRecord {
+    layer: Layer,
+    stripped: Vec<Applied>,
 }
 
 impl Runtime {
@@ -564,6 +599,8 @@ fn dropped(path: &str, python: &str) -> bool {
         "etc/cron.daily/",
         "etc/logrotate.d/",
         "usr/share/zoneinfo/right/",
+        // The zones' source text, for zic: readers open the compiled zones.
+        "usr/share/zoneinfo/tzdata.zi",
         "usr/share/python3/",
         "usr/share/debconf/",
         "usr/lib/mime/",
@@ -579,7 +616,10 @@ fn dropped(path: &str, python: &str) -> bool {
     let stdlib = format!("usr/lib/python{python}/");
     if let Some(rest) = path.strip_prefix(&stdlib) {
         let top = rest.split('/').next().unwrap_or("");
-        return unused_stdlib(top) || top.starts_with("config-");
+        let dynload = rest.strip_prefix("lib-dynload/");
+        return unused_stdlib(top)
+            || top.starts_with("config-")
+            || dynload.is_some_and(test_extension);
     }
     // Interpreter helpers that are scripts needing a shell or pydoc.
     path.starts_with("usr/bin/") && !path.starts_with(&format!("usr/bin/python{python}"))
@@ -601,6 +641,20 @@ pub(super) fn unused_stdlib(top: &str) -> bool {
             | "turtle.py"
             | "__phello__"
     )
+}
+
+/// CPython's own test-support extension modules (`_testcapi`…), which
+/// only its test suite imports.
+pub(super) fn test_extension(file: &str) -> bool {
+    [
+        "_test",
+        "_ctypes_test",
+        "xxlimited",
+        "_xxtestfuzz",
+        "xxsubtype",
+    ]
+    .iter()
+    .any(|p| file.starts_with(p))
 }
 
 /// Where a package's programs are.
@@ -649,6 +703,9 @@ pub fn build(
     if let Some(p) = &spec.standalone {
         h.part("standalone", &p.download.sha256);
     }
+    for r in StripRule::ALL.into_iter().filter(|r| r.is_runtime()) {
+        h.part("strip", format!("{}={}", r.as_str(), spec.strips(r)));
+    }
     // Only when asked: every other runtime keeps its key.
     for t in spec
         .tools
@@ -658,30 +715,33 @@ pub fn build(
         h.part("tool", t);
     }
     let key = h.finish();
-    if let Some(layer) = cache.get::<Layer>(RecordKind::RuntimeLayer, &key) {
-        if cache.has_blob(&layer.digest) {
+    if let Some(r) = cache.get::<RuntimeRecord>(RecordKind::RuntimeLayer, &key) {
+        if cache.has_blob(&r.layer.digest) {
             return Ok((
                 Runtime {
                     suite: spec.suite,
                     resolved,
-                    layer,
+                    layer: r.layer,
                     key,
+                    stripped: r.stripped,
                 },
                 true,
             ));
         }
     }
-    let b = assemble(spec, &resolved, cache, progress)?;
+    let (b, stripped) = assemble(spec, &resolved, cache, progress)?;
     let sp = progress.spinner("Writing the runtime layer".into());
     let layer = b.write(&cache.blobs, mtime)?;
-    cache.put(RecordKind::RuntimeLayer, &key, &layer)?;
+    let record = RuntimeRecord { layer, stripped };
+    cache.put(RecordKind::RuntimeLayer, &key, &record)?;
     sp.finish_and_clear();
     Ok((
         Runtime {
             suite: spec.suite,
             resolved,
-            layer,
+            layer: record.layer,
             key,
+            stripped: record.stripped,
         },
         false,
     ))
@@ -693,7 +753,15 @@ pub fn build(
 fn add_file_lists(b: &mut LayerBuilder, owned: &[(&PackageRecord, Vec<String>)]) -> Result<()> {
     for (p, paths) in owned {
         let mut list = String::from("/.\n");
-        let mut kept: Vec<&String> = paths.iter().filter(|path| b.contains(path)).collect();
+        // A stdlib source whose bytecode ships instead is listed as that.
+        let mut kept: Vec<String> = paths
+            .iter()
+            .filter_map(|path| match path.strip_suffix(".py") {
+                _ if b.contains(path) => Some(path.clone()),
+                Some(_) if b.contains(&format!("{path}c")) => Some(format!("{path}c")),
+                _ => None,
+            })
+            .collect();
         kept.sort();
         kept.dedup();
         for path in kept {
@@ -721,13 +789,14 @@ fn add_file_lists(b: &mut LayerBuilder, owned: &[(&PackageRecord, Vec<String>)])
 }
 
 /// Every file of the resolved packages as one tree, trimmed by the policy
-/// of `spec.purpose`, with the system files dpkg's scripts would have made.
+/// of `spec.purpose` and the runtime's strip rules (what they took out is
+/// returned), with the system files dpkg's scripts would have made.
 fn assemble(
     spec: &BaseSpec,
     resolved: &Resolved,
     cache: &Cache,
     progress: &Progress,
-) -> Result<LayerBuilder> {
+) -> Result<(LayerBuilder, Vec<Applied>)> {
     let debs = fetch_debs(resolved, cache, progress)?;
     let python = spec.suite.python();
     let drop = |path: &str, tool: bool| match spec.purpose {
@@ -804,10 +873,15 @@ fn assemble(
     if let Some(p) = &spec.standalone {
         super::standalone::add(&mut b, p, spec.purpose == Purpose::Builder, cache, progress)?;
     }
+    add_system_files(&mut b, spec, resolved, ca_roots)?;
+    // The interpreter runs in the tree for its bytecode: after the system files.
+    let stripped = trim(&mut b, spec, &owned, cache, progress)?;
     if spec.purpose == Purpose::Runtime {
+        let mut unlinked = Vec::new();
+        b.clone().write_tar(&mut unlinked, 0).unwrap();
+        link_repeated_copyrights(&mut b);
         add_file_lists(&mut b, &owned)?;
     }
-    add_system_files(&mut b, spec, resolved, ca_roots)?;
     if spec.purpose == Purpose::Builder {
         if !b.contains("usr/bin/sh") {
             b.add("usr/bin/sh", Entry::symlink("dash"))?;
@@ -817,7 +891,63 @@ fn assemble(
             b.add(f, Entry::bytes(0o644, Vec::new()))?;
         }
     }
-    Ok(b)
+    Ok((b, stripped))
+}
+
+/// Debian's copyright files repeat across the packages of one source
+/// (Kerberos' four, Python's two): each repeat becomes a hard link to the
+/// first, so the layer holds the text once.
+fn link_repeated_copyrights(b: &mut LayerBuilder) {
+    let mut first: BTreeMap<Vec<u8>, String> = BTreeMap::new();
+    let mut links: Vec<(String, String)> = Vec::new();
+    for (path, e) in b.iter() {
+        if let (true, EntryKind::Bytes(data)) = (
+            path.starts_with("usr/share/doc/") && path.ends_with("/copyright"),
+            &e.kind,
+        ) {
+            match first.get(data) {
+                Some(target) => links.push((path.to_string(), target.clone())),
+                None => {
+                    first.insert(data.clone(), path.to_string());
+                }
+            }
+        }
+    }
+    for (path, target) in links {
+        // Both paths are this builder's own: always valid.
+        let _ = b.add(&path, Entry::new(0o644, EntryKind::Hardlink(target)));
+    }
+}
+
+/// Applies the runtime's strip rules ([`super::trim`]) to the assembled tree.
+fn trim(
+    b: &mut LayerBuilder,
+    spec: &BaseSpec,
+    owned: &[(&PackageRecord, Vec<String>)],
+    cache: &Cache,
+    progress: &Progress,
+) -> Result<Vec<Applied>> {
+    let mut stripped = Vec::new();
+    if spec.strips(StripRule::Libraries) {
+        // A package asked for by name keeps every library it has.
+        let asked: BTreeSet<String> = owned
+            .iter()
+            .filter(|(p, _)| spec.extra_packages.contains(&p.name) || spec.tools.contains(&p.name))
+            .flat_map(|(_, paths)| paths.iter().cloned())
+            .collect();
+        stripped.push(super::trim::unlinked_libraries(b, &asked).by(StripRule::Libraries));
+    }
+    if spec.strips(StripRule::StdlibSources) {
+        let (interpreter, stdlib) = spec.python_paths();
+        stripped.push(super::trim::stdlib_bytecode(
+            b,
+            &interpreter,
+            &stdlib,
+            cache,
+            progress,
+        )?);
+    }
+    Ok(stripped)
 }
 
 /// The entries of each `.deb`, in order. Decompressing (mostly xz) is the
@@ -851,7 +981,7 @@ pub fn builder_rootfs(
     if dir.is_dir() {
         return Ok(dir);
     }
-    let mut b = assemble(spec, resolved, cache, progress)?;
+    let (mut b, _) = assemble(spec, resolved, cache, progress)?;
     let sp = progress.spinner("Unpacking the builder".into());
     let (reader, writer) = std::io::pipe()?;
     let result = std::thread::scope(|s| {
@@ -1065,6 +1195,68 @@ mod tests {
         assert!(!dropped("usr/bin/python3.11", "3.11"));
         assert!(dropped("usr/bin/pydoc3.11", "3.11"));
         assert!(!dropped("usr/share/zoneinfo/Europe/Paris", "3.11"));
+        assert!(dropped("usr/share/zoneinfo/tzdata.zi", "3.11"));
+        let dynload = "usr/lib/python3.11/lib-dynload";
+        assert!(dropped(
+            &format!("{dynload}/_testcapi.cpython-311-x86_64-linux-gnu.so"),
+            "3.11"
+        ));
+        assert!(dropped(
+            &format!("{dynload}/_ctypes_test.cpython-311-x86_64-linux-gnu.so"),
+            "3.11"
+        ));
+        assert!(dropped(
+            &format!("{dynload}/xxlimited_35.cpython-311-x86_64-linux-gnu.so"),
+            "3.11"
+        ));
+        assert!(!dropped(
+            &format!("{dynload}/_ctypes.cpython-311-x86_64-linux-gnu.so"),
+            "3.11"
+        ));
+        assert!(!dropped(
+            &format!("{dynload}/_typing.cpython-311-x86_64-linux-gnu.so"),
+            "3.11"
+        ));
+    }
+
+    #[test]
+    fn repeated_copyright_files_are_hard_links() {
+        let mut b = LayerBuilder::new();
+        let text = "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n";
+        for p in ["libkrb5-3", "libk5crypto3", "libgssapi-krb5-2"] {
+            b.add(
+                &format!("usr/share/doc/{p}/copyright"),
+                Entry::bytes(0o644, text),
+            )
+            .unwrap();
+        }
+        b.add(
+            "usr/share/doc/libc6/copyright",
+            Entry::bytes(0o644, "other"),
+        )
+        .unwrap();
+        let mut unlinked = Vec::new();
+        b.clone().write_tar(&mut unlinked, 0).unwrap();
+        link_repeated_copyrights(&mut b);
+        let kind = |p: &str| {
+            b.get(&format!("usr/share/doc/{p}/copyright"))
+                .unwrap()
+                .kind
+                .clone()
+        };
+        // The first in path order keeps the bytes; the tar writes the others as links to it.
+        assert!(matches!(kind("libgssapi-krb5-2"), EntryKind::Bytes(_)));
+        for p in ["libk5crypto3", "libkrb5-3"] {
+            assert!(
+                matches!(kind(p), EntryKind::Hardlink(t) if t == "usr/share/doc/libgssapi-krb5-2/copyright"),
+                "{p}"
+            );
+        }
+        assert!(matches!(kind("libc6"), EntryKind::Bytes(_)));
+        // The two repeats' bytes (a 512-byte block each) are not written.
+        let mut linked = Vec::new();
+        b.write_tar(&mut linked, 0).unwrap();
+        assert_eq!(linked.len() + 2 * 512, unlinked.len());
     }
 
     #[test]

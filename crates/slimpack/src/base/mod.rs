@@ -5,6 +5,7 @@ pub mod archive;
 pub mod debian;
 pub mod registry;
 pub mod standalone;
+mod trim;
 
 use crate::project::pyproject::python_satisfies;
 use crate::settings::PythonSource;

@@ -241,9 +241,7 @@ fn dropped(rest: &str, abi: &str, builder: bool) -> bool {
         return super::debian::unused_stdlib(top)
             || top == "site-packages"
             || (top == "lib-dynload"
-                && ["_tkinter", "_test", "xxlimited", "_xxtestfuzz", "xxsubtype"]
-                    .iter()
-                    .any(|p| file.starts_with(p)))
+                && (file.starts_with("_tkinter") || super::debian::test_extension(file)))
             || (!builder && top.starts_with("config-") && file.ends_with(".a"));
     }
     let top = rest.split('/').next().unwrap_or("");

@@ -704,7 +704,10 @@ fn named_bytecode(
     }
     let req = planned.request(ctx);
     let root = || planned.runtime.base.root(&req, &record.runtime_additions);
-    named::layer(&req, root, record, &planned.venv_key, names).map(Some)
+    let positions = !planned
+        .venv_opts
+        .strips(crate::python::strip::Rule::Positions);
+    named::layer(&req, root, record, &planned.venv_key, names, positions).map(Some)
 }
 
 fn history(planned: &Planned, runtime_layers: usize) -> Vec<String> {

@@ -71,6 +71,7 @@ pub fn layer(
     venv: &VenvRecord,
     venv_key: &str,
     names: Vec<String>,
+    positions: bool,
 ) -> Result<(NamedRecord, bool)> {
     let key = key(venv_key, &names);
     if let Some(r) = cached(req.cache, &key) {
@@ -101,6 +102,7 @@ pub fn layer(
             let pyc = bytecode::cache_path(py, &tag);
             crate::sandbox::file_in_root(&unpacked, pyc.trim_start_matches('/'))
         },
+        positions,
     )?;
     let layer = if files == 0 {
         None

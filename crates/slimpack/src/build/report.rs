@@ -114,7 +114,12 @@ pub(super) fn new(
         os_packages: runtime.os_packages,
         python_packages: lock.packages.len(),
         bytecode: venv.bytecode.clone(),
-        stripped: venv.stripped.clone(),
+        stripped: runtime
+            .stripped
+            .iter()
+            .chain(&venv.stripped)
+            .cloned()
+            .collect(),
         named_bytecode: named,
         build_steps: planned.steps.clone(),
         indexes: super::plan::IndexPlan::all(planned.uv.indexes(), &lock.origins),

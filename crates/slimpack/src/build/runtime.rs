@@ -38,6 +38,8 @@ pub struct RuntimeLayers {
     pub layers: Vec<(String, Layer, bool)>,
     pub description: String,
     pub os_packages: usize,
+    /// What the runtime's strip rules took out (a registry base: nothing).
+    pub stripped: Vec<crate::python::strip::Applied>,
 }
 
 /// Picks the base from the configuration and the project's Python request
@@ -83,6 +85,12 @@ pub fn select(ctx: &Context, cfg: &Config, project: &Project) -> Result<Selected
         tools: cfg.packages.clone(),
         standalone: choice.standalone,
         check_valid_until: cfg.check_valid_until.unwrap_or(true),
+        no_strip: cfg
+            .no_strip
+            .iter()
+            .copied()
+            .filter(|r| r.is_runtime())
+            .collect(),
     };
     let (base, target) = match registry_base {
         Some(b) => {
@@ -381,6 +389,7 @@ impl RuntimeBase {
                         v => format!("Debian {v} ({})", req.spec.suite.codename()),
                     },
                     os_packages: runtime.resolved.packages.len(),
+                    stripped: runtime.stripped.clone(),
                 }
             }
             RuntimeBase::Registry(b) => RuntimeLayers {
@@ -392,6 +401,7 @@ impl RuntimeBase {
                     .collect(),
                 description: b.pinned.to_string(),
                 os_packages: 0,
+                stripped: Vec::new(),
             },
         })
     }

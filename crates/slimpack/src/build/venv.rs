@@ -17,7 +17,8 @@ use std::path::{Path, PathBuf};
 // v5: debug sections stripped from the venv's shared objects.
 // v6: venv bytecode for traced imports; tests and stubs stripped.
 // v7: walked packages compiled whole.
-const VENV_POLICY: &str = "venv-v8";
+// v9: no stdlib bytecode where the runtime ships the stdlib as bytecode.
+const VENV_POLICY: &str = "venv-v9";
 const OPAQUE_VENV: &str = "opt/venv/.wh..wh..opq";
 
 /// The venv layer and what building it decided about the rest.
@@ -54,7 +55,7 @@ impl Options {
         }
     }
 
-    fn strips(&self, r: python::strip::Rule) -> bool {
+    pub fn strips(&self, r: python::strip::Rule) -> bool {
         self.strip.contains(&r)
     }
 }
@@ -224,7 +225,16 @@ fn strip_and_compile(
     let compiled = match opts.bytecode {
         bytecode::Mode::None => None,
         mode => Some(bytecode::compile(
-            root, venv_dir, pyc_dir, req.target, mode, &traced, modules,
+            root,
+            venv_dir,
+            pyc_dir,
+            req.target,
+            bytecode::Compiling {
+                mode,
+                positions: !opts.strips(Rule::Positions),
+            },
+            &traced,
+            modules,
         )?),
     };
     sp.finish_and_clear();

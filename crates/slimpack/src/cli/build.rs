@@ -124,8 +124,12 @@ fn print_report(r: &BuildReport) -> Result<()> {
         println!("  library  {a}");
     }
     for s in r.stripped.iter().filter(|s| s.files > 0) {
+        let instead = match s.added {
+            0 => String::new(),
+            n => format!(" ({} instead)", human(n)),
+        };
         println!(
-            "  stripped {} in {} file(s): {}",
+            "  stripped {} in {} file(s): {}{instead}",
             human(s.bytes),
             s.files,
             s.rule.describe()

@@ -32,6 +32,8 @@ pub enum RecordKind {
     /// What an SBOM needs of a layer (package databases, licenses,
     /// Python metadata), by the layer's digest.
     LayerFacts,
+    /// A standard library's bytecode, by its sources and interpreter.
+    StdlibBytecode,
 }
 
 impl RecordKind {
@@ -65,6 +67,7 @@ impl RecordKind {
             RecordKind::BlobLocations => "blob-locations",
             RecordKind::BuiltPackage => "built-package",
             RecordKind::LayerFacts => "layer-facts",
+            RecordKind::StdlibBytecode => "stdlib-bytecode",
         }
     }
 }

@@ -215,6 +215,14 @@ fn apply_layer(
         let size = if kind == Kind::File { entry.size() } else { 0 };
         let mut hasher = Sha256::new();
         let mut keep = (kind == Kind::File && size <= KEPT_LIMIT && wanted(&path)).then(Vec::new);
+        // A hard link holds no bytes in the tar: it has its target's
+        // (slimpack links Debian's repeated copyright files).
+        if kind == Kind::Hardlink && wanted(&path) {
+            keep = entry
+                .link_name_bytes()
+                .and_then(|t| clean(&t))
+                .and_then(|t| w.kept.get(&t).cloned());
+        }
         if kind == Kind::File {
             let mut buf = [0u8; 64 * 1024];
             loop {
@@ -359,5 +367,30 @@ mod tests {
         assert_eq!(clean(b"/etc/os-release").as_deref(), Some("etc/os-release"));
         assert_eq!(clean(b"a/../../etc/passwd"), None);
         assert_eq!(clean(b"./"), None);
+    }
+
+    #[test]
+    fn a_hard_link_has_its_targets_bytes() {
+        use slimpack_oci::{Entry, EntryKind, LayerBuilder};
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        let mut b = LayerBuilder::new();
+        b.add(
+            "usr/share/doc/liba1/copyright",
+            Entry::bytes(0o644, "License: MIT\n"),
+        )
+        .unwrap();
+        b.add(
+            "usr/share/doc/libb1/copyright",
+            Entry::new(
+                0o644,
+                EntryKind::Hardlink("usr/share/doc/liba1/copyright".into()),
+            ),
+        )
+        .unwrap();
+        let layer = b.write(&store, 0).unwrap();
+        let w = walk(&store, &[layer], &[], |p| p.ends_with("/copyright"), true).unwrap();
+        assert_eq!(w.kept["usr/share/doc/libb1/copyright"], b"License: MIT\n");
+        assert_eq!(w.waste.duplicate_files, 0);
     }
 }

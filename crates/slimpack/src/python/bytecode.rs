@@ -211,6 +211,112 @@ for img in traced:
 print(n)
 "#;
 
+/// Every module of a standard library compiled where its source was
+/// (`json/decoder.py` → `json/decoder.pyc`), the sourceless layout of
+/// CPython's embeddable distribution: the interpreter imports it without a
+/// source, so the source need not ship. Without column positions
+/// (`-X no_debug_ranges`): a traceback shows them only under a source line.
+/// Arguments: the image's root as a path prefix ("" in a sandbox), the
+/// stdlib's image path, the output directory (mirroring the image), shard.
+const COMPILE_STDLIB: &str = r#"
+import sys, os, py_compile
+root, stdlib, out, shard, shards = sys.argv[1:6]
+shard, shards = int(shard), int(shards)
+skip = {'__pycache__', 'site-packages', 'dist-packages', 'lib-dynload'}
+seen = 0
+done = []
+for d, dirs, files in os.walk(root + stdlib):
+    dirs[:] = sorted(x for x in dirs if x not in skip)
+    for f in sorted(files):
+        src = os.path.join(d, f)
+        if not f.endswith('.py') or os.path.islink(src):
+            continue
+        seen += 1
+        if (seen - 1) % shards != shard:
+            continue
+        img = src[len(root):]
+        try:
+            py_compile.compile(src, cfile=out + img + 'c', dfile=img, doraise=True,
+                               invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
+        except Exception:
+            # What does not compile (test data in Python 2) keeps its source.
+            continue
+        done.append(img)
+sys.stdout.write(''.join(i + '\n' for i in done))
+"#;
+
+/// Compiles the standard library at `stdlib` (an image path) of the
+/// unpacked root `rootfs` with its interpreter into `out`, mirroring the
+/// image, as sourceless bytecode (see [`COMPILE_STDLIB`]). Returns the
+/// image paths of the sources compiled, sorted.
+pub fn compile_stdlib(
+    rootfs: &Path,
+    interpreter: &str,
+    stdlib: &str,
+    out: &Path,
+) -> Result<Vec<String>> {
+    std::fs::create_dir_all(out)?;
+    let mode = crate::sandbox::mode()?;
+    // A chroot run moves its binds into its own copy of the root: one at a time.
+    let shards = match mode {
+        crate::sandbox::Mode::Chroot => 1,
+        _ => std::thread::available_parallelism().map_or(2, |n| n.get().min(4)),
+    };
+    let total = shards.to_string();
+    let ids: Vec<String> = (0..shards).map(|i| i.to_string()).collect();
+    let host_root = match mode {
+        crate::sandbox::Mode::Loader => Some(crate::sandbox::loader::host_root(rootfs)?),
+        _ => None,
+    };
+    let timeout = Duration::from_secs(600);
+    let outputs = crate::core::parallel::map(shards, &ids, |_, shard| {
+        let o = match &host_root {
+            None => Sandbox::new(rootfs)
+                .bind(out, "/tmp/out", None)
+                .env("PATH", "/usr/bin:/bin")
+                .env("PYTHONHASHSEED", "0")
+                .env("PYTHONDONTWRITEBYTECODE", "1")
+                .run(
+                    &[
+                        interpreter,
+                        "-S",
+                        "-X",
+                        "no_debug_ranges",
+                        "-c",
+                        COMPILE_STDLIB,
+                        "",
+                        stdlib,
+                        "/tmp/out",
+                        shard,
+                        &total,
+                    ],
+                    timeout,
+                )?,
+            Some(root) => {
+                let mut c = crate::sandbox::loader::command(root, interpreter)?;
+                c.args(["-S", "-X", "no_debug_ranges", "-c", COMPILE_STDLIB])
+                    .arg(root)
+                    .arg(stdlib)
+                    .arg(out)
+                    .args([shard.as_str(), total.as_str()])
+                    .env("PATH", "/usr/bin:/bin")
+                    .env("PYTHONHASHSEED", "0")
+                    .env("PYTHONDONTWRITEBYTECODE", "1");
+                crate::sandbox::wait(c, &[interpreter], timeout)?
+            }
+        };
+        ran("compiling the standard library", o)
+    })?;
+    let mut done: Vec<String> = outputs
+        .iter()
+        .flat_map(|o| o.lines())
+        .filter(|p| plain_absolute(p) && p.starts_with(&format!("{stdlib}/")))
+        .map(str::to_string)
+        .collect();
+    done.sort();
+    Ok(done)
+}
+
 /// Top-level importable names in a site-packages directory.
 pub fn top_level_modules(site: &Path) -> Vec<String> {
     let mut out = Vec::new();
@@ -263,6 +369,8 @@ struct Interp<'a> {
     target: &'a super::Target,
     /// The host paths of the image's root and the venv, in the loader mode.
     loader: Option<(String, String)>,
+    /// Column positions in what it compiles (`positions` strip rule off).
+    positions: bool,
 }
 
 impl<'a> Interp<'a> {
@@ -271,6 +379,7 @@ impl<'a> Interp<'a> {
         venv: &Path,
         out: &'a Path,
         target: &'a super::Target,
+        positions: bool,
     ) -> Result<Interp<'a>> {
         std::fs::create_dir_all(out)?;
         let venv = std::fs::canonicalize(venv)?;
@@ -286,20 +395,22 @@ impl<'a> Interp<'a> {
             out,
             target,
             loader,
+            positions,
         })
     }
 
     fn run(&self, script: &str, args: &[&str], secs: u64) -> Result<crate::sandbox::Output> {
         let timeout = Duration::from_secs(secs);
+        // Any value of PYTHONNODEBUGRANGES turns positions off: the flag it is.
+        let flags: &[&str] = if self.positions {
+            &[]
+        } else {
+            &["-X", "no_debug_ranges"]
+        };
         let Some((root, venv)) = &self.loader else {
-            let mut argv = vec![
-                "/opt/venv/bin/python",
-                "-c",
-                script,
-                "",
-                "/opt/venv",
-                "/tmp/out",
-            ];
+            let mut argv = vec!["/opt/venv/bin/python"];
+            argv.extend(flags);
+            argv.extend(["-c", script, "", "/opt/venv", "/tmp/out"]);
             argv.extend(args);
             return Sandbox::new(self.rootfs)
                 .bind(&self.venv, "/opt/venv", Some("/opt"))
@@ -312,7 +423,9 @@ impl<'a> Interp<'a> {
         };
         let interpreter = self.target.interpreter.as_str();
         let mut c = crate::sandbox::loader::command(Path::new(root), interpreter)?;
-        c.args(["-S", "-c"])
+        c.arg("-S")
+            .args(flags)
+            .arg("-c")
             .arg(format!("{LOADER_PRELUDE}{script}"))
             .args([venv.as_str(), self.target.minor.as_str()])
             .arg(root)
@@ -359,7 +472,7 @@ pub fn trace(
     target: &super::Target,
     modules: &[String],
 ) -> Result<Vec<String>> {
-    let interp = Interp::new(rootfs, venv, out, target)?;
+    let interp = Interp::new(rootfs, venv, out, target, true)?;
     let mut mods: Vec<&str> = WEB_STDLIB.to_vec();
     mods.extend(modules.iter().map(String::as_str));
     run_trace(
@@ -393,6 +506,14 @@ fn plain_absolute(p: &str) -> bool {
     })
 }
 
+/// Which bytecode [`compile`] makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Compiling {
+    pub mode: Mode,
+    /// With column positions (the `positions` strip rule off).
+    pub positions: bool,
+}
+
 /// Compiles bytecode: in place in `venv` (mounted at /opt/venv), and for
 /// the stdlib into `out` (mirroring `/usr/lib/pythonX.Y/.../__pycache__`):
 /// in `imports` mode the `traced` files (image paths, from [`trace`]), in
@@ -402,14 +523,15 @@ pub fn compile(
     venv: &Path,
     out: &Path,
     target: &super::Target,
-    mode: Mode,
+    how: Compiling,
     traced: &[String],
     modules: &[String],
 ) -> Result<Compiled> {
+    let mode = how.mode;
     if mode == Mode::None {
         return Ok(Compiled::default());
     }
-    let interp = Interp::new(rootfs, venv, out, target)?;
+    let interp = Interp::new(rootfs, venv, out, target, how.positions)?;
     let outputs = run_sharded(
         &interp,
         "compiling bytecode",
@@ -451,11 +573,12 @@ pub fn compile_packages(
     target: &super::Target,
     names: &[String],
     has_bytecode: impl Fn(&str) -> bool,
+    positions: bool,
 ) -> Result<usize> {
     if names.is_empty() {
         return Ok(0);
     }
-    let interp = Interp::new(rootfs, venv, out, target)?;
+    let interp = Interp::new(rootfs, venv, out, target, positions)?;
     let mods: Vec<&str> = names.iter().map(String::as_str).collect();
     let what = "tracing the imports of the packages the app names";
     let traced: Vec<String> = run_trace(&interp, what, &names.join(","), &mods)?

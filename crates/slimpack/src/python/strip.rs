@@ -11,6 +11,11 @@
 //!   them imported: only test runners read them.
 //! - `stubs`: type stubs (`*.pyi`, `py.typed`), read by type checkers,
 //!   never by the interpreter.
+//! - `positions`: the column positions of every instruction (PEP 657),
+//!   which CPython 3.11+ puts in bytecode to draw `^^^^` under the failing
+//!   expression of a traceback line; compiled with `-X no_debug_ranges`,
+//!   the option PEP 657 gives for exactly this, bytecode is 7 % smaller and
+//!   a traceback still names file, line and function and shows the line.
 
 use anyhow::{Context, Result};
 use object::build::elf::Builder;
@@ -36,6 +41,13 @@ pub struct Applied {
     pub rule: Rule,
     pub files: usize,
     pub bytes: u64,
+    /// Bytes that ship instead (the stdlib's bytecode for its sources).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub added: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Stripped {
@@ -44,6 +56,7 @@ impl Stripped {
             rule,
             files: self.files,
             bytes: self.bytes,
+            added: 0,
         }
     }
 }

@@ -217,7 +217,8 @@ impl BytecodeMode {
     }
 }
 
-/// A rule of what the venv does not ship (`python::strip` applies them).
+/// A rule of what the image does not ship: `python::strip` applies the
+/// venv's, `base::trim` the runtime's.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum,
 )]
@@ -226,16 +227,29 @@ pub enum StripRule {
     Debug,
     Tests,
     Stubs,
+    StdlibSources,
+    Libraries,
+    Positions,
 }
 
 impl StripRule {
-    pub const ALL: [StripRule; 3] = [StripRule::Debug, StripRule::Tests, StripRule::Stubs];
+    pub const ALL: [StripRule; 6] = [
+        StripRule::Debug,
+        StripRule::Tests,
+        StripRule::Stubs,
+        StripRule::StdlibSources,
+        StripRule::Libraries,
+        StripRule::Positions,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             StripRule::Debug => "debug",
             StripRule::Tests => "tests",
             StripRule::Stubs => "stubs",
+            StripRule::StdlibSources => "stdlib-sources",
+            StripRule::Libraries => "libraries",
+            StripRule::Positions => "positions",
         }
     }
 
@@ -245,7 +259,18 @@ impl StripRule {
             StripRule::Debug => "debug sections of compiled extensions",
             StripRule::Tests => "packages' test suites that nothing imports",
             StripRule::Stubs => "type stubs (*.pyi, py.typed)",
+            StripRule::StdlibSources => {
+                "the standard library's sources, its bytecode shipped instead"
+            }
+            StripRule::Libraries => "system libraries that no program or module links",
+            StripRule::Positions => "column positions in the bytecode of packages",
         }
+    }
+
+    /// Whether the rule trims the runtime (Debian's packages, a standalone
+    /// Python) rather than the venv.
+    pub fn is_runtime(self) -> bool {
+        matches!(self, StripRule::StdlibSources | StripRule::Libraries)
     }
 }
 
