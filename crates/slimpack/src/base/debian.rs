@@ -684,14 +684,50 @@ fn absolute_target(link_path: &str, target: &str) -> String {
 
 pub const NONROOT_UID: u64 = 65532;
 
-/// Builds (or reuses) the runtime layer for a resolved package set.
-pub fn build(
-    spec: &BaseSpec,
-    resolved: Resolved,
-    cache: &Cache,
-    mtime: u64,
-    progress: &Progress,
-) -> Result<(Runtime, bool)> {
+/// The runtime built in the background by [`prepare`], by its key.
+static PREPARING: std::sync::Mutex<Option<(String, std::thread::JoinHandle<()>)>> =
+    std::sync::Mutex::new(None);
+
+/// Starts building the runtime (layer and root, with the stdlib's
+/// bytecode) in the background as soon as its packages are resolved: the
+/// Python resolution, the venv's install and the builder's downloads then
+/// run beside it instead of before it. [`build`] waits for it; a failure
+/// here is left for the build to meet again and report.
+pub fn prepare(spec: &BaseSpec, resolved: &Resolved, cache: &Cache, mtime: u64) {
+    let key = runtime_key(spec, resolved, mtime);
+    if cache
+        .get::<RuntimeRecord>(RecordKind::RuntimeLayer, &key)
+        .is_some()
+    {
+        return;
+    }
+    let (spec, resolved, root) = (spec.clone(), resolved.clone(), cache.root().to_path_buf());
+    let handle = std::thread::spawn(move || {
+        let Ok(cache) = Cache::open(&root) else {
+            return;
+        };
+        if let Ok((runtime, _)) = build_now(&spec, resolved, &cache, mtime, &Progress::hidden()) {
+            let _ = runtime.rootfs(&cache);
+        }
+    });
+    if let Ok(mut p) = PREPARING.lock() {
+        *p = Some((key, handle));
+    }
+}
+
+/// Waits for the background build of the runtime `key`, if there is one.
+fn wait_for_prepared(key: &str) {
+    let handle = match PREPARING.lock() {
+        Ok(mut p) if p.as_ref().is_some_and(|(k, _)| k == key) => p.take(),
+        _ => None,
+    };
+    if let Some((_, h)) = handle {
+        let _ = h.join();
+    }
+}
+
+/// Everything the runtime layer is made from.
+fn runtime_key(spec: &BaseSpec, resolved: &Resolved, mtime: u64) -> String {
     let mut h = KeyHasher::new(RecordKind::RuntimeLayer.as_str());
     h.part("policy", POLICY_VERSION)
         .part("suite", spec.suite.codename())
@@ -714,7 +750,29 @@ pub fn build(
     {
         h.part("tool", t);
     }
-    let key = h.finish();
+    h.finish()
+}
+
+/// Builds (or reuses) the runtime layer for a resolved package set.
+pub fn build(
+    spec: &BaseSpec,
+    resolved: Resolved,
+    cache: &Cache,
+    mtime: u64,
+    progress: &Progress,
+) -> Result<(Runtime, bool)> {
+    wait_for_prepared(&runtime_key(spec, &resolved, mtime));
+    build_now(spec, resolved, cache, mtime, progress)
+}
+
+fn build_now(
+    spec: &BaseSpec,
+    resolved: Resolved,
+    cache: &Cache,
+    mtime: u64,
+    progress: &Progress,
+) -> Result<(Runtime, bool)> {
+    let key = runtime_key(spec, &resolved, mtime);
     if let Some(r) = cache.get::<RuntimeRecord>(RecordKind::RuntimeLayer, &key) {
         if cache.has_blob(&r.layer.digest) {
             return Ok((

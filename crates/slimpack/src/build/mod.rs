@@ -57,6 +57,9 @@ pub struct Context {
     pub refresh: bool,
     /// Registries spoken to over plain HTTP (loopback ones always are).
     pub insecure_registries: Vec<String>,
+    /// The image will be built after planning: the runtime starts building
+    /// as soon as it is resolved (false for `build --plan`).
+    pub will_build: bool,
     /// The build cache in a registry (`--cache`, `cache`), once the
     /// project's configuration has been read.
     build_cache: std::sync::OnceLock<std::sync::Arc<RegistryCache>>,
@@ -69,6 +72,7 @@ impl Context {
             progress: Progress::new(progress),
             refresh: false,
             insecure_registries: Vec::new(),
+            will_build: true,
             build_cache: std::sync::OnceLock::new(),
         })
     }
@@ -176,6 +180,9 @@ pub fn plan(ctx: &Context, inputs: Inputs) -> Result<Planned> {
         ctx.use_build_cache(repo)?;
     }
     let mut runtime = runtime::select(ctx, &cfg, &project)?;
+    if let (runtime::RuntimeBase::Debian(resolved), true) = (&runtime.base, ctx.will_build) {
+        crate::base::debian::prepare(&runtime.spec, resolved, &ctx.cache, mtime);
+    }
     if matches!(runtime.base, runtime::RuntimeBase::Debian(_)) {
         warnings.extend(crate::base::suite_warning(runtime.spec.suite));
         if !runtime.spec.check_valid_until {

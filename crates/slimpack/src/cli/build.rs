@@ -61,6 +61,7 @@ pub(super) fn run(a: BuildArgs) -> Result<i32> {
     }
     let mut ctx = a.project.context(!a.json && !a.plan)?;
     ctx.insecure_registries = a.insecure.clone();
+    ctx.will_build = !a.plan;
     let planned = build::plan(&ctx, build::Inputs::read(&request)?)?;
     if a.plan {
         let plan = planned.plan(&ctx);
