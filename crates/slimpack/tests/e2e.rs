@@ -574,7 +574,15 @@ fn dependency_groups_and_plan() {
             .map(|r| r.as_str().unwrap().split(':').next().unwrap().to_string())
             .collect()
     };
-    assert_eq!(rules(&plan), ["debug", "tests", "stubs"], "{plan}");
+    let all = [
+        "debug",
+        "tests",
+        "stubs",
+        "stdlib-sources",
+        "libraries",
+        "positions",
+    ];
+    assert_eq!(rules(&plan), all, "{plan}");
     let out = slimpack(
         &[
             "build",
@@ -586,7 +594,10 @@ fn dependency_groups_and_plan() {
         &cache,
     );
     let kept: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(rules(&kept), ["debug", "stubs"]);
+    assert_eq!(
+        rules(&kept),
+        ["debug", "stubs", "stdlib-sources", "libraries", "positions"]
+    );
     assert_ne!(kept["layers"][1]["key"], plan["layers"][1]["key"]);
     let lock = std::fs::read_to_string(src.path().join("poetry.lock")).unwrap();
     let django = pkgs.iter().find(|p| p["name"] == "django").unwrap()["version"]

@@ -627,7 +627,8 @@ fn faults_are_retried_and_an_interrupted_push_resumes() {
         &[("SLIMPACK_CHUNK_SIZE", "1048576")],
         "chunked push",
     );
-    assert!(r["uploaded_bytes"].as_u64().unwrap() > 19_000_000, "{r}");
+    // Many chunks of 1 MiB each.
+    assert!(r["uploaded_bytes"].as_u64().unwrap() > 10 << 20, "{r}");
     assert_eq!(
         skopeo_digest(&format!("docker://{chunked}"), &["--tls-verify=false"]),
         digest

@@ -44,7 +44,7 @@ pub struct PythonPlan {
     pub chosen_because: String,
     pub interpreter: String,
     pub bytecode: String,
-    /// The strip rules applied to the venv (`no-strip` turns one off).
+    /// The strip rules applied to the image (`no-strip` turns one off).
     pub strip: Vec<String>,
 }
 
