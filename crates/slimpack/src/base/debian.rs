@@ -1039,20 +1039,9 @@ pub fn builder_rootfs(
     if dir.is_dir() {
         return Ok(dir);
     }
-    let (mut b, _) = assemble(spec, resolved, cache, progress)?;
+    let (b, _) = assemble(spec, resolved, cache, progress)?;
     let sp = progress.spinner("Unpacking the builder".into());
-    let (reader, writer) = std::io::pipe()?;
-    let result = std::thread::scope(|s| {
-        let w = s.spawn(move || {
-            b.write_tar(writer, crate::core::time::DEFAULT_EPOCH)
-                .map(drop)
-        });
-        let unpacked = crate::sandbox::unpack_stream(reader, &dir);
-        let written = w
-            .join()
-            .map_err(|_| anyhow!("writing the builder tree panicked"))?;
-        unpacked.and(written.map_err(anyhow::Error::from))
-    });
+    let result = crate::sandbox::unpack_tree(b, &dir);
     sp.finish_and_clear();
     result.context("unpacking the builder root file system")?;
     Ok(dir)

@@ -18,7 +18,7 @@
 use crate::core::cache::{Cache, CacheDir, KeyHasher, RecordKind};
 use crate::core::progress::Progress;
 use crate::python::strip::{Applied, Rule, Stripped};
-use anyhow::{anyhow, Context, Result};
+use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 use slimpack_oci::{Entry, EntryKind, Layer, LayerBuilder};
 use std::collections::{BTreeMap, BTreeSet};
@@ -250,20 +250,8 @@ fn compile(
 ) -> Result<Vec<(String, Vec<u8>)>> {
     let work = tempfile::tempdir_in(cache.dir(CacheDir::Work)?)?;
     let root = work.path().join("root");
-    let mut tree = b.clone();
-    let (reader, writer) = std::io::pipe()?;
-    std::thread::scope(|s| {
-        let w = s.spawn(move || {
-            tree.write_tar(writer, crate::core::time::DEFAULT_EPOCH)
-                .map(drop)
-        });
-        let unpacked = crate::sandbox::unpack_stream(reader, &root);
-        let written = w
-            .join()
-            .map_err(|_| anyhow!("writing the runtime tree panicked"))?;
-        unpacked.and(written.map_err(anyhow::Error::from))
-    })
-    .context("unpacking the runtime to compile its standard library")?;
+    crate::sandbox::unpack_tree(b.clone(), &root)
+        .context("unpacking the runtime to compile its standard library")?;
     let out = work.path().join("out");
     let sources = crate::python::bytecode::compile_stdlib(&root, interpreter, stdlib, &out)?;
     sources

@@ -259,6 +259,24 @@ pub fn unpack_stream(tar_stream: impl Read, dest: &Path) -> Result<Vec<String>> 
     })
 }
 
+/// Unpacks a tree built in memory into `dest` (as [`unpack_stream`]: the
+/// same checks, through a temporary sibling), writing and reading the tar
+/// at once.
+pub fn unpack_tree(mut tree: slimpack_oci::LayerBuilder, dest: &Path) -> Result<()> {
+    let (reader, writer) = std::io::pipe()?;
+    std::thread::scope(|s| {
+        let w = s.spawn(move || {
+            tree.write_tar(writer, crate::core::time::DEFAULT_EPOCH)
+                .map(drop)
+        });
+        let unpacked = unpack_stream(reader, dest);
+        let written = w
+            .join()
+            .map_err(|_| anyhow!("writing the tree to unpack panicked"))?;
+        unpacked.map(drop).and(written.map_err(anyhow::Error::from))
+    })
+}
+
 fn unpack_into(
     dest: &Path,
     keep_setuid: bool,
