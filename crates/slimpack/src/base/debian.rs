@@ -517,56 +517,46 @@ fn upstream(v: &str) -> String {
     v.split(['-', '+', '~']).next().unwrap_or(v).to_string()
 }
 
-/// The entries of every package, in order: each downloaded (or found in
-/// the cache), checked against the SHA-256 of the signed index, and read
-/// at once. Decompressing (mostly xz) is the slow part of assembling a
-/// root: a package is decoded while others still download, on every core.
-fn fetch_and_read_debs(
+/// Downloads (or finds in the cache) every package, checking each against
+/// the SHA-256 of the signed index.
+fn fetch_debs(
     resolved: &Resolved,
     cache: &Cache,
     progress: &Progress,
-) -> Result<Vec<Vec<slimpack_debian::DebEntry>>> {
+) -> Result<Vec<(String, Vec<u8>)>> {
     let dir = cache.dir(CacheDir::Debs)?;
-    let path = |p: &PackageRecord| dir.join(format!("{}.deb", p.sha256));
     let missing: Vec<&PackageRecord> = resolved
         .packages
         .iter()
-        .filter(|p| !path(p).is_file())
+        .filter(|p| !dir.join(format!("{}.deb", p.sha256)).is_file())
         .collect();
-    let pb = (!missing.is_empty()).then(|| {
-        progress.bytes(
+    if !missing.is_empty() {
+        let total: u64 = missing.iter().map(|p| p.size).sum();
+        let pb = progress.bytes(
             format!("Downloading {} Debian packages", missing.len()),
-            missing.iter().map(|p| p.size).sum(),
-        )
-    });
-    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-    // Downloads wait on the network, decoding on a core: both at once.
-    let workers = if missing.is_empty() {
-        cores
-    } else {
-        DOWNLOADS + cores
-    };
-    let read = crate::core::parallel::map(workers, &resolved.packages, |_, p| {
-        let cached = path(p);
-        let bytes = if cached.is_file() {
+            total,
+        );
+        let result = crate::core::parallel::for_each(DOWNLOADS, &missing, |_, p| {
+            let url = format!("{}/{}", p.mirror, p.filename);
+            let bytes = http::get(&url, Some(&pb))?;
+            check_sha256(&url, &bytes, &p.sha256)?;
+            crate::core::fs::write_atomic(&dir.join(format!("{}.deb", p.sha256)), &bytes)
+        });
+        pb.finish_and_clear();
+        result?;
+    }
+    resolved
+        .packages
+        .iter()
+        .map(|p| {
+            let path = dir.join(format!("{}.deb", p.sha256));
             let bytes =
-                std::fs::read(&cached).with_context(|| format!("reading {}", cached.display()))?;
+                std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
             // The cache is trusted no more than the network.
             check_sha256(&p.name, &bytes, &p.sha256)?;
-            bytes
-        } else {
-            let url = format!("{}/{}", p.mirror, p.filename);
-            let bytes = http::get(&url, pb.as_ref())?;
-            check_sha256(&url, &bytes, &p.sha256)?;
-            crate::core::fs::write_atomic(&cached, &bytes)?;
-            bytes
-        };
-        Ok(read_deb(&format!("{}_{}.deb", p.name, p.version), &bytes)?)
-    });
-    if let Some(pb) = pb {
-        pb.finish_and_clear();
-    }
-    read
+            Ok((format!("{}_{}.deb", p.name, p.version), bytes))
+        })
+        .collect()
 }
 
 /// A package's copyright file (and its doc directory, or the link that
@@ -865,7 +855,7 @@ fn assemble(
     cache: &Cache,
     progress: &Progress,
 ) -> Result<(LayerBuilder, Vec<Applied>)> {
-    let debs = fetch_and_read_debs(resolved, cache, progress)?;
+    let debs = fetch_debs(resolved, cache, progress)?;
     let python = spec.suite.python();
     let drop = |path: &str, tool: bool| match spec.purpose {
         Purpose::Runtime if tool && is_executable_path(path) => false,
@@ -876,7 +866,7 @@ fn assemble(
     let mut b = LayerBuilder::new();
     let mut ca_roots: Vec<(String, Vec<u8>)> = Vec::new();
     let mut owned: Vec<(&PackageRecord, Vec<String>)> = Vec::new();
-    for (entries, p) in debs.into_iter().zip(&resolved.packages) {
+    for (entries, p) in read_debs(&debs)?.into_iter().zip(&resolved.packages) {
         let tool = spec.tools.contains(&p.name);
         owned.push((p, Vec::new()));
         for e in entries {
@@ -1016,6 +1006,14 @@ fn trim(
         )?);
     }
     Ok(stripped)
+}
+
+/// The entries of each `.deb`, in order. Decompressing (mostly xz) is the
+/// slow part of assembling a root, and one package does not wait for
+/// another: they are read on every core, and added in order after.
+fn read_debs(debs: &[(String, Vec<u8>)]) -> Result<Vec<Vec<slimpack_debian::DebEntry>>> {
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    crate::core::parallel::map(workers, debs, |_, (name, bytes)| Ok(read_deb(name, bytes)?))
 }
 
 /// The builder root file system for a resolved builder package set,
