@@ -814,10 +814,12 @@ fn add_file_lists(b: &mut LayerBuilder, owned: &[(&PackageRecord, Vec<String>)])
         // A stdlib source whose bytecode ships instead is listed as that.
         let mut kept: Vec<String> = paths
             .iter()
-            .filter_map(|path| match path.strip_suffix(".py") {
-                _ if b.contains(path) => Some(path.clone()),
-                Some(_) if b.contains(&format!("{path}c")) => Some(format!("{path}c")),
-                _ => None,
+            .filter_map(|path| {
+                let pyc = format!("{path}c");
+                match b.contains(path) {
+                    true => Some(path.clone()),
+                    false => (path.ends_with(".py") && b.contains(&pyc)).then_some(pyc),
+                }
             })
             .collect();
         kept.sort();
@@ -935,8 +937,6 @@ fn assemble(
     // The interpreter runs in the tree for its bytecode: after the system files.
     let stripped = trim(&mut b, spec, &owned, cache, progress)?;
     if spec.purpose == Purpose::Runtime {
-        let mut unlinked = Vec::new();
-        b.clone().write_tar(&mut unlinked, 0).unwrap();
         link_repeated_copyrights(&mut b);
         add_file_lists(&mut b, &owned)?;
     }
