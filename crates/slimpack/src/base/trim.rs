@@ -17,6 +17,7 @@
 
 use crate::core::cache::{Cache, CacheDir, KeyHasher, RecordKind};
 use crate::core::progress::Progress;
+use crate::python::native::{links, Links};
 use crate::python::strip::{Applied, Rule, Stripped};
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
@@ -48,23 +49,6 @@ const ALWAYS_KEPT: &[&str] = &[
     "libnss_dns.so.2",
 ];
 
-/// An ELF object of the tree: its SONAME and what it links.
-struct Elf {
-    soname: Option<String>,
-    needed: Vec<String>,
-}
-
-fn elf(data: &[u8]) -> Option<Elf> {
-    if !data.starts_with(b"\x7fELF") {
-        return None;
-    }
-    let e = goblin::elf::Elf::parse(data).ok()?;
-    Some(Elf {
-        soname: e.soname.map(str::to_string),
-        needed: e.libraries.iter().map(|s| s.to_string()).collect(),
-    })
-}
-
 /// A library the rule may leave out: a file directly in [`LIB_DIR`].
 fn is_candidate(path: &str) -> bool {
     path.strip_prefix(LIB_DIR)
@@ -75,15 +59,15 @@ fn is_candidate(path: &str) -> bool {
 /// Takes out the libraries in [`LIB_DIR`] that nothing links (see the
 /// module's documentation); `kept` are paths never taken out.
 pub(super) fn unlinked_libraries(b: &mut LayerBuilder, kept: &BTreeSet<String>) -> Stripped {
-    let mut objects: BTreeMap<String, Elf> = BTreeMap::new();
+    let mut objects: BTreeMap<String, Links> = BTreeMap::new();
     for (path, e) in b.iter() {
         if let EntryKind::Bytes(data) = &e.kind {
-            if let Some(o) = elf(data) {
+            if let Some(o) = links(data) {
                 objects.insert(path.to_string(), o);
             }
         }
     }
-    let name_of = |path: &str, o: &Elf| {
+    let name_of = |path: &str, o: &Links| {
         o.soname
             .clone()
             .unwrap_or_else(|| path.rsplit('/').next().unwrap_or(path).to_string())
@@ -225,7 +209,8 @@ fn replace_sources(b: &mut LayerBuilder, dir: &str, pycs: Vec<(String, Vec<u8>)>
 /// The sources and the interpreter, by content.
 fn stdlib_key(b: &LayerBuilder, interpreter: &str, dir: &str) -> String {
     let mut h = KeyHasher::new(RecordKind::StdlibBytecode.as_str());
-    h.part("policy", "v1").part("interpreter", interpreter);
+    // v2: compiled by `python::bytecode`'s shared compiling script.
+    h.part("policy", "v2").part("interpreter", interpreter);
     let digest = |data: &[u8]| hex::encode(Sha256::digest(data));
     for (path, e) in b.iter() {
         let is_source = path.starts_with(dir) && path.ends_with(".py");
@@ -253,14 +238,13 @@ fn compile(
     crate::sandbox::unpack_tree(b.clone(), &root)
         .context("unpacking the runtime to compile its standard library")?;
     let out = work.path().join("out");
-    let sources = crate::python::bytecode::compile_stdlib(&root, interpreter, stdlib, &out)?;
-    sources
-        .iter()
-        .map(|src| {
-            let pyc = format!("{src}c");
-            let data = std::fs::read(out.join(pyc.trim_start_matches('/')))
-                .with_context(|| format!("reading the bytecode of {src}"))?;
-            Ok((pyc.trim_start_matches('/').to_string(), data))
+    let pycs = crate::python::bytecode::compile_stdlib(&root, interpreter, stdlib, &out)?;
+    pycs.iter()
+        .map(|pyc| {
+            let rel = pyc.trim_start_matches('/');
+            let data = std::fs::read(out.join(rel))
+                .with_context(|| format!("reading the bytecode {pyc}"))?;
+            Ok((rel.to_string(), data))
         })
         .collect()
 }
@@ -335,12 +319,23 @@ mod tests {
             Entry::symlink("/lib/x86_64-linux-gnu/libexpat.so.1.8.10"),
         )
         .unwrap();
+        // What does not parse as ELF is not judged, so it stays.
+        b.add(
+            "usr/lib/x86_64-linux-gnu/libbroken.so.1",
+            Entry::bytes(0o644, &b"\x7fELF\x02\x01 not an object"[..]),
+        )
+        .unwrap();
         let mut asked = b.clone();
         let kept = BTreeSet::from(["usr/lib/x86_64-linux-gnu/libmvec.so.1".to_string()]);
         let gone = unlinked_libraries(&mut b, &BTreeSet::new());
         assert_eq!(gone.files, 2, "{gone:?}");
         let paths: Vec<&str> = b.paths().collect();
-        for p in ["libexpat.so.1.8.10", "libexpat.so.1", "libz.so.1.2.13"] {
+        for p in [
+            "libexpat.so.1.8.10",
+            "libexpat.so.1",
+            "libz.so.1.2.13",
+            "libbroken.so.1",
+        ] {
             assert!(
                 paths.contains(&format!("usr/lib/x86_64-linux-gnu/{p}").as_str()),
                 "{p}"

@@ -214,104 +214,48 @@ print(n)
 /// Every module of a standard library compiled where its source was
 /// (`json/decoder.py` → `json/decoder.pyc`), the sourceless layout of
 /// CPython's embeddable distribution: the interpreter imports it without a
-/// source, so the source need not ship. Without column positions
-/// (`-X no_debug_ranges`): a traceback shows them only under a source line.
-/// Arguments: the image's root as a path prefix ("" in a sandbox), the
-/// stdlib's image path, the output directory (mirroring the image), shard.
+/// source, so the source need not ship. What does not compile (test data in
+/// Python 2) keeps its source. The stdlib's image path is the argument.
 const COMPILE_STDLIB: &str = r#"
-import sys, os, py_compile
-root, stdlib, out, shard, shards = sys.argv[1:6]
-shard, shards = int(shard), int(shards)
 skip = {'__pycache__', 'site-packages', 'dist-packages', 'lib-dynload'}
-seen = 0
-done = []
-for d, dirs, files in os.walk(root + stdlib):
+for d, dirs, files in os.walk(root + sys.argv[1]):
     dirs[:] = sorted(x for x in dirs if x not in skip)
     for f in sorted(files):
         src = os.path.join(d, f)
-        if not f.endswith('.py') or os.path.islink(src):
-            continue
-        seen += 1
-        if (seen - 1) % shards != shard:
-            continue
-        img = src[len(root):]
-        try:
-            py_compile.compile(src, cfile=out + img + 'c', dfile=img, doraise=True,
-                               invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
-        except Exception:
-            # What does not compile (test data in Python 2) keeps its source.
-            continue
-        done.append(img)
-sys.stdout.write(''.join(i + '\n' for i in done))
+        if f.endswith('.py') and not os.path.islink(src):
+            img = src[len(root):]
+            comp(src, img, out + img + 'c')
+print(n)
 "#;
 
 /// Compiles the standard library at `stdlib` (an image path) of the
-/// unpacked root `rootfs` with its interpreter into `out`, mirroring the
-/// image, as sourceless bytecode (see [`COMPILE_STDLIB`]). Returns the
-/// image paths of the sources compiled, sorted.
+/// unpacked root `rootfs` with its interpreter (bare, without column
+/// positions: a traceback shows them only under a source line) into `out`,
+/// mirroring the image, as sourceless bytecode (see [`COMPILE_STDLIB`]).
+/// Returns the image paths of the `.pyc` files, sorted.
 pub fn compile_stdlib(
     rootfs: &Path,
     interpreter: &str,
     stdlib: &str,
     out: &Path,
 ) -> Result<Vec<String>> {
-    std::fs::create_dir_all(out)?;
-    let mode = crate::sandbox::mode()?;
-    // A chroot run moves its binds into its own copy of the root: one at a time.
-    let shards = match mode {
-        crate::sandbox::Mode::Chroot => 1,
-        _ => std::thread::available_parallelism().map_or(2, |n| n.get().min(4)),
-    };
-    let total = shards.to_string();
-    let ids: Vec<String> = (0..shards).map(|i| i.to_string()).collect();
-    let host_root = match mode {
-        crate::sandbox::Mode::Loader => Some(crate::sandbox::loader::host_root(rootfs)?),
-        _ => None,
-    };
-    let timeout = Duration::from_secs(600);
-    let outputs = crate::core::parallel::map(shards, &ids, |_, shard| {
-        let o = match &host_root {
-            None => Sandbox::new(rootfs)
-                .bind(out, "/tmp/out", None)
-                .env("PATH", "/usr/bin:/bin")
-                .env("PYTHONHASHSEED", "0")
-                .env("PYTHONDONTWRITEBYTECODE", "1")
-                .run(
-                    &[
-                        interpreter,
-                        "-S",
-                        "-X",
-                        "no_debug_ranges",
-                        "-c",
-                        COMPILE_STDLIB,
-                        "",
-                        stdlib,
-                        "/tmp/out",
-                        shard,
-                        &total,
-                    ],
-                    timeout,
-                )?,
-            Some(root) => {
-                let mut c = crate::sandbox::loader::command(root, interpreter)?;
-                c.args(["-S", "-X", "no_debug_ranges", "-c", COMPILE_STDLIB])
-                    .arg(root)
-                    .arg(stdlib)
-                    .arg(out)
-                    .args([shard.as_str(), total.as_str()])
-                    .env("PATH", "/usr/bin:/bin")
-                    .env("PYTHONHASHSEED", "0")
-                    .env("PYTHONDONTWRITEBYTECODE", "1");
-                crate::sandbox::wait(c, &[interpreter], timeout)?
-            }
-        };
-        ran("compiling the standard library", o)
-    })?;
-    let mut done: Vec<String> = outputs
-        .iter()
-        .flat_map(|o| o.lines())
-        .filter(|p| plain_absolute(p) && p.starts_with(&format!("{stdlib}/")))
-        .map(str::to_string)
+    let interp = Interp::bare(rootfs, interpreter, out)?;
+    run_sharded(
+        &interp,
+        "compiling the standard library",
+        &format!("{COMPILING}{COMPILE_STDLIB}"),
+        &[stdlib],
+        &[],
+    )?;
+    let mut done: Vec<String> = walkdir::WalkDir::new(out)
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_file())
+        .filter_map(|e| {
+            let rel = e.path().strip_prefix(out).ok()?.to_str()?.to_string();
+            Some(format!("/{rel}"))
+        })
+        .filter(|p| p.ends_with(".pyc") && p.starts_with(&format!("{stdlib}/")))
         .collect();
     done.sort();
     Ok(done)
@@ -357,18 +301,20 @@ pub struct Compiled {
     pub venv_files: usize,
 }
 
-/// The image's interpreter with the venv as its venv: in the sandbox (the
-/// image's `/`, the venv at /opt/venv, `out` at /tmp/out), or without one
-/// through the image's own dynamic loader at host paths. Either way a
-/// script's first arguments say where `/`, the venv and `out` are, and the
-/// bytes it writes are the same.
+/// The image's interpreter with the venv as its venv (or bare, for its own
+/// stdlib): in the sandbox (the image's `/`, the venv at /opt/venv, `out`
+/// at /tmp/out), or without one through the image's own dynamic loader at
+/// host paths. Either way a script's first arguments say where `/`, the
+/// venv and `out` are, and the bytes it writes are the same.
 struct Interp<'a> {
     rootfs: &'a Path,
-    venv: PathBuf,
+    /// The venv, canonical; None runs the interpreter bare (`-S`).
+    venv: Option<PathBuf>,
     out: &'a Path,
-    target: &'a super::Target,
-    /// The host paths of the image's root and the venv, in the loader mode.
-    loader: Option<(String, String)>,
+    interpreter: &'a str,
+    minor: &'a str,
+    /// The host path of the image's root, in the loader mode.
+    loader: Option<String>,
     /// Column positions in what it compiles (`positions` strip rule off).
     positions: bool,
 }
@@ -381,21 +327,32 @@ impl<'a> Interp<'a> {
         target: &'a super::Target,
         positions: bool,
     ) -> Result<Interp<'a>> {
+        let mut i = Interp::bare(rootfs, &target.interpreter, out)?;
+        i.venv = Some(std::fs::canonicalize(venv)?);
+        i.minor = &target.minor;
+        i.positions = positions;
+        Ok(i)
+    }
+
+    /// The interpreter alone, compiling without column positions.
+    fn bare(rootfs: &'a Path, interpreter: &'a str, out: &'a Path) -> Result<Interp<'a>> {
         std::fs::create_dir_all(out)?;
-        let venv = std::fs::canonicalize(venv)?;
-        let loader = if crate::sandbox::mode()? == crate::sandbox::Mode::Loader {
-            let root = crate::sandbox::loader::host_root(rootfs)?;
-            Some((root.display().to_string(), venv.display().to_string()))
-        } else {
-            None
+        let loader = match crate::sandbox::mode()? {
+            crate::sandbox::Mode::Loader => Some(
+                crate::sandbox::loader::host_root(rootfs)?
+                    .display()
+                    .to_string(),
+            ),
+            _ => None,
         };
         Ok(Interp {
             rootfs,
-            venv,
+            venv: None,
             out,
-            target,
+            interpreter,
+            minor: "",
             loader,
-            positions,
+            positions: false,
         })
     }
 
@@ -407,13 +364,20 @@ impl<'a> Interp<'a> {
         } else {
             &["-X", "no_debug_ranges"]
         };
-        let Some((root, venv)) = &self.loader else {
-            let mut argv = vec!["/opt/venv/bin/python"];
+        let Some(root) = &self.loader else {
+            let mut argv = match self.venv {
+                Some(_) => vec!["/opt/venv/bin/python"],
+                None => vec![self.interpreter, "-S"],
+            };
             argv.extend(flags);
-            argv.extend(["-c", script, "", "/opt/venv", "/tmp/out"]);
+            let venv = if self.venv.is_some() { "/opt/venv" } else { "" };
+            argv.extend(["-c", script, "", venv, "/tmp/out"]);
             argv.extend(args);
-            return Sandbox::new(self.rootfs)
-                .bind(&self.venv, "/opt/venv", Some("/opt"))
+            let mut sb = Sandbox::new(self.rootfs);
+            if let Some(v) = &self.venv {
+                sb = sb.bind(v, "/opt/venv", Some("/opt"));
+            }
+            return sb
                 .bind(self.out, "/tmp/out", None)
                 .env("PATH", "/opt/venv/bin:/usr/local/bin:/usr/bin:/bin")
                 .env("PYTHONHASHSEED", "0")
@@ -421,14 +385,21 @@ impl<'a> Interp<'a> {
                 .env("HOME", "/tmp")
                 .run(&argv, timeout);
         };
-        let interpreter = self.target.interpreter.as_str();
-        let mut c = crate::sandbox::loader::command(Path::new(root), interpreter)?;
-        c.arg("-S")
-            .args(flags)
-            .arg("-c")
-            .arg(format!("{LOADER_PRELUDE}{script}"))
-            .args([venv.as_str(), self.target.minor.as_str()])
-            .arg(root)
+        let mut c = crate::sandbox::loader::command(Path::new(root), self.interpreter)?;
+        c.arg("-S").args(flags).arg("-c");
+        let venv = match &self.venv {
+            Some(v) => {
+                let v = v.display().to_string();
+                c.arg(format!("{LOADER_PRELUDE}{script}"))
+                    .args([v.as_str(), self.minor]);
+                v
+            }
+            None => {
+                c.arg(script);
+                String::new()
+            }
+        };
+        c.arg(root)
             .arg(venv)
             .arg(self.out)
             .args(args)
@@ -436,15 +407,15 @@ impl<'a> Interp<'a> {
             .env("PYTHONHASHSEED", "0")
             .env("PYTHONDONTWRITEBYTECODE", "1")
             .env("HOME", self.out);
-        crate::sandbox::wait(c, &[interpreter], timeout)
+        crate::sandbox::wait(c, &[self.interpreter], timeout)
     }
 
     /// A path the interpreter printed, as a path in the image.
     fn image_path(&self, p: &str) -> Option<String> {
-        let Some((root, venv)) = &self.loader else {
+        let Some(root) = &self.loader else {
             return Some(p.to_string());
         };
-        if let Some(rest) = p.strip_prefix(venv.as_str()) {
+        if let Some(rest) = self.venv.as_ref().and_then(|v| p.strip_prefix(v.to_str()?)) {
             return Some(format!("/opt/venv{rest}"));
         }
         p.strip_prefix(root.as_str()).map(str::to_string)

@@ -41,8 +41,37 @@ impl std::fmt::Display for Addition {
 struct Object {
     rel: String,
     dir: PathBuf,
-    needed: Vec<String>,
-    search: Vec<String>,
+    links: Links,
+}
+
+/// What an ELF object says of its linking.
+pub struct Links {
+    pub soname: Option<String>,
+    /// Its `NEEDED` libraries.
+    pub needed: Vec<String>,
+    /// Its `RPATH` and `RUNPATH` directories.
+    pub search: Vec<String>,
+}
+
+/// The linking of an ELF object; None for anything that does not parse as
+/// ELF (other architectures, test fixtures: the loader would not load
+/// them either).
+pub fn links(bytes: &[u8]) -> Option<Links> {
+    if !bytes.starts_with(b"\x7fELF") {
+        return None;
+    }
+    let elf = goblin::elf::Elf::parse(bytes).ok()?;
+    Some(Links {
+        soname: elf.soname.map(str::to_string),
+        needed: elf.libraries.iter().map(|s| s.to_string()).collect(),
+        search: elf
+            .rpaths
+            .iter()
+            .chain(elf.runpaths.iter())
+            .flat_map(|r| r.split(':'))
+            .map(str::to_string)
+            .collect(),
+    })
 }
 
 fn is_elf(path: &Path) -> bool {
@@ -81,34 +110,25 @@ pub fn unbundled(site: &Path) -> Result<Vec<Needed>> {
             .unwrap_or(p)
             .to_string_lossy()
             .into_owned();
-        // Objects that are not valid ELF for us (other architectures, test
-        // fixtures) are not loaded by the app either.
-        let Ok(elf) = goblin::elf::Elf::parse(&bytes) else {
+        let Some(links) = links(&bytes) else {
             continue;
         };
-        if let Some(so) = elf.soname {
-            provided.insert(so.to_string());
+        if let Some(so) = &links.soname {
+            provided.insert(so.clone());
         }
         objects.push(Object {
             rel,
             dir: p.parent().unwrap_or(site).to_path_buf(),
-            needed: elf.libraries.iter().map(|s| s.to_string()).collect(),
-            search: elf
-                .rpaths
-                .iter()
-                .chain(elf.runpaths.iter())
-                .flat_map(|r| r.split(':'))
-                .map(str::to_string)
-                .collect(),
+            links,
         });
     }
     let mut first: BTreeMap<String, String> = BTreeMap::new();
     for o in &objects {
-        for lib in &o.needed {
+        for lib in &o.links.needed {
             if provided.contains(lib) {
                 continue;
             }
-            let in_search = o.search.iter().any(|d| {
+            let in_search = o.links.search.iter().any(|d| {
                 let d = d
                     .replace("$ORIGIN", &o.dir.to_string_lossy())
                     .replace("${ORIGIN}", &o.dir.to_string_lossy());
