@@ -2,13 +2,23 @@ use crate::{Dependency, Error, Package, Result};
 use debversion::Version;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::str::FromStr;
+use std::sync::Arc;
 
 /// Picks a closure of packages from one or more archives (a suite with its
 /// `-updates` and `-security` archives): the newest version of each name wins.
+///
+/// Cloning is cheap: the archives' index is shared, so one resolver built
+/// from a suite's indexes serves every package set resolved from it.
+#[derive(Clone)]
 pub struct Resolver {
+    index: Arc<Index>,
+    excluded: BTreeSet<String>,
+}
+
+/// The archives' packages by name and by what they provide.
+struct Index {
     by_name: HashMap<String, Package>,
     providers: HashMap<String, Vec<String>>,
-    excluded: BTreeSet<String>,
 }
 
 /// What was chosen, and why some dependencies were left out.
@@ -53,8 +63,7 @@ impl Resolver {
             v.sort();
         }
         Self {
-            by_name,
-            providers,
+            index: Arc::new(Index { by_name, providers }),
             excluded: BTreeSet::new(),
         }
     }
@@ -67,19 +76,21 @@ impl Resolver {
     }
 
     pub fn get(&self, name: &str) -> Option<&Package> {
-        self.by_name.get(name)
+        self.index.by_name.get(name)
     }
 
     fn candidates(&self, name: &str) -> Vec<&Package> {
-        let mut out: Vec<&Package> = self.by_name.get(name).into_iter().collect();
-        if let Some(ps) = self.providers.get(name) {
-            out.extend(ps.iter().filter_map(|p| self.by_name.get(p)));
+        let by_name = &self.index.by_name;
+        let mut out: Vec<&Package> = by_name.get(name).into_iter().collect();
+        if let Some(ps) = self.index.providers.get(name) {
+            out.extend(ps.iter().filter_map(|p| by_name.get(p)));
         }
         out
     }
 
     fn hint(&self, name: &str) -> String {
         let mut close: Vec<&str> = self
+            .index
             .by_name
             .keys()
             .filter(|k| k.starts_with(name) || name.starts_with(k.as_str()))
