@@ -179,6 +179,13 @@ pub fn plan(ctx: &Context, inputs: Inputs) -> Result<Planned> {
     if let Some(repo) = cfg.cache.as_deref().filter(|r| !r.is_empty()) {
         ctx.use_build_cache(repo)?;
     }
+    let uv = Uv::locate(&ctx.cache)?.with_indexes(python::index::Access::new(
+        project.indexes.clone(),
+        &cfg.google_indexes(),
+    ));
+    if ctx.will_build {
+        uv.prefetch();
+    }
     let mut runtime = runtime::select(ctx, &cfg, &project)?;
     if let (runtime::RuntimeBase::Debian(resolved), true) = (&runtime.base, ctx.will_build) {
         crate::base::debian::prepare(&runtime.spec, resolved, &ctx.cache, mtime);
@@ -192,10 +199,6 @@ pub fn plan(ctx: &Context, inputs: Inputs) -> Result<Planned> {
             ));
         }
     }
-    let uv = Uv::locate(&ctx.cache)?.with_indexes(python::index::Access::new(
-        project.indexes.clone(),
-        &cfg.google_indexes(),
-    ));
     let no_binary: Vec<String> = cfg.no_binary.iter().map(|n| normalize_name(n)).collect();
     let sp = ctx.progress.spinner("Resolving Python dependencies".into());
     let (lock, lock_cached) = python::resolve(

@@ -26,6 +26,8 @@ pub struct Uv {
     /// on first use (a build whose every stage is cached never runs uv, and
     /// never downloads it).
     path: std::sync::Arc<std::sync::OnceLock<PathBuf>>,
+    /// Held while fetching: a prefetch and a first use download it once.
+    fetching: std::sync::Arc<std::sync::Mutex<()>>,
     pub version: String,
     cache_dir: PathBuf,
     tools_dir: PathBuf,
@@ -58,6 +60,7 @@ impl Uv {
             let _ = path.set(p);
             return Ok(Uv {
                 path,
+                fetching: Default::default(),
                 version,
                 cache_dir,
                 tools_dir,
@@ -66,6 +69,7 @@ impl Uv {
         }
         Ok(Uv {
             path,
+            fetching: Default::default(),
             version: UV_VERSION.into(),
             cache_dir,
             tools_dir,
@@ -89,8 +93,24 @@ impl Uv {
         if let Some(p) = self.path.get() {
             return Ok(p);
         }
+        let _one = self.fetching.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = self.path.get() {
+            return Ok(p);
+        }
         let bin = fetch_pinned(&self.tools_dir)?;
         Ok(self.path.get_or_init(|| bin))
+    }
+
+    /// Starts fetching the binary in the background, for a build about to
+    /// resolve: the download then overlaps reading the Debian indexes.
+    /// A failure is left for the first use to report.
+    pub fn prefetch(&self) {
+        if self.path.get().is_none() {
+            let uv = self.clone();
+            std::thread::spawn(move || {
+                let _ = uv.path();
+            });
+        }
     }
 
     /// A uv command on the host, with [`SETTINGS`] and our cache.
