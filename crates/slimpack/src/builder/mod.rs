@@ -47,6 +47,9 @@ const MAX_RETRIES: usize = 2;
 
 /// Where things are mounted inside the builder.
 const TOOLS: &str = "/run/slimpack";
+/// The builder's `sitecustomize`: distutils compiles an extension's C files
+/// one per core instead of one at a time.
+const SITECUSTOMIZE: &str = include_str!("sitecustomize.py");
 const OUT: &str = "/opt/site-packages";
 
 #[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
@@ -91,9 +94,16 @@ pub struct Request<'a> {
 /// The `-dev` packages to start with: configured ones plus the well-known
 /// needs of the locked packages.
 pub fn initial_build_packages(lock: &Lock, configured: &[String]) -> Vec<String> {
+    let names: Vec<String> = lock.packages.iter().map(|p| p.name.clone()).collect();
+    build_packages_for(configured, &names)
+}
+
+/// The `-dev` packages a build of `from_source` starts with: the configured
+/// ones and the well-known needs of those packages alone.
+pub fn build_packages_for(configured: &[String], from_source: &[String]) -> Vec<String> {
     let mut out: Vec<String> = configured.to_vec();
-    for p in &lock.packages {
-        if let Some((_, pkgs)) = KNOWN_BUILD_NEEDS.iter().find(|(n, _)| *n == p.name) {
+    for name in from_source {
+        if let Some((_, pkgs)) = KNOWN_BUILD_NEEDS.iter().find(|(n, _)| n == name) {
             for d in *pkgs {
                 if !out.iter().any(|o| o == d) {
                     out.push(d.to_string());
@@ -268,12 +278,16 @@ fn run_uv(
     let work = tempfile::tempdir()?;
     let lock_file = work.path().join("lock.txt");
     std::fs::write(&lock_file, &req.lock.text)?;
+    let hooks = work.path().join("hooks");
+    std::fs::create_dir(&hooks)?;
+    std::fs::write(hooks.join("sitecustomize.py"), SITECUSTOMIZE)?;
     let interp = req.target.interpreter.clone();
     let mut sb = Sandbox::new(root)
         .share_net()
         .tmpfs("/run")
         .ro_bind(req.uv.path()?, &format!("{TOOLS}/uv"))
         .ro_bind(&lock_file, &format!("{TOOLS}/lock.txt"))
+        .ro_bind(&hooks, &format!("{TOOLS}/hooks"))
         .bind(req.uv.cache_dir(), &format!("{TOOLS}/uv-cache"), None)
         .bind(site, OUT, Some("/opt"))
         .env("PATH", "/usr/bin")
@@ -282,6 +296,8 @@ fn run_uv(
         .env("UV_CACHE_DIR", &format!("{TOOLS}/uv-cache"))
         // No debug info: smaller objects, and no build paths in them.
         .env("CFLAGS", "-g0")
+        // An extension's C files compiled in parallel (the same objects).
+        .env("PYTHONPATH", &format!("{TOOLS}/hooks"))
         .env("SOURCE_DATE_EPOCH", &req.mtime.to_string());
     for (k, v) in uv::SETTINGS {
         sb = sb.env(k, v);
@@ -493,5 +509,107 @@ mod tests {
             vec!["libfoo-dev", "libpq-dev"]
         );
         assert_eq!(pinned(&lock, &["psycopg2".into()]), vec!["psycopg2==2.9.9"]);
+    }
+
+    /// The builder's sitecustomize, on compilers shaped like distutils'
+    /// (module and class names as the hook checks them): the stock
+    /// compiler and a wrapper that only counts (psycopg2's) compile in
+    /// parallel with objects in order; a wrapper that swaps the compiler
+    /// per file, an instance's own `spawn` and a subclass's own per-file
+    /// step stay serial.
+    #[test]
+    fn builder_compiles_an_extensions_files_in_parallel_only_where_safe() {
+        let dir = tempfile::tempdir().unwrap();
+        let hook = dir.path().join("sitecustomize.py");
+        std::fs::write(&hook, SITECUSTOMIZE).unwrap();
+        let script = r#"
+import json, os, runpy, sys, types
+hook = runpy.run_path(sys.argv[1])
+cc = types.ModuleType("fake.ccompiler")
+exec('''
+class CCompiler:
+    def spawn(self, cmd):
+        pass
+    def compile(self, sources, output_dir=None):
+        for s in sources:
+            self._compile(s + ".o", s)
+        return [s + ".o" for s in sources]
+''', cc.__dict__)
+unix = types.ModuleType("fake.unixccompiler")
+unix.CCompiler = cc.CCompiler
+exec('''
+import threading, time
+class UnixCCompiler(CCompiler):
+    threads = set()
+    def _compile(self, obj, src):
+        UnixCCompiler.threads.add(threading.get_ident())
+        time.sleep(0.05)
+''', unix.__dict__)
+hook["_patch"](cc)
+hook["_patch"](cc)
+Unix = unix.UnixCCompiler
+out = {"objects": Unix().compile(["a.c", "b.c", "c.c", "d.c"]), "threads": len(Unix.threads),
+       "jobs": len(os.sched_getaffinity(0))}
+safe = hook["_parallel_safe"]
+out["stock"] = safe(Unix())
+
+class psycopg_build_ext:
+    built_files = 0
+def count_files(compiler):
+    orig = compiler._compile
+    def _compile(*args, **kwargs):
+        rv = orig(*args, **kwargs)
+        psycopg_build_ext.built_files += 1
+        return rv
+    compiler._compile = _compile
+    return compiler
+out["counting"] = safe(count_files(Unix()))
+
+def customize_for_nvcc(compiler):
+    default = compiler.compiler_so = ["gcc"]
+    before = compiler._compile
+    def _compile(obj, src):
+        if src.endswith(".cu"):
+            compiler.set_executable("compiler_so", "nvcc")
+        before(obj, src)
+        compiler.compiler_so = default
+    compiler._compile = _compile
+    return compiler
+out["swapping"] = safe(customize_for_nvcc(Unix()))
+
+spawning = Unix()
+spawning.spawn = lambda cmd: None
+out["own_spawn"] = safe(spawning)
+
+class Cuda(Unix):
+    def _compile(self, obj, src):
+        pass
+out["subclass"] = safe(Cuda())
+print(json.dumps(out))
+"#;
+        let out = std::process::Command::new("python3")
+            .arg("-c")
+            .arg(script)
+            .arg(&hook)
+            .output()
+            .expect("python3 runs (test.sh installs it)");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(
+            v["objects"],
+            serde_json::json!(["a.c.o", "b.c.o", "c.c.o", "d.c.o"])
+        );
+        if v["jobs"].as_u64().unwrap() > 1 {
+            assert!(v["threads"].as_u64().unwrap() > 1, "{v}");
+        }
+        assert_eq!(v["stock"], true, "{v}");
+        assert_eq!(v["counting"], true, "{v}");
+        assert_eq!(v["swapping"], false, "{v}");
+        assert_eq!(v["own_spawn"], false, "{v}");
+        assert_eq!(v["subclass"], false, "{v}");
     }
 }
