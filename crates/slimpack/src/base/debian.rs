@@ -132,6 +132,20 @@ fn is_yes(b: &bool) -> bool {
 
 /// The builder's own tools, beside the runtime's packages: a C compiler, the
 /// interpreter's headers, and what setup scripts commonly call.
+/// What the compiler depends on that no build of a Python package uses:
+/// the sanitizers' and gprofng's runtimes (27 MB unpacked, 7 MB to fetch).
+/// Asked for by name in `build-packages`, they are still installed.
+const NOT_IN_BUILDER: &[&str] = &[
+    "libasan6",
+    "libasan8",
+    "libtsan0",
+    "libtsan2",
+    "liblsan0",
+    "libubsan1",
+    "libhwasan0",
+    "libgprofng0",
+];
+
 fn builder_tools(python: Option<&str>) -> Vec<String> {
     // perl-base is Essential in Debian: tools such as pg_config are Perl scripts.
     let mut v: Vec<String> = [
@@ -339,21 +353,14 @@ pub fn resolve(
     }
     let suite = spec.suite;
     let code = suite.codename();
-    let mut all = Vec::new();
-    let mut release_version = String::new();
-    // Which mirror serves each archive (the security archive differs).
-    let mut mirrors: BTreeMap<String, String> = BTreeMap::new();
     let sp = progress.spinner(format!("Verifying {code} indexes"));
-    for (mirror, dist) in archives(spec) {
-        let (version, packages) = archive_packages(spec, cache, &mirror, &dist)?;
-        if dist == code {
-            release_version = version;
-        }
-        all.push(packages);
-        mirrors.insert(dist, mirror);
-    }
+    let SuiteIndex {
+        release_version,
+        mirrors,
+        resolver,
+    } = suite_index(spec, cache)?;
     sp.finish_and_clear();
-    let mut resolver = Resolver::new(all, "amd64");
+    let mut resolver = resolver;
     // Programs asked for (`tools`) get the libraries they depend on, even
     // those the interpreter alone goes without.
     resolver.exclude(
@@ -362,6 +369,9 @@ pub fn resolve(
             .copied()
             .filter(|n| spec.tools.is_empty() || !n.starts_with("lib") || *n == "libc-bin"),
     );
+    if spec.purpose == Purpose::Builder {
+        resolver.exclude(NOT_IN_BUILDER.iter().copied());
+    }
     let res = resolver.resolve(&spec.roots()).map_err(|e| match e {
         slimpack_debian::Error::UnknownPackage { package, hint } => UnknownPackage {
             package,
@@ -398,31 +408,87 @@ pub fn resolve(
     Ok(resolved)
 }
 
-/// An archive's release version and packages, verified and parsed once per
+/// The library packages `dev` (`-dev` packages) are for: what each
+/// depends on at its own exact version, as Debian ties a `-dev` package to
+/// its shared library (`libpq-dev` → `libpq5`). What code built against
+/// them most likely links at run time.
+pub fn libraries_of(spec: &BaseSpec, cache: &Cache, dev: &[String]) -> Result<Vec<String>> {
+    let index = suite_index(spec, cache)?;
+    let mut out: Vec<String> = Vec::new();
+    for p in dev.iter().filter_map(|d| index.resolver.get(d)) {
+        for dep in &p.depends {
+            if let [rel] = dep.0.as_slice() {
+                let exact = rel.constraint.as_ref().is_some_and(|(op, _)| op == "=");
+                if exact && !rel.name.ends_with("-dev") && !out.contains(&rel.name) {
+                    out.push(rel.name.clone());
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A suite's archives, read for resolving: the main archive's release
+/// version, which mirror serves each archive (the security archive's
+/// differs), and a resolver over all of their packages.
+#[derive(Clone)]
+struct SuiteIndex {
+    release_version: String,
+    mirrors: BTreeMap<String, String>,
+    resolver: Resolver,
+}
+
+/// The suite's archives fetched, verified, parsed and indexed once per
 /// process: a build resolves up to three package sets (the runtime, the
 /// builder, the runtime with the venv's libraries) from the same archives,
-/// and fetching, verifying and parsing an index takes about a second. A
-/// second caller waits for the first instead of doing the same work.
-fn archive_packages(
-    spec: &BaseSpec,
-    cache: &Cache,
-    mirror: &str,
-    dist: &str,
-) -> Result<(String, Vec<Package>)> {
-    type Slot = std::sync::Arc<std::sync::Mutex<Option<(String, Vec<Package>)>>>;
-    static SEEN: std::sync::OnceLock<std::sync::Mutex<BTreeMap<(String, String), Slot>>> =
+/// and reading them takes about a second (a copy of their 60 000 packages
+/// almost as long: the resolver shares one). A second caller waits for the
+/// first instead of doing the same work.
+fn suite_index(spec: &BaseSpec, cache: &Cache) -> Result<SuiteIndex> {
+    type Slot = std::sync::Arc<std::sync::Mutex<Option<SuiteIndex>>>;
+    type Archives = [(String, String); 3];
+    static SEEN: std::sync::OnceLock<std::sync::Mutex<BTreeMap<Archives, Slot>>> =
         std::sync::OnceLock::new();
+    let archives = archives(spec);
     let slot = SEEN
         .get_or_init(Default::default)
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .entry((mirror.to_string(), dist.to_string()))
+        .entry(archives.clone())
         .or_default()
         .clone();
     let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(hit) = slot.as_ref() {
         return Ok(hit.clone());
     }
+    let code = spec.suite.codename();
+    let mut all = Vec::new();
+    let mut release_version = String::new();
+    let mut mirrors = BTreeMap::new();
+    for (mirror, dist) in archives {
+        let (version, packages) = archive_packages(spec, cache, &mirror, &dist)?;
+        if dist == code {
+            release_version = version;
+        }
+        all.push(packages);
+        mirrors.insert(dist, mirror);
+    }
+    let suite = SuiteIndex {
+        release_version,
+        mirrors,
+        resolver: Resolver::new(all, "amd64"),
+    };
+    *slot = Some(suite.clone());
+    Ok(suite)
+}
+
+/// An archive's release version and packages, verified and parsed.
+fn archive_packages(
+    spec: &BaseSpec,
+    cache: &Cache,
+    mirror: &str,
+    dist: &str,
+) -> Result<(String, Vec<Package>)> {
     let index = "main/binary-amd64/Packages.xz";
     let (version, xz) = archive::with_release(
         spec.suite,
@@ -446,7 +512,6 @@ fn archive_packages(
         .and_then(|b| String::from_utf8(b).ok())
         .ok_or_else(|| anyhow!("{mirror}/dists/{dist}/{index}: cannot decompress"))?;
     let packages = parse_packages(&text, dist)?;
-    *slot = Some((version.clone(), packages.clone()));
     Ok((version, packages))
 }
 
@@ -684,9 +749,10 @@ fn absolute_target(link_path: &str, target: &str) -> String {
 
 pub const NONROOT_UID: u64 = 65532;
 
-/// The runtime built in the background by [`prepare`], by its key.
-static PREPARING: std::sync::Mutex<Option<(String, std::thread::JoinHandle<()>)>> =
-    std::sync::Mutex::new(None);
+/// The runtimes (and builders) being made in the background by [`prepare`]
+/// (and [`prepare_builder`]), by key.
+static PREPARING: std::sync::Mutex<Vec<(String, std::thread::JoinHandle<()>)>> =
+    std::sync::Mutex::new(Vec::new());
 
 /// Starts building the runtime (layer and root, with the stdlib's
 /// bytecode) in the background as soon as its packages are resolved: the
@@ -711,17 +777,23 @@ pub fn prepare(spec: &BaseSpec, resolved: &Resolved, cache: &Cache, mtime: u64) 
         }
     });
     if let Ok(mut p) = PREPARING.lock() {
-        *p = Some((key, handle));
+        p.push((key, handle));
     }
 }
 
 /// Waits for the background build of the runtime `key`, if there is one.
 fn wait_for_prepared(key: &str) {
-    let handle = match PREPARING.lock() {
-        Ok(mut p) if p.as_ref().is_some_and(|(k, _)| k == key) => p.take(),
-        _ => None,
+    let handles: Vec<_> = match PREPARING.lock() {
+        Ok(mut p) => {
+            let (this, rest) = std::mem::take(&mut *p)
+                .into_iter()
+                .partition(|(k, _)| k == key);
+            *p = rest;
+            this
+        }
+        Err(_) => Vec::new(),
     };
-    if let Some((_, h)) = handle {
+    for (_, h) in handles {
         let _ = h.join();
     }
 }
@@ -741,6 +813,14 @@ fn runtime_key(spec: &BaseSpec, resolved: &Resolved, mtime: u64) -> String {
     }
     for r in StripRule::ALL.into_iter().filter(|r| r.is_runtime()) {
         h.part("strip", format!("{}={}", r.as_str(), spec.strips(r)));
+    }
+    // A package asked for by name keeps every library (`trim`): the same
+    // package set asked for differently is another layer.
+    if spec.strips(StripRule::Libraries) {
+        let asked: BTreeSet<&String> = spec.extra_packages.iter().collect();
+        for p in asked {
+            h.part("asked", p);
+        }
     }
     // Only when asked: every other runtime keeps its key.
     for t in spec
@@ -1019,6 +1099,44 @@ fn read_debs(debs: &[(String, Vec<u8>)]) -> Result<Vec<Vec<slimpack_debian::DebE
 /// The builder root file system for a resolved builder package set,
 /// unpacked once into the cache (named by the package hashes).
 pub fn builder_rootfs(
+    spec: &BaseSpec,
+    resolved: &Resolved,
+    cache: &Cache,
+    progress: &Progress,
+) -> Result<std::path::PathBuf> {
+    wait_for_prepared(&builder_key(spec));
+    builder_rootfs_now(spec, resolved, cache, progress)
+}
+
+/// What [`prepare_builder`] registers its work under.
+fn builder_key(spec: &BaseSpec) -> String {
+    format!("builder {}", spec.key())
+}
+
+/// Starts resolving, downloading and unpacking the builder `spec` in the
+/// background, before the Python resolution says whether anything needs
+/// compiling: for a dependency known to have no wheel ([`crate::python::
+/// SDIST_ONLY`]), the builder is needed, and its 70 packages download
+/// beside the resolution instead of after it. [`builder_rootfs`] waits for
+/// it; a failure is left for the build to meet again and report.
+pub fn prepare_builder(spec: &BaseSpec, cache: &Cache) {
+    let key = builder_key(spec);
+    let (spec, root) = (spec.clone(), cache.root().to_path_buf());
+    let handle = std::thread::spawn(move || {
+        let Ok(cache) = Cache::open(&root) else {
+            return;
+        };
+        let quiet = Progress::hidden();
+        if let Ok(resolved) = resolve(&spec, &cache, false, &quiet) {
+            let _ = builder_rootfs_now(&spec, &resolved, &cache, &quiet);
+        }
+    });
+    if let Ok(mut p) = PREPARING.lock() {
+        p.push((key, handle));
+    }
+}
+
+fn builder_rootfs_now(
     spec: &BaseSpec,
     resolved: &Resolved,
     cache: &Cache,
