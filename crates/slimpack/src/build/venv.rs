@@ -18,7 +18,10 @@ use std::path::{Path, PathBuf};
 // v6: venv bytecode for traced imports; tests and stubs stripped.
 // v7: walked packages compiled whole.
 // v9: no stdlib bytecode where the runtime ships the stdlib as bytecode.
-const VENV_POLICY: &str = "venv-v9";
+// v10: wheels installed on the host beside the builder, which compiles only
+// what has none.
+const VENV_POLICY: &str = "venv-v10";
+const UV_TARGET_LOCK: &str = ".lock";
 const OPAQUE_VENV: &str = "opt/venv/.wh..wh..opq";
 
 /// The venv layer and what building it decided about the rest.
@@ -147,7 +150,7 @@ pub fn build(req: &builder::Request, runtime: &RuntimeBase, opts: &Options) -> R
                 &[],
             );
         });
-        install(req, runtime, &site)
+        install(req, runtime, &site, work.path())
     })?;
     python::local::install(req.project_dir, req.local, req.target, req.uv, &venv_dir)?;
     python::local::install_vcs(&req.lock.vcs, req.target, req.uv, &venv_dir)?;
@@ -188,6 +191,50 @@ pub fn build(req: &builder::Request, runtime: &RuntimeBase, opts: &Options) -> R
         stripped,
         modules,
     })
+}
+
+/// Starts building, in the background, the runtime the venv will most
+/// likely need, while the builder compiles: the libraries compiled code
+/// links are known only once it is built. The guess: the Debian package
+/// of each library the wheels link (by Debian's naming, as
+/// [`guessed_additions`] tries first), and the library packages of the
+/// builder's `-dev` packages (psycopg2: libpq-dev → libpq5). When the
+/// build links something else, the runtime it needs is built then, as
+/// without the guess.
+fn prepare_expected_runtime(
+    req: &builder::Request,
+    resolved: &debian::Resolved,
+    wheels: &Path,
+    from_source: &[String],
+) {
+    let in_runtime = |p: &String| resolved.packages.iter().any(|r| &r.name == p);
+    // The runtime without additions, built meanwhile (see `build`).
+    let Ok(base_root) = runtime_with(req, resolved, &[]).and_then(|(r, _)| r.rootfs(req.cache))
+    else {
+        return;
+    };
+    let mut expected: Vec<String> = needs_beyond(req, &base_root, wheels)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|n| {
+            native::package_candidates(&n.soname, req.spec.suite)
+                .into_iter()
+                .next()
+        })
+        .collect();
+    let dev = builder::build_packages_for(req.build_packages, from_source);
+    expected.extend(debian::libraries_of(req.spec, req.cache, &dev).unwrap_or_default());
+    expected.retain(|p| !in_runtime(p));
+    expected.sort();
+    expected.dedup();
+    if expected.is_empty() {
+        return;
+    }
+    let spec = req.spec.with_packages(&expected);
+    let quiet = crate::core::progress::Progress::hidden();
+    if let Ok(resolved) = debian::resolve(&spec, req.cache, req.refresh, &quiet) {
+        debian::prepare(&spec, &resolved, req.cache, req.mtime);
+    }
 }
 
 /// Traces what the dependencies import, takes out what the strip rules say
@@ -257,26 +304,16 @@ pub(super) fn add_mirrored(b: &mut LayerBuilder, dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Installs the lock into `site`: from wheels, or in the builder for what
-/// has none. Returns what the builder did, when it ran.
+/// Installs the lock into `site`: from wheels, and in the builder what has
+/// none. Returns what the builder did, when it ran.
 fn install(
     req: &builder::Request,
     runtime: &RuntimeBase,
     site: &Path,
+    work: &Path,
 ) -> Result<Option<builder::Built>> {
-    let compile_in_builder = |names: &[String]| -> Result<builder::Built> {
-        if let RuntimeBase::Registry(b) = runtime {
-            bail!(
-                "{} must be compiled from source (no wheel for {}), and compiling on a registry base ({}) is not supported yet; use a Debian base (debian:trixie, debian:bookworm) or a version with wheels",
-                names.join(", "),
-                req.target.platform,
-                b.reference
-            );
-        }
-        builder::install(req, site, names)
-    };
     if !req.lock.source_builds.is_empty() {
-        return compile_in_builder(&req.lock.source_builds).map(Some);
+        return install_beside_builder(req, runtime, site, work, &req.lock.source_builds).map(Some);
     }
     let sp = req.progress.spinner(format!(
         "Installing {} Python packages",
@@ -289,10 +326,78 @@ fn install(
         // A lock exported from uv.lock can name a package with no wheel:
         // the builder compiles it.
         Err(e) => match e.downcast_ref::<python::uv::MissingWheels>() {
-            Some(missing) => compile_in_builder(&missing.packages).map(Some),
+            Some(missing) => {
+                install_beside_builder(req, runtime, site, work, &missing.packages).map(Some)
+            }
             None => Err(e),
         },
     }
+}
+
+/// The builder compiles `from_source` while the rest of the lock is
+/// installed from wheels here, as without a builder; the compiled files
+/// join them after. Once the wheels are in, the runtime the venv will need
+/// starts building ([`prepare_expected_runtime`]).
+fn install_beside_builder(
+    req: &builder::Request,
+    runtime: &RuntimeBase,
+    site: &Path,
+    work: &Path,
+    from_source: &[String],
+) -> Result<builder::Built> {
+    let resolved = match runtime {
+        RuntimeBase::Debian(resolved) => resolved,
+        RuntimeBase::Registry(b) => bail!(
+            "{} must be compiled from source (no wheel for {}), and compiling on a registry base ({}) is not supported yet; use a Debian base (debian:trixie, debian:bookworm) or a version with wheels",
+            from_source.join(", "),
+            req.target.platform,
+            b.reference
+        ),
+    };
+    let compiled = work.join("compiled");
+    let sources = req.lock.only(from_source);
+    let wheels = req.lock.without(from_source);
+    let built = std::thread::scope(|s| {
+        let compiling = s.spawn(|| {
+            let only = builder::Request {
+                lock: &sources,
+                ..*req
+            };
+            builder::install(&only, &compiled, from_source)
+        });
+        let installed = python::install_wheels(&wheels, req.target, req.uv, site);
+        if installed.is_ok() {
+            prepare_expected_runtime(req, resolved, site, from_source);
+        }
+        let built = compiling
+            .join()
+            .map_err(|_| anyhow::anyhow!("the builder's thread panicked"))?;
+        installed.and(built)
+    })?;
+    // uv's lock of a --target directory, in both: not part of the venv.
+    let _ = std::fs::remove_file(compiled.join(UV_TARGET_LOCK));
+    merge_into(&compiled, site)?;
+    Ok(built)
+}
+
+/// Moves the tree `from` into `to`, directory by directory.
+fn merge_into(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to)?;
+    for e in std::fs::read_dir(from)? {
+        let e = e?;
+        let dest = to.join(e.file_name());
+        if e.file_type()?.is_dir() && dest.is_dir() {
+            merge_into(&e.path(), &dest)?;
+        } else if dest.symlink_metadata().is_ok() {
+            bail!(
+                "{} is both in a wheel and in what the builder compiled",
+                dest.display()
+            );
+        } else {
+            std::fs::rename(e.path(), &dest)?;
+        }
+    }
+    Ok(())
 }
 
 /// A registry base gets no packages added: it must have every library.
@@ -382,26 +487,7 @@ fn native_additions(
     let (cache, progress) = (req.cache, req.progress);
     let (base_runtime, _) = runtime_with(req, resolved, &[])?;
     let base_root = base_runtime.rootfs(cache)?;
-    let mut needs: Vec<native::Needed> = native::unbundled(site)?;
-    if req.spec.standalone.is_some() {
-        // A standalone Python needs only glibc, as released; what a build of
-        // it links beyond that is added like the venv's own needs.
-        let prefix = crate::base::standalone::PREFIX;
-        needs.extend(
-            native::unbundled(&base_root.join(prefix))?
-                .into_iter()
-                .map(|n| native::Needed {
-                    needed_by: format!("/{prefix}/{}", n.needed_by),
-                    ..n
-                }),
-        );
-    }
-    let mut needs: Vec<native::Needed> = needs
-        .into_iter()
-        .filter(|n| !native::in_root(&base_root, &n.soname))
-        .collect();
-    needs.sort_by(|a, b| a.soname.cmp(&b.soname));
-    needs.dedup_by(|a, b| a.soname == b.soname);
+    let needs = needs_beyond(req, &base_root, site)?;
     if needs.is_empty() {
         return Ok((base_root, Vec::new()));
     }
@@ -425,4 +511,34 @@ fn native_additions(
         );
     }
     Ok((root, additions))
+}
+
+/// The libraries the compiled code in `site` links that the runtime at
+/// `base_root` lacks, by soname.
+fn needs_beyond(
+    req: &builder::Request,
+    base_root: &Path,
+    site: &Path,
+) -> Result<Vec<native::Needed>> {
+    let mut needs: Vec<native::Needed> = native::unbundled(site)?;
+    if req.spec.standalone.is_some() {
+        // A standalone Python needs only glibc, as released; what a build of
+        // it links beyond that is added like the venv's own needs.
+        let prefix = crate::base::standalone::PREFIX;
+        needs.extend(
+            native::unbundled(&base_root.join(prefix))?
+                .into_iter()
+                .map(|n| native::Needed {
+                    needed_by: format!("/{prefix}/{}", n.needed_by),
+                    ..n
+                }),
+        );
+    }
+    let mut needs: Vec<native::Needed> = needs
+        .into_iter()
+        .filter(|n| !native::in_root(base_root, &n.soname))
+        .collect();
+    needs.sort_by(|a, b| a.soname.cmp(&b.soname));
+    needs.dedup_by(|a, b| a.soname == b.soname);
+    Ok(needs)
 }

@@ -170,23 +170,33 @@ impl Lock {
     /// This lock without the packages `names`.
     pub fn without(&self, names: &[String]) -> Lock {
         let names: Vec<String> = names.iter().map(|n| normalize_name(n)).collect();
+        self.filtered(|n| !names.contains(n))
+    }
+
+    /// This lock with only the packages `names`.
+    pub fn only(&self, names: &[String]) -> Lock {
+        let names: Vec<String> = names.iter().map(|n| normalize_name(n)).collect();
+        self.filtered(|n| names.contains(n))
+    }
+
+    fn filtered(&self, keep: impl Fn(&String) -> bool) -> Lock {
         let text: String = requirement_blocks(&self.text)
             .into_iter()
-            .filter(|(n, _)| !names.contains(n))
+            .filter(|(n, _)| keep(n))
             .map(|(_, b)| b)
             .collect();
         Lock {
             packages: self
                 .packages
                 .iter()
-                .filter(|p| !names.contains(&normalize_name(&p.name)))
+                .filter(|p| keep(&normalize_name(&p.name)))
                 .cloned()
                 .collect(),
             text,
             source_builds: self
                 .source_builds
                 .iter()
-                .filter(|p| !names.contains(&normalize_name(p)))
+                .filter(|p| keep(&normalize_name(p)))
                 .cloned()
                 .collect(),
             ..self.clone()
@@ -292,6 +302,31 @@ fn wheel_hint(stderr: &str, target: &Target) -> Option<String> {
     }
 }
 
+/// Distributions that publish no wheel for Linux (only an sdist, or
+/// Windows and macOS wheels): always compiled in the builder. (psycopg2's
+/// last Linux wheels, 2.7.x, are for Pythons no build targets.)
+pub const SDIST_ONLY: &[&str] = &["psycopg2", "psycopg-c", "mysqlclient", "python-ldap"];
+
+/// The [`SDIST_ONLY`] distributions the project's dependency files name,
+/// read as words before anything is resolved: a guess, used only to start
+/// the builder early (a name in a comment costs a download, nothing more).
+pub fn sdist_only_named(project: &Project) -> Vec<String> {
+    let mut found: Vec<String> = Vec::new();
+    for f in project.dependency_inputs() {
+        let Ok(text) = std::fs::read_to_string(&f) else {
+            continue;
+        };
+        for word in text.split(|c: char| !(c.is_ascii_alphanumeric() || "._-".contains(c))) {
+            let name = normalize_name(word);
+            if SDIST_ONLY.contains(&name.as_str()) && !found.contains(&name) {
+                found.push(name);
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
 /// Resolves the project's dependencies for `target`, or reuses the
 /// resolution recorded for exactly these inputs.
 pub fn resolve(
@@ -315,18 +350,33 @@ pub fn resolve(
         dir: &project.dir,
         target,
         out: work.path().join("lock.txt"),
-        source_builds: no_binary.to_vec(),
+        // Known at once, instead of from a first resolution that fails on
+        // them: `--no-binary` for a package not in the tree changes nothing.
+        source_builds: no_binary
+            .iter()
+            .cloned()
+            .chain(SDIST_ONLY.iter().map(|s| s.to_string()))
+            .collect(),
         refresh,
     };
     let how = write_lock(project, groups, uv, &mut compiler, work.path())?;
     let text = std::fs::read_to_string(&compiler.out).context("reading uv's resolution")?;
     let (text, origins) = origins_of(project, text)?;
     let local::Split { text, local, vcs } = local::split(&text, &project.dir)?;
-    let mut source_builds = compiler.source_builds;
+    let packages = parse_locked(&text);
+    let mut source_builds: Vec<String> = compiler
+        .source_builds
+        .into_iter()
+        .filter(|s| {
+            packages
+                .iter()
+                .any(|p| normalize_name(&p.name) == normalize_name(s))
+        })
+        .collect();
     source_builds.sort();
     source_builds.dedup();
     let lock = Lock {
-        packages: parse_locked(&text),
+        packages,
         text,
         how,
         key: key.clone(),
@@ -889,6 +939,8 @@ pub fn finish_venv(dest: &Path, target: &Target) -> Result<()> {
         std::fs::remove_dir_all(&staged_bin)?;
         fix_script_records(&site, &bin)?;
     }
+    // uv's lock of the --target directory: read by no one at run time.
+    let _ = std::fs::remove_file(site.join(".lock"));
     // uv leaves no pip in a --target install unless asked; never ship one.
     for e in std::fs::read_dir(&site)?.flatten() {
         let n = e.file_name().to_string_lossy().to_lowercase();
@@ -1008,6 +1060,45 @@ fn rewrite_shebang(bytes: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn packages_without_linux_wheels_are_found_by_name_before_resolving() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("requirements.txt"),
+            "Django==5.1\npsycopg2-binary==2.9.9\nPsycopg2>=2.9 ; python_version>'3.8'\nmysqlclient==2.2\n",
+        )
+        .unwrap();
+        let project = Project::detect(dir.path()).unwrap();
+        assert_eq!(sdist_only_named(&project), vec!["mysqlclient", "psycopg2"]);
+        std::fs::write(
+            dir.path().join("requirements.txt"),
+            "psycopg2-binary\npsycopg[binary]\n",
+        )
+        .unwrap();
+        let project = Project::detect(dir.path()).unwrap();
+        assert!(sdist_only_named(&project).is_empty());
+    }
+
+    #[test]
+    fn a_lock_keeps_only_some_packages() {
+        let text =
+            "psycopg2==2.9.9 \\\n    --hash=sha256:aa\nsix==1.16.0 \\\n    --hash=sha256:cc\n";
+        let lock = Lock {
+            text: text.into(),
+            packages: parse_locked(text),
+            how: String::new(),
+            key: String::new(),
+            source_builds: vec!["psycopg2".into()],
+            local: Vec::new(),
+            vcs: Vec::new(),
+            origins: BTreeMap::new(),
+        };
+        let only = lock.only(&["Psycopg2".into()]);
+        assert_eq!(only.text, "psycopg2==2.9.9 \\\n    --hash=sha256:aa\n");
+        assert_eq!(only.packages.len(), 1);
+        assert_eq!(only.source_builds, vec!["psycopg2"]);
+    }
 
     #[test]
     fn a_lock_gives_a_requirement_with_its_hashes_and_loses_one() {
