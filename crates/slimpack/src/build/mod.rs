@@ -189,6 +189,11 @@ pub fn plan(ctx: &Context, inputs: Inputs) -> Result<Planned> {
     let mut runtime = runtime::select(ctx, &cfg, &project)?;
     if let (runtime::RuntimeBase::Debian(resolved), true) = (&runtime.base, ctx.will_build) {
         crate::base::debian::prepare(&runtime.spec, resolved, &ctx.cache, mtime);
+        let compiled = python::sdist_only_named(&project);
+        if !compiled.is_empty() {
+            let packages = builder::build_packages_for(&cfg.build_packages, &compiled);
+            crate::base::debian::prepare_builder(&runtime.spec.builder(&packages), &ctx.cache);
+        }
     }
     if matches!(runtime.base, runtime::RuntimeBase::Debian(_)) {
         warnings.extend(crate::base::suite_warning(runtime.spec.suite));
