@@ -751,8 +751,20 @@ pub const NONROOT_UID: u64 = 65532;
 
 /// The runtimes (and builders) being made in the background by [`prepare`]
 /// (and [`prepare_builder`]), by key.
-static PREPARING: std::sync::Mutex<Vec<(String, std::thread::JoinHandle<()>)>> =
-    std::sync::Mutex::new(Vec::new());
+static PREPARING: std::sync::Mutex<Vec<(String, Preparing)>> = std::sync::Mutex::new(Vec::new());
+
+/// One background preparation: the first to wait joins it, holding the
+/// lock, so a second waiter waits for that instead of doing it again.
+type Preparing = std::sync::Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>;
+
+fn register(key: String, handle: std::thread::JoinHandle<()>) {
+    if let Ok(mut p) = PREPARING.lock() {
+        p.push((
+            key,
+            std::sync::Arc::new(std::sync::Mutex::new(Some(handle))),
+        ));
+    }
+}
 
 /// Starts building the runtime (layer and root, with the stdlib's
 /// bytecode) in the background as soon as its packages are resolved: the
@@ -776,25 +788,24 @@ pub fn prepare(spec: &BaseSpec, resolved: &Resolved, cache: &Cache, mtime: u64) 
             let _ = runtime.rootfs(&cache);
         }
     });
-    if let Ok(mut p) = PREPARING.lock() {
-        p.push((key, handle));
-    }
+    register(key, handle);
 }
 
 /// Waits for the background build of the runtime `key`, if there is one.
 fn wait_for_prepared(key: &str) {
-    let handles: Vec<_> = match PREPARING.lock() {
-        Ok(mut p) => {
-            let (this, rest) = std::mem::take(&mut *p)
-                .into_iter()
-                .partition(|(k, _)| k == key);
-            *p = rest;
-            this
-        }
+    let slots: Vec<Preparing> = match PREPARING.lock() {
+        Ok(p) => p
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, s)| s.clone())
+            .collect(),
         Err(_) => Vec::new(),
     };
-    for (_, h) in handles {
-        let _ = h.join();
+    for slot in slots {
+        let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(h) = slot.take() {
+            let _ = h.join();
+        }
     }
 }
 
@@ -1131,9 +1142,7 @@ pub fn prepare_builder(spec: &BaseSpec, cache: &Cache) {
             let _ = builder_rootfs_now(&spec, &resolved, &cache, &quiet);
         }
     });
-    if let Ok(mut p) = PREPARING.lock() {
-        p.push((key, handle));
-    }
+    register(key, handle);
 }
 
 fn builder_rootfs_now(

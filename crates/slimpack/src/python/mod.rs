@@ -1081,27 +1081,7 @@ mod tests {
     }
 
     #[test]
-    fn a_lock_keeps_only_some_packages() {
-        let text =
-            "psycopg2==2.9.9 \\\n    --hash=sha256:aa\nsix==1.16.0 \\\n    --hash=sha256:cc\n";
-        let lock = Lock {
-            text: text.into(),
-            packages: parse_locked(text),
-            how: String::new(),
-            key: String::new(),
-            source_builds: vec!["psycopg2".into()],
-            local: Vec::new(),
-            vcs: Vec::new(),
-            origins: BTreeMap::new(),
-        };
-        let only = lock.only(&["Psycopg2".into()]);
-        assert_eq!(only.text, "psycopg2==2.9.9 \\\n    --hash=sha256:aa\n");
-        assert_eq!(only.packages.len(), 1);
-        assert_eq!(only.source_builds, vec!["psycopg2"]);
-    }
-
-    #[test]
-    fn a_lock_gives_a_requirement_with_its_hashes_and_loses_one() {
+    fn a_lock_gives_a_requirement_with_its_hashes_loses_one_and_keeps_one() {
         let text = "psycopg2==2.9.9 \\\n    --hash=sha256:aa \\\n    --hash=sha256:bb\n    # via -r requirements.txt\nsix==1.16.0 \\\n    --hash=sha256:cc\n";
         let lock = Lock {
             text: text.into(),
@@ -1122,6 +1102,10 @@ mod tests {
         assert_eq!(rest.packages.len(), 1);
         assert!(rest.source_builds.is_empty());
         assert!(lock.requirement("flask").is_none());
+        let only = lock.only(&["Psycopg2".into()]);
+        assert_eq!(only.text, lock.requirement("psycopg2").unwrap());
+        assert_eq!(only.packages.len(), 1);
+        assert_eq!(only.source_builds, vec!["psycopg2"]);
     }
 
     #[test]
