@@ -189,7 +189,12 @@ pub fn plan(ctx: &Context, inputs: Inputs) -> Result<Planned> {
     let mut runtime = runtime::select(ctx, &cfg, &project)?;
     if let (runtime::RuntimeBase::Debian(resolved), true) = (&runtime.base, ctx.will_build) {
         crate::base::debian::prepare(&runtime.spec, resolved, &ctx.cache, mtime);
-        let compiled = python::sdist_only_named(&project);
+        // With a build cache, what was compiled comes from it, usually
+        // without a builder: a fresh runner must not fetch one for nothing.
+        let compiled = match ctx.build_cache() {
+            None => python::sdist_only_named(&project),
+            Some(_) => Vec::new(),
+        };
         if !compiled.is_empty() {
             let packages = builder::build_packages_for(&cfg.build_packages, &compiled);
             crate::base::debian::prepare_builder(&runtime.spec.builder(&packages), &ctx.cache);
