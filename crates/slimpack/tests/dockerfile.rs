@@ -43,7 +43,10 @@ fn debootstrap_base(name: &str, include: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let rootfs = dir.join("rootfs");
-    run_ok(
+    // A mirror mid-sync fails a debootstrap now and then (an index whose
+    // hash is not the Release's): a second and third try, from scratch.
+    let debootstrap = || {
+        let _ = std::fs::remove_dir_all(&rootfs);
         Command::new("debootstrap")
             .args([
                 "--variant=minbase",
@@ -51,7 +54,23 @@ fn debootstrap_base(name: &str, include: &str) -> PathBuf {
                 "bookworm",
             ])
             .arg(&rootfs)
-            .arg("http://deb.debian.org/debian"),
+            .arg("http://deb.debian.org/debian")
+            .output()
+            .unwrap()
+    };
+    let mut out = debootstrap();
+    for _ in 0..2 {
+        if out.status.success() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_secs(5));
+        out = debootstrap();
+    }
+    assert!(
+        out.status.success(),
+        "debootstrap of {name} failed three times:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
     );
     for junk in [
         "var/cache/apt/archives",
