@@ -31,6 +31,11 @@ fn python_base() -> PathBuf {
 }
 
 fn debootstrap_base(name: &str, include: &str) -> PathBuf {
+    // The tests of this file run at once and share the base: one makes it
+    // while the others wait (two debootstraps in one directory delete each
+    // other's downloads).
+    static MAKING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = MAKING.lock().unwrap_or_else(|e| e.into_inner());
     let peer = Path::new("/var/tmp/peer-cache/base.oci");
     if peer.join("index.json").is_file() {
         return peer.to_path_buf();
