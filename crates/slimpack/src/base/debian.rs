@@ -130,8 +130,6 @@ fn is_yes(b: &bool) -> bool {
     *b
 }
 
-/// The builder's own tools, beside the runtime's packages: a C compiler, the
-/// interpreter's headers, and what setup scripts commonly call.
 /// What the compiler depends on that no build of a Python package uses:
 /// the sanitizers' and gprofng's runtimes (27 MB unpacked, 7 MB to fetch).
 /// Asked for by name in `build-packages`, they are still installed.
@@ -146,6 +144,8 @@ const NOT_IN_BUILDER: &[&str] = &[
     "libgprofng0",
 ];
 
+/// The builder's own tools, beside the runtime's packages: a C compiler, the
+/// interpreter's headers, and what setup scripts commonly call.
 fn builder_tools(python: Option<&str>) -> Vec<String> {
     // perl-base is Essential in Debian: tools such as pg_config are Perl scripts.
     let mut v: Vec<String> = [
@@ -357,10 +357,9 @@ pub fn resolve(
     let SuiteIndex {
         release_version,
         mirrors,
-        resolver,
+        mut resolver,
     } = suite_index(spec, cache)?;
     sp.finish_and_clear();
-    let mut resolver = resolver;
     // Programs asked for (`tools`) get the libraries they depend on, even
     // those the interpreter alone goes without.
     resolver.exclude(
@@ -413,9 +412,12 @@ pub fn resolve(
 /// its shared library (`libpq-dev` → `libpq5`). What code built against
 /// them most likely links at run time.
 pub fn libraries_of(spec: &BaseSpec, cache: &Cache, dev: &[String]) -> Result<Vec<String>> {
-    let index = suite_index(spec, cache)?;
+    Ok(libraries_in(&suite_index(spec, cache)?.resolver, dev))
+}
+
+fn libraries_in(resolver: &Resolver, dev: &[String]) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
-    for p in dev.iter().filter_map(|d| index.resolver.get(d)) {
+    for p in dev.iter().filter_map(|d| resolver.get(d)) {
         for dep in &p.depends {
             if let [rel] = dep.0.as_slice() {
                 let exact = rel.constraint.as_ref().is_some_and(|(op, _)| op == "=");
@@ -425,7 +427,7 @@ pub fn libraries_of(spec: &BaseSpec, cache: &Cache, dev: &[String]) -> Result<Ve
             }
         }
     }
-    Ok(out)
+    out
 }
 
 /// A suite's archives, read for resolving: the main archive's release
@@ -757,7 +759,19 @@ static PREPARING: std::sync::Mutex<Vec<(String, Preparing)>> = std::sync::Mutex:
 /// lock, so a second waiter waits for that instead of doing it again.
 type Preparing = std::sync::Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>;
 
-fn register(key: String, handle: std::thread::JoinHandle<()>) {
+/// Runs `work` on its own thread with its own handle on `cache` and no
+/// progress shown, registered under `key` for [`wait_for_prepared`].
+fn in_background(
+    key: String,
+    cache: &Cache,
+    work: impl FnOnce(&Cache, &Progress) + Send + 'static,
+) {
+    let root = cache.root().to_path_buf();
+    let handle = std::thread::spawn(move || {
+        if let Ok(cache) = Cache::open(&root) {
+            work(&cache, &Progress::hidden());
+        }
+    });
     if let Ok(mut p) = PREPARING.lock() {
         p.push((
             key,
@@ -779,19 +793,16 @@ pub fn prepare(spec: &BaseSpec, resolved: &Resolved, cache: &Cache, mtime: u64) 
     {
         return;
     }
-    let (spec, resolved, root) = (spec.clone(), resolved.clone(), cache.root().to_path_buf());
-    let handle = std::thread::spawn(move || {
-        let Ok(cache) = Cache::open(&root) else {
-            return;
-        };
-        if let Ok((runtime, _)) = build_now(&spec, resolved, &cache, mtime, &Progress::hidden()) {
-            let _ = runtime.rootfs(&cache);
+    let (spec, resolved) = (spec.clone(), resolved.clone());
+    in_background(key, cache, move |cache, quiet| {
+        if let Ok((runtime, _)) = build_now(&spec, resolved, cache, mtime, quiet) {
+            let _ = runtime.rootfs(cache);
         }
     });
-    register(key, handle);
 }
 
-/// Waits for the background build of the runtime `key`, if there is one.
+/// Waits for the background work registered under `key` (a runtime's or
+/// the builder's), if there is any.
 fn wait_for_prepared(key: &str) {
     let slots: Vec<Preparing> = match PREPARING.lock() {
         Ok(p) => p
@@ -1131,18 +1142,12 @@ fn builder_key(spec: &BaseSpec) -> String {
 /// beside the resolution instead of after it. [`builder_rootfs`] waits for
 /// it; a failure is left for the build to meet again and report.
 pub fn prepare_builder(spec: &BaseSpec, cache: &Cache) {
-    let key = builder_key(spec);
-    let (spec, root) = (spec.clone(), cache.root().to_path_buf());
-    let handle = std::thread::spawn(move || {
-        let Ok(cache) = Cache::open(&root) else {
-            return;
-        };
-        let quiet = Progress::hidden();
-        if let Ok(resolved) = resolve(&spec, &cache, false, &quiet) {
-            let _ = builder_rootfs_now(&spec, &resolved, &cache, &quiet);
+    let spec = spec.clone();
+    in_background(builder_key(&spec), cache, move |cache, quiet| {
+        if let Ok(resolved) = resolve(&spec, cache, false, quiet) {
+            let _ = builder_rootfs_now(&spec, &resolved, cache, quiet);
         }
     });
-    register(key, handle);
 }
 
 fn builder_rootfs_now(
@@ -1346,6 +1351,35 @@ fn add_system_files(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Only a single, exact-version dependency that is no `-dev` package is
+    /// taken for the library a `-dev` package is for; alternatives, ranges,
+    /// other `-dev` packages and names the index lacks give nothing.
+    #[test]
+    fn a_dev_package_names_its_library_by_its_exact_dependency() {
+        let stanza = |name: &str, depends: &str| {
+            format!("Package: {name}\nVersion: 1\nArchitecture: amd64\nDepends: {depends}\nFilename: pool/{name}.deb\nSize: 1\nSHA256: {}\n", "0".repeat(64))
+        };
+        let text = [
+            stanza("libpq-dev", "libpq5 (= 15.10-0+deb12u1), libssl-dev"),
+            stanza("libalt-dev", "libalt1 (= 1) | libalt2 (= 1)"),
+            stanza("librange-dev", "librange1 (>= 1)"),
+            stanza(
+                "libdouble-dev",
+                "libdouble-common-dev (= 1), libpq5 (= 15.10-0+deb12u1)",
+            ),
+        ]
+        .join("\n");
+        let resolver = Resolver::new(vec![parse_packages(&text, "bookworm").unwrap()], "amd64");
+        let names = |d: &[&str]| -> Vec<String> {
+            libraries_in(
+                &resolver,
+                &d.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            )
+        };
+        assert_eq!(names(&["libpq-dev", "libdouble-dev"]), vec!["libpq5"]);
+        assert!(names(&["libalt-dev", "librange-dev", "nosuch-dev"]).is_empty());
+    }
 
     #[test]
     fn moved_links_keep_their_targets() {
