@@ -183,17 +183,20 @@ pub fn plan(ctx: &Context, inputs: Inputs) -> Result<Planned> {
         project.indexes.clone(),
         &cfg.google_indexes(),
     ));
-    if ctx.will_build {
+    // What a cold build will need is fetched from the start; with a build
+    // cache, the resolution and what was compiled usually come from it, and
+    // a fresh runner must not fetch uv or a builder for nothing.
+    let fetch_early = ctx.will_build && ctx.build_cache().is_none();
+    if fetch_early {
         uv.prefetch();
     }
     let mut runtime = runtime::select(ctx, &cfg, &project)?;
     if let (runtime::RuntimeBase::Debian(resolved), true) = (&runtime.base, ctx.will_build) {
         crate::base::debian::prepare(&runtime.spec, resolved, &ctx.cache, mtime);
-        // With a build cache, what was compiled comes from it, usually
-        // without a builder: a fresh runner must not fetch one for nothing.
-        let compiled = match ctx.build_cache() {
-            None => python::sdist_only_named(&project),
-            Some(_) => Vec::new(),
+        let compiled = if fetch_early {
+            python::sdist_only_named(&project)
+        } else {
+            Vec::new()
         };
         if !compiled.is_empty() {
             let packages = builder::build_packages_for(&cfg.build_packages, &compiled);

@@ -21,7 +21,6 @@ use std::path::{Path, PathBuf};
 // v10: wheels installed on the host beside the builder, which compiles only
 // what has none.
 const VENV_POLICY: &str = "venv-v10";
-const UV_TARGET_LOCK: &str = ".lock";
 const OPAQUE_VENV: &str = "opt/venv/.wh..wh..opq";
 
 /// The venv layer and what building it decided about the rest.
@@ -374,8 +373,8 @@ fn install_beside_builder(
             .map_err(|_| anyhow::anyhow!("the builder's thread panicked"))?;
         installed.and(built)
     })?;
-    // uv's lock of a --target directory, in both: not part of the venv.
-    let _ = std::fs::remove_file(compiled.join(UV_TARGET_LOCK));
+    // Both installs leave one: not part of the venv.
+    let _ = std::fs::remove_file(compiled.join(python::uv::TARGET_LOCK));
     merge_into(&compiled, site)?;
     Ok(built)
 }

@@ -939,8 +939,7 @@ pub fn finish_venv(dest: &Path, target: &Target) -> Result<()> {
         std::fs::remove_dir_all(&staged_bin)?;
         fix_script_records(&site, &bin)?;
     }
-    // uv's lock of the --target directory: read by no one at run time.
-    let _ = std::fs::remove_file(site.join(".lock"));
+    let _ = std::fs::remove_file(site.join(uv::TARGET_LOCK));
     // uv leaves no pip in a --target install unless asked; never ship one.
     for e in std::fs::read_dir(&site)?.flatten() {
         let n = e.file_name().to_string_lossy().to_lowercase();

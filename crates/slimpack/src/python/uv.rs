@@ -11,6 +11,9 @@ const UV_VERSION: &str = "0.13.9";
 const UV_WHEEL: &str = "uv-0.13.9-py3-none-manylinux_2_17_x86_64.manylinux2014_x86_64.whl";
 const UV_WHEEL_SHA256: &str = "d7f459fe4fd247d830351c75686d3996ace3c6f3f728eb0e85a30b7ada0cef19";
 
+/// The lock file uv leaves in a `--target` directory: no part of a venv.
+pub const TARGET_LOCK: &str = ".lock";
+
 /// Settings for every uv run, on the host or in the builder: our cache, no
 /// Python downloads, and no config from the user's home that would make
 /// builds differ between machines.
