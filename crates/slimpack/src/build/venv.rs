@@ -541,3 +541,37 @@ fn needs_beyond(
     needs.dedup_by(|a, b| a.soname == b.soname);
     Ok(needs)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the builder compiled joins the wheels directory by directory;
+    /// a file both have (a wheel and a compiled package claiming one path)
+    /// is an error naming it, never a silent overwrite.
+    #[test]
+    fn compiled_files_join_the_wheels_and_a_clash_is_an_error() {
+        let site = tempfile::tempdir().unwrap();
+        let compiled = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(site.path().join("bin")).unwrap();
+        std::fs::write(site.path().join("bin/uvicorn"), "wheel").unwrap();
+        std::fs::create_dir_all(compiled.path().join("bin")).unwrap();
+        std::fs::write(compiled.path().join("bin/pg"), "compiled").unwrap();
+        std::fs::create_dir_all(compiled.path().join("psycopg2")).unwrap();
+        std::fs::write(compiled.path().join("psycopg2/__init__.py"), "").unwrap();
+        merge_into(compiled.path(), site.path()).unwrap();
+        for f in ["bin/uvicorn", "bin/pg", "psycopg2/__init__.py"] {
+            assert!(site.path().join(f).is_file(), "{f}");
+        }
+
+        let again = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(again.path().join("bin")).unwrap();
+        std::fs::write(again.path().join("bin/uvicorn"), "compiled").unwrap();
+        let err = merge_into(again.path(), site.path()).unwrap_err();
+        assert!(err.to_string().contains("bin/uvicorn"), "{err}");
+        assert_eq!(
+            std::fs::read_to_string(site.path().join("bin/uvicorn")).unwrap(),
+            "wheel"
+        );
+    }
+}
