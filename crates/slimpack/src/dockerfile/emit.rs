@@ -916,8 +916,7 @@ mod tests {
         r.cmd = vec![
             "/opt/venv/bin/python".into(),
             "-c".into(),
-            "import os,sys;a=[os.path.expandvars(x) for x in sys.argv[1:]];os.execvp(a[0],a)"
-                .into(),
+            crate::project::entrypoint::LAUNCHER.into(),
             "uvicorn".into(),
             "main:app".into(),
             "--host".into(),
