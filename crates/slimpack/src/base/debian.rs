@@ -778,15 +778,34 @@ static PREPARING: std::sync::Mutex<Vec<(String, Preparing)>> = std::sync::Mutex:
 /// lock, so a second waiter waits for that instead of doing it again.
 type Preparing = std::sync::Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>;
 
+/// Whether a background preparation is on a cold build's longest path.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Urgency {
+    /// The builder: everything compiled waits for it.
+    Critical,
+    /// A runtime: needed only once the venv is installed (and compiled),
+    /// so it takes the cores the critical work leaves idle. Its thread and
+    /// what it starts (the stdlib's compile) run at a lower priority.
+    Spare,
+}
+
 /// Runs `work` on its own thread with its own handle on `cache` and no
 /// progress shown, registered under `key` for [`wait_for_prepared`].
 fn in_background(
     key: String,
     cache: &Cache,
+    urgency: Urgency,
     work: impl FnOnce(&Cache, &Progress) + Send + 'static,
 ) {
     let root = cache.root().to_path_buf();
     let handle = std::thread::spawn(move || {
+        if urgency == Urgency::Spare {
+            // On Linux the nice value is the calling thread's, and the
+            // threads and processes it starts inherit it. Relative to the
+            // user's own nice value; best effort.
+            // SAFETY: nice has no memory-safety preconditions.
+            unsafe { libc::nice(10) };
+        }
         if let Ok(cache) = Cache::open(&root) {
             work(&cache, &Progress::hidden());
         }
@@ -813,7 +832,7 @@ pub fn prepare(spec: &BaseSpec, resolved: &Resolved, cache: &Cache, mtime: u64) 
         return;
     }
     let (spec, resolved) = (spec.clone(), resolved.clone());
-    in_background(key, cache, move |cache, quiet| {
+    in_background(key, cache, Urgency::Spare, move |cache, quiet| {
         if let Ok((runtime, _)) = build_now(&spec, resolved, cache, mtime, quiet) {
             let _ = runtime.rootfs(cache);
         }
@@ -1154,11 +1173,16 @@ fn builder_key(spec: &BaseSpec) -> String {
 /// it; a failure is left for the build to meet again and report.
 pub fn prepare_builder(spec: &BaseSpec, cache: &Cache) {
     let spec = spec.clone();
-    in_background(builder_key(&spec), cache, move |cache, quiet| {
-        if let Ok(resolved) = resolve(&spec, cache, false, quiet) {
-            let _ = builder_rootfs_now(&spec, &resolved, cache, quiet);
-        }
-    });
+    in_background(
+        builder_key(&spec),
+        cache,
+        Urgency::Critical,
+        move |cache, quiet| {
+            if let Ok(resolved) = resolve(&spec, cache, false, quiet) {
+                let _ = builder_rootfs_now(&spec, &resolved, cache, quiet);
+            }
+        },
+    );
 }
 
 fn builder_rootfs_now(
