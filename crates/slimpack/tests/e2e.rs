@@ -1115,6 +1115,37 @@ fn assert_inspect_sees_what_the_build_put(image: &str) {
     assert_eq!(i["contents"]["interpreter"]["origin"], "debian");
 }
 
+/// psycopg2's extension, compiled in the builder, got the interpreter's
+/// flags: `-DNDEBUG` leaves its `assert()`s out (with `CFLAGS=-g0` in the
+/// builder, setuptools dropped them and compiled at -O0 with assertions).
+/// No debug info either way.
+fn assert_compiled_like_the_interpreter(rootfs: &Path) {
+    use object::{Object, ObjectSection, ObjectSymbol};
+    let so = walkdir::WalkDir::new(rootfs.join("opt/venv"))
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .find(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("_psycopg.cpython")
+        })
+        .expect("psycopg2's extension in the venv");
+    let bytes = std::fs::read(so.path()).unwrap();
+    let elf = object::File::parse(&*bytes).unwrap();
+    let imports: Vec<String> = elf
+        .dynamic_symbols()
+        .filter(|s| s.is_undefined())
+        .filter_map(|s| s.name().ok().map(str::to_string))
+        .collect();
+    assert!(imports.iter().any(|s| s == "PQconnectdb"), "{imports:?}");
+    assert!(
+        !imports.iter().any(|s| s == "__assert_fail"),
+        "compiled without -DNDEBUG: {}",
+        so.path().display()
+    );
+    assert!(elf.section_by_name(".debug_info").is_none());
+}
+
 #[test]
 fn builder_compiles_source_packages_and_adds_only_the_libraries_they_link() {
     for t in ["bwrap", "umoci", "dpkg-query"] {
@@ -1150,6 +1181,7 @@ fn builder_compiles_source_packages_and_adds_only_the_libraries_they_link() {
         .starts_with("psycopg2/_psycopg"));
     let rootfs = unpack(&layout, &out.path().join("u"));
     assert_slim(&rootfs);
+    assert_compiled_like_the_interpreter(&rootfs);
     let pkgs = dpkg_packages(&rootfs);
     assert!(pkgs.lines().any(|l| l == "libpq5"), "{pkgs}");
     for banned in [

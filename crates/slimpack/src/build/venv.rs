@@ -20,7 +20,9 @@ use std::path::{Path, PathBuf};
 // v9: no stdlib bytecode where the runtime ships the stdlib as bytecode.
 // v10: wheels installed on the host beside the builder, which compiles only
 // what has none.
-const VENV_POLICY: &str = "venv-v10";
+// v11: the builder compiles with the interpreter's flags (-O2 -DNDEBUG) and
+// -g0 added by its sitecustomize, instead of CFLAGS=-g0 in their place.
+const VENV_POLICY: &str = "venv-v11";
 const OPAQUE_VENV: &str = "opt/venv/.wh..wh..opq";
 
 /// The venv layer and what building it decided about the rest.

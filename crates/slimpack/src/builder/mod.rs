@@ -48,7 +48,7 @@ const MAX_RETRIES: usize = 2;
 /// Where things are mounted inside the builder.
 const TOOLS: &str = "/run/slimpack";
 /// The builder's `sitecustomize`: distutils compiles an extension's C files
-/// one per core instead of one at a time.
+/// one per core instead of one at a time, and without debug info.
 const SITECUSTOMIZE: &str = include_str!("sitecustomize.py");
 const OUT: &str = "/opt/site-packages";
 
@@ -294,9 +294,8 @@ fn run_uv(
         .env("HOME", "/tmp")
         .env("LANG", "C.UTF-8")
         .env("UV_CACHE_DIR", &format!("{TOOLS}/uv-cache"))
-        // No debug info: smaller objects, and no build paths in them.
-        .env("CFLAGS", "-g0")
-        // An extension's C files compiled in parallel (the same objects).
+        // An extension's C files compiled in parallel and without debug
+        // info (see sitecustomize.py for why not CFLAGS).
         .env("PYTHONPATH", &format!("{TOOLS}/hooks"))
         .env("SOURCE_DATE_EPOCH", &req.mtime.to_string());
     for (k, v) in uv::SETTINGS {
@@ -516,7 +515,8 @@ mod tests {
     /// compiler and a wrapper that only counts (psycopg2's) compile in
     /// parallel with objects in order; a wrapper that swaps the compiler
     /// per file, an instance's own `spawn` and a subclass's own per-file
-    /// step stay serial.
+    /// step stay serial. The parallel ones compile without debug info
+    /// unless the build asks for it.
     #[test]
     fn builder_compiles_an_extensions_files_in_parallel_only_where_safe() {
         let dir = tempfile::tempdir().unwrap();
@@ -528,9 +528,12 @@ hook = runpy.run_path(sys.argv[1])
 cc = types.ModuleType("fake.ccompiler")
 exec('''
 class CCompiler:
+    postargs = []
     def spawn(self, cmd):
         pass
-    def compile(self, sources, output_dir=None):
+    def compile(self, sources, output_dir=None, macros=None, include_dirs=None, debug=False,
+                extra_preargs=None, extra_postargs=None, depends=None):
+        CCompiler.postargs.append(extra_postargs)
         for s in sources:
             self._compile(s + ".o", s)
         return [s + ".o" for s in sources]
@@ -585,6 +588,16 @@ class Cuda(Unix):
     def _compile(self, obj, src):
         pass
 out["subclass"] = safe(Cuda())
+
+# -g0 last, for the compilers run in parallel, unless the build asks for debug info.
+cc.CCompiler.postargs = []
+Unix().compile(["a.c"])
+Unix().compile(["a.c"], "build", None, None, False, None, ["-Wextra"])
+Unix().compile(["a.c"], extra_postargs=("-Wall",))
+Unix().compile(["a.c"], debug=True)
+Unix().compile(["a.c"], "build", None, None, 1)
+Cuda().compile(["a.c"])
+out["postargs"] = cc.CCompiler.postargs
 print(json.dumps(out))
 "#;
         let out = std::process::Command::new("python3")
@@ -611,5 +624,17 @@ print(json.dumps(out))
         assert_eq!(v["swapping"], false, "{v}");
         assert_eq!(v["own_spawn"], false, "{v}");
         assert_eq!(v["subclass"], false, "{v}");
+        assert_eq!(
+            v["postargs"],
+            serde_json::json!([
+                ["-g0"],
+                ["-Wextra", "-g0"],
+                ["-Wall", "-g0"],
+                null,
+                null,
+                null
+            ]),
+            "{v}"
+        );
     }
 }
