@@ -1120,7 +1120,7 @@ fn assert_inspect_sees_what_the_build_put(image: &str) {
 /// builder, setuptools dropped them and compiled at -O0 with assertions).
 /// No debug info either way.
 fn assert_compiled_like_the_interpreter(rootfs: &Path) {
-    use object::{Object, ObjectSection, ObjectSymbol};
+    use object::{Object, ObjectSymbol};
     let so = walkdir::WalkDir::new(rootfs.join("opt/venv"))
         .into_iter()
         .filter_map(|e| e.ok())
