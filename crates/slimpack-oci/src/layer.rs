@@ -1,5 +1,5 @@
 use crate::{BlobStore, Error, HashingWriter, IoContext, Result, MEDIA_TYPE_LAYER_GZIP};
-use flate2::{Compression, GzBuilder};
+use flate2::Compression;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -288,11 +288,8 @@ impl LayerBuilder {
         let tmp = store.temp_file()?;
         let file = tmp.reopen().ctx(|| "reopening temporary blob".into())?;
         let compressed = HashingWriter::new(BufWriter::with_capacity(1 << 20, file));
-        // No file name, no time, fixed OS byte: the header is the same everywhere.
-        let gz = GzBuilder::new()
-            .mtime(0)
-            .operating_system(255)
-            .write(compressed, Compression::new(6));
+        let gz = crate::gzip::ParGzWriter::new(compressed, Compression::new(6))
+            .ctx(|| "starting gzip stream".into())?;
         let uncompressed = HashingWriter::new(gz);
         let uncompressed = self.write_tar(uncompressed, mtime)?;
         let (gz, diff_id, uncompressed_size) = uncompressed.finish();

@@ -8,6 +8,7 @@
 
 mod archive;
 mod blobs;
+mod gzip;
 mod image;
 mod layer;
 mod layout;
@@ -27,6 +28,10 @@ use sha2::{Digest as _, Sha256};
 use std::io::{self, Write};
 
 pub const MEDIA_TYPE_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+/// How [`LayerBuilder::write`] encodes a layer: a cache that keeps layers
+/// by their inputs must key them by this too, or a layer written before a
+/// change would give another digest than the same inputs written after.
+pub const LAYER_ENCODING: &str = "tar-gzip6-parallel-1MiB";
 pub const MEDIA_TYPE_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 pub const MEDIA_TYPE_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const MEDIA_TYPE_INDEX: &str = "application/vnd.oci.image.index.v1+json";

@@ -54,6 +54,15 @@ impl RecordKind {
         )
     }
 
+    /// Records of layers slimpack writes itself.
+    const WRITTEN_LAYERS: [RecordKind; 5] = [
+        RecordKind::RuntimeLayer,
+        RecordKind::VenvLayer,
+        RecordKind::AppLayer,
+        RecordKind::NamedBytecodeLayer,
+        RecordKind::BuiltPackage,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             RecordKind::DebianResolution => "debian-resolution",
@@ -346,6 +355,12 @@ impl KeyHasher {
     pub fn new(kind: &str) -> Self {
         let mut h = Self(Sha256::new());
         h.part("kind", kind.as_bytes());
+        if RecordKind::WRITTEN_LAYERS
+            .iter()
+            .any(|k| k.as_str() == kind)
+        {
+            h.part("layer-encoding", slimpack_oci::LAYER_ENCODING);
+        }
         h
     }
     pub fn part(&mut self, label: &str, value: impl AsRef<[u8]>) -> &mut Self {
