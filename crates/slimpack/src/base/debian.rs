@@ -469,21 +469,10 @@ fn suite_index(spec: &BaseSpec, cache: &Cache) -> Result<SuiteIndex> {
     let mut mirrors = BTreeMap::new();
     // The three archives at once: the updates and security ones arrive
     // while the suite's own index is still decoding.
-    let read: Vec<Result<(String, Vec<Package>)>> = std::thread::scope(|s| {
-        let reading: Vec<_> = archives
-            .iter()
-            .map(|(mirror, dist)| s.spawn(move || archive_packages(spec, cache, mirror, dist)))
-            .collect();
-        reading
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(anyhow!("reading a Debian index failed")))
-            })
-            .collect()
-    });
-    for ((mirror, dist), r) in archives.into_iter().zip(read) {
-        let (version, packages) = r?;
+    let read = crate::core::parallel::map(archives.len(), &archives, |_, (mirror, dist)| {
+        archive_packages(spec, cache, mirror, dist)
+    })?;
+    for ((mirror, dist), (version, packages)) in archives.into_iter().zip(read) {
         if dist == code {
             release_version = version;
         }
@@ -542,13 +531,10 @@ fn parse_in_halves(text: &str, dist: &str) -> Result<Vec<Package>> {
         .position(|w| w == b"\n\n")
         .map_or(text.len(), |i| mid + i + 2);
     let (first, second) = text.split_at(cut);
-    let (a, b) = std::thread::scope(|s| {
-        let second = s.spawn(|| parse_packages(second, dist));
-        (parse_packages(first, dist), second.join())
-    });
-    let mut all = a?;
-    all.extend(b.map_err(|_| anyhow!("parsing the {dist} index failed"))??);
-    Ok(all)
+    let halves = crate::core::parallel::map(2, &[first, second], |_, half| {
+        Ok(parse_packages(half, dist)?)
+    })?;
+    Ok(halves.concat())
 }
 
 /// The suite, its updates and its security archive.
@@ -631,8 +617,11 @@ fn fetch_and_read(
     progress: &Progress,
 ) -> Result<Vec<Vec<slimpack_debian::DebEntry>>> {
     let dir = cache.dir(CacheDir::Debs)?;
-    let cached = |p: &PackageRecord| dir.join(format!("{}.deb", p.sha256)).is_file();
-    let missing: Vec<&PackageRecord> = resolved.packages.iter().filter(|p| !cached(p)).collect();
+    let missing: Vec<&PackageRecord> = resolved
+        .packages
+        .iter()
+        .filter(|p| !deb_path(&dir, p).is_file())
+        .collect();
     let pb = if missing.is_empty() {
         indicatif::ProgressBar::hidden()
     } else {
@@ -658,6 +647,11 @@ fn fetch_and_read(
     Ok(slots.into_iter().flatten().collect())
 }
 
+/// Where the cache keeps a package: by its hash.
+fn deb_path(dir: &std::path::Path, p: &PackageRecord) -> std::path::PathBuf {
+    dir.join(format!("{}.deb", p.sha256))
+}
+
 /// A package's bytes, checked against the signed index: from the cache
 /// (trusted no more than the network: a copy that fails the check is
 /// fetched again), else downloaded and cached.
@@ -666,7 +660,7 @@ fn deb_bytes(
     dir: &std::path::Path,
     pb: &indicatif::ProgressBar,
 ) -> Result<Vec<u8>> {
-    let path = dir.join(format!("{}.deb", p.sha256));
+    let path = deb_path(dir, p);
     if let Ok(bytes) = std::fs::read(&path) {
         if check_sha256(&p.name, &bytes, &p.sha256).is_ok() {
             return Ok(bytes);
