@@ -1415,6 +1415,49 @@ fn add_system_files(
 mod tests {
     use super::*;
 
+    /// A cached package is trusted no more than the network: a copy that
+    /// fails its hash is fetched again and replaced, a download that fails
+    /// it is refused (and not cached), and a sound copy costs no request.
+    #[test]
+    fn a_corrupt_cached_package_is_fetched_again_and_a_bad_download_refused() {
+        let good = b"!<arch>\nthe package".to_vec();
+        let record = |port: u16| PackageRecord {
+            name: "libfoo1".into(),
+            version: "1".into(),
+            origin: "bookworm".into(),
+            sha256: slimpack_debian::sha256_hex(&good),
+            size: good.len() as u64,
+            filename: "pool/main/f/foo/libfoo1_1_amd64.deb".into(),
+            stanza: String::new(),
+            mirror: format!("http://127.0.0.1:{port}/debian"),
+        };
+        let reply = |body: &[u8]| {
+            let mut r =
+                format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
+            r.extend_from_slice(body);
+            r
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let pb = indicatif::ProgressBar::hidden();
+        let sent = good.clone();
+        let p = record(crate::registry::testing::serve(1, move |_| reply(&sent)));
+        let cached = deb_path(dir.path(), &p);
+        std::fs::write(&cached, b"truncated").unwrap();
+        assert_eq!(deb_bytes(&p, dir.path(), &pb).unwrap(), good);
+        assert_eq!(std::fs::read(&cached).unwrap(), good, "the cache is mended");
+
+        // Sound in the cache: no request (the server is gone).
+        assert_eq!(deb_bytes(&p, dir.path(), &pb).unwrap(), good);
+
+        let p = record(crate::registry::testing::serve(1, move |_| {
+            reply(b"tampered")
+        }));
+        std::fs::write(&cached, b"truncated").unwrap();
+        let err = deb_bytes(&p, dir.path(), &pb).unwrap_err().to_string();
+        assert!(err.contains("libfoo1_1_amd64.deb"), "{err}");
+        assert_eq!(std::fs::read(&cached).unwrap(), b"truncated");
+    }
+
     /// Cut anywhere (around multi-byte text, runs of blank lines, a last
     /// stanza without its newline, one stanza, none), the halves give the
     /// packages of the whole, in order.

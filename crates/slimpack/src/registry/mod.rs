@@ -12,7 +12,7 @@ mod push;
 pub mod reference;
 pub mod referrers;
 #[cfg(test)]
-mod testing;
+pub(crate) mod testing;
 
 pub use pull::{pull, PullReport};
 pub use push::{push, BlobAction, PushReport, PushedBlob};
