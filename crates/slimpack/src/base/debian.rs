@@ -613,9 +613,10 @@ fn upstream(v: &str) -> String {
 /// core decoding alone.
 fn fetch_and_read(
     resolved: &Resolved,
+    purpose: Purpose,
     cache: &Cache,
     progress: &Progress,
-) -> Result<Vec<Vec<slimpack_debian::DebEntry>>> {
+) -> Result<Vec<Decoded>> {
     let dir = cache.dir(CacheDir::Debs)?;
     let missing: Vec<&PackageRecord> = resolved
         .packages
@@ -635,16 +636,50 @@ fn fetch_and_read(
     let workers = DOWNLOADS.max(std::thread::available_parallelism().map_or(2, |n| n.get()));
     let read = crate::core::parallel::map(workers, &order, |_, &i| {
         let p = &resolved.packages[i];
+        if let Some(hit) = decoded_before(p) {
+            return Ok(hit);
+        }
         let bytes = deb_bytes(p, &dir, &pb)?;
-        Ok(read_deb(&format!("{}_{}.deb", p.name, p.version), &bytes)?)
+        let entries = Decoded::new(read_deb(&format!("{}_{}.deb", p.name, p.version), &bytes)?);
+        if read_again(p, purpose) {
+            keep_decoded(p, &entries);
+        }
+        Ok(entries)
     });
     pb.finish_and_clear();
-    let mut slots: Vec<Option<Vec<slimpack_debian::DebEntry>>> =
-        resolved.packages.iter().map(|_| None).collect();
+    let mut slots: Vec<Option<Decoded>> = resolved.packages.iter().map(|_| None).collect();
     for (i, entries) in order.into_iter().zip(read?) {
         slots[i] = Some(entries);
     }
     Ok(slots.into_iter().flatten().collect())
+}
+
+/// A package's entries as decoded once, shared.
+type Decoded = std::sync::Arc<Vec<slimpack_debian::DebEntry>>;
+
+/// Packages decoded in this process, by their checked SHA-256: a cold
+/// build assembles the runtime, the runtime with the venv's libraries and
+/// the builder, which share their libraries and interpreter (libc6 and
+/// libpython3.11-stdlib three times), and decoding is most of what
+/// assembling costs.
+static DECODED: std::sync::Mutex<BTreeMap<String, Decoded>> =
+    std::sync::Mutex::new(BTreeMap::new());
+
+fn decoded_before(p: &PackageRecord) -> Option<Decoded> {
+    DECODED.lock().ok()?.get(&p.sha256).cloned()
+}
+
+fn keep_decoded(p: &PackageRecord, entries: &Decoded) {
+    if let Ok(mut d) = DECODED.lock() {
+        d.insert(p.sha256.clone(), entries.clone());
+    }
+}
+
+/// What another root of the same build likely reads again: every package
+/// of a runtime, and the builder's libraries (what a runtime adds for
+/// compiled code), not its compilers and headers (most of its bytes).
+fn read_again(p: &PackageRecord, purpose: Purpose) -> bool {
+    purpose == Purpose::Runtime || p.name.starts_with("lib") && !p.name.ends_with("-dev")
 }
 
 /// Where the cache keeps a package: by its hash.
@@ -1035,11 +1070,11 @@ fn assemble(
     let mut b = LayerBuilder::new();
     let mut ca_roots: Vec<(String, Vec<u8>)> = Vec::new();
     let mut owned: Vec<(&PackageRecord, Vec<String>)> = Vec::new();
-    let read = fetch_and_read(resolved, cache, progress)?;
+    let read = fetch_and_read(resolved, spec.purpose, cache, progress)?;
     for (entries, p) in read.into_iter().zip(&resolved.packages) {
         let tool = spec.tools.contains(&p.name);
         owned.push((p, Vec::new()));
-        for e in entries {
+        for e in entries.iter().cloned() {
             let Some(path) = merged_usr(&e.path) else {
                 continue;
             };
@@ -1415,28 +1450,106 @@ fn add_system_files(
 mod tests {
     use super::*;
 
+    /// `name`'s record, for the bytes `good`, on a mirror at `port`.
+    fn record_of(name: &str, good: &[u8], port: u16) -> PackageRecord {
+        PackageRecord {
+            name: name.into(),
+            version: "1".into(),
+            origin: "bookworm".into(),
+            sha256: slimpack_debian::sha256_hex(good),
+            size: good.len() as u64,
+            filename: format!("pool/main/f/foo/{name}_1_amd64.deb"),
+            stanza: String::new(),
+            mirror: format!("http://127.0.0.1:{port}/debian"),
+        }
+    }
+
+    fn http_ok(body: &[u8]) -> Vec<u8> {
+        let mut r =
+            format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
+        r.extend_from_slice(body);
+        r
+    }
+
+    /// A package whose data is one file, `etc/{name}` holding `text`: an
+    /// ar archive of an uncompressed tar, as dpkg-deb -Znone makes.
+    fn deb_holding(name: &str, text: &str) -> Vec<u8> {
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(text.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        tar.append_data(&mut h, format!("./etc/{name}"), text.as_bytes())
+            .unwrap();
+        let data = tar.into_inner().unwrap();
+        let mut deb = b"!<arch>\n".to_vec();
+        for (member, body) in [("debian-binary", &b"2.0\n"[..]), ("data.tar", &data)] {
+            let header = format!(
+                "{member:<16}{:<12}{:<6}{:<6}{:<8}{:<10}`\n",
+                0,
+                0,
+                0,
+                100644,
+                body.len()
+            );
+            deb.extend_from_slice(header.as_bytes());
+            deb.extend_from_slice(body);
+            if body.len() % 2 == 1 {
+                deb.push(b'\n');
+            }
+        }
+        deb
+    }
+
+    /// A runtime's packages are decoded once per process: a second root
+    /// reads them with no request and no cached file. A builder's compilers
+    /// are not kept (their bytes are most of a builder's).
+    #[test]
+    fn a_runtimes_packages_are_decoded_once_a_compilers_are_not_kept() {
+        let cache_dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(cache_dir.path()).unwrap();
+        let resolved_with = |p: PackageRecord| Resolved {
+            fetched_at: 0,
+            release_version: String::new(),
+            python_version: String::new(),
+            glibc_version: String::new(),
+            packages: vec![p],
+            skipped: Vec::new(),
+        };
+        let quiet = Progress::hidden();
+        // Unique bytes: the decoded packages are the whole process's.
+        let unique = format!("{:?}", std::time::SystemTime::now());
+        for (name, purpose, kept) in [
+            ("libdecoded1", Purpose::Runtime, true),
+            ("gcc-decoded", Purpose::Builder, false),
+        ] {
+            let deb = deb_holding(name, &unique);
+            let sent = deb.clone();
+            let p = record_of(
+                name,
+                &deb,
+                crate::registry::testing::serve(1, move |_| http_ok(&sent)),
+            );
+            let resolved = resolved_with(p.clone());
+            let first = fetch_and_read(&resolved, purpose, &cache, &quiet).unwrap();
+            assert_eq!(first[0][0].path, format!("etc/{name}"));
+            std::fs::remove_file(deb_path(&cache.dir(CacheDir::Debs).unwrap(), &p)).unwrap();
+            let again = fetch_and_read(&resolved, purpose, &cache, &quiet);
+            match kept {
+                true => assert_eq!(again.unwrap(), first, "{name}"),
+                false => assert!(again.is_err(), "{name} was kept"),
+            }
+        }
+    }
+
     /// A cached package is trusted no more than the network: a copy that
     /// fails its hash is fetched again and replaced, a download that fails
     /// it is refused (and not cached), and a sound copy costs no request.
     #[test]
     fn a_corrupt_cached_package_is_fetched_again_and_a_bad_download_refused() {
         let good = b"!<arch>\nthe package".to_vec();
-        let record = |port: u16| PackageRecord {
-            name: "libfoo1".into(),
-            version: "1".into(),
-            origin: "bookworm".into(),
-            sha256: slimpack_debian::sha256_hex(&good),
-            size: good.len() as u64,
-            filename: "pool/main/f/foo/libfoo1_1_amd64.deb".into(),
-            stanza: String::new(),
-            mirror: format!("http://127.0.0.1:{port}/debian"),
-        };
-        let reply = |body: &[u8]| {
-            let mut r =
-                format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
-            r.extend_from_slice(body);
-            r
-        };
+        let record = |port: u16| record_of("libfoo1", &good, port);
+        let reply = http_ok;
         let dir = tempfile::tempdir().unwrap();
         let pb = indicatif::ProgressBar::hidden();
         let sent = good.clone();
