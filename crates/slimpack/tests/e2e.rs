@@ -352,6 +352,22 @@ fn flask_example_builds_runs_reproduces_and_rebuilds_one_layer() {
         0b01,
         "unchecked-hash pyc (flags=1)"
     );
+    // The venv's bytecode, compiled ahead of the trace and copied, is what
+    // py_compile writes for each module (unchecked-hash, no positions, the
+    // build's hash seed), and the stage it was kept in is not in the image.
+    let same = python_in(
+        &rootfs,
+        "import importlib.util, subprocess, sys\n\
+         site = '/opt/venv/lib/python3.11/site-packages/'\n\
+         for s in [site + 'flask/app.py', site + 'werkzeug/routing/map.py']:\n    \
+             subprocess.run([sys.executable, '-X', 'no_debug_ranges', '-c', 'import py_compile, sys; py_compile.compile(sys.argv[1], cfile=\"/tmp/x.pyc\", dfile=sys.argv[1], doraise=True, invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)', s], check=True, env={'PYTHONHASHSEED': '0'})\n    \
+             print(s, open(importlib.util.cache_from_source(s), 'rb').read() == open('/tmp/x.pyc', 'rb').read())\n",
+    );
+    assert!(
+        same.matches(" True").count() == 2 && !same.contains("False"),
+        "{same}"
+    );
+    assert!(!rootfs.join(".stage").exists());
     // Every module stays importable: what the app never imported, each
     // extension module (so no library it links was left out), a link to a
     // source (Debian's `_sysconfigdata`), and a traceback names the line.
