@@ -255,11 +255,7 @@ fn strip_and_compile(
         .spinner("Compiling bytecode with the image's interpreter".into());
     let mut stripped = Vec::new();
     let traced = match opts.bytecode {
-        bytecode::Mode::Imports => {
-            let positions = !opts.strips(Rule::Positions);
-            bytecode::precompile(root, venv_dir, pyc_dir, req.target, positions)?;
-            bytecode::trace(root, venv_dir, pyc_dir, req.target, modules)?
-        }
+        bytecode::Mode::Imports => bytecode::trace(root, venv_dir, pyc_dir, req.target, modules)?,
         _ => Vec::new(),
     };
     if opts.strips(Rule::Tests) && opts.bytecode == bytecode::Mode::Imports {
@@ -289,7 +285,6 @@ fn strip_and_compile(
             modules,
         )?),
     };
-    bytecode::clear_stage(pyc_dir)?;
     sp.finish_and_clear();
     Ok((compiled, stripped))
 }

@@ -92,10 +92,6 @@ const WALKED: &[&str] = &[
 /// the output directory as the interpreter sees them (see [`Interp`]).
 const TRACE: &str = r#"
 import sys, os, importlib, pkgutil
-# The venv's modules compiled ahead (see `precompile`): imported from
-# there instead of compiled again in this process.
-if os.path.isdir(sys.argv[3] + '/.stage'):
-    sys.pycache_prefix = sys.argv[3] + '/.stage'
 walk = set(filter(None, sys.argv[4].split(',')))
 mods = sys.argv[5:]
 # Importing must not start anything: no arguments to parse, no forks.
@@ -152,34 +148,14 @@ def walk(root):
     return out
 n = 0
 seen = 0
-stage = out + '/.stage'
-def staged(src):
-    sys.pycache_prefix = stage
-    try:
-        return importlib.util.cache_from_source(src)
-    finally:
-        sys.pycache_prefix = None
-def place(src, cfile, ready):
-    # What py_compile would have written, written as py_compile writes it:
-    # the same refusals, directories, mode and atomic replace.
-    from importlib import _bootstrap_external as be
-    if os.path.islink(cfile) or os.path.exists(cfile) and not os.path.isfile(cfile):
-        raise FileExistsError(cfile)
-    with open(ready, 'rb') as f:
-        data = f.read()
-    os.makedirs(os.path.dirname(cfile), exist_ok=True)
-    be._write_atomic(cfile, data, be._calc_mode(src))
-def comp(src, dfile, cfile, ready=None):
+def comp(src, dfile, cfile):
     global n, seen
     seen += 1
     if (seen - 1) % shards != shard:
         return
     try:
-        if ready is not None and os.path.isfile(ready):
-            place(src, cfile, ready)
-        else:
-            py_compile.compile(src, cfile=cfile, dfile=dfile, doraise=True,
-                               invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
+        py_compile.compile(src, cfile=cfile, dfile=dfile, doraise=True,
+                           invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
         n += 1
     except Exception:
         pass
@@ -208,18 +184,8 @@ for img in std:
 ns = n
 seen = 0
 for src in env:
-    comp(src, image(src), importlib.util.cache_from_source(src), staged(src))
+    comp(src, image(src), importlib.util.cache_from_source(src))
 print(ns, n - ns)
-"#;
-
-/// The listed venv files (`out/.trace`, relative to the venv) compiled
-/// into the stage under `out`, where the trace imports them from and
-/// [`COMPILE`] takes them (see [`precompile`]).
-const PRECOMPILE: &str = r#"
-for rel in [l for l in open(out + '/.trace').read().split('\n') if l]:
-    src = venv + '/' + rel
-    comp(src, image(src), staged(src))
-print(n)
 "#;
 
 /// Every module of the named top-level packages that has no bytecode in
@@ -344,8 +310,6 @@ struct Interp<'a> {
     rootfs: &'a Path,
     /// The venv, canonical; None runs the interpreter bare (`-S`).
     venv: Option<PathBuf>,
-    /// Whether the interpreter runs as the venv's, or bare beside its files.
-    activate: bool,
     out: &'a Path,
     interpreter: &'a str,
     minor: &'a str,
@@ -365,7 +329,6 @@ impl<'a> Interp<'a> {
     ) -> Result<Interp<'a>> {
         let mut i = Interp::bare(rootfs, &target.interpreter, out)?;
         i.venv = Some(std::fs::canonicalize(venv)?);
-        i.activate = true;
         i.minor = &target.minor;
         i.positions = positions;
         Ok(i)
@@ -385,7 +348,6 @@ impl<'a> Interp<'a> {
         Ok(Interp {
             rootfs,
             venv: None,
-            activate: false,
             out,
             interpreter,
             minor: "",
@@ -403,9 +365,9 @@ impl<'a> Interp<'a> {
             &["-X", "no_debug_ranges"]
         };
         let Some(root) = &self.loader else {
-            let mut argv = match self.activate {
-                true => vec!["/opt/venv/bin/python"],
-                false => vec![self.interpreter, "-S"],
+            let mut argv = match self.venv {
+                Some(_) => vec!["/opt/venv/bin/python"],
+                None => vec![self.interpreter, "-S"],
             };
             argv.extend(flags);
             let venv = if self.venv.is_some() { "/opt/venv" } else { "" };
@@ -425,7 +387,7 @@ impl<'a> Interp<'a> {
         };
         let mut c = crate::sandbox::loader::command(Path::new(root), self.interpreter)?;
         c.arg("-S").args(flags).arg("-c");
-        let venv = match self.venv.as_ref().filter(|_| self.activate) {
+        let venv = match &self.venv {
             Some(v) => {
                 let v = v.display().to_string();
                 c.arg(format!("{LOADER_PRELUDE}{script}"))
@@ -434,10 +396,7 @@ impl<'a> Interp<'a> {
             }
             None => {
                 c.arg(script);
-                self.venv
-                    .as_ref()
-                    .map(|v| v.display().to_string())
-                    .unwrap_or_default()
+                String::new()
             }
         };
         c.arg(root)
@@ -506,60 +465,6 @@ fn run_trace(interp: &Interp, what: &str, walk: &str, mods: &[&str]) -> Result<V
         .filter_map(|l| interp.image_path(l))
         .filter(|p| plain_absolute(p))
         .collect())
-}
-
-/// Where [`precompile`] keeps what it compiled, under the `out` of the
-/// trace and the compile.
-const STAGE: &str = ".stage";
-
-/// Compiles every module of the venv into a stage under `out`, as
-/// [`compile`] would, before [`trace`]: the trace then imports them
-/// instead of compiling each in its one process (most of its time, on one
-/// core), and [`compile`] copies the bytes it keeps instead of compiling
-/// them again. Compiling everything costs more than the traced part, but
-/// on every core. `out` must be the one later given to [`trace`] and
-/// [`compile`]; [`clear_stage`] takes the stage away.
-pub fn precompile(
-    rootfs: &Path,
-    venv: &Path,
-    out: &Path,
-    target: &super::Target,
-    positions: bool,
-) -> Result<()> {
-    let site = super::site_dir(venv, target);
-    let files: Vec<String> = walkdir::WalkDir::new(&site)
-        .sort_by_file_name()
-        .into_iter()
-        .filter_entry(|e| e.file_name() != "__pycache__")
-        .filter_map(|e| e.ok())
-        .filter(|e| !e.file_type().is_dir())
-        .filter_map(|e| {
-            e.path()
-                .strip_prefix(venv)
-                .ok()?
-                .to_str()
-                .map(str::to_string)
-        })
-        .filter(|rel| rel.ends_with(".py"))
-        .collect();
-    let mut interp = Interp::new(rootfs, venv, out, target, positions)?;
-    interp.activate = false;
-    run_sharded(
-        &interp,
-        "compiling the venv's modules",
-        &format!("{COMPILING}{PRECOMPILE}"),
-        &[],
-        &files,
-    )?;
-    Ok(())
-}
-
-/// Takes away what [`precompile`] left under `out`.
-pub fn clear_stage(out: &Path) -> Result<()> {
-    match std::fs::remove_dir_all(out.join(STAGE)) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
-        _ => Ok(()),
-    }
 }
 
 /// Whether `p` is an absolute path of plain names only. The trace is
