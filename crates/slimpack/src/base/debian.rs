@@ -1074,7 +1074,8 @@ fn assemble(
     for (entries, p) in read.into_iter().zip(&resolved.packages) {
         let tool = spec.tools.contains(&p.name);
         owned.push((p, Vec::new()));
-        for e in entries.iter().cloned() {
+        // A package no other root keeps is taken, not copied.
+        for e in std::sync::Arc::unwrap_or_clone(entries) {
             let Some(path) = merged_usr(&e.path) else {
                 continue;
             };
@@ -1471,8 +1472,8 @@ mod tests {
         r
     }
 
-    /// A package whose data is one file, `etc/{name}` holding `text`: an
-    /// ar archive of an uncompressed tar, as dpkg-deb -Znone makes.
+    /// A package whose data is one file, `etc/{name}` holding `text`, in
+    /// an uncompressed tar, as dpkg-deb -Znone makes.
     fn deb_holding(name: &str, text: &str) -> Vec<u8> {
         let mut tar = tar::Builder::new(Vec::new());
         let mut h = tar::Header::new_gnu();
@@ -1482,23 +1483,12 @@ mod tests {
         tar.append_data(&mut h, format!("./etc/{name}"), text.as_bytes())
             .unwrap();
         let data = tar.into_inner().unwrap();
-        let mut deb = b"!<arch>\n".to_vec();
+        let mut deb = ar::Builder::new(Vec::new());
         for (member, body) in [("debian-binary", &b"2.0\n"[..]), ("data.tar", &data)] {
-            let header = format!(
-                "{member:<16}{:<12}{:<6}{:<6}{:<8}{:<10}`\n",
-                0,
-                0,
-                0,
-                100644,
-                body.len()
-            );
-            deb.extend_from_slice(header.as_bytes());
-            deb.extend_from_slice(body);
-            if body.len() % 2 == 1 {
-                deb.push(b'\n');
-            }
+            let header = ar::Header::new(member.as_bytes().to_vec(), body.len() as u64);
+            deb.append(&header, body).unwrap();
         }
-        deb
+        deb.into_inner().unwrap()
     }
 
     /// A runtime's packages are decoded once per process: a second root
@@ -1549,11 +1539,10 @@ mod tests {
     fn a_corrupt_cached_package_is_fetched_again_and_a_bad_download_refused() {
         let good = b"!<arch>\nthe package".to_vec();
         let record = |port: u16| record_of("libfoo1", &good, port);
-        let reply = http_ok;
         let dir = tempfile::tempdir().unwrap();
         let pb = indicatif::ProgressBar::hidden();
         let sent = good.clone();
-        let p = record(crate::registry::testing::serve(1, move |_| reply(&sent)));
+        let p = record(crate::registry::testing::serve(1, move |_| http_ok(&sent)));
         let cached = deb_path(dir.path(), &p);
         std::fs::write(&cached, b"truncated").unwrap();
         assert_eq!(deb_bytes(&p, dir.path(), &pb).unwrap(), good);
@@ -1563,7 +1552,7 @@ mod tests {
         assert_eq!(deb_bytes(&p, dir.path(), &pb).unwrap(), good);
 
         let p = record(crate::registry::testing::serve(1, move |_| {
-            reply(b"tampered")
+            http_ok(b"tampered")
         }));
         std::fs::write(&cached, b"truncated").unwrap();
         let err = deb_bytes(&p, dir.path(), &pb).unwrap_err().to_string();
