@@ -312,23 +312,6 @@ struct RuntimeRecord {
     stripped: Vec<Applied>,
 }
 
-impl Runtime {
-    /// The runtime layer unpacked once per runtime, for the sandbox (its
-    /// blob fetched first when a build cache only named it).
-    pub fn rootfs(&self, cache: &Cache) -> Result<std::path::PathBuf> {
-        if cache.has_blob(&self.layer.digest) {
-            cache.ensure_blob(&self.layer.digest)?;
-        }
-        Ok(crate::sandbox::cached_rootfs(
-            cache,
-            &cache.blobs,
-            std::slice::from_ref(&self.layer),
-            false,
-        )?
-        .0)
-    }
-}
-
 fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -881,25 +864,132 @@ fn in_background(
     }
 }
 
-/// Starts building the runtime (layer and root, with the stdlib's
-/// bytecode) in the background as soon as its packages are resolved: the
-/// Python resolution, the venv's install and the builder's downloads then
-/// run beside it instead of before it. [`build`] waits for it; a failure
-/// here is left for the build to meet again and report.
-pub fn prepare(spec: &BaseSpec, resolved: &Resolved, cache: &Cache, mtime: u64) {
+/// What [`prepare`] makes of a runtime.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Prepare {
+    /// Its root, then its layer: the runtime the image will likely ship.
+    RootAndLayer,
+    /// Its root alone: what a venv's libraries are checked against when
+    /// the image will likely ship this runtime with more packages.
+    Root,
+}
+
+/// Starts building the runtime (its root with the stdlib's bytecode, then,
+/// if asked, its layer) in the background as soon as its packages are
+/// resolved: the Python resolution, the venv's install and the builder's
+/// downloads then run beside it instead of before it. [`root`] waits for
+/// the root only, [`build`] for all of it; a failure here is left for them
+/// to meet again and report.
+pub fn prepare(spec: &BaseSpec, resolved: &Resolved, cache: &Cache, mtime: u64, what: Prepare) {
     let key = runtime_key(spec, resolved, mtime);
+    let Ok(dir) = root_dir(cache, &key) else {
+        return;
+    };
+    // A cached layer (perhaps only named by a build cache) is the runtime:
+    // a root, if one is needed, is unpacked from it then.
     if cache
         .get::<RuntimeRecord>(RecordKind::RuntimeLayer, &key)
         .is_some()
     {
         return;
     }
+    let layer = what == Prepare::RootAndLayer;
+    if dir.is_dir() && !layer {
+        return;
+    }
+    let signal = RootSignal::register(&key);
     let (spec, resolved) = (spec.clone(), resolved.clone());
     in_background(key, cache, Urgency::Spare, move |cache, quiet| {
-        if let Ok((runtime, _)) = build_now(&spec, resolved, cache, mtime, quiet) {
-            let _ = runtime.rootfs(cache);
+        let Ok((mut b, stripped)) = assemble(&spec, &resolved, cache, quiet) else {
+            return;
+        };
+        signal.done(dir.is_dir() || unpack_root(&mut b, &dir, mtime).is_ok());
+        if layer {
+            let _ = write_layer(b, stripped, &spec, resolved, cache, mtime, quiet);
         }
     });
+}
+
+/// The runtime's root file system, where its interpreter runs at build
+/// time: unpacked once per runtime into the cache, straight from its
+/// assembled packages (no layer is needed for it, nor written), or from
+/// its layer when only that is cached.
+pub fn root(
+    spec: &BaseSpec,
+    resolved: &Resolved,
+    cache: &Cache,
+    mtime: u64,
+    progress: &Progress,
+) -> Result<std::path::PathBuf> {
+    let key = runtime_key(spec, resolved, mtime);
+    RootSignal::wait(&key);
+    let dir = root_dir(cache, &key)?;
+    if dir.is_dir() {
+        return Ok(dir);
+    }
+    let record = cache
+        .get::<RuntimeRecord>(RecordKind::RuntimeLayer, &key)
+        .filter(|r| cache.has_blob(&r.layer.digest));
+    if let Some(r) = record {
+        // Fetched first when a build cache only named it.
+        cache.ensure_blob(&r.layer.digest)?;
+        crate::sandbox::unpack(&cache.blobs, std::slice::from_ref(&r.layer), &dir, false)
+            .context("unpacking the runtime")?;
+        return Ok(dir);
+    }
+    let (mut b, _) = assemble(spec, resolved, cache, progress)?;
+    unpack_root(&mut b, &dir, mtime)?;
+    Ok(dir)
+}
+
+/// Where a runtime's root is unpacked: named by everything its layer is
+/// made from, so that it needs no layer to be found.
+fn root_dir(cache: &Cache, key: &str) -> Result<std::path::PathBuf> {
+    Ok(cache
+        .dir(CacheDir::Rootfs)?
+        .join(format!("runtime-{}", &key[..32.min(key.len())])))
+}
+
+fn unpack_root(b: &mut LayerBuilder, dir: &std::path::Path, mtime: u64) -> Result<()> {
+    crate::sandbox::unpack_tree(b, dir, mtime).context("unpacking the runtime")
+}
+
+/// Roots being unpacked in the background, by runtime key: true once
+/// unpacked, false if that failed. A waiter for the root need not wait for
+/// the layer's compression that follows.
+type RootSlot = std::sync::Arc<std::sync::OnceLock<bool>>;
+static ROOTS: std::sync::Mutex<BTreeMap<String, RootSlot>> = std::sync::Mutex::new(BTreeMap::new());
+
+/// The background side of a root in [`ROOTS`]: it always answers, false
+/// when dropped unanswered (an error, a panic), so no waiter hangs.
+struct RootSignal(RootSlot);
+
+impl RootSignal {
+    fn register(key: &str) -> RootSignal {
+        let slot = RootSlot::default();
+        if let Ok(mut r) = ROOTS.lock() {
+            r.insert(key.to_string(), slot.clone());
+        }
+        RootSignal(slot)
+    }
+
+    fn done(&self, unpacked: bool) {
+        let _ = self.0.set(unpacked);
+    }
+
+    /// Waits for the root registered under `key`, if one is.
+    fn wait(key: &str) {
+        let slot = ROOTS.lock().ok().and_then(|r| r.get(key).cloned());
+        if let Some(slot) = slot {
+            slot.wait();
+        }
+    }
+}
+
+impl Drop for RootSignal {
+    fn drop(&mut self) {
+        self.done(false);
+    }
 }
 
 /// Waits for the background work registered under `key` (a runtime's or
@@ -991,21 +1081,33 @@ fn build_now(
         }
     }
     let (b, stripped) = assemble(spec, &resolved, cache, progress)?;
+    let runtime = write_layer(b, stripped, spec, resolved, cache, mtime, progress)?;
+    Ok((runtime, false))
+}
+
+/// Writes an assembled runtime's layer and records it.
+fn write_layer(
+    b: LayerBuilder,
+    stripped: Vec<Applied>,
+    spec: &BaseSpec,
+    resolved: Resolved,
+    cache: &Cache,
+    mtime: u64,
+    progress: &Progress,
+) -> Result<Runtime> {
+    let key = runtime_key(spec, &resolved, mtime);
     let sp = progress.spinner("Writing the runtime layer".into());
     let layer = b.write(&cache.blobs, mtime)?;
     let record = RuntimeRecord { layer, stripped };
     cache.put(RecordKind::RuntimeLayer, &key, &record)?;
     sp.finish_and_clear();
-    Ok((
-        Runtime {
-            suite: spec.suite,
-            resolved,
-            layer: record.layer,
-            key,
-            stripped: record.stripped,
-        },
-        false,
-    ))
+    Ok(Runtime {
+        suite: spec.suite,
+        resolved,
+        layer: record.layer,
+        key,
+        stripped: record.stripped,
+    })
 }
 
 /// dpkg's file lists (`/var/lib/dpkg/info/PKG.list`) of what each package
@@ -1270,9 +1372,9 @@ fn builder_rootfs_now(
     if dir.is_dir() {
         return Ok(dir);
     }
-    let (b, _) = assemble(spec, resolved, cache, progress)?;
+    let (mut b, _) = assemble(spec, resolved, cache, progress)?;
     let sp = progress.spinner("Unpacking the builder".into());
-    let result = crate::sandbox::unpack_tree(b, &dir);
+    let result = crate::sandbox::unpack_tree(&mut b, &dir, crate::core::time::DEFAULT_EPOCH);
     sp.finish_and_clear();
     result.context("unpacking the builder root file system")?;
     Ok(dir)
@@ -1475,13 +1577,20 @@ mod tests {
     /// A package whose data is one file, `etc/{name}` holding `text`, in
     /// an uncompressed tar, as dpkg-deb -Znone makes.
     fn deb_holding(name: &str, text: &str) -> Vec<u8> {
+        deb_of(&[(&format!("etc/{name}"), text)])
+    }
+
+    /// A package of these files (path, text).
+    fn deb_of(files: &[(&str, &str)]) -> Vec<u8> {
         let mut tar = tar::Builder::new(Vec::new());
-        let mut h = tar::Header::new_gnu();
-        h.set_size(text.len() as u64);
-        h.set_mode(0o644);
-        h.set_cksum();
-        tar.append_data(&mut h, format!("./etc/{name}"), text.as_bytes())
-            .unwrap();
+        for (path, text) in files {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(text.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            tar.append_data(&mut h, format!("./{path}"), text.as_bytes())
+                .unwrap();
+        }
         let data = tar.into_inner().unwrap();
         let mut deb = ar::Builder::new(Vec::new());
         for (member, body) in [("debian-binary", &b"2.0\n"[..]), ("data.tar", &data)] {
@@ -1530,6 +1639,88 @@ mod tests {
                 false => assert!(again.is_err(), "{name} was kept"),
             }
         }
+    }
+
+    /// The tree under `dir`: each path with its kind, mode, time and
+    /// content (or link target).
+    fn snapshot(dir: &std::path::Path) -> Vec<(String, String)> {
+        use std::os::unix::fs::MetadataExt;
+        walkdir::WalkDir::new(dir)
+            .sort_by_file_name()
+            .into_iter()
+            .map(|e| {
+                let e = e.unwrap();
+                let m = e.path().symlink_metadata().unwrap();
+                let what = match m.file_type() {
+                    t if t.is_symlink() => format!("-> {:?}", std::fs::read_link(e.path())),
+                    t if t.is_file() => format!("{:?}", std::fs::read(e.path()).unwrap()),
+                    _ => "dir".into(),
+                };
+                let rel = e.path().strip_prefix(dir).unwrap().display().to_string();
+                (rel, format!("{:o} {} {what}", m.mode(), m.mtime()))
+            })
+            .collect()
+    }
+
+    /// A runtime prepared for its root alone is unpacked without a layer
+    /// written; the layer written later holds exactly that root.
+    #[test]
+    fn a_runtimes_root_needs_no_layer_and_is_what_its_layer_holds() {
+        let cache_dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(cache_dir.path()).unwrap();
+        let quiet = Progress::hidden();
+        let name = "librootonly1";
+        let unique = format!("{:?}", std::time::SystemTime::now());
+        // A runtime has roots to trust: ca-certificates' are made a bundle.
+        let deb = deb_of(&[
+            (&format!("etc/{name}"), &unique),
+            (
+                "usr/share/ca-certificates/test/root.crt",
+                "-----BEGIN CERTIFICATE-----\n",
+            ),
+        ]);
+        let sent = deb.clone();
+        let port = crate::registry::testing::serve(1, move |_| http_ok(&sent));
+        let resolved = Resolved {
+            fetched_at: 0,
+            release_version: "12.0".into(),
+            python_version: String::new(),
+            glibc_version: String::new(),
+            packages: vec![record_of(name, &deb, port)],
+            skipped: Vec::new(),
+        };
+        // No interpreter in this runtime: nothing to compile or scan.
+        let spec = BaseSpec {
+            suite: Suite::Bookworm,
+            mirror: format!("http://127.0.0.1:{port}/debian"),
+            security_mirror: String::new(),
+            extra_packages: Vec::new(),
+            purpose: Purpose::Runtime,
+            tools: Vec::new(),
+            standalone: None,
+            check_valid_until: true,
+            no_strip: vec![StripRule::Libraries, StripRule::StdlibSources],
+        };
+        let mtime = 1_234_567_890;
+        prepare(&spec, &resolved, &cache, mtime, Prepare::Root);
+        let root = root(&spec, &resolved, &cache, mtime, &quiet).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(root.join("etc").join(name)).unwrap(),
+            unique
+        );
+        let key = runtime_key(&spec, &resolved, mtime);
+        assert!(
+            cache
+                .get::<RuntimeRecord>(RecordKind::RuntimeLayer, &key)
+                .is_none(),
+            "a layer was written for a root"
+        );
+
+        let (runtime, cached) = build(&spec, resolved.clone(), &cache, mtime, &quiet).unwrap();
+        assert!(!cached);
+        let from_layer = cache_dir.path().join("from-layer");
+        crate::sandbox::unpack(&cache.blobs, &[runtime.layer], &from_layer, false).unwrap();
+        assert_eq!(snapshot(&root), snapshot(&from_layer));
     }
 
     /// A cached package is trusted no more than the network: a copy that

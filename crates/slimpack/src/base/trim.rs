@@ -235,7 +235,7 @@ fn compile(
 ) -> Result<Vec<(String, Vec<u8>)>> {
     let work = tempfile::tempdir_in(cache.dir(CacheDir::Work)?)?;
     let root = work.path().join("root");
-    crate::sandbox::unpack_tree(b.clone(), &root)
+    crate::sandbox::unpack_tree(&mut b.clone(), &root, crate::core::time::DEFAULT_EPOCH)
         .context("unpacking the runtime to compile its standard library")?;
     let out = work.path().join("out");
     let pycs = crate::python::bytecode::compile_stdlib(&root, interpreter, stdlib, &out)?;

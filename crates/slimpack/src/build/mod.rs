@@ -192,12 +192,21 @@ pub fn plan(ctx: &Context, inputs: Inputs) -> Result<Planned> {
     }
     let mut runtime = runtime::select(ctx, &cfg, &project)?;
     if let (runtime::RuntimeBase::Debian(resolved), true) = (&runtime.base, ctx.will_build) {
-        crate::base::debian::prepare(&runtime.spec, resolved, &ctx.cache, mtime);
         let compiled = if fetch_early {
             python::sdist_only_named(&project)
         } else {
             Vec::new()
         };
+        // What is compiled from source links libraries the runtime lacks
+        // (psycopg2: libpq5), so the image will ship the runtime with them:
+        // this one's layer would be compressed for nothing. Its root is what
+        // the venv's libraries are checked against. A wrong guess writes
+        // the layer when the image needs it.
+        let what = match compiled.is_empty() {
+            true => crate::base::debian::Prepare::RootAndLayer,
+            false => crate::base::debian::Prepare::Root,
+        };
+        crate::base::debian::prepare(&runtime.spec, resolved, &ctx.cache, mtime, what);
         if !compiled.is_empty() {
             let packages = builder::build_packages_for(&cfg.build_packages, &compiled);
             crate::base::debian::prepare_builder(&runtime.spec.builder(&packages), &ctx.cache);

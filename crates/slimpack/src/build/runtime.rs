@@ -364,9 +364,7 @@ impl RuntimeBase {
         additions: &[native::Addition],
     ) -> Result<std::path::PathBuf> {
         match self {
-            RuntimeBase::Debian(resolved) => super::venv::runtime_with(req, resolved, additions)?
-                .0
-                .rootfs(req.cache),
+            RuntimeBase::Debian(resolved) => super::venv::root_with(req, resolved, additions),
             RuntimeBase::Registry(b) => Ok(b.root.clone()),
         }
     }

@@ -119,13 +119,32 @@ pub fn runtime_with(
     resolved: &debian::Resolved,
     additions: &[native::Addition],
 ) -> Result<(debian::Runtime, bool)> {
-    let (cache, progress) = (req.cache, req.progress);
+    let (spec, resolved) = resolved_with(req, resolved, additions)?;
+    debian::build(&spec, resolved, req.cache, req.mtime, req.progress)
+}
+
+/// The root of the runtime with `additions`, its layer not needed.
+pub fn root_with(
+    req: &builder::Request,
+    resolved: &debian::Resolved,
+    additions: &[native::Addition],
+) -> Result<PathBuf> {
+    let (spec, resolved) = resolved_with(req, resolved, additions)?;
+    debian::root(&spec, &resolved, req.cache, req.mtime, req.progress)
+}
+
+/// The base packages plus `additions`, resolved.
+fn resolved_with(
+    req: &builder::Request,
+    resolved: &debian::Resolved,
+    additions: &[native::Addition],
+) -> Result<(debian::BaseSpec, debian::Resolved)> {
     if additions.is_empty() {
-        return debian::build(req.spec, resolved.clone(), cache, req.mtime, progress);
+        return Ok((req.spec.clone(), resolved.clone()));
     }
     let spec = req.spec.with_packages(&native::package_names(additions));
-    let resolved = debian::resolve(&spec, cache, req.refresh, progress)?;
-    debian::build(&spec, resolved, cache, req.mtime, progress)
+    let resolved = debian::resolve(&spec, req.cache, req.refresh, req.progress)?;
+    Ok((spec, resolved))
 }
 
 /// Builds the venv layer: installs the lock (from wheels, or in the builder),
@@ -210,8 +229,7 @@ fn prepare_expected_runtime(
 ) {
     let in_runtime = |p: &String| resolved.packages.iter().any(|r| &r.name == p);
     // The runtime without additions, built meanwhile (see `build`).
-    let Ok(base_root) = runtime_with(req, resolved, &[]).and_then(|(r, _)| r.rootfs(req.cache))
-    else {
+    let Ok(base_root) = root_with(req, resolved, &[]) else {
         return;
     };
     let mut expected: Vec<String> = needs_beyond(req, &base_root, wheels)
@@ -234,7 +252,13 @@ fn prepare_expected_runtime(
     let spec = req.spec.with_packages(&expected);
     let quiet = crate::core::progress::Progress::hidden();
     if let Ok(resolved) = debian::resolve(&spec, req.cache, req.refresh, &quiet) {
-        debian::prepare(&spec, &resolved, req.cache, req.mtime);
+        debian::prepare(
+            &spec,
+            &resolved,
+            req.cache,
+            req.mtime,
+            debian::Prepare::RootAndLayer,
+        );
     }
 }
 
@@ -452,9 +476,8 @@ fn guessed_additions(
                 needed_by: n.needed_by.clone(),
             })
             .collect();
-        match runtime_with(req, resolved, &additions) {
-            Ok((runtime, _)) => {
-                let root = runtime.rootfs(req.cache)?;
+        match root_with(req, resolved, &additions) {
+            Ok(root) => {
                 let all = needs.iter().all(|n| native::in_root(&root, &n.soname));
                 return Ok(all.then_some((root, additions)));
             }
@@ -486,8 +509,7 @@ fn native_additions(
     site: &Path,
 ) -> Result<(PathBuf, Vec<native::Addition>)> {
     let (cache, progress) = (req.cache, req.progress);
-    let (base_runtime, _) = runtime_with(req, resolved, &[])?;
-    let base_root = base_runtime.rootfs(cache)?;
+    let base_root = root_with(req, resolved, &[])?;
     let needs = needs_beyond(req, &base_root, site)?;
     if needs.is_empty() {
         return Ok((base_root, Vec::new()));
@@ -497,8 +519,7 @@ fn native_additions(
     }
     let contents = debian::contents(req.spec, cache, progress)?;
     let additions = native::packages_for(&needs, &contents, req.spec.suite.codename())?;
-    let (runtime, _) = runtime_with(req, resolved, &additions)?;
-    let root = runtime.rootfs(cache)?;
+    let root = root_with(req, resolved, &additions)?;
     let still: Vec<String> = needs
         .iter()
         .filter(|n| !native::in_root(&root, &n.soname))

@@ -261,14 +261,11 @@ pub fn unpack_stream(tar_stream: impl Read, dest: &Path) -> Result<Vec<String>> 
 
 /// Unpacks a tree built in memory into `dest` (as [`unpack_stream`]: the
 /// same checks, through a temporary sibling), writing and reading the tar
-/// at once.
-pub fn unpack_tree(mut tree: slimpack_oci::LayerBuilder, dest: &Path) -> Result<()> {
+/// at once, its files dated `mtime`.
+pub fn unpack_tree(tree: &mut slimpack_oci::LayerBuilder, dest: &Path, mtime: u64) -> Result<()> {
     let (reader, writer) = std::io::pipe()?;
     std::thread::scope(|s| {
-        let w = s.spawn(move || {
-            tree.write_tar(writer, crate::core::time::DEFAULT_EPOCH)
-                .map(drop)
-        });
+        let w = s.spawn(move || tree.write_tar(writer, mtime).map(drop));
         let unpacked = unpack_stream(reader, dest);
         let written = w
             .join()
