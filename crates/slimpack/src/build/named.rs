@@ -83,11 +83,12 @@ pub fn layer(
         names.join(", ")
     ));
     let work = tempfile::tempdir_in(req.cache.dir(CacheDir::Work)?)?;
-    let unpacked = work.path().join("venv");
-    crate::sandbox::unpack(
+    // The venv unpacked once per venv layer (by the venv stage, as it
+    // wrote the layer), shared with the app's steps, mounted read-only.
+    let (unpacked, _) = crate::sandbox::cached_rootfs(
+        req.cache,
         &req.cache.blobs,
         std::slice::from_ref(&venv.layer),
-        &unpacked,
         false,
     )?;
     let out = work.path().join("out");

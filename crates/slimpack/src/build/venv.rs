@@ -11,7 +11,7 @@ use crate::python::strip::Rule;
 use crate::python::{self, bytecode, native};
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
-use slimpack_oci::{add_tree, Entry, LayerBuilder};
+use slimpack_oci::{add_tree, Entry, Layer, LayerBuilder};
 use std::path::{Path, PathBuf};
 
 // v5: debug sections stripped from the venv's shared objects.
@@ -204,13 +204,35 @@ pub fn build(req: &builder::Request, runtime: &RuntimeBase, opts: &Options) -> R
     // path in a registry base).
     add_mirrored(&mut b, &pyc_dir)?;
     Ok(VenvRecord {
-        layer: b.write(&req.cache.blobs, req.mtime)?,
+        layer: write_and_unpack(req, b)?,
         runtime_additions: additions,
         builder: built,
         bytecode: compiled,
         stripped,
         modules,
     })
+}
+
+/// Writes the venv layer and, meanwhile, the cache's unpacked copy of it
+/// from the same files: the named packages' bytecode and the app's steps
+/// run with the venv unpacked, which would otherwise decompress the layer
+/// just written. Without the copy (it failed), they unpack the layer.
+fn write_and_unpack(req: &builder::Request, b: LayerBuilder) -> Result<Layer> {
+    let staging = tempfile::Builder::new()
+        .prefix(".venv-")
+        .tempdir_in(req.cache.dir(CacheDir::Rootfs)?)?;
+    let unpacked = staging.path().join("root");
+    let mut tree = b.clone();
+    let (layer, copied) = std::thread::scope(|s| {
+        let copy = s.spawn(|| crate::sandbox::unpack_tree(&mut tree, &unpacked, req.mtime));
+        let layer = b.write(&req.cache.blobs, req.mtime);
+        (layer, copy.join())
+    });
+    let layer = layer?;
+    if let Ok(Ok(())) = copied {
+        let _ = crate::sandbox::keep_unpacked(req.cache, &layer, &unpacked);
+    }
+    Ok(layer)
 }
 
 /// Starts building, in the background, the runtime the venv will most

@@ -317,6 +317,8 @@ struct Interp<'a> {
     loader: Option<String>,
     /// Column positions in what it compiles (`positions` strip rule off).
     positions: bool,
+    /// The venv is a cached tree the scripts only read.
+    venv_read_only: bool,
 }
 
 impl<'a> Interp<'a> {
@@ -353,6 +355,7 @@ impl<'a> Interp<'a> {
             minor: "",
             loader,
             positions: false,
+            venv_read_only: false,
         })
     }
 
@@ -375,7 +378,10 @@ impl<'a> Interp<'a> {
             argv.extend(args);
             let mut sb = Sandbox::new(self.rootfs);
             if let Some(v) = &self.venv {
-                sb = sb.bind(v, "/opt/venv", Some("/opt"));
+                sb = match self.venv_read_only {
+                    true => sb.ro_bind_in(v, "/opt/venv", "/opt"),
+                    false => sb.bind(v, "/opt/venv", Some("/opt")),
+                };
             }
             return sb
                 .bind(self.out, "/tmp/out", None)
@@ -549,7 +555,8 @@ pub fn compile_packages(
     if names.is_empty() {
         return Ok(0);
     }
-    let interp = Interp::new(rootfs, venv, out, target, positions)?;
+    let mut interp = Interp::new(rootfs, venv, out, target, positions)?;
+    interp.venv_read_only = true;
     let mods: Vec<&str> = names.iter().map(String::as_str).collect();
     let what = "tracing the imports of the packages the app names";
     let traced: Vec<String> = run_trace(&interp, what, &names.join(","), &mods)?

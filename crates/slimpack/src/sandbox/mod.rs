@@ -334,6 +334,17 @@ pub fn cached_rootfs(
     layers: &[Layer],
     keep_setuid: bool,
 ) -> Result<(PathBuf, Vec<String>)> {
+    let dir = rootfs_dir(cache, layers, keep_setuid)?;
+    let skipped = if dir.is_dir() {
+        Vec::new()
+    } else {
+        unpack(store, layers, &dir, keep_setuid).context("unpacking the image")?
+    };
+    Ok((dir, skipped))
+}
+
+/// Where [`cached_rootfs`] keeps `layers` unpacked.
+pub fn rootfs_dir(cache: &Cache, layers: &[Layer], keep_setuid: bool) -> Result<PathBuf> {
     let mut h = KeyHasher::new("rootfs");
     h.part("unpacker", "v2");
     if keep_setuid {
@@ -342,13 +353,23 @@ pub fn cached_rootfs(
     for l in layers {
         h.part("layer", &l.digest);
     }
-    let dir = cache.dir(CacheDir::Rootfs)?.join(&h.finish()[..32]);
-    let skipped = if dir.is_dir() {
-        Vec::new()
-    } else {
-        unpack(store, layers, &dir, keep_setuid).context("unpacking the image")?
-    };
-    Ok((dir, skipped))
+    Ok(cache.dir(CacheDir::Rootfs)?.join(&h.finish()[..32]))
+}
+
+/// Makes `unpacked` (a tree in the cache's rootfs directory, unpacked
+/// from the very tar stream `layer` was written from) the cache's
+/// unpacked copy of `layer`, found by [`cached_rootfs`]; a copy already
+/// there is as good and stays.
+pub fn keep_unpacked(cache: &Cache, layer: &Layer, unpacked: &Path) -> Result<PathBuf> {
+    let dir = rootfs_dir(cache, std::slice::from_ref(layer), false)?;
+    if !dir.is_dir() {
+        if let Err(e) = fs::rename(unpacked, &dir) {
+            if !dir.is_dir() {
+                return Err(e).with_context(|| format!("renaming into {}", dir.display()));
+            }
+        }
+    }
+    Ok(dir)
 }
 
 /// Whether `rel` is a directory inside `root`, resolved as the image would.
