@@ -22,7 +22,8 @@ use std::path::{Path, PathBuf};
 // what has none.
 // v11: the builder compiles with the interpreter's flags (-O2 -DNDEBUG) and
 // -g0 added by its sitecustomize, instead of CFLAGS=-g0 in their place.
-const VENV_POLICY: &str = "venv-v11";
+// v12: the import trace in two processes (`bytecode::TRACE_SHARDS`).
+const VENV_POLICY: &str = "venv-v12";
 const OPAQUE_VENV: &str = "opt/venv/.wh..wh..opq";
 
 /// The venv layer and what building it decided about the rest.

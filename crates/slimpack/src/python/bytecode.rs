@@ -90,12 +90,57 @@ const WALKED: &[&str] = &[
 
 /// Every script starts with the paths of the image's `/`, the venv and
 /// the output directory as the interpreter sees them (see [`Interp`]).
+/// The trace runs as [`TRACE_SHARDS`] processes, each importing its share
+/// of the modules (see `share`); the leading `first` ones (the stdlib's)
+/// go to shard 0.
 const TRACE: &str = r#"
 import sys, os, importlib, pkgutil
-walk = set(filter(None, sys.argv[4].split(',')))
-mods = sys.argv[5:]
+shard, shards, walk, first = int(sys.argv[4]), int(sys.argv[5]), sys.argv[6], int(sys.argv[7])
+walk = set(filter(None, walk.split(',')))
+first, mods = sys.argv[8:8 + first], sys.argv[8 + first:]
 # Importing must not start anything: no arguments to parse, no forks.
 sys.argv = [sys.argv[0]]
+def share(mods):
+    # Top-level modules grouped by what their distributions require (by
+    # the bytes of their sources), so that a dependency two of them share
+    # is imported in one shard, and the largest shard is the smallest.
+    try:
+        import importlib.metadata as md, re
+        owners = md.packages_distributions()
+    except Exception:
+        return [mods] + [[]] * (shards - 1)
+    canon = lambda n: re.sub(r'[-_.]+', '-', n).lower()
+    dists = {}
+    for d in md.distributions():
+        try:
+            name = canon(d.metadata['Name'])
+            size = sum(f.size or 0 for f in (d.files or []) if f.name.endswith('.py'))
+            reqs = [re.match(r'\s*([A-Za-z0-9][A-Za-z0-9._-]*)', r) for r in d.requires or []
+                    if 'extra' not in r.partition(';')[2]]
+        except Exception:
+            continue
+        dists.setdefault(name, (size, [canon(r.group(1)) for r in reqs if r]))
+    def closure(m):
+        todo, seen = [canon(n) for n in owners.get(m, [])], set()
+        while todo:
+            n = todo.pop()
+            if n in dists and n not in seen:
+                seen.add(n)
+                todo.extend(dists[n][1])
+        return seen
+    cost = lambda names: sum(dists[n][0] for n in names)
+    groups, out = [set() for _ in range(shards)], [[] for _ in range(shards)]
+    for m, c in sorted(((m, closure(m)) for m in mods), key=lambda mc: (-cost(mc[1]), mc[0])):
+        def after(i):
+            costs = [cost(g | c if j == i else g) for j, g in enumerate(groups)]
+            return (max(costs), costs[i] - cost(groups[i]), i)
+        i = min(range(shards), key=after)
+        groups[i] |= c
+        out[i].append(m)
+    return out
+mine = share(sorted(set(mods)))[shard]
+if shard == 0:
+    mine = first + mine
 def _nofork(*a, **k):
     raise OSError('no processes while tracing imports')
 os.fork = os.forkpty = os.system = _nofork
@@ -104,7 +149,7 @@ def imp(m):
         return importlib.import_module(m)
     except BaseException:
         return None
-for m in mods:
+for m in mine:
     mod = imp(m)
     if m in walk and mod is not None and hasattr(mod, '__path__'):
         for info in pkgutil.walk_packages(mod.__path__, m + '.', onerror=lambda n: None):
@@ -115,6 +160,11 @@ sys.stdout.write('\n'.join(files) + '\n')
 sys.stdout.flush()
 os._exit(0)
 "#;
+
+/// How many processes trace imports. Fixed, not the machine's cores: a
+/// module that imports differently once another is loaded would otherwise
+/// give another trace, and another layer, on another machine.
+const TRACE_SHARDS: usize = 2;
 
 /// Without a sandbox (the loader mode), the interpreter starts as itself,
 /// not as the venv's: this sets up what the venv's start-up would have
@@ -450,27 +500,48 @@ pub fn trace(
     modules: &[String],
 ) -> Result<Vec<String>> {
     let interp = Interp::new(rootfs, venv, out, target, true)?;
-    let mut mods: Vec<&str> = WEB_STDLIB.to_vec();
-    mods.extend(modules.iter().map(String::as_str));
+    let mods: Vec<&str> = modules.iter().map(String::as_str).collect();
     run_trace(
         &interp,
         "tracing the dependencies' imports",
         &walked(modules),
+        WEB_STDLIB,
         &mods,
     )
 }
 
-/// The image paths of the `.py` files importing `mods` loads, with every
-/// submodule of the packages in `walk` (comma-separated).
-fn run_trace(interp: &Interp, what: &str, walk: &str, mods: &[&str]) -> Result<Vec<String>> {
-    let mut args: Vec<&str> = vec![walk];
-    args.extend(mods);
-    let stdout = ran(what, interp.run(TRACE, &args, 120)?)?;
-    Ok(stdout
-        .lines()
+/// The image paths of the `.py` files importing `first` and `mods` loads,
+/// with every submodule of the packages in `walk` (comma-separated),
+/// sorted: the union of the [`TRACE_SHARDS`] processes' traces.
+fn run_trace(
+    interp: &Interp,
+    what: &str,
+    walk: &str,
+    first: &[&str],
+    mods: &[&str],
+) -> Result<Vec<String>> {
+    let (count, total) = (first.len().to_string(), TRACE_SHARDS.to_string());
+    let shards: Vec<String> = (0..TRACE_SHARDS).map(|i| i.to_string()).collect();
+    let trace = |_, shard: &String| {
+        let mut args: Vec<&str> = vec![shard, &total, walk, &count];
+        args.extend(first);
+        args.extend(mods);
+        ran(what, interp.run(TRACE, &args, 120)?)
+    };
+    // A chroot run moves its binds into its own copy of the root (see
+    // `run_sharded`): one at a time.
+    let workers = match crate::sandbox::mode()? {
+        crate::sandbox::Mode::Chroot => 1,
+        _ => TRACE_SHARDS,
+    };
+    let outputs = crate::core::parallel::map(workers, &shards, trace)?;
+    let files: std::collections::BTreeSet<String> = outputs
+        .iter()
+        .flat_map(|o| o.lines())
         .filter_map(|l| interp.image_path(l))
         .filter(|p| plain_absolute(p))
-        .collect())
+        .collect();
+    Ok(files.into_iter().collect())
 }
 
 /// Whether `p` is an absolute path of plain names only. The trace is
@@ -559,7 +630,7 @@ pub fn compile_packages(
     interp.venv_read_only = true;
     let mods: Vec<&str> = names.iter().map(String::as_str).collect();
     let what = "tracing the imports of the packages the app names";
-    let traced: Vec<String> = run_trace(&interp, what, &names.join(","), &mods)?
+    let traced: Vec<String> = run_trace(&interp, what, &names.join(","), &[], &mods)?
         .into_iter()
         .filter(|p| {
             p.starts_with("/opt/venv/")
@@ -635,6 +706,70 @@ mod tests {
         assert_eq!(
             cache_path("/opt/python/lib/python3.12/json/__init__.py", "cpython-312"),
             "/opt/python/lib/python3.12/json/__pycache__/__init__.cpython-312.pyc"
+        );
+    }
+
+    /// The trace's shards: modules whose distributions require the same
+    /// one are imported by one process (the shared one once), the largest
+    /// shard is as small as it can be, and together the shards trace what
+    /// one process does.
+    #[test]
+    fn trace_shards_keep_a_shared_dependency_together() {
+        let site = tempfile::tempdir().unwrap();
+        // Name, requirements, the size its RECORD gives its source.
+        let dists: [(&str, &[&str], u32); 4] = [
+            ("alpha", &["gamma", "absent; extra == 'x'"], 1000),
+            ("beta", &["gamma"], 100),
+            ("gamma", &[], 5000),
+            ("delta", &[], 5500),
+        ];
+        for (name, requires, size) in dists {
+            let imports: String = requires
+                .iter()
+                .filter(|r| !r.contains(';'))
+                .map(|r| format!("import {r}\n"))
+                .collect();
+            std::fs::write(site.path().join(format!("{name}.py")), imports).unwrap();
+            let info = site.path().join(format!("{name}-1.0.dist-info"));
+            std::fs::create_dir(&info).unwrap();
+            let mut metadata = format!("Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n");
+            for r in requires {
+                metadata.push_str(&format!("Requires-Dist: {r}\n"));
+            }
+            std::fs::write(info.join("METADATA"), metadata).unwrap();
+            std::fs::write(info.join("top_level.txt"), format!("{name}\n")).unwrap();
+            let record = format!("{name}.py,,{size}\n{name}-1.0.dist-info/METADATA,,\n");
+            std::fs::write(info.join("RECORD"), record).unwrap();
+        }
+        let trace = |shard: &str, shards: &str| -> Vec<String> {
+            let out = std::process::Command::new("python3")
+                .args([
+                    "-S", "-c", TRACE, "/", "", "/tmp/out", shard, shards, "", "0",
+                ])
+                .args(["delta", "beta", "alpha", "gamma"])
+                .env("PYTHONPATH", site.path())
+                .env("PYTHONDONTWRITEBYTECODE", "1")
+                .output()
+                .expect("python3 runs (test.sh installs it)");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let mut names: Vec<String> = String::from_utf8(out.stdout)
+                .unwrap()
+                .lines()
+                .filter_map(|l| l.strip_prefix(site.path().to_str()?)?.strip_prefix('/'))
+                .map(str::to_string)
+                .collect();
+            names.sort();
+            names
+        };
+        assert_eq!(trace("0", "2"), ["alpha.py", "beta.py", "gamma.py"]);
+        assert_eq!(trace("1", "2"), ["delta.py"]);
+        assert_eq!(
+            trace("0", "1"),
+            ["alpha.py", "beta.py", "delta.py", "gamma.py"]
         );
     }
 
