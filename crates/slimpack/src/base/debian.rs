@@ -21,6 +21,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// Bump when the layer's content rules change, so cached layers are rebuilt.
 // v4: the `libraries` and `stdlib-sources` rules (`base::trim`).
 const POLICY_VERSION: &str = "runtime-v4";
+/// Bump when what the builder's root leaves out changes.
+// v2: gcc's LTO dump tool and static libraries no build reads.
+const BUILDER_POLICY: &str = "builder-v2";
 /// How long a verified package resolution is reused before the archive is
 /// asked again (security updates land within this time).
 const RESOLUTION_TTL_SECS: u64 = 24 * 3600;
@@ -1359,6 +1362,7 @@ fn builder_rootfs_now(
 ) -> Result<std::path::PathBuf> {
     let mut h = KeyHasher::new("builder-rootfs");
     h.part("policy", POLICY_VERSION)
+        .part("builder-policy", BUILDER_POLICY)
         .part("suite", spec.suite.codename());
     for p in &resolved.packages {
         h.part("pkg", &p.name).part("sha", &p.sha256);
@@ -1380,10 +1384,19 @@ fn builder_rootfs_now(
     Ok(dir)
 }
 
-/// The builder keeps headers, static libraries and tools; only
-/// documentation goes.
+/// The builder keeps headers, static libraries and tools. What goes:
+/// documentation, and the largest files no build of a Python package
+/// reads (70 MB of a 276 MB builder, a quarter of what unpacking it
+/// writes): gcc's LTO dump tool, a debugging aid (`lto1`, which `-flto`
+/// needs, stays); the interpreter's static libraries (an extension links
+/// no libpython, and embedding links the shared one, which stays); glibc's
+/// (only `-static` programs link it; `libc_nonshared.a`, which every link
+/// reads, stays); the sanitizers' static runtimes (their shared ones are
+/// not installed either: [`NOT_IN_BUILDER`]).
 fn dropped_from_builder(path: &str) -> bool {
-    [
+    const SANITIZERS: [&str; 5] = ["libasan", "libtsan", "liblsan", "libubsan", "libhwasan"];
+    let file = path.rsplit('/').next().unwrap_or(path);
+    let docs = [
         "usr/share/doc/",
         "usr/share/man/",
         "usr/share/info/",
@@ -1391,7 +1404,13 @@ fn dropped_from_builder(path: &str) -> bool {
         "usr/share/lintian/",
     ]
     .iter()
-    .any(|p| path.starts_with(p))
+    .any(|p| path.starts_with(p));
+    docs || file.contains("-lto-dump-")
+        || file.starts_with("libpython3") && file.ends_with(".a")
+        || path.starts_with("usr/lib/") && path.ends_with("-linux-gnu/libc.a")
+        || path.starts_with("usr/lib/gcc/")
+            && file.ends_with(".a")
+            && SANITIZERS.iter().any(|s| file.starts_with(s))
 }
 
 /// Libraries Debian installs under an alternative (BLAS and LAPACK), with
@@ -1721,6 +1740,38 @@ mod tests {
         let from_layer = cache_dir.path().join("from-layer");
         crate::sandbox::unpack(&cache.blobs, &[runtime.layer], &from_layer, false).unwrap();
         assert_eq!(snapshot(&root), snapshot(&from_layer));
+    }
+
+    /// The builder leaves out what no build reads, and keeps what links
+    /// and compiles need (libgcc.a in every shared object, the linker
+    /// script's libc_nonshared.a, lto1 for `-flto`, the shared libpython).
+    #[test]
+    fn the_builder_leaves_out_only_what_no_build_reads() {
+        for dropped in [
+            "usr/share/doc/gcc-12/README",
+            "usr/bin/x86_64-linux-gnu-lto-dump-12",
+            "usr/bin/aarch64-linux-gnu-lto-dump-12",
+            "usr/lib/python3.11/config-3.11-x86_64-linux-gnu/libpython3.11.a",
+            "usr/lib/python3.11/config-3.11-x86_64-linux-gnu/libpython3.11-pic.a",
+            "usr/lib/x86_64-linux-gnu/libc.a",
+            "usr/lib/gcc/x86_64-linux-gnu/12/libasan.a",
+            "usr/lib/gcc/x86_64-linux-gnu/12/libubsan.a",
+        ] {
+            assert!(dropped_from_builder(dropped), "{dropped}");
+        }
+        for kept in [
+            "usr/lib/gcc/x86_64-linux-gnu/12/libgcc.a",
+            "usr/lib/gcc/x86_64-linux-gnu/12/lto1",
+            "usr/lib/gcc/x86_64-linux-gnu/12/libasan_preinit.o",
+            "usr/lib/x86_64-linux-gnu/libc_nonshared.a",
+            "usr/lib/x86_64-linux-gnu/libc.so",
+            "usr/lib/x86_64-linux-gnu/libpython3.11.so",
+            "usr/lib/x86_64-linux-gnu/libcrypto.a",
+            "usr/include/python3.11/Python.h",
+            "usr/bin/x86_64-linux-gnu-gcc-12",
+        ] {
+            assert!(!dropped_from_builder(kept), "{kept}");
+        }
     }
 
     /// A cached package is trusted no more than the network: a copy that
