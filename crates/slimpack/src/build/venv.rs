@@ -156,11 +156,10 @@ pub fn build(req: &builder::Request, runtime: &RuntimeBase, opts: &Options) -> R
     let venv_dir = work.path().join("venv");
     let site = python::site_dir(&venv_dir, req.target);
     let built = std::thread::scope(|s| {
-        // The runtime without additions (its layer and root, cached) is
-        // what the venv's libraries are checked against after the install;
-        // made meanwhile, it overlaps the install's downloads and the
-        // builder's single-threaded compiler. Errors show again, in order,
-        // where the root is used.
+        // The runtime without additions (its root, cached) is what the
+        // venv's libraries are checked against after the install; made
+        // meanwhile, it overlaps the install's downloads and the builder.
+        // Errors show again, in order, where the root is used.
         s.spawn(|| {
             let quiet = crate::core::progress::Progress::hidden();
             let _ = runtime.root(
@@ -220,7 +219,8 @@ pub fn build(req: &builder::Request, runtime: &RuntimeBase, opts: &Options) -> R
 /// just written. Without the copy (it failed), they unpack the layer.
 fn write_and_unpack(req: &builder::Request, b: LayerBuilder) -> Result<Layer> {
     let staging = tempfile::Builder::new()
-        .prefix(".venv-")
+        // Swept like any unpacking a killed build left.
+        .prefix(".unpack-venv-")
         .tempdir_in(req.cache.dir(CacheDir::Rootfs)?)?;
     let unpacked = staging.path().join("root");
     let mut tree = b.clone();
