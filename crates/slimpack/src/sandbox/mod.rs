@@ -311,16 +311,21 @@ fn unpack_limited(
         let _ = fs::set_permissions(p, fs::Permissions::from_mode(*m | 0o500));
     }
     let skipped = std::mem::take(&mut u.skipped);
-    let tmp = tmp.keep();
-    if let Err(e) = fs::rename(&tmp, dest) {
-        let _ = fs::remove_dir_all(&tmp);
-        // `dest` is named by the content it holds: if another build got
-        // there first, its copy is as good as ours, and may be in use.
+    move_into_place(&tmp.keep(), dest)?;
+    Ok(skipped)
+}
+
+/// Renames the unpacked tree `from` to `dest`, a name given by the
+/// content it holds: if another build got there first, its copy is as
+/// good as ours, and may be in use; ours goes.
+fn move_into_place(from: &Path, dest: &Path) -> Result<()> {
+    if let Err(e) = fs::rename(from, dest) {
+        let _ = fs::remove_dir_all(from);
         if !dest.is_dir() {
             return Err(e).with_context(|| format!("renaming into {}", dest.display()));
         }
     }
-    Ok(skipped)
+    Ok(())
 }
 
 /// The root file system of `layers`, unpacked once into the cache and
@@ -363,11 +368,7 @@ pub fn rootfs_dir(cache: &Cache, layers: &[Layer], keep_setuid: bool) -> Result<
 pub fn keep_unpacked(cache: &Cache, layer: &Layer, unpacked: &Path) -> Result<PathBuf> {
     let dir = rootfs_dir(cache, std::slice::from_ref(layer), false)?;
     if !dir.is_dir() {
-        if let Err(e) = fs::rename(unpacked, &dir) {
-            if !dir.is_dir() {
-                return Err(e).with_context(|| format!("renaming into {}", dir.display()));
-            }
-        }
+        move_into_place(unpacked, &dir)?;
     }
     Ok(dir)
 }
