@@ -121,7 +121,8 @@ def share(mods):
             continue
         dists.setdefault(name, (size, [canon(r.group(1)) for r in reqs if r]))
     def closure(m):
-        todo, seen = [canon(n) for n in owners.get(m, [])], set()
+        # A distribution without a Name owns its modules as None.
+        todo, seen = [canon(n) for n in owners.get(m, []) if isinstance(n, str)], set()
         while todo:
             n = todo.pop()
             if n in dists and n not in seen:
@@ -717,11 +718,13 @@ mod tests {
     fn trace_shards_keep_a_shared_dependency_together() {
         let site = tempfile::tempdir().unwrap();
         // Name, requirements, the size its RECORD gives its source.
-        let dists: [(&str, &[&str], u32); 4] = [
+        let dists: [(&str, &[&str], u32); 5] = [
             ("alpha", &["gamma", "absent; extra == 'x'"], 1000),
             ("beta", &["gamma"], 100),
             ("gamma", &[], 5000),
             ("delta", &[], 5500),
+            // A broken RECORD: a size that is no number, no Name.
+            ("epsilon", &[], 0),
         ];
         for (name, requires, size) in dists {
             let imports: String = requires
@@ -741,12 +744,15 @@ mod tests {
             let record = format!("{name}.py,,{size}\n{name}-1.0.dist-info/METADATA,,\n");
             std::fs::write(info.join("RECORD"), record).unwrap();
         }
+        let broken = site.path().join("epsilon-1.0.dist-info");
+        std::fs::write(broken.join("RECORD"), "epsilon.py,,many\n").unwrap();
+        std::fs::write(broken.join("METADATA"), "Version: 1.0\n").unwrap();
         let trace = |shard: &str, shards: &str| -> Vec<String> {
             let out = std::process::Command::new("python3")
                 .args([
                     "-S", "-c", TRACE, "/", "", "/tmp/out", shard, shards, "", "0",
                 ])
-                .args(["delta", "beta", "alpha", "gamma"])
+                .args(["delta", "beta", "alpha", "gamma", "epsilon"])
                 .env("PYTHONPATH", site.path())
                 .env("PYTHONDONTWRITEBYTECODE", "1")
                 .output()
@@ -765,11 +771,15 @@ mod tests {
             names.sort();
             names
         };
-        assert_eq!(trace("0", "2"), ["alpha.py", "beta.py", "gamma.py"]);
+        // The broken distribution weighs nothing: it goes where it adds least.
+        assert_eq!(
+            trace("0", "2"),
+            ["alpha.py", "beta.py", "epsilon.py", "gamma.py"]
+        );
         assert_eq!(trace("1", "2"), ["delta.py"]);
         assert_eq!(
             trace("0", "1"),
-            ["alpha.py", "beta.py", "delta.py", "gamma.py"]
+            ["alpha.py", "beta.py", "delta.py", "epsilon.py", "gamma.py"]
         );
     }
 
