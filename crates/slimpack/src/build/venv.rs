@@ -405,6 +405,14 @@ fn install_beside_builder(
     let compiled = work.join("compiled");
     let sources = req.lock.only(from_source);
     let wheels = req.lock.without(from_source);
+    let install = || python::install_wheels(&wheels, req.target, req.uv, site);
+    // A chroot builder takes the uv cache into its root for the run
+    // (`sandbox::chroot` moves its binds): the host's install, which reads
+    // that cache, goes first instead of beside it.
+    let first = match crate::sandbox::mode()? {
+        crate::sandbox::Mode::Chroot => Some(install()),
+        _ => None,
+    };
     let built = std::thread::scope(|s| {
         let compiling = s.spawn(|| {
             let only = builder::Request {
@@ -413,7 +421,7 @@ fn install_beside_builder(
             };
             builder::install(&only, &compiled, from_source)
         });
-        let installed = python::install_wheels(&wheels, req.target, req.uv, site);
+        let installed = first.unwrap_or_else(install);
         if installed.is_ok() {
             prepare_expected_runtime(req, resolved, site, from_source);
         }
